@@ -1,0 +1,5 @@
+"""`python -m sentiment ...` is the `sentiment` command (also under torchrun / accelerate launch)."""
+
+from sentiment.cli import main
+
+main()

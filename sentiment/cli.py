@@ -1,0 +1,202 @@
+"""The `sentiment` command: builds a config, opens an MLflow run, calls one stage.
+
+    sentiment train --preset quick --register-as imdb-sentiment
+    sentiment evaluate --model-uri models:/imdb-sentiment@champion --data sample --split test
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from sentiment.config import CHECKPOINT_POLICIES, DEVICES, PRECISIONS, PRESETS, TRUNCATIONS, build_config
+from sentiment.errors import TrainingError, UserError
+
+
+class Maybe(click.ParamType):
+    """A typed option where an empty string means "not given" (how MLproject passes defaults)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = click.types.convert_type(inner)
+        self.name = self.inner.name
+
+    def convert(self, value, param, ctx):
+        if value is None or value == "":
+            return None
+        if isinstance(self.inner, click.types.BoolParamType) and isinstance(value, bool):
+            return value
+        return self.inner.convert(value, param, ctx)
+
+
+def _choice(values) -> click.Choice:
+    return click.Choice(list(values), case_sensitive=False)
+
+
+# option name -> (flat config field, click type, help). Default is always "" = "from the preset".
+CONFIG_OPTIONS: dict[str, tuple[str, object, str]] = {
+    "data": ("data.source", str, "imdb, sample, an aclImdb/ folder, or a CSV/JSONL/Parquet file"),
+    "max_length": ("data.max_length", int, "tokens per review after truncation"),
+    "truncation": ("data.truncation", _choice(TRUNCATIONS), "head, or head_tail (first 128 + last tokens)"),
+    "val_fraction": ("data.val_fraction", float, "share of the training source held out for validation"),
+    "test_fraction": ("data.test_fraction", float, "test share for sources without a test split"),
+    "train_fraction": ("data.train_fraction", float, "stratified share of the training split to use"),
+    "model": ("model.name", str, "Hub id, local folder, MLflow model URI, or offline-minilm"),
+    "dropout": ("model.dropout", float, "dropout before the classification layer"),
+    "freeze_layers": ("model.freeze_layers", int, "freeze the embeddings and the bottom k encoder layers"),
+    "epochs": ("train.epochs", int, "passes over the training split"),
+    "batch_size": ("train.batch_size", int, "reviews per optimizer step"),
+    "lr": ("train.lr", float, "peak learning rate (head and top layer)"),
+    "layer_decay": ("train.layer_decay", float, "layer-wise learning-rate decay factor"),
+    "weight_decay": ("train.weight_decay", float, "AdamW weight decay"),
+    "warmup_ratio": ("train.warmup_ratio", float, "share of steps for linear warmup"),
+    "max_grad_norm": ("train.max_grad_norm", float, "gradient clipping norm"),
+    "precision": ("train.precision", _choice(PRECISIONS), "auto, fp32, bf16 or fp16"),
+    "device": ("train.device", _choice(DEVICES), "auto, cpu or cuda"),
+    "eval_batch_size": ("train.eval_batch_size", int, "reviews per forward pass when evaluating"),
+    "log_every_steps": ("train.log_every_steps", int, "log train/loss every N optimizer steps"),
+    "seed": ("seed", int, "the one seed: splits, sampling, initialisation"),
+    "log_checkpoints": ("log_checkpoints", _choice(CHECKPOINT_POLICIES), "best, or all (every epoch as a LoggedModel)"),
+    "run_test": ("run_test", bool, "evaluate the best checkpoint on the test split (true/false)"),
+}
+
+
+def config_options(names):
+    """Decorate a command with the config options in ``names`` (all default to the preset)."""
+
+    def decorate(func):
+        for name in reversed(list(names)):
+            _, kind, help_text = CONFIG_OPTIONS[name]
+            func = click.option(f"--{name.replace('_', '-')}", name, type=Maybe(kind), default="", show_default=False, help=help_text)(func)
+        return func
+
+    return decorate
+
+
+def overrides_from(options: dict) -> dict:
+    return {CONFIG_OPTIONS[name][0]: value for name, value in options.items() if name in CONFIG_OPTIONS}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def cli() -> None:
+    """Fine-tune transformer encoders for movie-review sentiment, tracked in MLflow."""
+
+
+@cli.command()
+@click.option("--preset", type=_choice(PRESETS), default="seed", show_default=True, help="seed: the reference recipe; quick: offline, CPU-sized")
+@config_options(CONFIG_OPTIONS)
+@click.option("--register-as", default="", help="register the model under this name (alias candidate; champion if best)")
+@click.option("--run-name", default="", help="MLflow run name")
+@click.option("--output-dir", default=".sentiment/runs", show_default=True, help="local folder for checkpoints")
+def train(preset: str, register_as: str, run_name: str, output_dir: str, **options) -> None:
+    """Fine-tune, validate every epoch, log the best model, test it, optionally register it."""
+    from sentiment import tracking
+    from sentiment.train import run_train
+
+    config = build_config(preset, overrides_from(options))
+    with tracking.open_run(run_name=run_name or None, system_metrics=True) as tracker:
+        outcome = run_train(config, tracker, Path(output_dir) / tracker.run_id, register_as=register_as or None)
+    _report_train(outcome)
+
+
+def _report_train(outcome) -> None:
+    from sentiment import tracking
+
+    best = outcome.history.best_val_accuracy
+    click.echo(f"run id:          {outcome.run_id}")
+    click.echo(f"best val acc:    {best:.4f} (epoch {outcome.history.best_epoch})")
+    if outcome.test_metrics:
+        m = outcome.test_metrics
+        click.echo(f"test accuracy:   {m['test/accuracy']:.4f} (95% CI {m['test/accuracy_ci_low']:.4f}-{m['test/accuracy_ci_high']:.4f}), macro F1 {m['test/f1_macro']:.4f}")
+    click.echo(f"logged model:    {outcome.model_uri}")
+    if outcome.registered is not None:
+        reg = outcome.registered
+        aliases = "candidate, champion" if reg.champion else "candidate"
+        click.echo(f"registered:      {reg.uri} (aliases: {aliases}); load with models:/{reg.name}@champion")
+    uri = tracking.tracking_uri()
+    ui = f"open {uri}" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}"
+    click.echo(f"MLflow UI:       {ui}")
+
+
+@cli.command()
+@click.option("--model-uri", required=True, help="runs:/..., models:/name@alias, models:/m-..., a local folder, or a Hub id")
+@click.option("--data", default="", help="source to evaluate on (default: the model's training source)")
+@click.option("--split", default="test", show_default=True, help="train, val, test or all")
+@config_options(["max_length", "truncation", "eval_batch_size", "device", "seed"])
+@click.option("--run-name", default="", help="MLflow run name")
+def evaluate(model_uri: str, data: str, split: str, run_name: str, **options) -> None:
+    """Evaluate a logged, registered, local or Hub model on a split, as a new run."""
+    from sentiment import tracking
+    from sentiment.evaluate import run_evaluate
+
+    overrides = overrides_from(options)
+    with tracking.open_run(run_name=run_name or None) as tracker:
+        metrics = run_evaluate(model_uri, tracker, data or None, split.lower(), overrides)
+    click.echo(f"run id:     {tracker.run_id}")
+    for key in ("accuracy", "f1_macro", "roc_auc", "ece", "loss"):
+        name = f"{split}/{key}"
+        if name in metrics:
+            click.echo(f"{name:<20}{metrics[name]:.4f}")
+
+
+@cli.command()
+@click.option("--model-uri", default="", help="model to analyse (runs:/, models:/, folder, Hub id)")
+@click.option("--data", default="", help="source to analyse (default: the model's training source)")
+@click.option("--only", default="", help="comma-separated parts: eda, attention, failures (default: all)")
+@click.option("--texts", default="", help="a text file with one review per line to show attention for")
+@click.option("--predictions-run", default="", help="reuse this evaluate run's predictions table")
+def analyze(model_uri: str, data: str, only: str, texts: str, predictions_run: str) -> None:
+    """Data exploration, attention maps and failure analysis (not implemented yet)."""
+    raise UserError("analyze is not implemented yet; see the project's issue tracker")
+
+
+@cli.command()
+@click.option("--grid", default="experiments/quick.yaml", show_default=True, help="an experiments/*.yaml grid")
+@click.option("--max-parallel", default=1, show_default=True, type=int, help="children to run at once")
+@click.option("--resume", default="", help="parent run id: re-run only the children that did not finish")
+def ablate(grid: str, max_parallel: int, resume: str) -> None:
+    """Run an ablation grid as a parent run with one child run per variant and seed (not implemented yet)."""
+    raise UserError("ablate is not implemented yet; see the project's issue tracker")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one line on stderr and an exit code, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="sentiment", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail_outer_run("interrupted by the user", "KILLED")
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        _fail_outer_run(exc.format_message())
+        sys.exit(exc.exit_code)
+    except (UserError, TrainingError) as exc:
+        message = " ".join(str(exc).split())
+        _fail_outer_run(message)
+        click.echo(f"error: {message}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _fail_outer_run("interrupted by the user", "KILLED")
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+
+
+def _fail_outer_run(message: str, status: str = "FAILED") -> None:
+    """Under `mlflow run` the run exists before we start: never leave it RUNNING."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    from sentiment import tracking
+
+    try:
+        tracking.connect()
+    except UserError:
+        return
+    tracking.fail_run(run_id, message, status)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""Frozen, typed configuration: the single source of truth for a run.
+
+Presets give whole configs; explicit options override single fields by their flat name
+(``train.lr``, ``data.max_length``). Validation collects every problem and reports them together.
+
+    python -c "from sentiment.config import build_config; print(build_config('quick'))"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, get_type_hints
+
+import yaml
+
+from sentiment.errors import UserError
+
+TRUNCATIONS = ("head", "head_tail")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+CHECKPOINT_POLICIES = ("best", "all")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "imdb"
+    """`imdb` (Hub), `sample` (bundled corpus), an `aclImdb/` folder, or a CSV/JSONL/Parquet file."""
+    max_length: int = 512
+    """Tokens per review after truncation, special tokens included."""
+    truncation: str = "head"
+    """`head` keeps the first tokens; `head_tail` keeps the first 128 and the last ones."""
+    val_fraction: float = 0.25
+    """Share of the training source held out for validation (0.25 of IMDB's 25k = 6,250)."""
+    test_fraction: float = 0.2
+    """Share held out for testing, only for sources without their own test split."""
+    train_fraction: float = 1.0
+    """Stratified share of the training split actually used (ablations use 0.1)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "distilbert-base-uncased"
+    """Hub id, local directory, MLflow model URI, or the alias `offline-minilm`."""
+    dropout: float = 0.3
+    """Dropout before the classification layer."""
+    freeze_layers: int = 0
+    """Freeze the embeddings and the bottom k encoder layers (0 trains everything)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 3
+    """Passes over the training split."""
+    batch_size: int = 16
+    """Reviews per optimizer step."""
+    lr: float = 2e-5
+    """Peak learning rate of the classification head and the top encoder layer."""
+    layer_decay: float = 0.95
+    """Each layer further down gets lr times this factor once more; 1.0 turns decay off."""
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay (not applied to biases and LayerNorm weights)."""
+    warmup_ratio: float = 0.1
+    """Share of all optimizer steps spent warming the learning rate up linearly from 0."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping threshold (global L2 norm)."""
+    precision: str = "auto"
+    """`auto` (bf16 or fp16 on CUDA, fp32 on CPU), `fp32`, `bf16` or `fp16`."""
+    device: str = "auto"
+    """`auto` (CUDA when available), `cpu` or `cuda`."""
+    eval_batch_size: int = 64
+    """Reviews per forward pass when validating, testing and predicting."""
+    log_every_steps: int = 10
+    """Log `train/loss` and `train/lr` every this many optimizer steps."""
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 42
+    """Seeds splits, sampling, initialisation and dropout."""
+    preset: str = "seed"
+    """The preset the config started from (recorded, not used after building)."""
+    log_checkpoints: str = "best"
+    """`best` logs the best epoch's model; `all` logs every epoch's as a LoggedModel."""
+    run_test: bool = True
+    """Evaluate the best checkpoint on the test split after training."""
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The reference recipe: DistilBERT on IMDB, 18,750 / 6,250 / 25,000.
+    "seed": {},
+    # Offline and CPU-sized: the packaged MiniLM encoder on the bundled sample corpus.
+    "quick": {
+        "data.source": "sample",
+        "data.max_length": 256,
+        "data.val_fraction": 0.2,
+        "data.test_fraction": 0.2,
+        "model.name": "offline-minilm",
+        "model.dropout": 0.1,
+        "train.epochs": 5,
+        "train.lr": 1e-4,
+        "train.layer_decay": 0.9,
+        "train.log_every_steps": 2,
+    },
+}
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def flat_fields() -> dict[str, type]:
+    """Every settable flat name (``train.lr``, ``seed``) with its Python type."""
+    out: dict[str, type] = {}
+    for section, cls in _SECTIONS.items():
+        hints = get_type_hints(cls)
+        out.update({f"{section}.{f.name}": hints[f.name] for f in fields(cls)})
+    hints = get_type_hints(Config)
+    out.update({f.name: hints[f.name] for f in fields(Config) if f.name not in _SECTIONS})
+    return out
+
+
+def to_flat_dict(config: Config) -> dict[str, Any]:
+    """Flatten to ``{"data.source": ..., "seed": ...}``: what gets logged as params."""
+    out: dict[str, Any] = {}
+    for key, value in dataclasses.asdict(config).items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
+
+
+def from_dict(nested: dict[str, Any]) -> Config:
+    """Rebuild a config from ``dataclasses.asdict`` output (e.g. a logged config.yaml)."""
+    flat: dict[str, Any] = {}
+    for key, value in nested.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return apply_overrides(Config(), flat)
+
+
+def from_yaml(text: str) -> Config:
+    return from_dict(yaml.safe_load(text) or {})
+
+
+def _coerce(name: str, value: Any, kind: type, problems: list[str]) -> Any:
+    if kind is bool:
+        if isinstance(value, str):
+            if value.lower() in ("true", "1", "yes"):
+                return True
+            if value.lower() in ("false", "0", "no"):
+                return False
+        elif isinstance(value, bool):
+            return value
+        problems.append(f"{name} must be true or false, got {value!r}")
+        return value
+    if kind in (int, float) and not isinstance(value, bool):
+        try:
+            number = kind(value) if kind is float else int(str(value))
+            return number
+        except (TypeError, ValueError):
+            problems.append(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+            return value
+    if kind is str:
+        return str(value)
+    problems.append(f"{name} has unsupported value {value!r}")
+    return value
+
+
+def apply_overrides(base: Config, overrides: dict[str, Any]) -> Config:
+    """Return ``base`` with flat-named fields replaced; values are coerced to each field's type.
+
+    Raises:
+        UserError: an unknown name or a value of the wrong type (all problems in one message).
+    """
+    known = flat_fields()
+    problems: list[str] = []
+    sections: dict[str, dict[str, Any]] = {s: {} for s in _SECTIONS}
+    top: dict[str, Any] = {}
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        if name not in known:
+            problems.append(f"unknown option {name!r} (known: {', '.join(sorted(known))})")
+            continue
+        value = _coerce(name, value, known[name], problems)
+        if "." in name:
+            section, key = name.split(".", 1)
+            sections[section][key] = value
+        else:
+            top[name] = value
+    if problems:
+        raise UserError("; ".join(problems))
+    return replace(
+        base,
+        **{s: replace(getattr(base, s), **v) for s, v in sections.items() if v},
+        **top,
+    )
+
+
+def validate(config: Config) -> Config:
+    """Check every field; raise one UserError listing all problems, or return the config."""
+    d, m, t = config.data, config.model, config.train
+    problems: list[str] = []
+
+    def check(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    check(bool(d.source.strip()), "data.source must not be empty (try --data sample)")
+    check(8 <= d.max_length <= 4096, f"data.max_length must be between 8 and the model's limit, got {d.max_length}")
+    check(d.truncation in TRUNCATIONS, f"data.truncation must be one of {', '.join(TRUNCATIONS)}, got {d.truncation!r}")
+    for name in ("val_fraction", "test_fraction", "train_fraction"):
+        value = getattr(d, name)
+        check(0 < value <= 1, f"data.{name} must be in (0, 1], got {value}")
+    check(d.val_fraction + d.test_fraction < 1, "data.val_fraction + data.test_fraction must be < 1")
+    check(bool(m.name.strip()), "model.name must not be empty (try --model offline-minilm)")
+    check(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
+    check(m.freeze_layers >= 0, f"model.freeze_layers must be >= 0, got {m.freeze_layers}")
+    check(t.epochs > 0, f"train.epochs must be > 0, got {t.epochs}")
+    check(t.batch_size > 0, f"train.batch_size must be > 0, got {t.batch_size}")
+    check(t.eval_batch_size > 0, f"train.eval_batch_size must be > 0, got {t.eval_batch_size}")
+    check(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
+    check(0 < t.layer_decay <= 1, f"train.layer_decay must be in (0, 1], got {t.layer_decay}")
+    check(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    check(0 <= t.warmup_ratio < 1, f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
+    check(t.max_grad_norm > 0, f"train.max_grad_norm must be > 0, got {t.max_grad_norm}")
+    check(t.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
+    check(t.device in DEVICES, f"train.device must be one of {', '.join(DEVICES)}, got {t.device!r}")
+    check(t.log_every_steps > 0, f"train.log_every_steps must be > 0, got {t.log_every_steps}")
+    check(config.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}, got {config.preset!r}")
+    check(
+        config.log_checkpoints in CHECKPOINT_POLICIES,
+        f"log_checkpoints must be one of {', '.join(CHECKPOINT_POLICIES)}, got {config.log_checkpoints!r}",
+    )
+    if problems:
+        raise UserError("invalid configuration: " + "; ".join(problems))
+    return config
+
+
+def build_config(preset: str = "seed", overrides: dict[str, Any] | None = None) -> Config:
+    """Start from a preset, apply explicit overrides, validate.
+
+    Args:
+        preset: a key of PRESETS.
+        overrides: flat name -> value; None values mean "keep the preset's".
+    Returns:
+        The validated, frozen config.
+    """
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    config = apply_overrides(Config(preset=preset), PRESETS[preset])
+    return validate(apply_overrides(config, overrides or {}))

@@ -1,0 +1,352 @@
+"""Load review sources, split them stratified and seeded, tokenize, and batch by length.
+
+A source becomes one table with columns ``id, text, label, split`` (label 0 = negative,
+1 = positive; split is ``train``/``test`` when the source has its own test split, else empty).
+
+    python -c "from sentiment.data import load_splits; from sentiment.config import DataConfig; \
+print(load_splits(DataConfig(source='sample'), seed=42).sizes())"
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.model_selection import train_test_split
+
+from sentiment.config import DataConfig
+from sentiment.errors import UserError
+
+LABELS = ("negative", "positive")
+SAMPLE_PATH = Path(__file__).parent / "data" / "sample_reviews.jsonl"
+IMDB_HUB_ID = "stanfordnlp/imdb"
+TEXT_COLUMNS = ("text", "review")
+LABEL_COLUMNS = ("label", "sentiment")
+_LABEL_WORDS = {"negative": 0, "neg": 0, "0": 0, "positive": 1, "pos": 1, "1": 1}
+_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The three splits as tables (columns id, text, label) plus where they came from."""
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    source: str
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def clean_text(text: str) -> str:
+    """Turn the HTML line breaks scraped reviews carry into spaces and squeeze whitespace."""
+    return " ".join(_BREAK.sub(" ", text).split())
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def load_source(source: str) -> pd.DataFrame:
+    """Read a source into a table with columns id, text, label (0/1), split.
+
+    Args:
+        source: ``imdb``, ``sample``, an ``aclImdb/`` folder, or a .csv/.jsonl/.json/.parquet file.
+    Raises:
+        UserError: unknown source, unreadable file, missing columns, bad labels or empty texts.
+    """
+    if source == "imdb":
+        frame = _load_hub_imdb()
+    elif source == "sample":
+        frame = _read_file(SAMPLE_PATH)
+    else:
+        path = Path(source).expanduser()
+        if path.is_dir():
+            frame = _load_aclimdb(path)
+        elif path.is_file():
+            frame = _read_file(path)
+        else:
+            raise UserError(
+                f"data source {source!r} is neither 'imdb', 'sample', an existing aclImdb/ folder "
+                "nor an existing .csv/.jsonl/.parquet file"
+            )
+    return _normalise(frame, source)
+
+
+def _load_hub_imdb() -> pd.DataFrame:
+    import datasets  # heavy import, only for the Hub source
+
+    try:
+        ds = datasets.load_dataset(IMDB_HUB_ID)
+    except Exception as exc:  # offline, proxy, auth: all mean the same to the user
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise UserError(
+            f"cannot load {IMDB_HUB_ID!r} from the Hugging Face Hub ({reason}); without internet use "
+            "--data sample, an extracted aclImdb/ folder, or a CSV/JSONL/Parquet file"
+        ) from None
+    parts = []
+    for split in ("train", "test"):
+        frame = ds[split].to_pandas()[["text", "label"]]
+        frame["id"] = [f"{split}/{i}" for i in range(len(frame))]
+        frame["split"] = split
+        parts.append(frame)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _load_aclimdb(root: Path) -> pd.DataFrame:
+    rows = []
+    for split in ("train", "test"):
+        for label in ("neg", "pos"):
+            folder = root / split / label
+            for file in sorted(folder.glob("*.txt")):
+                rows.append(
+                    {
+                        "id": f"{split}/{label}/{file.stem}",
+                        "text": file.read_text(encoding="utf-8", errors="replace"),
+                        "label": label,
+                        "split": split,
+                    }
+                )
+    if not rows:
+        raise UserError(
+            f"folder {str(root)!r} has no reviews: expected aclImdb layout train/pos, train/neg, "
+            "test/pos, test/neg with .txt files"
+        )
+    return pd.DataFrame(rows)
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path, dtype=str, keep_default_na=False)
+        if suffix in (".jsonl", ".json"):
+            return _read_jsonl(path)
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+    except UserError:
+        raise
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise UserError(f"cannot read {str(path)!r}: {reason}") from None
+    raise UserError(f"unsupported file type {suffix!r} for {str(path)!r}: use .csv, .jsonl or .parquet")
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        return pd.DataFrame(json.loads(text))
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"cannot read {str(path)!r}: line {number} is not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise UserError(f"cannot read {str(path)!r}: line {number} is not a JSON object")
+        records.append(record)
+    if not records:
+        raise UserError(f"cannot read {str(path)!r}: the file has no records")
+    return pd.DataFrame(records)
+
+
+def _pick(columns: Sequence[str], candidates: Sequence[str]) -> str | None:
+    lowered = {c.lower().strip(): c for c in columns}
+    return next((lowered[c] for c in candidates if c in lowered), None)
+
+
+def _normalise(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Detect columns, map labels to 0/1, clean texts, and check every row."""
+    text_col = _pick(frame.columns, TEXT_COLUMNS)
+    label_col = _pick(frame.columns, LABEL_COLUMNS)
+    if text_col is None or label_col is None:
+        missing = "a text column ('text' or 'review')" if text_col is None else "a label column ('label' or 'sentiment')"
+        raise UserError(f"data {source!r} has no {missing}; columns found: {', '.join(map(str, frame.columns))}")
+    if frame.empty:
+        raise UserError(f"data {source!r} has no rows")
+    labels = frame[label_col].map(lambda v: _LABEL_WORDS.get(str(v).strip().lower()))
+    distinct = sorted({str(v).strip() for v in frame[label_col]})
+    if labels.isna().any():
+        row = int(np.flatnonzero(labels.isna().to_numpy())[0])
+        raise UserError(
+            f"data {source!r} row {row + 1} has label {frame[label_col].iloc[row]!r}: labels must be two classes, "
+            f"0/1 or negative/positive (found {len(distinct)} distinct values: {', '.join(distinct[:5])})"
+        )
+    texts = frame[text_col].map(lambda v: clean_text(v) if isinstance(v, str) else "")
+    empty = np.flatnonzero((texts.str.len() == 0).to_numpy())
+    if len(empty):
+        raise UserError(f"data {source!r} row {int(empty[0]) + 1} has an empty text ({len(empty)} such rows); remove or fill them")
+    if labels.nunique() < 2:
+        raise UserError(f"data {source!r} has only one class ({LABELS[int(labels.iloc[0])]}); both negative and positive are needed")
+    ids = frame["id"].astype(str) if "id" in frame.columns else pd.Series([str(i) for i in range(len(frame))])
+    split = frame["split"].astype(str) if "split" in frame.columns else pd.Series([""] * len(frame))
+    return pd.DataFrame(
+        {"id": ids.to_numpy(), "text": texts.to_numpy(), "label": labels.astype(int).to_numpy(), "split": split.to_numpy()}
+    )
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def _stratified(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split off ``fraction`` of rows keeping the class balance; returns (rest, held_out)."""
+    n_held = int(round(len(frame) * fraction))
+    if n_held < 2 or len(frame) - n_held < 2:
+        raise UserError(f"cannot hold out {fraction:.0%} of {len(frame)} reviews: too few; use more data or another fraction")
+    rest, held = train_test_split(frame, test_size=n_held, stratify=frame["label"], random_state=seed)
+    return rest.reset_index(drop=True), held.reset_index(drop=True)
+
+
+def make_splits(frame: pd.DataFrame, config: DataConfig, seed: int, source: str = "") -> Splits:
+    """Split a normalised table into train/val/test, stratified and seeded.
+
+    A source with its own test split keeps it; validation is ``val_fraction`` of the training
+    part (IMDB: 25,000 -> 18,750 / 6,250). Otherwise ``test_fraction`` of all rows is held out
+    first. ``train_fraction`` < 1 then subsamples the training split, still stratified.
+    """
+    cols = ["id", "text", "label"]
+    if (frame["split"] == "test").any():
+        pool, test = frame[frame["split"] != "test"][cols], frame[frame["split"] == "test"][cols]
+        test = test.reset_index(drop=True)
+    else:
+        pool, test = _stratified(frame[cols], config.test_fraction, seed)
+    train, val = _stratified(pool, config.val_fraction, seed)
+    if config.train_fraction < 1:
+        _, train = _stratified(train, config.train_fraction, seed)
+    return Splits(train=train, val=val, test=test, source=source)
+
+
+def load_splits(config: DataConfig, seed: int) -> Splits:
+    """`load_source` then `make_splits`."""
+    return make_splits(load_source(config.source), config, seed, source=config.source)
+
+
+# ----------------------------------------------------------------------------- tokens
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids per review (special tokens included, truncated) and their full lengths."""
+
+    input_ids: list[list[int]]
+    full_lengths: np.ndarray  # tokens before truncation, special tokens included
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
+
+def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer puts before and after a single sequence (e.g. [CLS] / [SEP])."""
+    with_special = tokenizer("a")["input_ids"]
+    content = tokenizer("a", add_special_tokens=False)["input_ids"]
+    for start in range(len(with_special) - len(content) + 1):
+        if with_special[start : start + len(content)] == content:
+            return with_special[:start], with_special[start + len(content) :]
+    raise UserError(f"cannot work out the special tokens of tokenizer {type(tokenizer).__name__}")
+
+
+def encode(texts: Sequence[str], tokenizer, max_length: int, truncation: str = "head") -> Encoded:
+    """Tokenize without padding; truncate to ``max_length`` keeping the head or head and tail.
+
+    ``head_tail`` follows Sun et al. (2019): of 510 content tokens keep the first 128 and the
+    last 382, scaled to other lengths.
+    """
+    prefix, suffix = special_tokens(tokenizer)
+    budget = max_length - len(prefix) - len(suffix)
+    head = max(1, round(budget * 128 / 510))
+    pieces = tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    out, full = [], np.empty(len(pieces), dtype=np.int64)
+    for i, ids in enumerate(pieces):
+        full[i] = len(ids) + len(prefix) + len(suffix)
+        if len(ids) > budget:
+            ids = ids[:budget] if truncation == "head" else ids[:head] + ids[len(ids) - (budget - head) :]
+        out.append(prefix + ids + suffix)
+    return Encoded(input_ids=out, full_lengths=full)
+
+
+class LengthGroupedBatches(torch.utils.data.Sampler):
+    """Batches of similar length, in shuffled order: padding drops, randomness stays.
+
+    Each epoch shuffles all indices, cuts them into windows of ``batch_size * window`` reviews,
+    sorts each window by length and cuts it into batches, then shuffles the batches. Every
+    index appears exactly once per epoch.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, window: int = 50) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.window = window
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        size = self.batch_size * self.window
+        batches = []
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batches.extend(chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size))
+        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(batches)
+        return iter(batches)
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Evaluation batches: longest first (peak memory shows at once), minimal padding."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+class EncodedDataset(torch.utils.data.Dataset):
+    def __init__(self, encoded: Encoded, labels: Sequence[int] | None = None) -> None:
+        self.input_ids = encoded.input_ids
+        self.labels = None if labels is None else list(labels)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, index: int) -> tuple[list[int], int]:
+        return self.input_ids[index], (-1 if self.labels is None else self.labels[index])
+
+
+def make_collate(pad_id: int):
+    """Pad a batch to its longest member (dynamic padding)."""
+
+    def collate(batch: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)  # (B, T)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (ids, _) in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mask[row, : len(ids)] = 1
+        labels = torch.tensor([label for _, label in batch], dtype=torch.long)
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+    return collate
+
+
+def make_loader(encoded: Encoded, labels, batch_sampler, pad_id: int, num_workers: int = 0):
+    return torch.utils.data.DataLoader(
+        EncodedDataset(encoded, labels),
+        batch_sampler=batch_sampler,
+        collate_fn=make_collate(pad_id),
+        num_workers=num_workers,
+    )

@@ -1,0 +1,195 @@
+"""Predict, then compute every metric and figure from ONE predictions table.
+
+The table has one row per review: id, text, label, prediction, probability (of positive),
+confidence (of the predicted class), loss, n_tokens (before truncation), truncated.
+
+    sentiment evaluate --model-uri models:/imdb-sentiment@champion --data sample --split test
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn import metrics as skm
+
+from sentiment import data as data_mod
+from sentiment import model as model_mod
+from sentiment import plots
+from sentiment.config import Config
+from sentiment.errors import UserError
+
+SPLITS = ("train", "val", "test", "all")
+
+
+@torch.no_grad()
+def predict_logits(model, encoded: data_mod.Encoded, device, batch_size: int, precision, pad_id: int) -> np.ndarray:
+    """Logits (N, 2) in the input order; batches sorted by length so padding stays small."""
+    model.eval()
+    collate = data_mod.make_collate(pad_id)
+    out = np.empty((len(encoded.input_ids), 2), dtype=np.float32)
+    for batch_index in data_mod.sorted_batches(encoded.lengths, batch_size):
+        batch = collate([(encoded.input_ids[i], -1) for i in batch_index])
+        with precision.autocast(device):
+            logits = model(
+                input_ids=batch["input_ids"].to(device, non_blocking=True),
+                attention_mask=batch["attention_mask"].to(device, non_blocking=True),
+            ).logits
+        out[batch_index] = logits.float().cpu().numpy()
+    return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def predict_probabilities(model, tokenizer, texts: list[str], max_length: int, truncation: str, batch_size: int = 32) -> tuple[np.ndarray, data_mod.Encoded]:
+    """P(positive) per text, on the model's current device, plus the encoding used."""
+    device = next(model.parameters()).device
+    precision = model_mod.pick_precision("auto", device)
+    encoded = data_mod.encode([data_mod.clean_text(t) for t in texts], tokenizer, max_length, truncation)
+    logits = predict_logits(model, encoded, device, batch_size, precision, tokenizer.pad_token_id)
+    return softmax(logits)[:, 1], encoded
+
+
+def predict_frame(model, tokenizer, frame: pd.DataFrame, config: Config, device) -> pd.DataFrame:
+    """The predictions table for a split (columns id, text, label)."""
+    model.to(device)
+    encoded = data_mod.encode(frame["text"].tolist(), tokenizer, config.data.max_length, config.data.truncation)
+    precision = model_mod.pick_precision(config.train.precision, device)
+    logits = predict_logits(model, encoded, device, config.train.eval_batch_size, precision, tokenizer.pad_token_id)
+    return predictions_table(frame, softmax(logits), encoded, config.data.max_length)
+
+
+def predictions_table(frame: pd.DataFrame, probs: np.ndarray, encoded: data_mod.Encoded, max_length: int) -> pd.DataFrame:
+    labels = frame["label"].to_numpy().astype(int)
+    prediction = probs.argmax(1)
+    eps = 1e-12
+    return pd.DataFrame(
+        {
+            "id": frame["id"].astype(str).to_numpy(),
+            "text": frame["text"].to_numpy(),
+            "label": labels,
+            "prediction": prediction,
+            "probability": probs[:, 1],
+            "confidence": probs.max(1),
+            "loss": -np.log(np.clip(probs[np.arange(len(labels)), labels], eps, 1.0)),
+            "n_tokens": encoded.full_lengths,
+            "truncated": encoded.full_lengths > max_length,
+        }
+    )
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """ECE with equal-width confidence bins: sum over bins of |accuracy - confidence| * share."""
+    edges = np.linspace(0.5 if confidence.min() >= 0.5 else 0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            ece += abs(correct[mask].mean() - confidence[mask].mean()) * mask.mean()
+    return float(ece)
+
+
+def bootstrap_accuracy_ci(correct: np.ndarray, seed: int, resamples: int = 1000, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the accuracy."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(correct), size=(resamples, len(correct)))
+    means = correct[draws].mean(axis=1)
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
+def compute_metrics(table: pd.DataFrame, prefix: str, seed: int = 0) -> dict[str, float]:
+    """Every scalar metric of a predictions table, keys like ``test/accuracy``."""
+    y, p, prob = table["label"].to_numpy(), table["prediction"].to_numpy(), table["probability"].to_numpy()
+    correct = (y == p).astype(float)
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(y, p, labels=[0, 1], zero_division=0)
+    low, high = bootstrap_accuracy_ci(correct, seed)
+    out = {
+        "accuracy": float(correct.mean()),
+        "accuracy_ci_low": low,
+        "accuracy_ci_high": high,
+        "loss": float(table["loss"].mean()),
+        "precision_macro": float(precision.mean()),
+        "recall_macro": float(recall.mean()),
+        "f1_macro": float(f1.mean()),
+        "precision_negative": float(precision[0]),
+        "precision_positive": float(precision[1]),
+        "recall_negative": float(recall[0]),
+        "recall_positive": float(recall[1]),
+        "f1_negative": float(f1[0]),
+        "f1_positive": float(f1[1]),
+        "ece": expected_calibration_error(table["confidence"].to_numpy(), correct),
+        "examples": float(len(table)),
+        "truncated_share": float(table["truncated"].mean()),
+    }
+    if len(np.unique(y)) == 2:
+        out["roc_auc"] = float(skm.roc_auc_score(y, prob))
+        out["average_precision"] = float(skm.average_precision_score(y, prob))
+    return {f"{prefix}/{k}": v for k, v in out.items()}
+
+
+def confusion(table: pd.DataFrame) -> np.ndarray:
+    """2x2 counts, rows = true label (negative, positive), columns = predicted."""
+    return skm.confusion_matrix(table["label"], table["prediction"], labels=[0, 1])
+
+
+def log_evaluation(table: pd.DataFrame, split: str, tracker, model_id: str | None = None, seed: int = 0) -> dict[str, float]:
+    """Log the table, its metrics (also linked to ``model_id``) and the figures; return the metrics."""
+    metrics = compute_metrics(table, split, seed)
+    tracker.log_metrics(metrics, step=0)
+    if model_id:
+        tracker.link_metrics(model_id, metrics, step=0)
+    tracker.log_table(table, f"predictions/{split}")
+    tracker.log_dict({"split": split, "metrics": metrics, "confusion_matrix": confusion(table).tolist()}, f"metrics/{split}.json")
+    y, prob = table["label"].to_numpy(), table["probability"].to_numpy()
+    tracker.log_figure(plots.confusion_matrix(confusion(table), title=f"Confusion matrix ({split}, n={len(table):,})"), f"figures/{split}_confusion_matrix.png")
+    if len(np.unique(y)) == 2:
+        fpr, tpr, _ = skm.roc_curve(y, prob)
+        tracker.log_figure(plots.roc_curve(fpr, tpr, metrics[f"{split}/roc_auc"], split), f"figures/{split}_roc_curve.png")
+        precision, recall, _ = skm.precision_recall_curve(y, prob)
+        tracker.log_figure(plots.pr_curve(recall, precision, metrics[f"{split}/average_precision"], split), f"figures/{split}_pr_curve.png")
+    return metrics
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def select_split(splits: data_mod.Splits, split: str) -> pd.DataFrame:
+    if split not in SPLITS:
+        raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split == "all":
+        return pd.concat([splits.train, splits.val, splits.test], ignore_index=True)
+    return getattr(splits, split)
+
+
+def run_evaluate(model_uri: str, tracker, data_source: str | None, split: str, overrides: dict | None = None) -> dict[str, float]:
+    """The evaluate stage: load a logged/registered/local/Hub model, predict a split, log it all.
+
+    The data settings (max_length, truncation, split fractions, seed) come from the config logged
+    with the model unless overridden; a Hub id or plain folder uses the defaults.
+    """
+    from sentiment.config import apply_overrides, validate
+
+    if split not in SPLITS:
+        raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    loaded = tracker.load_model_package(model_uri)
+    config = loaded.config
+    flat = {"data.source": data_source, **(overrides or {})}
+    config = validate(apply_overrides(config, flat))
+    model_mod.check_max_length(loaded.model.config, config.data.max_length, model_uri)
+    device = model_mod.pick_device(config.train.device)
+    tracker.set_tags({"sentiment.kind": "evaluate", "sentiment.model_uri": model_uri, "sentiment.split": split})
+    tracker.log_config(config)
+    splits = data_mod.load_splits(config.data, config.seed)
+    tracker.log_splits(splits, only=None if split == "all" else split)
+    frame = select_split(splits, split)
+    table = predict_frame(loaded.model, loaded.tokenizer, frame, config, device)
+    return log_evaluation(table, split, tracker, model_id=loaded.model_id, seed=config.seed)

@@ -1,0 +1,392 @@
+"""Everything MLflow: runs, params, metrics, figures, tables, datasets, models, registry.
+
+The only module that imports mlflow. Stages get a tracker and call its small interface; the
+CLI opens it with `open_run`.
+
+    MLFLOW_TRACKING_URI=http://127.0.0.1:5000 sentiment train --preset quick
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import mlflow
+import pandas as pd
+
+from sentiment import config as config_mod
+from sentiment.errors import UserError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "imdb-sentiment"
+PACKAGE_DIR = Path(__file__).resolve().parent
+MODEL_ARTIFACT = "hf_model"  # the folder inside a logged model that holds weights + tokenizer
+MLFLOW_URI_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
+_SERVING_ENTRY = '''"""Models-from-code entry point of a sentiment model (written by sentiment.tracking)."""
+import mlflow
+
+from sentiment.tracking import SentimentPyfunc
+
+mlflow.models.set_model(SentimentPyfunc())
+'''
+
+
+# ----------------------------------------------------------------------------- connection
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the embedded SQLite store in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def check_server(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast with one line when an HTTP tracking server does not answer its health check."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
+            if response.status == 200:
+                return
+            reason = f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        reason = f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    raise UserError(
+        f"tracking server {uri} is not reachable ({reason}); start it (mlflow server --port ...) or unset "
+        f"MLFLOW_TRACKING_URI to use the local {DEFAULT_TRACKING_URI}"
+    )
+
+
+def connect() -> str:
+    """Point MLflow at the tracking URI (checked) and the experiment; returns the URI."""
+    uri = tracking_uri()
+    check_server(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    if not os.environ.get("MLFLOW_RUN_ID") and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+    return uri
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:500]
+
+
+def fail_run(run_id: str, message: str, status: str = "FAILED") -> None:
+    """Mark a run (e.g. the one `mlflow run` created) as ended with the reason as a tag."""
+    with contextlib.suppress(Exception):
+        client = mlflow.MlflowClient()
+        client.set_tag(run_id, "sentiment.error", message[:5000])
+        client.set_terminated(run_id, status=status)
+
+
+@contextlib.contextmanager
+def open_run(
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    system_metrics: bool = False,
+    parent_run_id: str | None = None,
+) -> Iterator["MlflowTracker"]:
+    """Start (or, under `mlflow run`, reuse) a run; end it FINISHED, FAILED or KILLED.
+
+    A failure tags the run with ``sentiment.error`` (one line) before re-raising, so no run is
+    left RUNNING whatever happens inside.
+    """
+    connect()
+    run = mlflow.start_run(
+        run_name=run_name,
+        tags=tags,
+        log_system_metrics=system_metrics or None,
+        parent_run_id=parent_run_id,
+        nested=parent_run_id is not None,
+    )
+    tracker = MlflowTracker(run.info.run_id)
+    try:
+        yield tracker
+    except KeyboardInterrupt:
+        _end(tracker, "KILLED", "interrupted by the user")
+        raise
+    except BaseException as exc:
+        _end(tracker, "FAILED", one_line(exc))
+        raise
+    else:
+        _end(tracker, "FINISHED", None)
+
+
+def _end(tracker: "MlflowTracker", status: str, error: str | None) -> None:
+    with contextlib.suppress(Exception):
+        mlflow.flush_async_logging()
+    if error:
+        with contextlib.suppress(Exception):
+            mlflow.set_tag("sentiment.error", error)
+    mlflow.end_run(status=status)
+
+
+# ----------------------------------------------------------------------------- the tracker
+
+
+@dataclass(frozen=True)
+class LoggedModelRef:
+    model_id: str
+    model_uri: str
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    version: str
+    champion: bool
+    uri: str
+
+
+@dataclass
+class LoadedPackage:
+    model: Any
+    tokenizer: Any
+    config: config_mod.Config
+    model_id: str | None
+
+
+class MlflowTracker:
+    """Logs to one MLflow run; every stage talks to MLflow only through this."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self._tmp = Path(tempfile.mkdtemp(prefix="sentiment-"))
+
+    # -- params, tags, metrics ---------------------------------------------------------
+    def log_config(self, config: config_mod.Config) -> None:
+        flat = config_mod.to_flat_dict(config)
+        existing = mlflow.get_run(self.run_id).data.params
+        mlflow.log_params({k: v for k, v in flat.items() if k not in existing})
+        mlflow.log_text(config_mod.to_yaml(config), "config.yaml")
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, synchronous=False)
+
+    def link_metrics(self, model_id: str, metrics: dict[str, float], step: int) -> None:
+        """Log metrics again on the LoggedModel so `search_logged_models` can rank by them."""
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, model_id=model_id, synchronous=False)
+
+    # -- artifacts ---------------------------------------------------------------------
+    def log_figure(self, figure, path: str) -> None:
+        mlflow.log_figure(figure, path)
+
+    def log_dict(self, data: dict, path: str) -> None:
+        mlflow.log_dict(data, path)
+
+    def log_text(self, text: str, path: str) -> None:
+        mlflow.log_text(text, path)
+
+    def log_artifact(self, local_path: Path, artifact_path: str | None = None) -> None:
+        mlflow.log_artifact(str(local_path), artifact_path)
+
+    def log_table(self, frame: pd.DataFrame, name: str) -> None:
+        """As an MLflow table (``name.json``, shown in the UI) and a Parquet copy."""
+        mlflow.log_table(frame, f"{name}.json")
+        local = self._tmp / f"{Path(name).name}.parquet"
+        frame.to_parquet(local, index=False)
+        parent = str(Path(name).parent)
+        mlflow.log_artifact(str(local), None if parent == "." else parent)
+
+    def log_splits(self, splits, only: str | None = None) -> None:
+        """One `mlflow.log_input` per split, with its digest, source and context."""
+        contexts = {"train": "training", "val": "validation", "test": "testing"}
+        for split, context in contexts.items():
+            if only not in (None, split):
+                continue
+            frame = getattr(splits, split)[["id", "text", "label"]]
+            dataset = mlflow.data.from_pandas(frame, source=_dataset_source(splits.source), targets="label", name=f"{Path(splits.source).name}-{split}")
+            mlflow.log_input(dataset, context=context)
+
+    # -- models ------------------------------------------------------------------------
+    def log_model(self, folder: Path, name: str, step: int) -> LoggedModelRef:
+        """Log a packaged model folder as a servable pyfunc model (an MLflow 3 LoggedModel)."""
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, Schema
+
+        entry = self._tmp / "sentiment_pyfunc.py"
+        entry.write_text(_SERVING_ENTRY)
+        signature = ModelSignature(
+            inputs=Schema([ColSpec("string")]),
+            outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]),
+        )
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(entry),
+            artifacts={MODEL_ARTIFACT: str(folder)},
+            code_paths=[str(PACKAGE_DIR)],
+            signature=signature,
+            input_example=["A moving, beautifully acted film.", "Two hours I will never get back."],
+            pip_requirements=_pip_requirements(),
+            step=step,
+        )
+        return LoggedModelRef(model_id=info.model_id, model_uri=info.model_uri)
+
+    def register(self, model_uri: str, name: str, score: float) -> Registration:
+        """Register a version with alias `candidate`; make it `champion` if it beats the current one.
+
+        ``score`` (test accuracy) is kept as the version tag ``test_accuracy`` for later comparisons.
+        """
+        client = mlflow.MlflowClient()
+        version = mlflow.register_model(model_uri, name).version
+        client.set_model_version_tag(name, version, "test_accuracy", f"{score:.6f}")
+        client.set_model_version_tag(name, version, "run_id", self.run_id)
+        client.set_registered_model_alias(name, "candidate", version)
+        try:
+            current = client.get_model_version_by_alias(name, "champion")
+            current_score = float(current.tags.get("test_accuracy", "-1"))
+        except mlflow.exceptions.MlflowException:
+            current_score = None
+        champion = current_score is None or score > current_score
+        if champion:
+            client.set_registered_model_alias(name, "champion", version)
+        self.set_tags({"sentiment.registered_model": name, "sentiment.registered_version": version})
+        return Registration(name=name, version=str(version), champion=champion, uri=f"models:/{name}/{version}")
+
+    def resolve_model_source(self, name: str) -> str:
+        """A Hub id / folder / alias passes through; an MLflow model URI becomes its local weights folder."""
+        if not name.startswith(MLFLOW_URI_SCHEMES):
+            return name
+        return str(_download_package(name, self._tmp))
+
+    def load_model_package(self, uri: str) -> LoadedPackage:
+        """Model, tokenizer and config from an MLflow model URI, a packaged folder, or a Hub id."""
+        from sentiment import model as model_mod
+
+        model_id = None
+        if uri.startswith(MLFLOW_URI_SCHEMES):
+            folder = _download_package(uri, self._tmp)
+            model_id = _model_id_of(uri)
+        else:
+            folder = Path(uri)
+        config_file = folder / "sentiment_config.yaml"
+        if config_file.is_file():
+            config = config_mod.from_yaml(config_file.read_text())
+            model = model_mod.load_trained(folder)
+            tokenizer = model_mod.load_tokenizer(str(folder))
+        else:  # a plain Hub id or folder: its own classification head, default data settings
+            config = replace(config_mod.Config(), model=replace(config_mod.ModelConfig(), name=uri))
+            model = model_mod.load_trained(model_mod.resolve_source(uri))
+            tokenizer = model_mod.load_tokenizer(uri)
+        if model_id:
+            with contextlib.suppress(Exception):
+                from mlflow.entities import LoggedModelInput
+
+                mlflow.log_inputs(models=[LoggedModelInput(model_id)])
+        return LoadedPackage(model=model, tokenizer=tokenizer, config=config, model_id=model_id)
+
+
+def _dataset_source(source: str) -> str:
+    if source == "imdb":
+        return "https://huggingface.co/datasets/stanfordnlp/imdb"
+    if source == "sample":
+        return str(PACKAGE_DIR / "data" / "sample_reviews.jsonl")
+    return str(Path(source).resolve())
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    names = ("torch", "transformers", "mlflow", "pandas", "numpy", "scikit-learn", "pyyaml", "tqdm", "click", "matplotlib", "safetensors")
+    out = []
+    for name in names:
+        with contextlib.suppress(Exception):
+            out.append(f"{name}=={version(name).split('+')[0]}")
+    return out
+
+
+def _download_package(uri: str, tmp: Path) -> Path:
+    """Download a logged sentiment model and return the folder with weights and tokenizer."""
+    target = Path(tempfile.mkdtemp(dir=tmp))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
+    except Exception as exc:
+        raise UserError(f"model {uri!r} does not exist or cannot be downloaded ({one_line(exc)[:200]}); check the URI with the MLflow UI") from None
+    folder = local / "artifacts" / MODEL_ARTIFACT
+    if not folder.is_dir():
+        raise UserError(f"model {uri!r} is not a sentiment model (no artifacts/{MODEL_ARTIFACT} folder)")
+    return folder
+
+
+def _model_id_of(uri: str) -> str | None:
+    """The LoggedModel id behind a models:/ URI (``models:/m-...``, a version or an alias)."""
+    with contextlib.suppress(Exception):
+        rest = uri[len("models:/") :] if uri.startswith("models:/") else ""
+        if rest.startswith("m-"):
+            return rest.split("/")[0]
+        if rest:
+            client = mlflow.MlflowClient()
+            if "@" in rest:
+                name, alias = rest.split("@", 1)
+                return client.get_model_version_by_alias(name, alias).model_id
+            name, version = rest.split("/", 1)
+            return client.get_model_version(name, version).model_id
+    return None
+
+
+# ----------------------------------------------------------------------------- serving
+
+
+class SentimentPyfunc(mlflow.pyfunc.PythonModel):
+    """The served model: texts in, a label (`negative`/`positive`) and its probability out.
+
+    Loads on CPU unless ``SENTIMENT_DEVICE=cuda``; rejects non-string or empty texts with a
+    clear error; truncates over-long texts to the training max length.
+    """
+
+    def load_context(self, context) -> None:
+        import torch
+
+        from sentiment import model as model_mod
+
+        folder = Path(context.artifacts[MODEL_ARTIFACT])
+        self.config = config_mod.from_yaml((folder / "sentiment_config.yaml").read_text())
+        device = os.environ.get("SENTIMENT_DEVICE", "cpu")
+        self.model = model_mod.load_trained(folder).to(torch.device(device)).eval()
+        self.tokenizer = model_mod.load_tokenizer(str(folder))
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        from sentiment import evaluate
+
+        texts = _texts_of(model_input)
+        probability, _ = evaluate.predict_probabilities(
+            self.model, self.tokenizer, texts, self.config.data.max_length, self.config.data.truncation
+        )
+        positive = probability >= 0.5
+        return pd.DataFrame(
+            {
+                "label": ["positive" if p else "negative" for p in positive],
+                "score": [float(p if pos else 1 - p) for p, pos in zip(probability, positive)],
+            }
+        )
+
+
+def _texts_of(model_input) -> list[str]:
+    if isinstance(model_input, pd.DataFrame):
+        column = "text" if "text" in model_input.columns else model_input.columns[0]
+        values = model_input[column].tolist()
+    elif isinstance(model_input, pd.Series):
+        values = model_input.tolist()
+    elif isinstance(model_input, str):
+        values = [model_input]
+    else:
+        values = list(model_input)
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise ValueError(f"input {i} is {type(value).__name__}, not a string: send a list of review texts")
+        if not value.strip():
+            raise ValueError(f"input {i} is an empty text: send non-empty review texts")
+    return values
