@@ -142,6 +142,18 @@ def evaluate(model_uri: str, data: str, split: str, run_name: str, **options) ->
 
 
 @cli.command()
+@click.option("--model-uri", required=True, help="models:/name@alias, runs:/..., models:/m-...")
+@click.argument("texts", nargs=-1, required=True)
+def predict(model_uri: str, texts: tuple[str, ...]) -> None:
+    """Load a logged model the way a user would (mlflow.pyfunc) and classify TEXTS."""
+    from sentiment import tracking
+
+    tracking.connect()
+    for text, row in zip(texts, tracking.load_pyfunc(model_uri).predict(list(texts)).itertuples()):
+        click.echo(f"{row.label:<9}{row.score:.3f}  {text[:80]}")
+
+
+@cli.command()
 @click.option("--model-uri", default="", help="model to analyse (runs:/, models:/, folder, Hub id)")
 @click.option("--data", default="", help="source to analyse (default: the model's training source)")
 @click.option("--only", default="", help="comma-separated parts: eda, attention, failures (default: all)")

@@ -144,9 +144,7 @@ def confusion(table: pd.DataFrame) -> np.ndarray:
 def log_evaluation(table: pd.DataFrame, split: str, tracker, model_id: str | None = None, seed: int = 0) -> dict[str, float]:
     """Log the table, its metrics (also linked to ``model_id``) and the figures; return the metrics."""
     metrics = compute_metrics(table, split, seed)
-    tracker.log_metrics(metrics, step=0)
-    if model_id:
-        tracker.link_metrics(model_id, metrics, step=0)
+    tracker.log_metrics(metrics, step=0, model_id=model_id)
     tracker.log_table(table, f"predictions/{split}")
     tracker.log_dict({"split": split, "metrics": metrics, "confusion_matrix": confusion(table).tolist()}, f"metrics/{split}.json")
     y, prob = table["label"].to_numpy(), table["probability"].to_numpy()

@@ -18,7 +18,7 @@ def training_curves(history) -> Figure:
     ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
     epochs = [e.epoch for e in history.epochs]
     if history.steps:
-        steps_per_epoch = history.epochs[0].step / 1 if history.epochs else 1
+        steps_per_epoch = history.epochs[0].step if history.epochs else 1
         ax_loss.plot(np.asarray(history.steps) / steps_per_epoch, history.step_loss, color="0.7", lw=1, label="train (per step)")
     ax_loss.plot(epochs, [e.train_loss for e in history.epochs], "o-", label="train (epoch mean)")
     ax_loss.plot(epochs, [e.val_loss for e in history.epochs], "s-", label="validation")

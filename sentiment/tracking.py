@@ -9,11 +9,13 @@ CLI opens it with `open_run`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -65,15 +67,33 @@ def check_server(uri: str, timeout_s: float = 5.0) -> None:
     )
 
 
+def _quiet() -> None:
+    """Keep the console for our own output: no per-file progress bars or schema hints."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
+    warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.models").setLevel(logging.WARNING)
+
+
 def connect() -> str:
     """Point MLflow at the tracking URI (checked) and the experiment; returns the URI."""
     uri = tracking_uri()
     check_server(uri)
+    _quiet()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     if not os.environ.get("MLFLOW_RUN_ID") and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
         mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
     return uri
+
+
+def load_pyfunc(uri: str):
+    """`mlflow.pyfunc.load_model`, with a one-line error for a URI that does not exist."""
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except Exception as exc:
+        raise UserError(f"cannot load model {uri!r} ({one_line(exc)[:200]}); check the URI in the MLflow UI") from None
 
 
 def one_line(exc: BaseException) -> str:
@@ -173,11 +193,8 @@ class MlflowTracker:
     def set_tags(self, tags: dict[str, Any]) -> None:
         mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, synchronous=False)
-
-    def link_metrics(self, model_id: str, metrics: dict[str, float], step: int) -> None:
-        """Log metrics again on the LoggedModel so `search_logged_models` can rank by them."""
+    def log_metrics(self, metrics: dict[str, float], step: int, model_id: str | None = None) -> None:
+        """Log once, asynchronously; with ``model_id`` the values also rank that LoggedModel."""
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, model_id=model_id, synchronous=False)
 
     # -- artifacts ---------------------------------------------------------------------
@@ -323,17 +340,22 @@ def _download_package(uri: str, tmp: Path) -> Path:
 
 def _model_id_of(uri: str) -> str | None:
     """The LoggedModel id behind a models:/ URI (``models:/m-...``, a version or an alias)."""
-    with contextlib.suppress(Exception):
-        rest = uri[len("models:/") :] if uri.startswith("models:/") else ""
-        if rest.startswith("m-"):
-            return rest.split("/")[0]
-        if rest:
-            client = mlflow.MlflowClient()
-            if "@" in rest:
-                name, alias = rest.split("@", 1)
-                return client.get_model_version_by_alias(name, alias).model_id
-            name, version = rest.split("/", 1)
-            return client.get_model_version(name, version).model_id
+    rest = uri[len("models:/") :] if uri.startswith("models:/") else ""
+    if rest.startswith("m-"):
+        return rest.split("/")[0]
+    if not rest:
+        return None
+    client = mlflow.MlflowClient()
+    with contextlib.suppress(mlflow.exceptions.MlflowException, ValueError):
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, number = rest.split("/", 1)
+            version = client.get_model_version(name, number)
+        # Some stores return no model_id on versions; the source is then models:/m-...
+        from_source = version.source.startswith("models:/m-")
+        return version.model_id or (_model_id_of(version.source) if from_source else None)
     return None
 
 

@@ -87,7 +87,8 @@ def fit(
         tracker: receives per-step and per-epoch metrics (``train/loss``, ``val/accuracy``...).
         workdir: local folder for the best checkpoint.
         pad_id: the tokenizer's padding id.
-        on_epoch_end: called as ``on_epoch_end(result, model, is_best)`` after each epoch.
+        on_epoch_end: called as ``on_epoch_end(result, model)`` after each epoch; it may return
+            the id of a LoggedModel (an epoch checkpoint) that the epoch's metrics then rank.
     Returns:
         The History with one EpochResult per epoch and the best checkpoint's folder.
     """
@@ -121,7 +122,7 @@ def fit(
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - started
         logits = evaluate.predict_logits(model, val, device, t.eval_batch_size, precision, pad_id)
-        val_loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val_labels)).item())
+        val_loss = float(F.cross_entropy(torch.tensor(logits), torch.tensor(val_labels, dtype=torch.long)).item())
         val_accuracy = float((logits.argmax(1) == val_labels).mean())
         result = EpochResult(
             epoch=epoch,
@@ -139,9 +140,8 @@ def fit(
         if is_best:
             history.best_epoch, history.best_val_accuracy, history.best_dir = epoch, val_accuracy, best_dir
             _save(model, best_dir)
-        tracker.log_metrics(_epoch_metrics(result, device), step=epoch)
-        if on_epoch_end is not None:
-            on_epoch_end(result, model, is_best)
+        model_id = on_epoch_end(result, model) if on_epoch_end is not None else None
+        tracker.log_metrics(_epoch_metrics(result, device), step=epoch, model_id=model_id)
     return history
 
 
@@ -260,21 +260,21 @@ def run_train(config: Config, tracker, workdir: Path, register_as: str | None = 
         for name, frame in (("train", splits.train), ("val", splits.val))
     }
     labels = {name: frame["label"].to_numpy() for name, frame in (("train", splits.train), ("val", splits.val))}
-    checkpoint_ids: dict[int, str] = {}
 
-    def on_epoch_end(result: EpochResult, net, is_best: bool) -> None:
-        if config.log_checkpoints == "all":
-            folder = package_model(_save_to(net, workdir / f"epoch_{result.epoch}"), tokenizer, config, workdir / f"package_{result.epoch}")
-            checkpoint_ids[result.epoch] = tracker.log_model(folder, name=f"checkpoint-epoch-{result.epoch}", step=result.epoch).model_id
-            tracker.link_metrics(checkpoint_ids[result.epoch], {"val/accuracy": result.val_accuracy, "val/loss": result.val_loss}, step=result.epoch)
+    def on_epoch_end(result: EpochResult, net) -> str | None:
+        if config.log_checkpoints != "all":
+            return None
+        _save(net, workdir / f"epoch_{result.epoch}")
+        folder = package_model(workdir / f"epoch_{result.epoch}", tokenizer, config, workdir / f"package_epoch_{result.epoch}")
+        return tracker.log_model(folder, name=f"checkpoint-epoch-{result.epoch}", step=result.epoch).model_id
 
     history = fit(net, encoded["train"], labels["train"], encoded["val"], labels["val"], config, tracker, workdir, tokenizer.pad_token_id, on_epoch_end)
     tracker.log_figure(plots.training_curves(history), "figures/training_curves.png")
     tracker.log_table(_frame(history.lr_groups), "tables/layerwise_lr")
-    tracker.log_metrics({"val/best_accuracy": history.best_val_accuracy, "train/best_epoch": history.best_epoch}, step=history.best_epoch)
     package = package_model(history.best_dir, tokenizer, config, workdir / "package_best")
     logged = tracker.log_model(package, name="model", step=history.best_epoch)
-    tracker.link_metrics(logged.model_id, {"val/accuracy": history.best_val_accuracy}, step=history.best_epoch)
+    best = {"val/best_accuracy": history.best_val_accuracy, "train/best_epoch": history.best_epoch}
+    tracker.log_metrics(best, step=history.best_epoch, model_id=logged.model_id)
     test_metrics: dict[str, float] = {}
     if config.run_test:
         best = model_mod.load_trained(history.best_dir)
@@ -284,11 +284,6 @@ def run_train(config: Config, tracker, workdir: Path, register_as: str | None = 
     if register_as:
         registered = tracker.register(logged.model_uri, register_as, score=test_metrics.get("test/accuracy", history.best_val_accuracy))
     return TrainOutcome(tracker.run_id, logged.model_uri, history, test_metrics, registered)
-
-
-def _save_to(net, folder: Path) -> Path:
-    _save(net, folder)
-    return folder
 
 
 def _frame(rows: list[dict]):

@@ -1,0 +1,34 @@
+# The README's two set-up commands: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CI and this Makefile pin the CPU torch wheel; drop the constraint to get your platform's build.
+CONSTRAINTS ?= .ci/constraints.txt
+MODEL_NAME ?= imdb-sentiment
+
+.PHONY: install demo test test-fast clean
+
+$(BIN)/sentiment: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[test]'
+	touch $@
+
+install: $(BIN)/sentiment
+
+## Train, test and register the offline quick preset, then load it back from the registry.
+demo: install
+	$(BIN)/sentiment train --preset quick --register-as $(MODEL_NAME)
+	$(BIN)/sentiment predict --model-uri models:/$(MODEL_NAME)@champion \
+		"A warm, funny and beautifully acted film." "Two hours of my life I will never get back."
+
+## The whole test suite (what CI runs).
+test: install
+	$(BIN)/python -m pytest -q -rs
+
+## Everything but the slow end-to-end tests.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf .sentiment mlflow.db mlruns mlartifacts .pytest_cache

