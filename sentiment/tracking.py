@@ -83,7 +83,9 @@ def connect() -> str:
     _quiet()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    if not os.environ.get("MLFLOW_RUN_ID") and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
+    if os.environ.get("MLFLOW_RUN_ID"):  # `mlflow run` made the run: its experiment is set
+        return uri
+    if os.environ.get("MLFLOW_EXPERIMENT_NAME") or not os.environ.get("MLFLOW_EXPERIMENT_ID"):
         mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
     return uri
 
