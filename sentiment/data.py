@@ -201,6 +201,9 @@ def _normalise(frame: pd.DataFrame, source: str) -> pd.DataFrame:
 def _stratified(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split off ``fraction`` of rows keeping the class balance; returns (rest, held_out)."""
     n_held = int(round(len(frame) * fraction))
+    smallest = int(frame["label"].value_counts().min())
+    if smallest < 2:
+        raise UserError(f"cannot split stratified: a class has only {smallest} review; each class needs at least 2 (better dozens)")
     if n_held < 2 or len(frame) - n_held < 2:
         raise UserError(f"cannot hold out {fraction:.0%} of {len(frame)} reviews: too few; use more data or another fraction")
     rest, held = train_test_split(frame, test_size=n_held, stratify=frame["label"], random_state=seed)

@@ -361,18 +361,12 @@ def test_too_small_hold_out_is_user_error():
         make_splits(frame, DataConfig(test_fraction=0.1), seed=0)
 
 
-@pytest.mark.xfail(
-    reason="product bug: _stratified only guards the total hold-out size; a class with a single review "
-    "makes sklearn's train_test_split raise a raw ValueError instead of a UserError",
-    raises=ValueError,
-    strict=True,
-)
 def test_class_with_one_review_is_user_error():
     n = 20
     frame = pd.DataFrame(
         {"id": [str(i) for i in range(n)], "text": ["t"] * n, "label": [1] * (n - 1) + [0], "split": [""] * n}
     )
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="a class has only 1 review"):
         make_splits(frame, DataConfig(test_fraction=0.2, val_fraction=0.2), seed=0)
 
 
