@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from sentiment.config import CHECKPOINT_POLICIES, DEVICES, PRECISIONS, PRESETS, TRUNCATIONS, build_config
-from sentiment.errors import TrainingError, UserError
+from sentiment.errors import Interrupted, TrainingError, UserError
 
 
 class Maybe(click.ParamType):
@@ -57,6 +57,8 @@ CONFIG_OPTIONS: dict[str, tuple[str, object, str]] = {
     "device": ("train.device", _choice(DEVICES), "auto, cpu or cuda"),
     "eval_batch_size": ("train.eval_batch_size", int, "reviews per forward pass when evaluating"),
     "log_every_steps": ("train.log_every_steps", int, "log train/loss every N optimizer steps"),
+    "checkpoint_every_steps": ("train.checkpoint_every_steps", int, "also checkpoint every N steps (0: epoch ends only)"),
+    "micro_batch_size": ("train.micro_batch_size", int, "micro-batches with gradient accumulation (0: whole batch)"),
     "seed": ("seed", int, "the one seed: splits, sampling, initialisation"),
     "log_checkpoints": ("log_checkpoints", _choice(CHECKPOINT_POLICIES), "best, or all (every epoch as a LoggedModel)"),
     "run_test": ("run_test", bool, "evaluate the best checkpoint on the test split (true/false)"),
@@ -90,14 +92,21 @@ def cli() -> None:
 @click.option("--register-as", default="", help="register the model under this name (alias candidate; champion if best)")
 @click.option("--run-name", default="", help="MLflow run name")
 @click.option("--output-dir", default=".sentiment/runs", show_default=True, help="local folder for checkpoints")
-def train(preset: str, register_as: str, run_name: str, output_dir: str, **options) -> None:
+@click.option("--resume", default="", help="continue this run id from its latest checkpoint (same run, no step twice)")
+def train(preset: str, register_as: str, run_name: str, output_dir: str, resume: str, **options) -> None:
     """Fine-tune, validate every epoch, log the best model, test it, optionally register it."""
     from sentiment import tracking
-    from sentiment.train import run_train
+    from sentiment.train import StopOnSignal, run_train
 
-    config = build_config(preset, overrides_from(options))
-    with tracking.open_run(run_name=run_name or None, system_metrics=True) as tracker:
-        outcome = run_train(config, tracker, Path(output_dir) / tracker.run_id, register_as=register_as or None)
+    overrides = overrides_from(options)
+    if resume and any(v is not None for v in overrides.values()):
+        raise UserError("--resume continues a run with its logged config; drop the other training options")
+    config = None if resume else build_config(preset, overrides)
+    stop = StopOnSignal().install()
+    with tracking.open_run(run_name=run_name or None, system_metrics=True, resume_run_id=resume or None) as tracker:
+        config = config or tracker.load_config()
+        workdir = Path(output_dir) / tracker.run_id
+        outcome = run_train(config, tracker, workdir, register_as=register_as or None, resume=bool(resume), should_stop=stop)
     _report_train(outcome)
 
 
@@ -188,6 +197,9 @@ def main(argv: list[str] | None = None) -> None:
             hint = f" (see {exc.ctx.command_path} --help)"
         _fail_outer_run(message)
         click.echo(f"error: {message}{hint}", err=True)
+        sys.exit(exc.exit_code)
+    except Interrupted as exc:
+        click.echo(f"error: {exc}; the training state is saved; resume with: {exc.resume_hint or 'sentiment train --resume RUN_ID'}", err=True)
         sys.exit(exc.exit_code)
     except (UserError, TrainingError) as exc:
         message = " ".join(str(exc).split())

@@ -14,6 +14,26 @@ class UserError(Exception):
 
 
 class TrainingError(Exception):
-    """Training started but could not finish (exit code 1), e.g. a non-finite loss."""
+    """Training started but could not finish (exit code 1), e.g. a non-finite loss.
+
+    ``tags`` are set on the run when it is marked FAILED (e.g. the step it failed at).
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str, tags: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.tags = tags or {}
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; training saved its state first (exit 130 or 143)."""
+
+    def __init__(self, signum: int, resume_hint: str = "") -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
+        self.resume_hint = resume_hint
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -117,6 +117,7 @@ def open_run(
     tags: dict[str, str] | None = None,
     system_metrics: bool = False,
     parent_run_id: str | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator["MlflowTracker"]:
     """Start (or, under `mlflow run`, reuse) a run; end it FINISHED, FAILED or KILLED.
 
@@ -124,8 +125,17 @@ def open_run(
     left RUNNING whatever happens inside.
     """
     connect()
+    if resume_run_id:
+        outer = os.environ.get("MLFLOW_RUN_ID")
+        if outer and outer != resume_run_id:
+            raise UserError(f"resuming run {resume_run_id} under `mlflow run`: pass --run-id {resume_run_id} to mlflow run too")
+        try:
+            mlflow.get_run(resume_run_id)
+        except mlflow.exceptions.MlflowException:
+            raise UserError(f"run {resume_run_id!r} does not exist on {tracking_uri()}; check the run id") from None
     run = mlflow.start_run(
-        run_name=run_name,
+        run_id=resume_run_id,
+        run_name=run_name if not resume_run_id else None,
         tags=tags,
         log_system_metrics=system_metrics or None,
         parent_run_id=parent_run_id,
@@ -134,10 +144,17 @@ def open_run(
     tracker = MlflowTracker(run.info.run_id)
     try:
         yield tracker
-    except KeyboardInterrupt:
-        _end(tracker, "KILLED", "interrupted by the user")
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", 2)
+        hint = f"sentiment train --resume {tracker.run_id}"
+        if hasattr(exc, "resume_hint"):
+            exc.resume_hint = hint
+        tracker.set_tags({"sentiment.resume": hint})
+        _end(tracker, "KILLED", f"interrupted by signal {signum}")
         raise
     except BaseException as exc:
+        with contextlib.suppress(Exception):
+            tracker.set_tags(getattr(exc, "tags", {}))
         _end(tracker, "FAILED", one_line(exc))
         raise
     else:
@@ -184,6 +201,38 @@ class MlflowTracker:
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self._tmp = Path(tempfile.mkdtemp(prefix="sentiment-"))
+        self._logged_up_to: dict[str, int] = {}  # after a resume: last step already on the server
+
+    def flush(self) -> None:
+        mlflow.flush_async_logging()
+
+    def skip_logged_steps(self) -> None:
+        """After a resume, drop metric points the run already holds (same key, step not later)."""
+        client = mlflow.MlflowClient()
+        for key in mlflow.get_run(self.run_id).data.metrics:
+            history = client.get_metric_history(self.run_id, key)
+            self._logged_up_to[key] = max(m.step for m in history)
+
+    def load_config(self) -> config_mod.Config:
+        """The config this run logged (config.yaml)."""
+        try:
+            return config_mod.from_yaml(mlflow.artifacts.load_text(f"runs:/{self.run_id}/config.yaml"))
+        except Exception as exc:
+            raise UserError(f"run {self.run_id} has no readable config.yaml ({one_line(exc)[:150]}); it was not started by sentiment train") from None
+
+    def upload_checkpoint(self, path: Path) -> None:
+        """A training state file or the best-model folder, under the run's ``checkpoints/``."""
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), f"checkpoints/{path.name}")
+        else:
+            mlflow.log_artifact(str(path), "checkpoints")
+
+    def download_checkpoints(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(Exception):
+            mlflow.artifacts.download_artifacts(run_id=self.run_id, artifact_path="checkpoints", dst_path=str(folder.parent / "_download"))
+            shutil.copytree(folder.parent / "_download" / "checkpoints", folder, dirs_exist_ok=True)
+            shutil.rmtree(folder.parent / "_download", ignore_errors=True)
 
     # -- params, tags, metrics ---------------------------------------------------------
     def log_config(self, config: config_mod.Config) -> None:
@@ -197,6 +246,10 @@ class MlflowTracker:
 
     def log_metrics(self, metrics: dict[str, float], step: int, model_id: str | None = None) -> None:
         """Log once, asynchronously; with ``model_id`` the values also rank that LoggedModel."""
+        if self._logged_up_to:
+            metrics = {k: v for k, v in metrics.items() if step > self._logged_up_to.get(k, -1)}
+            if not metrics:
+                return
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, model_id=model_id, synchronous=False)
 
     # -- artifacts ---------------------------------------------------------------------
@@ -306,6 +359,40 @@ class MlflowTracker:
 
                 mlflow.log_inputs(models=[LoggedModelInput(model_id)])
         return LoadedPackage(model=model, tokenizer=tokenizer, config=config, model_id=model_id)
+
+    # -- what other runs logged (analyze reuses an evaluate run's predictions) ----------
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        """Tags of another run; a run that does not exist is a user error."""
+        try:
+            return dict(mlflow.get_run(run_id).data.tags)
+        except Exception as exc:
+            raise UserError(f"run {run_id!r} does not exist or cannot be read ({one_line(exc)[:150]}); pass the id of an evaluate or train run") from None
+
+    def load_run_config(self, run_id: str) -> config_mod.Config | None:
+        """The config another run logged (``config.yaml``), or None when it has none."""
+        with contextlib.suppress(Exception):
+            return config_mod.from_yaml(mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml"))
+        return None
+
+    def load_table(self, run_id: str, path: str) -> pd.DataFrame:
+        """A Parquet table another run logged, e.g. ``predictions/test.parquet``."""
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tempfile.mkdtemp(dir=self._tmp))
+            return pd.read_parquet(local)
+        except Exception:
+            found: list[str] = []
+            with contextlib.suppress(Exception):
+                found = [a.path for a in mlflow.MlflowClient().list_artifacts(run_id, str(Path(path).parent)) if a.path.endswith(".parquet")]
+            raise UserError(f"run {run_id} has no {path} (it has: {', '.join(found) or 'none'}); pass an evaluate or train run that logged predictions") from None
+
+    def model_run_id(self, uri: str, model_id: str | None) -> str | None:
+        """The run that logged a model: a LoggedModel's source run, or the run of a runs:/ URI."""
+        if uri.startswith("runs:/"):
+            return uri[len("runs:/") :].split("/")[0]
+        if model_id:
+            with contextlib.suppress(Exception):
+                return mlflow.get_logged_model(model_id).source_run_id
+        return None
 
 
 def _dataset_source(source: str) -> str:

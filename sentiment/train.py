@@ -9,10 +9,13 @@
 from __future__ import annotations
 
 import math
+import os
+import random
 import shutil
+import signal
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,7 @@ from tqdm.auto import tqdm
 from sentiment import data as data_mod
 from sentiment import evaluate, model as model_mod, plots
 from sentiment.config import Config, to_yaml
-from sentiment.errors import TrainingError
+from sentiment.errors import Interrupted, TrainingError
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,56 @@ def _show_progress() -> bool:
     return sys.stderr.isatty()
 
 
+@dataclass
+class Progress:
+    """Where training stands inside the current epoch; saved with every checkpoint."""
+
+    epoch: int = 1  # the epoch in progress (1-based)
+    batches_done: int = 0  # batches of that epoch already trained
+    step: int = 0  # optimizer steps so far, all epochs
+    loss_sum: float = 0.0  # partial-epoch sums, so resumed epoch metrics equal uninterrupted ones
+    correct: int = 0
+    seen: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    window_loss: float = 0.0  # loss sum since the last train/loss point
+    window_n: int = 0
+
+
+@dataclass
+class Parts:
+    """Everything a training step touches, built once by `setup`."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    sampler: data_mod.LengthGroupedBatches
+    device: torch.device
+    precision: model_mod.Precision
+    micro_batch_size: int  # 0 = whole batch; halved on CUDA out-of-memory
+    lr_groups: list[dict] = field(default_factory=list)
+
+
+def setup(model: torch.nn.Module, train: data_mod.Encoded, config: Config) -> Parts:
+    """Device, precision, optimizer (layer-wise groups), linear warmup/decay schedule, sampler."""
+    from transformers import get_linear_schedule_with_warmup
+
+    t = config.train
+    device = model_mod.pick_device(t.device)
+    precision = model_mod.pick_precision(t.precision, device)
+    model.to(device)
+    groups = model_mod.layerwise_param_groups(model, t.lr, t.layer_decay, t.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [{k: v for k, v in g.items() if k != "name"} for g in groups], lr=t.lr, fused=device.type == "cuda"
+    )
+    sampler = data_mod.LengthGroupedBatches(train.lengths, t.batch_size, seed=config.seed)
+    total_steps = len(sampler) * t.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(t.warmup_ratio * total_steps), total_steps)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision.name == "fp16")
+    return Parts(model, optimizer, scheduler, scaler, sampler, device, precision, t.micro_batch_size, model_mod.lr_table(groups))
+
+
 def fit(
     model: torch.nn.Module,
     train: data_mod.Encoded,
@@ -78,6 +131,9 @@ def fit(
     workdir: Path,
     pad_id: int,
     on_epoch_end=None,
+    checkpoints: "Checkpointer | None" = None,
+    resume: dict | None = None,
+    should_stop=lambda: 0,
 ) -> History:
     """Train for ``config.train.epochs``; validate each epoch; keep the best in ``workdir/best``.
 
@@ -89,108 +145,275 @@ def fit(
         pad_id: the tokenizer's padding id.
         on_epoch_end: called as ``on_epoch_end(result, model)`` after each epoch; it may return
             the id of a LoggedModel (an epoch checkpoint) that the epoch's metrics then rank.
+        checkpoints: saves the full training state at epoch ends (and every N steps).
+        resume: a state saved by ``checkpoints``: training continues exactly where it stopped.
+        should_stop: returns a signal number (non-zero) when training must save and stop.
     Returns:
         The History with one EpochResult per epoch and the best checkpoint's folder.
+    Raises:
+        Interrupted: should_stop fired; the state was saved first.
+        TrainingError: a non-finite loss or gradient.
     """
-    t = config.train
-    device = model_mod.pick_device(t.device)
-    precision = model_mod.pick_precision(t.precision, device)
-    model.to(device)
-    groups = model_mod.layerwise_param_groups(model, t.lr, t.layer_decay, t.weight_decay)
-    fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(
-        [{k: v for k, v in g.items() if k != "name"} for g in groups], lr=t.lr, fused=fused
-    )
-    sampler = data_mod.LengthGroupedBatches(train.lengths, t.batch_size, seed=config.seed)
-    loader = data_mod.make_loader(train, train_labels, sampler, pad_id)
-    total_steps = len(sampler) * t.epochs
-    from transformers import get_linear_schedule_with_warmup
-
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(t.warmup_ratio * total_steps), total_steps)
-    scaler = torch.amp.GradScaler("cuda", enabled=precision.name == "fp16")
-    history = History(lr_groups=model_mod.lr_table(groups))
+    parts = setup(model, train, config)
+    history, progress = History(lr_groups=parts.lr_groups), Progress()
+    if resume is not None:
+        progress, history = restore_state(parts, resume)
     best_dir = workdir / "best"
-    step = 0
-    for epoch in range(1, t.epochs + 1):
-        sampler.set_epoch(epoch)
-        started = time.perf_counter()
-        loss_sum, correct, seen, tokens = _train_epoch(
-            model, loader, optimizer, scheduler, scaler, precision, device, t, tracker, history, step, epoch
-        )
-        step += len(sampler)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - started
-        logits = evaluate.predict_logits(model, val, device, t.eval_batch_size, precision, pad_id)
-        val_loss = float(F.cross_entropy(torch.tensor(logits), torch.tensor(val_labels, dtype=torch.long)).item())
-        val_accuracy = float((logits.argmax(1) == val_labels).mean())
+    while progress.epoch <= config.train.epochs:
+        _train_epoch(parts, train, train_labels, pad_id, config, tracker, history, progress, checkpoints, should_stop)
+        logits = evaluate.predict_logits(parts.model, val, parts.device, config.train.eval_batch_size, parts.precision, pad_id)
         result = EpochResult(
-            epoch=epoch,
-            train_loss=loss_sum / seen,
-            train_accuracy=correct / seen,
-            val_loss=val_loss,
-            val_accuracy=val_accuracy,
-            seconds=seconds,
-            samples_per_s=seen / seconds,
-            tokens_per_s=tokens / seconds,
-            step=step,
+            epoch=progress.epoch,
+            train_loss=progress.loss_sum / progress.seen,
+            train_accuracy=progress.correct / progress.seen,
+            val_loss=float(F.cross_entropy(torch.tensor(logits), torch.tensor(val_labels, dtype=torch.long)).item()),
+            val_accuracy=float((logits.argmax(1) == val_labels).mean()),
+            seconds=progress.seconds,
+            samples_per_s=progress.seen / progress.seconds,
+            tokens_per_s=progress.tokens / progress.seconds,
+            step=progress.step,
         )
         history.epochs.append(result)
-        is_best = val_accuracy > history.best_val_accuracy
-        if is_best:
-            history.best_epoch, history.best_val_accuracy, history.best_dir = epoch, val_accuracy, best_dir
-            _save(model, best_dir)
-        model_id = on_epoch_end(result, model) if on_epoch_end is not None else None
-        tracker.log_metrics(_epoch_metrics(result, device), step=epoch, model_id=model_id)
+        if result.val_accuracy > history.best_val_accuracy:
+            history.best_epoch, history.best_val_accuracy, history.best_dir = result.epoch, result.val_accuracy, best_dir
+            _save(parts.model, best_dir)
+            if checkpoints is not None:
+                checkpoints.upload_best(best_dir)
+        model_id = on_epoch_end(result, parts.model) if on_epoch_end is not None else None
+        tracker.log_metrics(_epoch_metrics(result, parts.device), step=result.epoch, model_id=model_id)
+        progress = Progress(epoch=progress.epoch + 1, step=progress.step)
+        if checkpoints is not None:
+            checkpoints.save(capture_state(parts, progress, history), upload=True)
+    history.best_dir = best_dir
     return history
 
 
-def _train_epoch(model, loader, optimizer, scheduler, scaler, precision, device, t, tracker, history, step, epoch):
-    """One pass over the training loader; returns (loss sum, correct, samples, real tokens)."""
-    model.train()
+def _train_epoch(parts: Parts, train, train_labels, pad_id, config, tracker, history, progress, checkpoints, should_stop) -> None:
+    """Train the rest of ``progress.epoch``, updating ``progress`` in place."""
+    t = config.train
+    parts.model.train()
+    parts.sampler.set_epoch(progress.epoch)
+    batches = list(parts.sampler)[progress.batches_done :]
+    collate = data_mod.make_collate(pad_id)
     # Accumulate on the device: reading a value per step would be a host-device sync point.
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    window_loss = torch.zeros((), device=device)
-    window_n = 0
-    seen = tokens = 0
-    bar = tqdm(loader, desc=f"epoch {epoch}/{t.epochs}", disable=not _show_progress(), leave=False)
-    for batch in bar:
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with precision.autocast(device):
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss = F.cross_entropy(logits.float(), batch["labels"])
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        n = batch["labels"].shape[0]
-        step += 1
-        seen += n
-        tokens += int(batch["attention_mask"].sum())  # host-side count from the CPU copy is fine
-        loss_sum += loss.detach() * n
-        window_loss += loss.detach()
-        window_n += 1
-        correct += (logits.argmax(-1) == batch["labels"]).sum()
-        if step % t.log_every_steps == 0:
-            mean_loss = (window_loss / window_n).item()  # note: one sync per log interval
-            if not math.isfinite(mean_loss):
-                raise TrainingError(f"training loss became {mean_loss} at step {step} (epoch {epoch}); lower the learning rate")
-            lr = max(scheduler.get_last_lr())
-            tracker.log_metrics({"train/loss": mean_loss, "train/lr": lr}, step=step)
-            history.steps.append(step)
+    acc = {name: torch.tensor(getattr(progress, name), device=parts.device, dtype=torch.float64) for name in ("loss_sum", "correct", "window_loss")}
+    nonfinite = torch.zeros((), device=parts.device, dtype=torch.bool)
+    started = time.perf_counter()
+    bar = tqdm(batches, desc=f"epoch {progress.epoch}/{t.epochs}", disable=not _show_progress(), leave=False)
+    for indices in bar:
+        batch = collate([(train.input_ids[i], int(train_labels[i])) for i in indices])
+        progress.tokens += int(batch["attention_mask"].sum())  # counted on the CPU copy: no sync
+        batch = {k: v.to(parts.device, non_blocking=True) for k, v in batch.items()}
+        loss, correct, grad_norm = _optimizer_step(parts, batch, t.max_grad_norm, tracker)
+        if parts.precision.name != "fp16":  # fp16 overflows are expected; the scaler skips them
+            nonfinite |= ~torch.isfinite(grad_norm)
+        progress.step += 1
+        progress.batches_done += 1
+        progress.seen += len(indices)
+        progress.window_n += 1
+        acc["loss_sum"] += loss * len(indices)
+        acc["window_loss"] += loss
+        acc["correct"] += correct
+        if progress.step % t.log_every_steps == 0:
+            mean_loss = (acc["window_loss"] / progress.window_n).item()  # note: one sync per log interval
+            _check_finite(mean_loss, bool(nonfinite), progress)
+            lr = max(parts.scheduler.get_last_lr())
+            tracker.log_metrics({"train/loss": mean_loss, "train/lr": lr}, step=progress.step)
+            history.steps.append(progress.step)
             history.step_loss.append(mean_loss)
             history.step_lr.append(lr)
-            window_loss.zero_()
-            window_n = 0
+            acc["window_loss"].zero_()
+            progress.window_n = 0
             bar.set_postfix(loss=f"{mean_loss:.4f}")
-    total = float(loss_sum.item())
-    if not math.isfinite(total):
-        raise TrainingError(f"training loss became {total} in epoch {epoch}; lower the learning rate")
-    return total, int(correct.item()), seen, tokens
+        checkpoint_due = t.checkpoint_every_steps and progress.step % t.checkpoint_every_steps == 0
+        signum = should_stop()
+        if checkpoint_due or signum:
+            _sync_progress(progress, acc, started)
+            started = time.perf_counter()
+            _check_finite(progress.loss_sum, bool(nonfinite), progress)
+            if checkpoints is not None:
+                checkpoints.save(capture_state(parts, progress, history), upload=True)
+            if signum:
+                raise Interrupted(signum)
+    _sync_progress(progress, acc, started)
+    _check_finite(progress.loss_sum, bool(nonfinite), progress)
+
+
+def _sync_progress(progress: Progress, acc: dict, started: float) -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    progress.seconds += time.perf_counter() - started
+    progress.loss_sum = float(acc["loss_sum"].item())
+    progress.correct = int(acc["correct"].item())
+    progress.window_loss = float(acc["window_loss"].item())
+
+
+def _check_finite(loss: float, nonfinite_grad: bool, progress: Progress) -> None:
+    if math.isfinite(loss) and not nonfinite_grad:
+        return
+    what = f"training loss became {loss}" if not math.isfinite(loss) else "gradients became non-finite"
+    raise TrainingError(
+        f"{what} by step {progress.step} (epoch {progress.epoch}); the last good checkpoint is kept; lower the learning rate",
+        tags={"sentiment.failed_step": str(progress.step), "sentiment.failure": "non-finite"},
+    )
+
+
+def _optimizer_step(parts: Parts, batch: dict, max_grad_norm: float, tracker):
+    """Forward, backward (in micro-batches if needed), clip, step. Returns detached (loss, correct, grad norm).
+
+    On CUDA out-of-memory the step is retried with half the micro-batch and gradient
+    accumulation, so the effective batch size (and the result) stay the same.
+    """
+    while True:
+        try:
+            loss, correct = _forward_backward(parts, batch)
+            break
+        except torch.OutOfMemoryError:
+            parts.optimizer.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            size = batch["labels"].shape[0] if not parts.micro_batch_size else parts.micro_batch_size
+            if size <= 1:
+                raise TrainingError("CUDA out of memory even with micro-batch 1; lower --max-length or use a smaller model") from None
+            parts.micro_batch_size = size // 2
+            tracker.set_tags({"sentiment.micro_batch_size": parts.micro_batch_size})
+    parts.scaler.unscale_(parts.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), max_grad_norm)
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    parts.scheduler.step()
+    parts.optimizer.zero_grad(set_to_none=True)
+    return loss, correct, grad_norm
+
+
+def _forward_backward(parts: Parts, batch: dict):
+    n = batch["labels"].shape[0]
+    size = parts.micro_batch_size or n
+    loss_total = torch.zeros((), device=parts.device, dtype=torch.float64)
+    correct = torch.zeros((), device=parts.device, dtype=torch.float64)
+    for start in range(0, n, size):
+        chunk = {k: v[start : start + size] for k, v in batch.items()}
+        width = int(chunk["attention_mask"].sum(1).max()) if size < n else chunk["input_ids"].shape[1]
+        with parts.precision.autocast(parts.device):
+            logits = parts.model(input_ids=chunk["input_ids"][:, :width], attention_mask=chunk["attention_mask"][:, :width]).logits
+        # mean over the whole batch = sum of chunk means weighted by chunk share
+        loss = F.cross_entropy(logits.float(), chunk["labels"]) * (chunk["labels"].shape[0] / n)
+        parts.scaler.scale(loss).backward()
+        loss_total += loss.detach()
+        correct += (logits.argmax(-1) == chunk["labels"]).sum()
+    return loss_total, correct
+
+
+class StopOnSignal:
+    """SIGINT/SIGTERM set a flag the loop checks after each step (it then saves and stops);
+    a second signal stops at once."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    def __call__(self) -> int:
+        return self.signum
+
+    def install(self) -> "StopOnSignal":
+        def handler(signum, frame):
+            if self.signum:
+                raise Interrupted(signum)
+            self.signum = signum
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, handler)
+        return self
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+STATE_FILE = "state.pt"
+
+
+def capture_state(parts: Parts, progress: Progress, history: History) -> dict:
+    """Everything needed to continue bit-for-bit: weights, optimizer, schedule, scaler, RNGs, position."""
+    numpy_state = np.random.get_state()
+    rng = {
+        "python": random.getstate(),
+        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].copy()), *numpy_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "format": 1,
+        "model": parts.model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(),
+        "scaler": parts.scaler.state_dict(),
+        "micro_batch_size": parts.micro_batch_size,
+        "rng": rng,
+        "progress": asdict(progress),
+        "history": _history_to_dict(history),
+    }
+
+
+def restore_state(parts: Parts, state: dict) -> tuple[Progress, History]:
+    parts.model.load_state_dict(state["model"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    parts.scheduler.load_state_dict(state["scheduler"])
+    parts.scaler.load_state_dict(state["scaler"])
+    parts.micro_batch_size = state["micro_batch_size"]
+    rng = state["rng"]
+    random.setstate(_tuples(rng["python"]))
+    numpy_state = rng["numpy"]
+    np.random.set_state((numpy_state[0], numpy_state[1].numpy(), *numpy_state[2:]))
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    history = state["history"]
+    return Progress(**state["progress"]), History(
+        epochs=[EpochResult(**e) for e in history["epochs"]],
+        best_epoch=history["best_epoch"],
+        best_val_accuracy=history["best_val_accuracy"],
+        lr_groups=history["lr_groups"],
+        steps=history["steps"],
+        step_loss=history["step_loss"],
+        step_lr=history["step_lr"],
+    )
+
+
+def _tuples(value):
+    """torch.load gives lists back where random.setstate wants tuples."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _history_to_dict(history: History) -> dict:
+    out = asdict(history)
+    out["best_dir"] = None
+    return out
+
+
+class Checkpointer:
+    """Writes the training state atomically to ``folder/state.pt`` and uploads it to the run."""
+
+    def __init__(self, folder: Path, tracker) -> None:
+        self.folder = folder
+        self.tracker = tracker
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def save(self, state: dict, upload: bool) -> Path:
+        # Everything logged so far reaches the server before the state that follows it exists.
+        self.tracker.flush()
+        path = self.folder / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # atomic: a crash leaves the previous state whole
+        if upload:
+            self.tracker.upload_checkpoint(path)
+        return path
+
+    def upload_best(self, best_dir: Path) -> None:
+        self.tracker.upload_checkpoint(best_dir)
+
+    @staticmethod
+    def load(path: Path) -> dict:
+        # weights_only: a checkpoint is data, never code
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _epoch_metrics(result: EpochResult, device: torch.device) -> dict[str, float]:
@@ -239,8 +462,19 @@ def package_model(model_dir: Path, tokenizer, config: Config, parent: Path) -> P
     return out
 
 
-def run_train(config: Config, tracker, workdir: Path, register_as: str | None = None) -> TrainOutcome:
-    """The train stage: everything `sentiment train` does inside its MLflow run."""
+def run_train(
+    config: Config,
+    tracker,
+    workdir: Path,
+    register_as: str | None = None,
+    resume: bool = False,
+    should_stop=lambda: 0,
+) -> TrainOutcome:
+    """The train stage: everything `sentiment train` does inside its MLflow run.
+
+    With ``resume`` the run's latest checkpoint (local, else downloaded from the run) is loaded
+    and training continues where it stopped, logging no step twice.
+    """
     from transformers import set_seed
 
     set_seed(config.seed)
@@ -250,11 +484,15 @@ def run_train(config: Config, tracker, workdir: Path, register_as: str | None = 
     net = model_mod.build_model(replace(config.model, name=model_source), config.data.max_length)
     device = model_mod.pick_device(config.train.device)
     precision = model_mod.pick_precision(config.train.precision, device)
-    counts = model_mod.count_parameters(net)
-    tracker.log_config(config)
+    state = load_resume_state(tracker, workdir) if resume else None
+    if state is None:
+        counts = model_mod.count_parameters(net)
+        tracker.log_config(config)
+        tracker.log_metrics({"model/parameters": counts["total"], "model/trainable_parameters": counts["trainable"]}, step=0)
+        tracker.log_splits(splits)
+    else:
+        tracker.set_tags({"sentiment.resumed_from_step": state["progress"]["step"]})
     tracker.set_tags({**device_tags(device, precision), "sentiment.kind": "train"})
-    tracker.log_metrics({"model/parameters": counts["total"], "model/trainable_parameters": counts["trainable"]}, step=0)
-    tracker.log_splits(splits)
     encoded = {
         name: data_mod.encode(frame["text"].tolist(), tokenizer, config.data.max_length, config.data.truncation)
         for name, frame in (("train", splits.train), ("val", splits.val))
@@ -268,7 +506,10 @@ def run_train(config: Config, tracker, workdir: Path, register_as: str | None = 
         folder = package_model(workdir / f"epoch_{result.epoch}", tokenizer, config, workdir / f"package_epoch_{result.epoch}")
         return tracker.log_model(folder, name=f"checkpoint-epoch-{result.epoch}", step=result.epoch).model_id
 
-    history = fit(net, encoded["train"], labels["train"], encoded["val"], labels["val"], config, tracker, workdir, tokenizer.pad_token_id, on_epoch_end)
+    history = fit(
+        net, encoded["train"], labels["train"], encoded["val"], labels["val"], config, tracker, workdir,
+        tokenizer.pad_token_id, on_epoch_end, Checkpointer(workdir, tracker), state, should_stop,
+    )  # fmt: skip
     tracker.log_figure(plots.training_curves(history), "figures/training_curves.png")
     tracker.log_table(_frame(history.lr_groups), "tables/layerwise_lr")
     package = package_model(history.best_dir, tokenizer, config, workdir / "package_best")
@@ -277,13 +518,29 @@ def run_train(config: Config, tracker, workdir: Path, register_as: str | None = 
     tracker.log_metrics(best, step=history.best_epoch, model_id=logged.model_id)
     test_metrics: dict[str, float] = {}
     if config.run_test:
-        best = model_mod.load_trained(history.best_dir)
-        predictions = evaluate.predict_frame(best, tokenizer, splits.test, config, device)
+        best_model = model_mod.load_trained(history.best_dir)
+        predictions = evaluate.predict_frame(best_model, tokenizer, splits.test, config, device)
         test_metrics = evaluate.log_evaluation(predictions, "test", tracker, model_id=logged.model_id, seed=config.seed)
     registered = None
     if register_as:
         registered = tracker.register(logged.model_uri, register_as, score=test_metrics.get("test/accuracy", history.best_val_accuracy))
     return TrainOutcome(tracker.run_id, logged.model_uri, history, test_metrics, registered)
+
+
+def load_resume_state(tracker, workdir: Path) -> dict:
+    """The latest training state of the run: the local copy if there is one, else the uploaded one."""
+    from sentiment.errors import UserError
+
+    path = workdir / STATE_FILE
+    if not path.is_file():
+        tracker.download_checkpoints(workdir)
+    if not path.is_file():
+        raise UserError(f"run {tracker.run_id} has no training checkpoint to resume from (no {STATE_FILE} locally or in its artifacts)")
+    state = Checkpointer.load(path)
+    if not (workdir / "best").is_dir() and state["progress"]["epoch"] > 1:
+        raise UserError(f"run {tracker.run_id} has a state but no best model checkpoint; it cannot be resumed")
+    tracker.skip_logged_steps()
+    return state
 
 
 def _frame(rows: list[dict]):
