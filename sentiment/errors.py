@@ -26,8 +26,12 @@ class TrainingError(Exception):
         self.tags = tags or {}
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived; training saved its state first (exit 130 or 143)."""
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; training saved its state first (exit 130 or 143).
+
+    A BaseException like KeyboardInterrupt, so no ``except Exception`` swallows it, but not a
+    KeyboardInterrupt, which click would turn into a bare "Aborted!".
+    """
 
     def __init__(self, signum: int, resume_hint: str = "") -> None:
         super().__init__(f"interrupted by signal {signum}")

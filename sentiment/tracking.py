@@ -24,7 +24,7 @@ import mlflow
 import pandas as pd
 
 from sentiment import config as config_mod
-from sentiment.errors import UserError
+from sentiment.errors import Interrupted, UserError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "imdb-sentiment"
@@ -144,7 +144,7 @@ def open_run(
     tracker = MlflowTracker(run.info.run_id)
     try:
         yield tracker
-    except KeyboardInterrupt as exc:
+    except (KeyboardInterrupt, Interrupted) as exc:
         signum = getattr(exc, "signum", 2)
         hint = f"sentiment train --resume {tracker.run_id}"
         if hasattr(exc, "resume_hint"):
@@ -243,6 +243,9 @@ class MlflowTracker:
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        mlflow.log_params({k: str(v) for k, v in params.items()})
 
     def log_metrics(self, metrics: dict[str, float], step: int, model_id: str | None = None) -> None:
         """Log once, asynchronously; with ``model_id`` the values also rank that LoggedModel."""
@@ -505,3 +508,107 @@ def _texts_of(model_input) -> list[str]:
         if not value.strip():
             raise ValueError(f"input {i} is an empty text: send non-empty review texts")
     return values
+
+
+# ----------------------------------------------------------------------------- ablation runs
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What an ablation reads back about one run."""
+
+    run_id: str
+    name: str
+    status: str  # RUNNING, FINISHED, FAILED, KILLED, SCHEDULED
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    experiment_id: str
+
+
+def _record(run) -> RunRecord:
+    return RunRecord(
+        run_id=run.info.run_id, name=run.info.run_name or "", status=run.info.status,
+        tags=dict(run.data.tags), metrics=dict(run.data.metrics), experiment_id=run.info.experiment_id,
+    )  # fmt: skip
+
+
+def get_run(run_id: str) -> RunRecord:
+    """A run by id; a UserError when it does not exist."""
+    try:
+        return _record(mlflow.MlflowClient().get_run(run_id))
+    except mlflow.exceptions.MlflowException:
+        raise UserError(f"run {run_id!r} does not exist on {tracking_uri()}; check the run id") from None
+
+
+def check_same_experiment(run_id: str) -> None:
+    """Re-opening a run needs the active experiment to be the run's (MLflow refuses otherwise)."""
+    run = get_run(run_id)
+    active = mlflow.tracking.fluent._get_experiment_id()
+    if active and active != run.experiment_id:
+        name = mlflow.MlflowClient().get_experiment(run.experiment_id).name
+        raise UserError(f"run {run_id} is in experiment {name!r}; set MLFLOW_EXPERIMENT_NAME={name} to resume it")
+
+
+def child_runs(parent_run_id: str) -> list[RunRecord]:
+    """Every run tagged as a child of ``parent_run_id`` (oldest first)."""
+    parent = get_run(parent_run_id)
+    runs = mlflow.MlflowClient().search_runs(
+        [parent.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        order_by=["attributes.start_time ASC"], max_results=10000,
+    )  # fmt: skip
+    return [_record(run) for run in runs]
+
+
+def create_child_run(parent_run_id: str, run_name: str, tags: dict[str, str]) -> str:
+    """A run nested under the parent, for a subprocess to reuse through ``MLFLOW_RUN_ID``."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    parent = get_run(parent_run_id)
+    run = mlflow.MlflowClient().create_run(parent.experiment_id, tags={**tags, MLFLOW_PARENT_RUN_ID: parent_run_id}, run_name=run_name)
+    return run.info.run_id
+
+
+def end_run_if_open(run_id: str, message: str) -> None:
+    """Mark a run FAILED with ``message`` unless it already ended (e.g. its process was killed)."""
+    if get_run(run_id).status in ("RUNNING", "SCHEDULED"):
+        fail_run(run_id, message)
+
+
+def load_run_table(run_id: str, path: str) -> pd.DataFrame:
+    """A Parquet table another run logged (e.g. ``predictions/test.parquet``)."""
+    target = tempfile.mkdtemp(prefix="sentiment-table-")
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=target)
+        return pd.read_parquet(local)
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+
+
+def metric_values(run_id: str, key: str) -> list[float]:
+    """Every logged value of one metric, in step order."""
+    history = mlflow.MlflowClient().get_metric_history(run_id, key)
+    return [m.value for m in sorted(history, key=lambda m: m.step)]
+
+
+def submit_project_run(
+    project_dir: Path, parameters: dict[str, str], backend: str, backend_config: str | None,
+    parent_run_id: str, run_name: str, tags: dict[str, str],
+):  # fmt: skip
+    """Run the project's ``train`` entry point on an MLflow Projects backend, as a child run.
+
+    Returns the SubmittedRun (``run_id``, ``wait()``); the caller waits. ``local`` runs in this
+    environment (env manager ``local``); other backends (``databricks``, ``kubernetes``) use
+    their own config file and environment.
+    """
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    parent = get_run(parent_run_id)
+    submitted = mlflow.projects.run(
+        str(project_dir), entry_point="train", parameters=parameters, backend=backend,
+        backend_config=backend_config or None, experiment_id=parent.experiment_id, run_name=run_name,
+        env_manager="local" if backend == "local" else None, synchronous=False,
+    )  # fmt: skip
+    client = mlflow.MlflowClient()
+    for key, value in {**tags, MLFLOW_PARENT_RUN_ID: parent_run_id}.items():
+        client.set_tag(submitted.run_id, key, value)
+    return submitted
