@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -76,6 +78,22 @@ def _quiet() -> None:
     logging.getLogger("mlflow.models").setLevel(logging.WARNING)
 
 
+def _check_credentials(uri: str) -> None:
+    """One authenticated call up front, so wrong credentials fail in one line before any work."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        mlflow.MlflowClient().search_experiments(max_results=1)
+    except mlflow.exceptions.MlflowException as exc:
+        text = str(exc)
+        if any(code in text for code in ("401", "403", "UNAUTHENTICATED", "PERMISSION_DENIED", "Unauthorized")):
+            raise UserError(
+                f"tracking server {uri} rejected the credentials; set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) to a valid account"
+            ) from None
+        raise
+
+
 def connect() -> str:
     """Point MLflow at the tracking URI (checked) and the experiment; returns the URI."""
     uri = tracking_uri()
@@ -83,6 +101,7 @@ def connect() -> str:
     _quiet()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    _check_credentials(uri)
     if os.environ.get("MLFLOW_RUN_ID"):  # `mlflow run` made the run: its experiment is set
         return uri
     if os.environ.get("MLFLOW_EXPERIMENT_NAME") or not os.environ.get("MLFLOW_EXPERIMENT_ID"):
@@ -313,21 +332,16 @@ class MlflowTracker:
     def register(self, model_uri: str, name: str, score: float) -> Registration:
         """Register a version with alias `candidate`; make it `champion` if it beats the current one.
 
-        ``score`` (test accuracy) is kept as the version tag ``test_accuracy`` for later comparisons.
+        ``score`` (test accuracy) is kept as the version tag ``test_accuracy`` for later
+        comparisons. Safe against concurrent registrations of the same name: creation is retried,
+        and the champion alias is compared, set, then verified until no better version holds it.
         """
         client = mlflow.MlflowClient()
-        version = mlflow.register_model(model_uri, name).version
+        version = _retry(lambda: mlflow.register_model(model_uri, name).version)
         client.set_model_version_tag(name, version, "test_accuracy", f"{score:.6f}")
         client.set_model_version_tag(name, version, "run_id", self.run_id)
         client.set_registered_model_alias(name, "candidate", version)
-        try:
-            current = client.get_model_version_by_alias(name, "champion")
-            current_score = float(current.tags.get("test_accuracy", "-1"))
-        except mlflow.exceptions.MlflowException:
-            current_score = None
-        champion = current_score is None or score > current_score
-        if champion:
-            client.set_registered_model_alias(name, "champion", version)
+        champion = _promote(client, name, str(version), score)
         self.set_tags({"sentiment.registered_model": name, "sentiment.registered_version": version})
         return Registration(name=name, version=str(version), champion=champion, uri=f"models:/{name}/{version}")
 
@@ -396,6 +410,40 @@ class MlflowTracker:
             with contextlib.suppress(Exception):
                 return mlflow.get_logged_model(model_id).source_run_id
         return None
+
+
+def _champion(client, name: str) -> tuple[str, float] | None:
+    try:
+        current = client.get_model_version_by_alias(name, "champion")
+    except mlflow.exceptions.MlflowException:
+        return None
+    return str(current.version), float(current.tags.get("test_accuracy", "-1"))
+
+
+def _promote(client, name: str, version: str, score: float, rounds: int = 6) -> bool:
+    """Compare, set, verify: a concurrent registration may overwrite the alias with a worse
+    version after our check; the verification round then sets it back."""
+    for _ in range(rounds):
+        current = _champion(client, name)
+        if current is not None and current[0] == version:
+            return True
+        if current is not None and current[1] >= score:
+            return False
+        client.set_registered_model_alias(name, "champion", version)
+        time.sleep(random.uniform(0.2, 0.6))  # let a racing writer land before verifying
+    current = _champion(client, name)
+    return current is not None and current[0] == version
+
+
+def _retry(call, attempts: int = 5):
+    """Retry a registry write that lost a race (e.g. two processes creating the same name)."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except mlflow.exceptions.MlflowException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0.2, 1.0) * (attempt + 1))
 
 
 def _dataset_source(source: str) -> str:

@@ -25,7 +25,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(root: Path, port: int, extra: list[str] | None = None) -> subprocess.Popen:
+def start_server(root: Path, port: int, extra: list[str] | None = None, env: dict | None = None) -> subprocess.Popen:
     root.mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable, "-m", "mlflow", "server",
@@ -35,7 +35,7 @@ def start_server(root: Path, port: int, extra: list[str] | None = None) -> subpr
         *(extra or []),
     ]  # fmt: skip
     log = open(root / "server.log", "ab")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env)
 
 
 def wait_healthy(uri: str, proc: subprocess.Popen, timeout_s: float = 90) -> None:
