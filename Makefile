@@ -20,7 +20,7 @@ install: $(BIN)/sentiment
 demo: install
 	$(BIN)/sentiment train --preset quick --register-as $(MODEL_NAME)
 	$(BIN)/sentiment predict --model-uri models:/$(MODEL_NAME)@champion \
-		"A warm, funny and beautifully acted film." "Two hours of my life I will never get back."
+		"A warm, funny and beautifully acted film." "Dull, clumsy and far too long; I nearly walked out."
 
 ## The whole test suite (what CI runs).
 test: install
