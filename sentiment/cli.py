@@ -46,6 +46,12 @@ CONFIG_OPTIONS: dict[str, tuple[str, object, str]] = {
     "model": ("model.name", str, "Hub id, local folder, MLflow model URI, or offline-minilm"),
     "dropout": ("model.dropout", float, "dropout before the classification layer"),
     "freeze_layers": ("model.freeze_layers", int, "freeze the embeddings and the bottom k encoder layers"),
+    "keep_layers": ("model.keep_layers", int, "keep only the bottom k encoder layers, drop the rest (0: all)"),
+    "keep_heads": ("model.keep_heads", int, "keep the k most important heads per layer, mask the rest (0: all)"),
+    "from_scratch": ("model.from_scratch", bool, "train the encoder from random weights (true/false)"),
+    "num_layers": ("model.num_layers", int, "from scratch: encoder layers (0: the base model's)"),
+    "num_heads": ("model.num_heads", int, "from scratch: attention heads per layer (0: the base model's)"),
+    "hidden_size": ("model.hidden_size", int, "from scratch: hidden size (0: the base model's)"),
     "epochs": ("train.epochs", int, "passes over the training split"),
     "batch_size": ("train.batch_size", int, "reviews per optimizer step"),
     "lr": ("train.lr", float, "peak learning rate (head and top layer)"),
@@ -59,6 +65,7 @@ CONFIG_OPTIONS: dict[str, tuple[str, object, str]] = {
     "log_every_steps": ("train.log_every_steps", int, "log train/loss every N optimizer steps"),
     "checkpoint_every_steps": ("train.checkpoint_every_steps", int, "also checkpoint every N steps (0: epoch ends only)"),
     "micro_batch_size": ("train.micro_batch_size", int, "micro-batches with gradient accumulation (0: whole batch)"),
+    "compile": ("train.compile", bool, "compile the model with torch.compile (true/false; pays off on long runs)"),
     "seed": ("seed", int, "the one seed: splits, sampling, initialisation"),
     "log_checkpoints": ("log_checkpoints", _choice(CHECKPOINT_POLICIES), "best, or all (every epoch as a LoggedModel)"),
     "run_test": ("run_test", bool, "evaluate the best checkpoint on the test split (true/false)"),
@@ -103,11 +110,23 @@ def train(preset: str, register_as: str, run_name: str, output_dir: str, resume:
         raise UserError("--resume continues a run with its logged config; drop the other training options")
     config = None if resume else build_config(preset, overrides)
     stop = StopOnSignal().install()
-    with tracking.open_run(run_name=run_name or None, system_metrics=True, resume_run_id=resume or None) as tracker:
+    with tracking.open_run(
+        run_name=run_name or None, system_metrics=True, resume_run_id=resume or None, journal_root=Path(output_dir)
+    ) as tracker:
         config = config or tracker.load_config()
         workdir = Path(output_dir) / tracker.run_id
         outcome = run_train(config, tracker, workdir, register_as=register_as or None, resume=bool(resume), should_stop=stop)
     _report_train(outcome)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+def sync(run_dir: Path) -> None:
+    """Replay the journal a run kept while its tracking server was unreachable (.sentiment/runs/RUN_ID)."""
+    from sentiment import tracking
+
+    sent = tracking.sync_journal(run_dir)
+    click.echo(f"replayed {sent} journaled operations to run {run_dir.name}")
 
 
 def _report_train(outcome) -> None:
@@ -168,18 +187,52 @@ def predict(model_uri: str, texts: tuple[str, ...]) -> None:
 @click.option("--only", default="", help="comma-separated parts: eda, attention, failures (default: all)")
 @click.option("--texts", default="", help="a text file with one review per line to show attention for")
 @click.option("--predictions-run", default="", help="reuse this evaluate run's predictions table")
-def analyze(model_uri: str, data: str, only: str, texts: str, predictions_run: str) -> None:
-    """Data exploration, attention maps and failure analysis (not implemented yet)."""
-    raise UserError("analyze is not implemented yet; see the project's issue tracker")
+@click.option("--split", default="test", show_default=True, help="split to predict and analyse: train, val, test or all")
+@config_options(["max_length", "truncation", "eval_batch_size", "device", "seed"])
+@click.option("--tokenizer", default="", help="tokenizer for exploration without a model (default: offline-minilm)")
+@click.option("--attention-examples", default=1, show_default=True, type=int, help="reviews per attention group (most confident right/wrong, least confident)")
+@click.option("--run-name", default="", help="MLflow run name")
+def analyze(model_uri: str, data: str, only: str, texts: str, predictions_run: str, split: str, tokenizer: str, attention_examples: int, run_name: str, **options) -> None:
+    """Data exploration, attention maps and failure analysis of a model, as a new run."""
+    from sentiment import analyze as analyze_mod
+    from sentiment import tracking
+
+    parts = analyze_mod.parse_parts(only)
+    user_texts = analyze_mod.read_texts(texts) if texts else []
+    with tracking.open_run(run_name=run_name or None) as tracker:
+        outcome = analyze_mod.run_analyze(
+            tracker, model_uri=model_uri or None, data_source=data or None, parts=parts, split=split.lower(), texts=user_texts,
+            predictions_run=predictions_run or None, tokenizer_name=tokenizer or None, examples_per_group=attention_examples,
+            overrides=overrides_from(options),
+        )  # fmt: skip
+    for line in analyze_mod.report_lines(outcome):
+        click.echo(line)
+    uri = tracking.tracking_uri()
+    click.echo(f"MLflow UI:   {f'open {uri}' if uri.startswith('http') else f'mlflow ui --backend-store-uri {uri}'}")
 
 
 @cli.command()
 @click.option("--grid", default="experiments/quick.yaml", show_default=True, help="an experiments/*.yaml grid")
 @click.option("--max-parallel", default=1, show_default=True, type=int, help="children to run at once")
 @click.option("--resume", default="", help="parent run id: re-run only the children that did not finish")
-def ablate(grid: str, max_parallel: int, resume: str) -> None:
-    """Run an ablation grid as a parent run with one child run per variant and seed (not implemented yet)."""
-    raise UserError("ablate is not implemented yet; see the project's issue tracker")
+@click.option("--backend", default="", help="run each child on this MLflow Projects backend (local, databricks, kubernetes)")
+@click.option("--backend-config", default="", help="the backend's config file (JSON), e.g. for kubernetes")
+def ablate(grid: str, max_parallel: int, resume: str, backend: str, backend_config: str) -> None:
+    """Run an ablation grid as a parent run with one child run per variant and seed, then compare them."""
+    from sentiment import ablate as ablate_mod
+    from sentiment import tracking
+
+    spec = ablate_mod.load_grid(grid)
+    execution = ablate_mod.Execution(max_parallel=max_parallel, backend=backend or None, backend_config=backend_config or None)
+    if resume:
+        ablate_mod.check_resumable(resume, spec)
+    with tracking.open_run(run_name=f"ablation-{spec.name}", resume_run_id=resume or None) as parent:
+        summary = ablate_mod.run_ablation(spec, parent, execution, resume=bool(resume), report=click.echo)
+        click.echo(ablate_mod.format_summary(summary))
+        click.echo(f"parent run:      {parent.run_id} ({summary.ran} children run, {summary.skipped} already finished)")
+        if summary.failed:
+            names = ", ".join(f"{variant}/seed {seed}" for variant, seed, _ in summary.failed)
+            raise TrainingError(f"{len(summary.failed)} of {len(spec.children())} children failed ({names}); re-run them with: sentiment ablate --grid {grid} --resume {parent.run_id}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,10 +9,12 @@ CLI opens it with `open_run`.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 import urllib.error
@@ -24,9 +26,10 @@ from typing import Any, Iterator
 
 import mlflow
 import pandas as pd
+import yaml
 
 from sentiment import config as config_mod
-from sentiment.errors import Interrupted, UserError
+from sentiment.errors import Interrupted, TrainingError, UserError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "imdb-sentiment"
@@ -98,6 +101,9 @@ def connect() -> str:
     """Point MLflow at the tracking URI (checked) and the experiment; returns the URI."""
     uri = tracking_uri()
     check_server(uri)
+    # Fail over to the journal in seconds, not after MLflow's default two minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     _quiet()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -137,6 +143,7 @@ def open_run(
     system_metrics: bool = False,
     parent_run_id: str | None = None,
     resume_run_id: str | None = None,
+    journal_root: Path | None = None,
 ) -> Iterator["MlflowTracker"]:
     """Start (or, under `mlflow run`, reuse) a run; end it FINISHED, FAILED or KILLED.
 
@@ -160,7 +167,8 @@ def open_run(
         parent_run_id=parent_run_id,
         nested=parent_run_id is not None,
     )
-    tracker = MlflowTracker(run.info.run_id)
+    journal = journal_root / run.info.run_id / "journal" if journal_root else None
+    tracker = MlflowTracker(run.info.run_id, journal)
     try:
         yield tracker
     except (KeyboardInterrupt, Interrupted) as exc:
@@ -181,12 +189,161 @@ def open_run(
 
 
 def _end(tracker: "MlflowTracker", status: str, error: str | None) -> None:
+    if status == "FINISHED":
+        tracker.close()  # may wait for a lost server; raises if it never comes back
+    else:
+        with contextlib.suppress(Exception):
+            tracker.close(wait_s=30)
     with contextlib.suppress(Exception):
         mlflow.flush_async_logging()
     if error:
         with contextlib.suppress(Exception):
             mlflow.set_tag("sentiment.error", error)
     mlflow.end_run(status=status)
+
+
+# ----------------------------------------------------------------------------- outages
+
+
+def reachable(timeout_s: float = 2.0) -> bool:
+    """Does the tracking server answer its health check now? (Always true for a local store.)"""
+    try:
+        check_server(tracking_uri(), timeout_s)
+        return True
+    except UserError:
+        return False
+
+
+def _apply(client, run_id: str, op: dict) -> None:
+    """Send one journaled operation to the server, addressed by run id (no active run needed)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    kind = op["op"]
+    if kind == "metrics":
+        client.log_batch(run_id, metrics=[Metric(k, v, ts, step, model_id=mid) for k, v, ts, step, mid in op["points"]], synchronous=True)
+    elif kind == "tags":
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in op["tags"].items()], synchronous=True)
+    elif kind == "params":
+        client.log_batch(run_id, params=[Param(k, v) for k, v in op["params"].items()], synchronous=True)
+    elif kind == "artifact":
+        client.log_artifact(run_id, op["local"], op["artifact_path"])
+    elif kind == "artifacts":
+        client.log_artifacts(run_id, op["local"], op["artifact_path"])
+    elif kind == "table":
+        mlflow.log_table(pd.read_parquet(op["local"]), op["artifact_file"], run_id=run_id)
+    else:
+        raise ValueError(f"unknown journal operation {kind!r}")
+
+
+class Outbox:
+    """Sends a run's tracking operations; while the server is unreachable, journals them on disk
+    (``folder/journal.jsonl`` plus copies of files) and replays them in order once it answers
+    again, or later with `sentiment sync RUN_DIR`. Training never waits for the server."""
+
+    retry_every_s = 10.0
+
+    def __init__(self, run_id: str, folder: Path) -> None:
+        self.run_id = run_id
+        self.folder = folder
+        self.client = mlflow.MlflowClient()
+        self.pending: list[dict] = []
+        self.seq = 0
+        self.next_try = 0.0
+
+    @property
+    def offline(self) -> bool:
+        return bool(self.pending)
+
+    def send(self, op: dict) -> None:
+        if self.pending:
+            self._journal(op)
+            self.replay()
+            return
+        try:
+            _apply(self.client, self.run_id, op)
+        except Exception:
+            if reachable():
+                raise
+            self._journal(op)
+            logging.getLogger("mlflow.system_metrics").setLevel(logging.CRITICAL)
+            click_echo(
+                f"warning: tracking server {tracking_uri()} is unreachable; training goes on and "
+                f"journals to {self.folder} until it answers again"
+            )
+
+    def _journal(self, op: dict) -> None:
+        op = {**op, "seq": self.seq}
+        self.seq += 1
+        if "local" in op:  # keep files alive: temp folders and checkpoints change
+            dest = self.folder / "files" / f"{op['seq']:06d}-{Path(op['local']).name}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if Path(op["local"]).is_dir() else shutil.copy2)(op["local"], dest)
+            op["local"] = str(dest)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / "journal.jsonl", "a") as handle:
+            handle.write(json.dumps(op) + "\n")
+        self.pending.append(op)
+
+    def replay(self, force: bool = False) -> bool:
+        """Send what the journal holds, in order; True when nothing is left."""
+        if not self.pending:
+            return True
+        if not force and time.monotonic() < self.next_try:
+            return False
+        self.next_try = time.monotonic() + self.retry_every_s
+        if not reachable():
+            return False
+        sent = 0
+        while self.pending:
+            try:
+                _apply(self.client, self.run_id, self.pending[0])
+            except Exception:
+                if reachable():
+                    raise
+                return False
+            (self.folder / "acked").write_text(str(self.pending.pop(0)["seq"]))
+            sent += 1
+        click_echo(f"tracking server is back: replayed {sent} journaled operations")
+        return True
+
+    def drain(self, timeout_s: float) -> None:
+        """Wait (bounded) until the journal is replayed; the run can only end on the server."""
+        deadline = time.monotonic() + timeout_s
+        while not self.replay(force=True):
+            if time.monotonic() > deadline:
+                raise TrainingError(
+                    f"tracking server {tracking_uri()} still unreachable after {timeout_s:.0f} s; everything is "
+                    f"journaled in {self.folder}: run `sentiment sync {self.folder.parent}` when it is back, "
+                    f"then `sentiment train --resume {self.run_id}` to finish"
+                )
+            time.sleep(2.0)
+
+
+def click_echo(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def sync_journal(run_dir: Path) -> int:
+    """Replay a journal left by a run that could not reach its server; returns operations sent."""
+    journal = run_dir / "journal" / "journal.jsonl"
+    if not journal.is_file():
+        raise UserError(f"{str(run_dir)!r} has no journal/journal.jsonl to sync")
+    connect()
+    acked_file = run_dir / "journal" / "acked"
+    acked = int(acked_file.read_text()) if acked_file.is_file() else -1
+    ops = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+    ops = [op for op in ops if op["seq"] > acked]
+    run_id = run_dir.name
+    client = mlflow.MlflowClient()
+    last = {key: max((m.step for m in client.get_metric_history(run_id, key)), default=-1) for key in mlflow.get_run(run_id).data.metrics}
+    for op in ops:
+        if op["op"] == "metrics":  # a point sent before a crash but never acknowledged: skip it
+            op = {**op, "points": [p for p in op["points"] if p[3] > last.get(p[0], -1)]}
+            if not op["points"]:
+                continue
+        _apply(client, run_id, op)
+        acked_file.write_text(str(op["seq"]))
+    return len(ops)
 
 
 # ----------------------------------------------------------------------------- the tracker
@@ -217,13 +374,35 @@ class LoadedPackage:
 class MlflowTracker:
     """Logs to one MLflow run; every stage talks to MLflow only through this."""
 
-    def __init__(self, run_id: str) -> None:
+    metrics_every_s = 1.0  # batch metric points: at most about one request a second
+
+    def __init__(self, run_id: str, journal_dir: Path | None = None) -> None:
         self.run_id = run_id
         self._tmp = Path(tempfile.mkdtemp(prefix="sentiment-"))
         self._logged_up_to: dict[str, int] = {}  # after a resume: last step already on the server
+        self.outbox = Outbox(run_id, journal_dir or Path(".sentiment/runs") / run_id / "journal")
+        self._points: list[list] = []
+        self._last_send = 0.0
 
     def flush(self) -> None:
-        mlflow.flush_async_logging()
+        """Send buffered metrics (and try the journal, if the server was away)."""
+        if self._points:
+            points, self._points = self._points, []
+            self.outbox.send({"op": "metrics", "points": points})
+            self._last_send = time.monotonic()
+        self.outbox.replay()
+
+    def _online(self) -> None:
+        """Calls that cannot be journaled (model logging, registry) first wait for the server."""
+        self.flush()
+        if self.outbox.offline:
+            self.outbox.drain(float(os.environ.get("SENTIMENT_SERVER_WAIT_S", "600")))
+
+    def close(self, wait_s: float | None = None) -> None:
+        """Flush everything; if the server was lost, wait for it and replay the journal."""
+        self.flush()
+        if self.outbox.offline:
+            self.outbox.drain(float(os.environ.get("SENTIMENT_SERVER_WAIT_S", "600")) if wait_s is None else wait_s)
 
     def skip_logged_steps(self) -> None:
         """After a resume, drop metric points the run already holds (same key, step not later)."""
@@ -242,9 +421,9 @@ class MlflowTracker:
     def upload_checkpoint(self, path: Path) -> None:
         """A training state file or the best-model folder, under the run's ``checkpoints/``."""
         if path.is_dir():
-            mlflow.log_artifacts(str(path), f"checkpoints/{path.name}")
+            self.outbox.send({"op": "artifacts", "local": str(path), "artifact_path": f"checkpoints/{path.name}"})
         else:
-            mlflow.log_artifact(str(path), "checkpoints")
+            self.outbox.send({"op": "artifact", "local": str(path), "artifact_path": "checkpoints"})
 
     def download_checkpoints(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -257,14 +436,15 @@ class MlflowTracker:
     def log_config(self, config: config_mod.Config) -> None:
         flat = config_mod.to_flat_dict(config)
         existing = mlflow.get_run(self.run_id).data.params
-        mlflow.log_params({k: v for k, v in flat.items() if k not in existing})
-        mlflow.log_text(config_mod.to_yaml(config), "config.yaml")
+        self.log_params({k: v for k, v in flat.items() if k not in existing})
+        self.log_text(config_mod.to_yaml(config), "config.yaml")
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        if tags:
+            self.outbox.send({"op": "tags", "tags": {k: str(v) for k, v in tags.items()}})
 
     def log_params(self, params: dict[str, Any]) -> None:
-        mlflow.log_params({k: str(v) for k, v in params.items()})
+        self.outbox.send({"op": "params", "params": {k: str(v) for k, v in params.items()}})
 
     def log_metrics(self, metrics: dict[str, float], step: int, model_id: str | None = None) -> None:
         """Log once, asynchronously; with ``model_id`` the values also rank that LoggedModel."""
@@ -272,28 +452,45 @@ class MlflowTracker:
             metrics = {k: v for k, v in metrics.items() if step > self._logged_up_to.get(k, -1)}
             if not metrics:
                 return
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step, model_id=model_id, synchronous=False)
+        now_ms = int(time.time() * 1000)
+        self._points += [[k, float(v), now_ms, int(step), model_id] for k, v in metrics.items()]
+        if time.monotonic() - self._last_send >= self.metrics_every_s:
+            self.flush()
 
     # -- artifacts ---------------------------------------------------------------------
+    def _local(self, path: str) -> Path:
+        """A fresh local file named like the artifact ``path`` (its folder becomes the artifact path)."""
+        folder = Path(tempfile.mkdtemp(dir=self._tmp))
+        return folder / Path(path).name
+
+    def _upload(self, local: Path, path: str) -> None:
+        parent = str(Path(path).parent)
+        self.outbox.send({"op": "artifact", "local": str(local), "artifact_path": None if parent == "." else parent})
+
     def log_figure(self, figure, path: str) -> None:
-        mlflow.log_figure(figure, path)
+        local = self._local(path)
+        figure.savefig(local, dpi=110)
+        self._upload(local, path)
 
     def log_dict(self, data: dict, path: str) -> None:
-        mlflow.log_dict(data, path)
+        local = self._local(path)
+        local.write_text(yaml.safe_dump(data, sort_keys=False) if path.endswith((".yaml", ".yml")) else json.dumps(data, indent=2))
+        self._upload(local, path)
 
     def log_text(self, text: str, path: str) -> None:
-        mlflow.log_text(text, path)
+        local = self._local(path)
+        local.write_text(text)
+        self._upload(local, path)
 
     def log_artifact(self, local_path: Path, artifact_path: str | None = None) -> None:
-        mlflow.log_artifact(str(local_path), artifact_path)
+        self.outbox.send({"op": "artifact", "local": str(local_path), "artifact_path": artifact_path})
 
     def log_table(self, frame: pd.DataFrame, name: str) -> None:
         """As an MLflow table (``name.json``, shown in the UI) and a Parquet copy."""
-        mlflow.log_table(frame, f"{name}.json")
-        local = self._tmp / f"{Path(name).name}.parquet"
+        local = self._local(f"{name}.parquet")
         frame.to_parquet(local, index=False)
-        parent = str(Path(name).parent)
-        mlflow.log_artifact(str(local), None if parent == "." else parent)
+        self.outbox.send({"op": "table", "local": str(local), "artifact_file": f"{name}.json"})
+        self._upload(local, f"{name}.parquet")
 
     def log_splits(self, splits, only: str | None = None) -> None:
         """One `mlflow.log_input` per split, with its digest, source and context."""
@@ -308,6 +505,7 @@ class MlflowTracker:
     # -- models ------------------------------------------------------------------------
     def log_model(self, folder: Path, name: str, step: int) -> LoggedModelRef:
         """Log a packaged model folder as a servable pyfunc model (an MLflow 3 LoggedModel)."""
+        self._online()
         from mlflow.models import ModelSignature
         from mlflow.types import ColSpec, Schema
 
@@ -336,6 +534,7 @@ class MlflowTracker:
         comparisons. Safe against concurrent registrations of the same name: creation is retried,
         and the champion alias is compared, set, then verified until no better version holds it.
         """
+        self._online()
         client = mlflow.MlflowClient()
         version = _retry(lambda: mlflow.register_model(model_uri, name).version)
         client.set_model_version_tag(name, version, "test_accuracy", f"{score:.6f}")

@@ -1,0 +1,59 @@
+"""The tracking server goes away mid-run and comes back: training goes on, the journal is
+replayed, and the run holds every metric step exactly once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from mlflow import MlflowClient
+
+from tests.conftest import TINY_TRAIN, free_port, start_server, wait_healthy
+
+
+def test_server_lost_mid_run_then_back(tiny_model, reviews_csv, tmp_path, tracking_env):
+    root, port = tmp_path / "server", free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = start_server(root, port)
+    wait_healthy(uri, server)
+    env = {**tracking_env, "MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "outage", "SENTIMENT_SERVER_WAIT_S": "300"}
+    args = ["--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--epochs", "8", "--log-every-steps", "1"]
+    train = subprocess.Popen([sys.executable, "-m", "sentiment", "train", *args], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(uri)
+    try:
+        deadline = time.time() + 180
+        run_id = None
+        while time.time() < deadline and run_id is None:
+            runs = client.search_runs([e.experiment_id for e in client.search_experiments() if e.name == "outage"])
+            if runs and "train/loss" in runs[0].data.metrics:
+                run_id = runs[0].info.run_id
+            time.sleep(0.2)
+        assert run_id, "training never logged a step"
+        server.terminate()
+        server.wait(timeout=30)
+        time.sleep(4)
+        assert train.poll() is None, "training stopped with the server"
+        server = start_server(root, port)
+        wait_healthy(uri, server)
+        out, err = train.communicate(timeout=600)
+        assert train.returncode == 0, err[-3000:]
+    finally:
+        train.kill()
+        server.terminate()
+        server.wait(timeout=30)
+    server = start_server(root, port)
+    try:
+        wait_healthy(uri, server)
+        client = MlflowClient(uri)
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert err.count("is unreachable") == 1 and "replayed" in err
+        steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
+        assert steps == list(range(1, 8 * 20 + 1))  # 154 train reviews / batch 8 = 20 steps an epoch, each once
+        assert sorted(m.step for m in client.get_metric_history(run_id, "val/accuracy")) == list(range(1, 9))
+        paths = {a.path for a in client.list_artifacts(run_id, "figures")}
+        assert "figures/training_curves.png" in paths and "test/accuracy" in run.data.metrics
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
