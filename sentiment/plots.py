@@ -77,3 +77,43 @@ def pr_curve(recall: np.ndarray, precision: np.ndarray, average_precision: float
     ax.legend(loc="lower left")
     ax.grid(alpha=0.3)
     return fig
+
+
+def ablation_bars(panels: list[dict], ylabel: str, title: str, baseline: float | None = None) -> Figure:
+    """One panel per group of an ablation grid: a bar per variant with (asymmetric) error bars.
+
+    Args:
+        panels: ``{"title": str, "bars": [{"label", "value", "low", "high", "reference", "note"}]}``;
+            ``low``/``high`` are distances below/above ``value``; the reference bar is hatched.
+        baseline: the grid's baseline value, drawn as a dashed line in every panel.
+    """
+    widths = [max(2, len(p["bars"])) for p in panels] or [2]
+    fig = Figure(figsize=(max(6.0, 1.3 * sum(widths) + 1.5), 4.8), layout="constrained")
+    fig.suptitle(title)
+    axes = fig.subplots(1, len(widths), sharey=True, squeeze=False, width_ratios=widths)[0]
+    values = [b["value"] for p in panels for b in p["bars"] if np.isfinite(b["value"])]
+    low = min([b["value"] - b["low"] for p in panels for b in p["bars"] if np.isfinite(b["value"])] or [0.0])
+    for ax, panel in zip(axes, panels):
+        bars = panel["bars"]
+        x = np.arange(len(bars))
+        heights = [b["value"] if np.isfinite(b["value"]) else 0.0 for b in bars]
+        errors = np.array([[b["low"] for b in bars], [b["high"] for b in bars]])
+        colors = ["0.75" if b["reference"] else "tab:blue" for b in bars]
+        drawn = ax.bar(x, heights, yerr=errors, capsize=4, color=colors, edgecolor="0.3")
+        for patch, bar in zip(drawn, bars):
+            if bar["reference"]:
+                patch.set_hatch("//")
+            if bar.get("note"):
+                ax.annotate(bar["note"], (patch.get_x() + patch.get_width() / 2, bar["value"] + bar["high"]),
+                            xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=8)  # fmt: skip
+        if baseline is not None and np.isfinite(baseline):
+            ax.axhline(baseline, color="0.3", ls="--", lw=1, label="baseline")
+        ax.set_xticks(x, [b["label"] + (" (ref)" if b["reference"] else "") for b in bars], rotation=30, ha="right")
+        ax.set_title(panel["title"], fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    if values:
+        axes[0].set_ylim(max(0.0, low - 0.05), min(1.0, max(values)) + 0.08)
+    if baseline is not None:
+        axes[0].legend(loc="lower left", fontsize=8)
+    return fig

@@ -821,6 +821,12 @@ def end_run_if_open(run_id: str, message: str) -> None:
         fail_run(run_id, message)
 
 
+def delete_tag(run_id: str, key: str) -> None:
+    """Remove a tag if the run has it (e.g. a stale ``sentiment.error`` after a resume)."""
+    with contextlib.suppress(mlflow.exceptions.MlflowException):
+        mlflow.MlflowClient().delete_tag(run_id, key)
+
+
 def load_run_table(run_id: str, path: str) -> pd.DataFrame:
     """A Parquet table another run logged (e.g. ``predictions/test.parquet``)."""
     target = tempfile.mkdtemp(prefix="sentiment-table-")

@@ -482,6 +482,7 @@ def run_train(
     splits = data_mod.load_splits(config.data, config.seed)
     tokenizer = model_mod.load_tokenizer(model_source)
     net = model_mod.build_model(replace(config.model, name=model_source), config.data.max_length)
+    model_mod.mask_heads(net, splits.train["text"].tolist(), splits.train["label"].to_numpy(), tokenizer, config)  # keep_heads
     device = model_mod.pick_device(config.train.device)
     precision = model_mod.pick_precision(config.train.precision, device)
     state = load_resume_state(tracker, workdir) if resume else None
