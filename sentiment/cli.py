@@ -102,7 +102,7 @@ def cli() -> None:
 @click.option("--resume", default="", help="continue this run id from its latest checkpoint (same run, no step twice)")
 def train(preset: str, register_as: str, run_name: str, output_dir: str, resume: str, **options) -> None:
     """Fine-tune, validate every epoch, log the best model, test it, optionally register it."""
-    from sentiment import tracking
+    from sentiment import distributed, tracking
     from sentiment.train import StopOnSignal, run_train
 
     overrides = overrides_from(options)
@@ -110,13 +110,24 @@ def train(preset: str, register_as: str, run_name: str, output_dir: str, resume:
         raise UserError("--resume continues a run with its logged config; drop the other training options")
     config = None if resume else build_config(preset, overrides)
     stop = StopOnSignal().install()
-    with tracking.open_run(
-        run_name=run_name or None, system_metrics=True, resume_run_id=resume or None, journal_root=Path(output_dir)
-    ) as tracker:
-        config = config or tracker.load_config()
-        workdir = Path(output_dir) / tracker.run_id
-        outcome = run_train(config, tracker, workdir, register_as=register_as or None, resume=bool(resume), should_stop=stop)
-    _report_train(outcome)
+    dist = distributed.init()  # torchrun / accelerate launch: one process per rank
+    if resume and dist.enabled:
+        raise UserError("--resume runs in one process: resume a distributed run without torchrun, or start it again")
+    try:
+        if not dist.is_main:  # only rank 0 talks to MLflow
+            with distributed.rank_failures(dist):
+                run_train(config, distributed.RankTracker(), Path(output_dir) / f"rank-{dist.rank}", should_stop=stop, dist=dist)
+            return
+        with tracking.open_run(
+            run_name=run_name or None, system_metrics=True, resume_run_id=resume or None, journal_root=Path(output_dir)
+        ) as tracker:
+            config = config or tracker.load_config()
+            workdir = Path(output_dir) / tracker.run_id
+            with distributed.rank_failures(dist):
+                outcome = run_train(config, tracker, workdir, register_as=register_as or None, resume=bool(resume), should_stop=stop, dist=dist)
+        _report_train(outcome)
+    finally:
+        distributed.shutdown()
 
 
 @cli.command()

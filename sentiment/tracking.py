@@ -115,6 +115,13 @@ def connect() -> str:
     return uri
 
 
+def resolve_model_source(name: str) -> str:
+    """Like `MlflowTracker.resolve_model_source`, without a run (torchrun ranks other than 0)."""
+    if not name.startswith(MLFLOW_URI_SCHEMES):
+        return name
+    return str(_download_package(name, Path(tempfile.mkdtemp(prefix="sentiment-"))))
+
+
 def load_pyfunc(uri: str):
     """`mlflow.pyfunc.load_model`, with a one-line error for a URI that does not exist."""
     try:

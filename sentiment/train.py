@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 from sentiment import data as data_mod
 from sentiment import evaluate, model as model_mod, plots
 from sentiment.config import Config, to_yaml
-from sentiment.errors import Interrupted, TrainingError
+from sentiment.distributed import Dist
+from sentiment.errors import Interrupted, TrainingError, UserError
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class History:
     steps: list[int] = field(default_factory=list)
     step_loss: list[float] = field(default_factory=list)
     step_lr: list[float] = field(default_factory=list)
+    best_state: dict | None = None  # best weights in memory, on ranks other than 0
 
 
 def device_tags(device: torch.device, precision: model_mod.Precision) -> dict[str, str]:
@@ -99,16 +101,24 @@ class Parts:
     precision: model_mod.Precision
     micro_batch_size: int  # 0 = whole batch; halved on CUDA out-of-memory
     lr_groups: list[dict] = field(default_factory=list)
+    net: torch.nn.Module | None = None  # the unwrapped model (``model`` may be its DDP wrapper)
+    dist: Dist = field(default_factory=Dist)
 
 
-def setup(model: torch.nn.Module, train: data_mod.Encoded, config: Config) -> Parts:
-    """Device, precision, optimizer (layer-wise groups), linear warmup/decay schedule, sampler."""
+def setup(model: torch.nn.Module, train: data_mod.Encoded, config: Config, dist: Dist | None = None) -> Parts:
+    """Device, precision, optimizer (layer-wise groups), linear warmup/decay schedule, sampler,
+    and the DistributedDataParallel wrapper when launched with several ranks."""
     from transformers import get_linear_schedule_with_warmup
 
     t = config.train
-    device = model_mod.pick_device(t.device)
+    dist = dist or Dist()
+    device = dist.device(model_mod.pick_device(t.device))
     precision = model_mod.pick_precision(t.precision, device)
     model.to(device)
+    if t.compile:
+        # In place, so parameter names, state_dict and save_pretrained are unchanged. dynamic=True:
+        # dynamic padding gives a new sequence width almost every batch; one graph serves them all.
+        model.compile(dynamic=True)
     groups = model_mod.layerwise_param_groups(model, t.lr, t.layer_decay, t.weight_decay)
     optimizer = torch.optim.AdamW(
         [{k: v for k, v in g.items() if k != "name"} for g in groups], lr=t.lr, fused=device.type == "cuda"
@@ -117,7 +127,10 @@ def setup(model: torch.nn.Module, train: data_mod.Encoded, config: Config) -> Pa
     total_steps = len(sampler) * t.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(t.warmup_ratio * total_steps), total_steps)
     scaler = torch.amp.GradScaler("cuda", enabled=precision.name == "fp16")
-    return Parts(model, optimizer, scheduler, scaler, sampler, device, precision, t.micro_batch_size, model_mod.lr_table(groups))
+    wrapped = model
+    if dist.enabled:
+        wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return Parts(wrapped, optimizer, scheduler, scaler, sampler, device, precision, t.micro_batch_size, model_mod.lr_table(groups), model, dist)
 
 
 def fit(
@@ -134,6 +147,7 @@ def fit(
     checkpoints: "Checkpointer | None" = None,
     resume: dict | None = None,
     should_stop=lambda: 0,
+    dist: Dist | None = None,
 ) -> History:
     """Train for ``config.train.epochs``; validate each epoch; keep the best in ``workdir/best``.
 
@@ -154,38 +168,54 @@ def fit(
         Interrupted: should_stop fired; the state was saved first.
         TrainingError: a non-finite loss or gradient.
     """
-    parts = setup(model, train, config)
+    parts = setup(model, train, config, dist)
     history, progress = History(lr_groups=parts.lr_groups), Progress()
     if resume is not None:
         progress, history = restore_state(parts, resume)
     best_dir = workdir / "best"
     while progress.epoch <= config.train.epochs:
         _train_epoch(parts, train, train_labels, pad_id, config, tracker, history, progress, checkpoints, should_stop)
-        logits = evaluate.predict_logits(parts.model, val, parts.device, config.train.eval_batch_size, parts.precision, pad_id)
+        logits = _sharded_logits(parts, val, config.train.eval_batch_size, pad_id)
+        loss_sum, correct, seen, tokens = parts.dist.all_sum([progress.loss_sum, progress.correct, progress.seen, progress.tokens])
         result = EpochResult(
             epoch=progress.epoch,
-            train_loss=progress.loss_sum / progress.seen,
-            train_accuracy=progress.correct / progress.seen,
+            train_loss=loss_sum / seen,
+            train_accuracy=correct / seen,
             val_loss=float(F.cross_entropy(torch.tensor(logits), torch.tensor(val_labels, dtype=torch.long)).item()),
             val_accuracy=float((logits.argmax(1) == val_labels).mean()),
             seconds=progress.seconds,
-            samples_per_s=progress.seen / progress.seconds,
-            tokens_per_s=progress.tokens / progress.seconds,
+            samples_per_s=seen / progress.seconds,
+            tokens_per_s=tokens / progress.seconds,
             step=progress.step,
         )
         history.epochs.append(result)
         if result.val_accuracy > history.best_val_accuracy:
             history.best_epoch, history.best_val_accuracy, history.best_dir = result.epoch, result.val_accuracy, best_dir
-            _save(parts.model, best_dir)
+            if parts.dist.is_main:
+                _save(parts.net, best_dir)
+            else:  # other ranks may not share rank 0's disk: they keep the best weights in memory
+                history.best_state = {k: v.detach().cpu().clone() for k, v in parts.net.state_dict().items()}
             if checkpoints is not None:
                 checkpoints.upload_best(best_dir)
-        model_id = on_epoch_end(result, parts.model) if on_epoch_end is not None else None
+        model_id = on_epoch_end(result, parts.net) if on_epoch_end is not None else None
         tracker.log_metrics(_epoch_metrics(result, parts.device), step=result.epoch, model_id=model_id)
         progress = Progress(epoch=progress.epoch + 1, step=progress.step)
         if checkpoints is not None:
             checkpoints.save(capture_state(parts, progress, history), upload=True)
     history.best_dir = best_dir
     return history
+
+
+def _sharded_logits(parts: Parts, encoded: data_mod.Encoded, batch_size: int, pad_id: int) -> np.ndarray:
+    """Logits for every review, each rank predicting its share (rank::world) and all gathering."""
+    rank, world = parts.dist.rank, parts.dist.world_size
+    index = np.arange(len(encoded.input_ids))[rank::world]
+    shard = data_mod.Encoded([encoded.input_ids[i] for i in index], encoded.full_lengths[index])
+    logits = evaluate.predict_logits(parts.net, shard, parts.device, batch_size, parts.precision, pad_id)
+    out = np.empty((len(encoded.input_ids), 2), dtype=np.float32)
+    for rank_index, rank_logits in parts.dist.gather((index, logits)):
+        out[rank_index] = rank_logits
+    return out
 
 
 def _train_epoch(parts: Parts, train, train_labels, pad_id, config, tracker, history, progress, checkpoints, should_stop) -> None:
@@ -200,22 +230,30 @@ def _train_epoch(parts: Parts, train, train_labels, pad_id, config, tracker, his
     nonfinite = torch.zeros((), device=parts.device, dtype=torch.bool)
     started = time.perf_counter()
     bar = tqdm(batches, desc=f"epoch {progress.epoch}/{t.epochs}", disable=not _show_progress(), leave=False)
+    rank, world = parts.dist.rank, parts.dist.world_size
     for indices in bar:
-        batch = collate([(train.input_ids[i], int(train_labels[i])) for i in indices])
-        progress.tokens += int(batch["attention_mask"].sum())  # counted on the CPU copy: no sync
+        # Every rank walks the same global batches and trains on its own slice of each, so the
+        # global batch, and with it the learning-rate schedule, does not depend on the world size.
+        mine = indices[rank::world]
+        scale = world / len(indices) if mine else 0.0  # an empty slice still joins DDP's all-reduce
+        mine = mine or indices[:1]
+        batch = collate([(train.input_ids[i], int(train_labels[i])) for i in mine])
         batch = {k: v.to(parts.device, non_blocking=True) for k, v in batch.items()}
-        loss, correct, grad_norm = _optimizer_step(parts, batch, t.max_grad_norm, tracker)
+        loss_sum, correct, grad_norm = _optimizer_step(parts, batch, t.max_grad_norm, tracker, scale)
         if parts.precision.name != "fp16":  # fp16 overflows are expected; the scaler skips them
             nonfinite |= ~torch.isfinite(grad_norm)
         progress.step += 1
         progress.batches_done += 1
-        progress.seen += len(indices)
         progress.window_n += 1
-        acc["loss_sum"] += loss * len(indices)
-        acc["window_loss"] += loss
-        acc["correct"] += correct
+        if scale:
+            progress.seen += len(mine)
+            progress.tokens += int(batch["attention_mask"].sum())
+            acc["loss_sum"] += loss_sum
+            acc["window_loss"] += loss_sum / len(indices)
+            acc["correct"] += correct
         if progress.step % t.log_every_steps == 0:
-            mean_loss = (acc["window_loss"] / progress.window_n).item()  # note: one sync per log interval
+            # note: one sync (and one all-reduce) per log interval
+            mean_loss = parts.dist.all_sum([acc["window_loss"].item()])[0] / progress.window_n
             _check_finite(mean_loss, bool(nonfinite), progress)
             lr = max(parts.scheduler.get_last_lr())
             tracker.log_metrics({"train/loss": mean_loss, "train/lr": lr}, step=progress.step)
@@ -258,15 +296,18 @@ def _check_finite(loss: float, nonfinite_grad: bool, progress: Progress) -> None
     )
 
 
-def _optimizer_step(parts: Parts, batch: dict, max_grad_norm: float, tracker):
-    """Forward, backward (in micro-batches if needed), clip, step. Returns detached (loss, correct, grad norm).
+def _optimizer_step(parts: Parts, batch: dict, max_grad_norm: float, tracker, scale: float):
+    """Forward, backward (in micro-batches if needed), clip, step.
+
+    The backward loss is ``scale`` times the summed example losses (1/batch in one process, so
+    the mean). Returns detached (summed loss, correct, grad norm).
 
     On CUDA out-of-memory the step is retried with half the micro-batch and gradient
     accumulation, so the effective batch size (and the result) stay the same.
     """
     while True:
         try:
-            loss, correct = _forward_backward(parts, batch)
+            loss, correct = _forward_backward(parts, batch, scale)
             break
         except torch.OutOfMemoryError:
             parts.optimizer.zero_grad(set_to_none=True)
@@ -285,7 +326,7 @@ def _optimizer_step(parts: Parts, batch: dict, max_grad_norm: float, tracker):
     return loss, correct, grad_norm
 
 
-def _forward_backward(parts: Parts, batch: dict):
+def _forward_backward(parts: Parts, batch: dict, scale: float):
     n = batch["labels"].shape[0]
     size = parts.micro_batch_size or n
     loss_total = torch.zeros((), device=parts.device, dtype=torch.float64)
@@ -295,9 +336,9 @@ def _forward_backward(parts: Parts, batch: dict):
         width = int(chunk["attention_mask"].sum(1).max()) if size < n else chunk["input_ids"].shape[1]
         with parts.precision.autocast(parts.device):
             logits = parts.model(input_ids=chunk["input_ids"][:, :width], attention_mask=chunk["attention_mask"][:, :width]).logits
-        # mean over the whole batch = sum of chunk means weighted by chunk share
-        loss = F.cross_entropy(logits.float(), chunk["labels"]) * (chunk["labels"].shape[0] / n)
-        parts.scaler.scale(loss).backward()
+        # summed per chunk: micro-batches and ranks add up to the mean over the global batch
+        loss = F.cross_entropy(logits.float(), chunk["labels"], reduction="sum")
+        parts.scaler.scale(loss * scale).backward()
         loss_total += loss.detach()
         correct += (logits.argmax(-1) == chunk["labels"]).sum()
     return loss_total, correct
@@ -341,7 +382,7 @@ def capture_state(parts: Parts, progress: Progress, history: History) -> dict:
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return {
         "format": 1,
-        "model": parts.model.state_dict(),
+        "model": parts.net.state_dict(),
         "optimizer": parts.optimizer.state_dict(),
         "scheduler": parts.scheduler.state_dict(),
         "scaler": parts.scaler.state_dict(),
@@ -353,7 +394,7 @@ def capture_state(parts: Parts, progress: Progress, history: History) -> dict:
 
 
 def restore_state(parts: Parts, state: dict) -> tuple[Progress, History]:
-    parts.model.load_state_dict(state["model"])
+    parts.net.load_state_dict(state["model"])
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.scheduler.load_state_dict(state["scheduler"])
     parts.scaler.load_state_dict(state["scaler"])
@@ -385,6 +426,7 @@ def _tuples(value):
 def _history_to_dict(history: History) -> dict:
     out = asdict(history)
     out["best_dir"] = None
+    out.pop("best_state", None)
     return out
 
 
@@ -469,12 +511,16 @@ def run_train(
     register_as: str | None = None,
     resume: bool = False,
     should_stop=lambda: 0,
-) -> TrainOutcome:
+    dist: Dist | None = None,
+) -> TrainOutcome | None:
     """The train stage: everything `sentiment train` does inside its MLflow run.
 
     With ``resume`` the run's latest checkpoint (local, else downloaded from the run) is loaded
-    and training continues where it stopped, logging no step twice.
+    and training continues where it stopped, logging no step twice. Under torchrun every rank
+    calls this; only rank 0 gets a real tracker, writes checkpoints and logs models (other ranks
+    return None).
     """
+    dist = dist or Dist()
     from transformers import set_seed
 
     set_seed(config.seed)
@@ -483,25 +529,34 @@ def run_train(
     tokenizer = model_mod.load_tokenizer(model_source)
     net = model_mod.build_model(replace(config.model, name=model_source), config.data.max_length)
     model_mod.mask_heads(net, splits.train["text"].tolist(), splits.train["label"].to_numpy(), tokenizer, config)  # keep_heads
-    device = model_mod.pick_device(config.train.device)
+    device = dist.device(model_mod.pick_device(config.train.device))
     precision = model_mod.pick_precision(config.train.precision, device)
+    if resume and dist.enabled:
+        raise UserError("--resume runs in one process; resume a distributed run without torchrun, or start it again")
     state = load_resume_state(tracker, workdir) if resume else None
     if state is None:
         counts = model_mod.count_parameters(net)
         tracker.log_config(config)
         tracker.log_metrics({"model/parameters": counts["total"], "model/trainable_parameters": counts["trainable"]}, step=0)
         tracker.log_splits(splits)
+        if dist.enabled:
+            per_rank = math.ceil(config.train.batch_size / dist.world_size)
+            tracker.log_params({"distributed.world_size": dist.world_size, "distributed.per_rank_batch_size": per_rank})
+            tracker.set_tags({"sentiment.launcher": dist.launcher, "sentiment.world_size": dist.world_size})
     else:
         tracker.set_tags({"sentiment.resumed_from_step": state["progress"]["step"]})
-    tracker.set_tags({**device_tags(device, precision), "sentiment.kind": "train"})
+    # transformers picks SDPA attention for encoders that support it (BERT, DistilBERT, RoBERTa,
+    # MiniLM), eager otherwise; recorded so runs on different versions compare honestly.
+    attention = getattr(net.config, "_attn_implementation", None) or "eager"
+    tracker.set_tags({**device_tags(device, precision), "sentiment.kind": "train", "sentiment.attention": attention})
     encoded = {
-        name: data_mod.encode(frame["text"].tolist(), tokenizer, config.data.max_length, config.data.truncation)
+        name: data_mod.encode_cached(frame["text"].tolist(), tokenizer, config.data.max_length, config.data.truncation)
         for name, frame in (("train", splits.train), ("val", splits.val))
     }
     labels = {name: frame["label"].to_numpy() for name, frame in (("train", splits.train), ("val", splits.val))}
 
     def on_epoch_end(result: EpochResult, net) -> str | None:
-        if config.log_checkpoints != "all":
+        if config.log_checkpoints != "all" or not dist.is_main:
             return None
         _save(net, workdir / f"epoch_{result.epoch}")
         folder = package_model(workdir / f"epoch_{result.epoch}", tokenizer, config, workdir / f"package_epoch_{result.epoch}")
@@ -509,8 +564,12 @@ def run_train(
 
     history = fit(
         net, encoded["train"], labels["train"], encoded["val"], labels["val"], config, tracker, workdir,
-        tokenizer.pad_token_id, on_epoch_end, Checkpointer(workdir, tracker), state, should_stop,
+        tokenizer.pad_token_id, on_epoch_end, Checkpointer(workdir, tracker) if dist.is_main else None, state,
+        should_stop, dist,
     )  # fmt: skip
+    if not dist.is_main:
+        _test_predictions(net, history, tokenizer, splits.test, config, device, dist)  # its share of the test set
+        return None
     tracker.log_figure(plots.training_curves(history), "figures/training_curves.png")
     tracker.log_table(_frame(history.lr_groups), "tables/layerwise_lr")
     package = package_model(history.best_dir, tokenizer, config, workdir / "package_best")
@@ -519,8 +578,7 @@ def run_train(
     tracker.log_metrics(best, step=history.best_epoch, model_id=logged.model_id)
     test_metrics: dict[str, float] = {}
     if config.run_test:
-        best_model = model_mod.load_trained(history.best_dir)
-        predictions = evaluate.predict_frame(best_model, tokenizer, splits.test, config, device)
+        predictions = _test_predictions(net, history, tokenizer, splits.test, config, device, dist)
         test_metrics = evaluate.log_evaluation(predictions, "test", tracker, model_id=logged.model_id, seed=config.seed)
     registered = None
     if register_as:
@@ -528,9 +586,30 @@ def run_train(
     return TrainOutcome(tracker.run_id, logged.model_uri, history, test_metrics, registered)
 
 
+def _test_predictions(net, history: History, tokenizer, test, config: Config, device, dist: Dist):
+    """The test predictions table of the best checkpoint; under torchrun each rank predicts its
+    share and rank 0 gathers ONE table with every review exactly once, in the split's order."""
+    if not config.run_test:
+        return None
+    if history.best_state is not None:
+        net.load_state_dict(history.best_state)
+        best = net
+    else:
+        best = model_mod.load_trained(history.best_dir)
+    shard = test.iloc[dist.rank :: dist.world_size]
+    table = evaluate.predict_frame(best, tokenizer, shard, config, device)
+    table.insert(0, "_position", np.arange(len(test))[dist.rank :: dist.world_size])
+    tables = dist.gather(table)
+    if not dist.is_main:
+        return None
+    import pandas as pd
+
+    merged = pd.concat(tables).sort_values("_position")
+    return merged.drop(columns="_position").reset_index(drop=True)
+
+
 def load_resume_state(tracker, workdir: Path) -> dict:
     """The latest training state of the run: the local copy if there is one, else the uploaded one."""
-    from sentiment.errors import UserError
 
     path = workdir / STATE_FILE
     if not path.is_file():
