@@ -97,7 +97,7 @@ def rank_failures(dist: Dist):
     """A collective that fails because another rank died becomes one clear TrainingError."""
     try:
         yield
-    except (RuntimeError, dist_errors()) as exc:
+    except RuntimeError as exc:  # torch.distributed.DistError and gloo/NCCL failures are RuntimeErrors
         if not dist.enabled:
             raise
         reason = " ".join(str(exc).split())[:200]
@@ -105,10 +105,6 @@ def rank_failures(dist: Dist):
             f"rank {dist.rank} of {dist.world_size}: another rank of the distributed job failed or left ({reason}); "
             "the whole job stops, see that rank's output"
         ) from None
-
-
-def dist_errors() -> tuple[type[BaseException], ...]:
-    return tuple(e for e in (getattr(dist, "DistError", None),) if e is not None) or (RuntimeError,)
 
 
 def shutdown() -> None:

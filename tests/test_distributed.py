@@ -59,3 +59,43 @@ def test_two_ranks_log_one_run_and_match_one_process(tracking_env, no_dropout_mo
     assert two_ranks[:5] == pytest.approx(one_rank[:5], rel=1e-4)
     assert two_ranks == pytest.approx(one_rank, abs=0.02)
     assert run.data.metrics["val/best_accuracy"] == pytest.approx(one.data.metrics["val/best_accuracy"], abs=0.06)
+
+
+def _worker_of_rank(parent_pid: int, rank: int) -> int | None:
+    import psutil
+
+    for child in psutil.Process(parent_pid).children(recursive=True):
+        try:
+            if child.environ().get("RANK") == str(rank) and "sentiment" in " ".join(child.cmdline()):
+                return child.pid
+        except psutil.Error:
+            continue
+    return None
+
+
+def test_a_dead_rank_fails_the_job_and_the_run(tracking_env, tiny_model, reviews_csv, tmp_path):
+    import os
+    import signal
+    import time
+
+    args = ["--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--epochs", "30", "--log-every-steps", "1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "sentiment", "train", *args]
+    proc = subprocess.Popen(cmd, env={**tracking_env, "OMP_NUM_THREADS": "1"}, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, run = time.time() + 300, None
+        while time.time() < deadline:
+            runs = mlflow.search_runs(experiment_names=[tracking_env["MLFLOW_EXPERIMENT_NAME"]], output_format="list")
+            if runs and "train/loss" in runs[0].data.metrics:
+                run = runs[0]
+                break
+            time.sleep(0.5)
+        assert run is not None, "training never logged"
+        os.kill(_worker_of_rank(proc.pid, 1), signal.SIGKILL)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    ended = mlflow.get_run(run.info.run_id)
+    assert ended.info.status == "FAILED", (ended.info.status, err[-2000:])
+    assert "another rank of the distributed job failed" in ended.data.tags["sentiment.error"]
+    assert "another rank of the distributed job failed" in err

@@ -23,16 +23,21 @@ def test_every_mlproject_parameter_is_a_cli_option_with_the_same_default():
     entry_points = _mlproject()["entry_points"]
     assert set(entry_points) >= {"train", "evaluate", "ablate", "analyze"}
     for name, entry in entry_points.items():
-        command = cli.commands[name]
+        command = cli.commands[name.removesuffix("_distributed")]
         options = {p.name: p for p in command.params if p.name != "help" and p.param_type_name == "option"}
-        assert set(entry["parameters"]) == set(options), name
-        for param, spec in entry["parameters"].items():
+        parameters = dict(entry["parameters"])
+        if name.endswith("_distributed"):  # torchrun's process count, and no --resume under torchrun
+            assert parameters.pop("nproc")["type"] == "int"
+            options.pop("resume")
+            assert entry["command"].startswith("python -m torch.distributed.run --standalone --nproc_per_node {nproc}")
+        assert set(parameters) == set(options), name
+        for param, spec in parameters.items():
             default = options[param].default
             expected = "" if default is None else default
             assert str(spec.get("default", "")) == str(expected), (name, param)
             # the command passes it through under the same option name
             assert f"--{param.replace('_', '-')} {{{param}}}" in entry["command"], (name, param)
-        assert entry["command"].startswith(f"python -m sentiment {name}")
+        assert f"-m sentiment {name.removesuffix('_distributed')}" in entry["command"]
 
 
 def test_cli_config_options_cover_real_config_fields():
