@@ -136,7 +136,7 @@ def length_boxplot(words: dict[str, np.ndarray], tokens: dict[str, np.ndarray], 
             patch.set(facecolor=SPLIT_COLORS.get(split, "0.8"), alpha=0.35)
         if unit == "tokens":
             ax.axhline(max_length, color="0.2", ls="--", lw=1.2, label=f"max_length = {max_length}")
-            ax.legend(loc="upper right")
+            ax.legend(loc="best")
         ax.set(title=f"{unit.capitalize()} per review", xlabel="split", ylabel=f"{unit} per review")
         ax.grid(axis="y", alpha=0.3)
     return fig
