@@ -46,6 +46,7 @@ CONFIG_OPTIONS: dict[str, tuple[str, object, str]] = {
     "model": ("model.name", str, "Hub id, local folder, MLflow model URI, or offline-minilm"),
     "dropout": ("model.dropout", float, "dropout before the classification layer"),
     "freeze_layers": ("model.freeze_layers", int, "freeze the embeddings and the bottom k encoder layers"),
+    "trust_remote_code": ("model.trust_remote_code", bool, "run code shipped with a Hub model (true/false; off by default)"),
     "keep_layers": ("model.keep_layers", int, "keep only the bottom k encoder layers, drop the rest (0: all)"),
     "keep_heads": ("model.keep_heads", int, "keep the k most important heads per layer, mask the rest (0: all)"),
     "from_scratch": ("model.from_scratch", bool, "train the encoder from random weights (true/false)"),

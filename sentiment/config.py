@@ -58,6 +58,8 @@ class ModelConfig:
     """From scratch only: attention heads per layer (0 = the base model's)."""
     hidden_size: int = 0
     """From scratch only: width of the encoder (0 = the base model's); the feed-forward is 4x it."""
+    trust_remote_code: bool = False
+    """Run Python code shipped with a Hub model (off: only models transformers knows load)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,13 @@ class TrainConfig:
     """Reviews per forward pass when validating, testing and predicting."""
     log_every_steps: int = 10
     """Log `train/loss` and `train/lr` every this many optimizer steps."""
+    checkpoint_every_steps: int = 0
+    """Also save the full training state every this many steps (0: at epoch ends only)."""
+    micro_batch_size: int = 0
+    """Split each batch into micro-batches of this size with gradient accumulation (0: whole)."""
+    compile: bool = False
+    """Compile the model with `torch.compile` (dynamic shapes): faster steps after a one-off
+    compilation of about a minute; worth it for long runs, mostly on CUDA."""
 
 
 @dataclass(frozen=True)
@@ -261,6 +270,9 @@ def validate(config: Config) -> Config:
     check(t.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     check(t.device in DEVICES, f"train.device must be one of {', '.join(DEVICES)}, got {t.device!r}")
     check(t.log_every_steps > 0, f"train.log_every_steps must be > 0, got {t.log_every_steps}")
+    check(t.checkpoint_every_steps >= 0, f"train.checkpoint_every_steps must be >= 0, got {t.checkpoint_every_steps}")
+    check(t.micro_batch_size >= 0, f"train.micro_batch_size must be >= 0, got {t.micro_batch_size}")
+    check(isinstance(t.compile, bool), f"train.compile must be true or false, got {t.compile!r}")
     check(config.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}, got {config.preset!r}")
     check(
         config.log_checkpoints in CHECKPOINT_POLICIES,

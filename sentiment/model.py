@@ -53,20 +53,22 @@ def _quiet_transformers() -> None:
 
 def _load_error(name: str, exc: Exception) -> UserError:
     reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+    if "trust_remote_code" in str(exc):
+        return UserError(f"model {name!r} ships its own Python code; pass --trust-remote-code true only if you trust its authors")
     return UserError(
         f"cannot load model {name!r} ({reason}); use a Hub id (with internet), a local model folder, "
         "an MLflow model URI, or offline-minilm"
     )
 
 
-def load_tokenizer(name: str):
+def load_tokenizer(name: str, trust_remote_code: bool = False):
     """The tokenizer of a Hub id, local folder or alias."""
     from transformers import AutoTokenizer
 
     _quiet_transformers()
     source = resolve_source(name)
     try:
-        return AutoTokenizer.from_pretrained(source)
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as exc:
         raise _load_error(name, exc) from None
 
@@ -88,7 +90,7 @@ def build_model(config: ModelConfig, max_length: int | None = None, attn_impleme
     _quiet_transformers()
     source = resolve_source(config.name)
     try:
-        hf_config = AutoConfig.from_pretrained(source)
+        hf_config = AutoConfig.from_pretrained(source, trust_remote_code=config.trust_remote_code)
     except (OSError, ValueError, KeyError) as exc:
         raise _load_error(config.name, exc) from None
     dropout_attr = _CLASSIFIER_DROPOUT.get(hf_config.model_type, "classifier_dropout")
@@ -98,6 +100,7 @@ def build_model(config: ModelConfig, max_length: int | None = None, attn_impleme
     hf_config.label2id = {label: i for i, label in enumerate(LABELS)}
     check_max_length(hf_config, max_length, config.name)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    kwargs["trust_remote_code"] = config.trust_remote_code
     if config.keep_layers:
         keep_bottom_layers(hf_config, config.keep_layers)
     if config.from_scratch:

@@ -526,7 +526,7 @@ def run_train(
     set_seed(config.seed)
     model_source = tracker.resolve_model_source(config.model.name)
     splits = data_mod.load_splits(config.data, config.seed)
-    tokenizer = model_mod.load_tokenizer(model_source)
+    tokenizer = model_mod.load_tokenizer(model_source, config.model.trust_remote_code)
     net = model_mod.build_model(replace(config.model, name=model_source), config.data.max_length)
     model_mod.mask_heads(net, splits.train["text"].tolist(), splits.train["label"].to_numpy(), tokenizer, config)  # keep_heads
     device = dist.device(model_mod.pick_device(config.train.device))

@@ -75,3 +75,29 @@ def test_concurrent_registrations_both_land_and_the_better_is_champion(tracking_
     scores = {v.version: float(v.tags["test_accuracy"]) for v in versions}
     champion = client.get_model_version_by_alias(name, "champion").version
     assert scores[champion] == max(scores.values())
+
+
+def test_remote_code_stays_off_unless_asked(tmp_path):
+    """A model folder whose config points at its own Python code does not load by default."""
+    import json
+
+    from sentiment.config import ModelConfig
+    from sentiment.errors import UserError
+    from sentiment.model import build_model
+
+    folder = tmp_path / "custom-model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "sneaky", "auto_map": {"AutoConfig": "configuration_sneaky.SneakyConfig"}}))
+    (folder / "configuration_sneaky.py").write_text("raise SystemExit('remote code ran')\n")
+    with pytest.raises(UserError, match="ships its own Python code; pass --trust-remote-code true"):
+        build_model(ModelConfig(name=str(folder)))
+
+
+def test_our_checkpoints_are_safetensors(tiny_model, tmp_path):
+    from sentiment.config import ModelConfig
+    from sentiment.model import build_model
+    from sentiment.train import _save
+
+    _save(build_model(ModelConfig(name=tiny_model)), tmp_path / "best")
+    names = {p.name for p in (tmp_path / "best").iterdir()}
+    assert "model.safetensors" in names and not any(n.endswith((".bin", ".pt", ".pkl")) for n in names)
