@@ -57,7 +57,7 @@ def predict_probabilities(model, tokenizer, texts: list[str], max_length: int, t
 def predict_frame(model, tokenizer, frame: pd.DataFrame, config: Config, device) -> pd.DataFrame:
     """The predictions table for a split (columns id, text, label)."""
     model.to(device)
-    encoded = data_mod.encode(frame["text"].tolist(), tokenizer, config.data.max_length, config.data.truncation)
+    encoded = data_mod.encode_cached(frame["text"].tolist(), tokenizer, config.data.max_length, config.data.truncation)
     precision = model_mod.pick_precision(config.train.precision, device)
     logits = predict_logits(model, encoded, device, config.train.eval_batch_size, precision, tokenizer.pad_token_id)
     return predictions_table(frame, softmax(logits), encoded, config.data.max_length)

@@ -1,0 +1,389 @@
+"""The measured phases: `sentiment` training, `transformers.Trainer` training, and the evaluations.
+
+Each phase is a plain function of a picklable `Spec`, so the runner can call it in a fresh
+process (clean memory peak, no state shared between the sides) or in-process for a smoke test.
+Both training sides get the same model (built by `sentiment.model.build_model` under the same
+seed, so even the fresh classification head is identical), the same splits, batch size, epochs,
+max length, optimiser recipe, threads and tracking store; what differs is what each tool does by
+itself: batching and padding, tokenization, the loop, and its MLflow logging.
+
+    python -m benchmarks.run --tiny --model PATH     # runs every phase here at toy size
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import measure
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Everything both sides share. Paths are strings so the spec pickles across processes."""
+
+    model: str
+    data_path: str  # Parquet with id, text, label, split ("" = train/val pool, "test")
+    val_fraction: float
+    max_length: int
+    batch_size: int
+    eval_batch_size: int
+    epochs: int
+    lr: float
+    warmup_ratio: float
+    weight_decay: float
+    max_grad_norm: float
+    dropout: float
+    seed: int
+    threads: int
+    device: str
+    tracking_uri: str
+    experiment: str
+    workdir: str
+    compile: bool = False
+    label: str = "generated"  # which corpus, for names
+
+
+def _prepare(spec: Spec, cache_name: str) -> None:
+    """Threads, quiet libraries, the tracking store, and a fresh token cache for this phase."""
+    import torch
+
+    torch.set_num_threads(spec.threads)
+    os.environ["MLFLOW_TRACKING_URI"] = spec.tracking_uri
+    os.environ["MLFLOW_EXPERIMENT_NAME"] = spec.experiment
+    os.environ.pop("MLFLOW_RUN_ID", None)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ["SENTIMENT_CACHE_DIR"] = str(Path(spec.workdir) / cache_name)
+    from sentiment.model import _quiet_transformers
+
+    _quiet_transformers()
+
+
+def sentiment_config(spec: Spec):
+    """Our config for the benchmark recipe: the `seed` preset with the shared settings."""
+    from sentiment.config import build_config
+
+    return build_config(
+        "seed",
+        {
+            "data.source": spec.data_path, "data.max_length": spec.max_length, "data.val_fraction": spec.val_fraction,
+            "model.name": spec.model, "model.dropout": spec.dropout,
+            "train.epochs": spec.epochs, "train.batch_size": spec.batch_size, "train.eval_batch_size": spec.eval_batch_size,
+            "train.lr": spec.lr, "train.layer_decay": 1.0, "train.weight_decay": spec.weight_decay,
+            "train.warmup_ratio": spec.warmup_ratio, "train.max_grad_norm": spec.max_grad_norm,
+            "train.device": spec.device, "train.compile": spec.compile, "seed": spec.seed, "run_test": False,
+        },
+    )  # fmt: skip
+
+
+def load_splits(spec: Spec):
+    from sentiment import data as data_mod
+
+    config = sentiment_config(spec)
+    return data_mod.load_splits(config.data, config.seed)
+
+
+# ----------------------------------------------------------------------------- ours
+
+
+def train_sentiment(spec: Spec) -> dict:
+    """`sentiment train` as the CLI runs it (a run with system metrics, then `run_train`), timed.
+
+    Training wall time = `fit` (the loop, per-epoch validation, checkpoints and their uploads,
+    all logging) plus the MLflow calls made before it (run start, params, datasets, tags), so
+    it covers what Trainer's `train()` covers (its run start and parameter logging happen inside).
+    """
+    _prepare(spec, "cache-train-sentiment")
+    from sentiment import evaluate, tracking
+    from sentiment import train as train_mod
+
+    config = sentiment_config(spec)
+    workdir = Path(spec.workdir) / f"sentiment-{spec.label}"
+    clock = measure.MlflowClock()
+    marks: dict[str, float] = {"validation_s": 0.0}
+    real_fit, real_predict = train_mod.fit, evaluate.predict_logits
+
+    def timed_fit(*args, **kwargs):
+        measure.sync()
+        marks.update(fit_start=time.perf_counter(), mlflow_before_fit=clock.seconds, threads_cpu_start=measure.mlflow_thread_cpu_seconds())
+        history = real_fit(*args, **kwargs)
+        measure.sync()
+        marks.update(fit_end=time.perf_counter(), mlflow_after_fit=clock.seconds, threads_cpu_end=measure.mlflow_thread_cpu_seconds())
+        return history
+
+    def timed_predict(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return real_predict(*args, **kwargs)
+        finally:
+            if "fit_start" in marks and "fit_end" not in marks:
+                marks["validation_s"] += time.perf_counter() - started
+
+    measure.reset_gpu_peak()
+    train_mod.fit, evaluate.predict_logits = timed_fit, timed_predict
+    try:
+        with clock.installed(), measure.PeakRss() as rss:
+            stage_start = time.perf_counter()
+            with tracking.open_run(run_name=f"bench-sentiment-{spec.label}", system_metrics=True) as tracker:
+                outcome = train_mod.run_train(config, tracker, workdir)
+            stage_s = time.perf_counter() - stage_start
+    finally:
+        train_mod.fit, evaluate.predict_logits = real_fit, real_predict
+    fit_s = marks["fit_end"] - marks["fit_start"]
+    train_s = fit_s + marks["mlflow_before_fit"]
+    mlflow_s = marks["mlflow_after_fit"]  # before and during fit
+    return {
+        "side": "sentiment train",
+        "train_wall_s": train_s,
+        "validation_s": marks["validation_s"],
+        "mlflow_s": mlflow_s,
+        "mlflow_top": clock.top(),
+        "mlflow_thread_cpu_s": marks["threads_cpu_end"] - marks["threads_cpu_start"],
+        "stage_s": stage_s,
+        "stage_mlflow_s": clock.seconds,
+        "peak_rss_mb": rss.peak_mb,
+        "peak_gpu_mb": measure.gpu_peak_mb(),
+        "val_accuracy": outcome.history.best_val_accuracy,
+        "model_dir": str(outcome.history.best_dir),
+        "run_id": outcome.run_id,
+        "attention": _attention_of(outcome.run_id),
+    }
+
+
+def _attention_of(run_id: str) -> str:
+    import mlflow
+
+    return mlflow.get_run(run_id).data.tags.get("sentiment.attention", "?")
+
+
+def padded_tokens_sentiment(lengths: np.ndarray, spec: Spec) -> int:
+    """Tokens our length-grouped batches pad to, over all epochs (the sampler is deterministic)."""
+    from sentiment.data import LengthGroupedBatches
+
+    sampler = LengthGroupedBatches(lengths, spec.batch_size, seed=spec.seed)
+    total = 0
+    for epoch in range(1, spec.epochs + 1):
+        sampler.set_epoch(epoch)
+        total += sum(len(batch) * int(lengths[batch].max()) for batch in sampler)
+    return total
+
+
+# ----------------------------------------------------------------------------- Trainer
+
+
+class _CountingCollator:
+    """Wraps Trainer's own collator to count the padded tokens it produces (no other effect)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.padded_tokens = 0
+
+    def __call__(self, features):
+        batch = self.inner(features)
+        self.padded_tokens += int(batch["input_ids"].numel())
+        return batch
+
+
+def train_trainer(spec: Spec) -> dict:
+    """`transformers.Trainer` with its defaults plus ``report_to=["mlflow"]`` on the same recipe.
+
+    Its defaults: random sampling (no length grouping), `DataCollatorWithPadding` (pads each
+    batch to its longest review), fused AdamW, logging every 500 steps, checkpoints every 500
+    steps. Set to the shared recipe: batch size, epochs, learning rate, warmup steps, weight
+    decay, clipping, seed. Its progress bar is off (ours is off when not on a terminal).
+    """
+    _prepare(spec, "cache-train-trainer")
+    import datasets
+    import torch
+    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers.integrations import MLflowCallback
+
+    from sentiment import model as model_mod
+    from sentiment.config import ModelConfig
+
+    splits = load_splits(spec)
+    source = model_mod.resolve_source(spec.model)
+    tokenizer = model_mod.load_tokenizer(source)
+    tokenize_start = time.perf_counter()
+    dataset = datasets.Dataset.from_pandas(splits.train[["text", "label"]], preserve_index=False).map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=spec.max_length), batched=True, remove_columns=["text"]
+    )
+    tokenize_s = time.perf_counter() - tokenize_start
+    set_seed(spec.seed)  # as run_train does before building: the same fresh head
+    model = model_mod.build_model(ModelConfig(name=source, dropout=spec.dropout), spec.max_length)
+    steps = math.ceil(len(dataset) / spec.batch_size) * spec.epochs
+    args = TrainingArguments(
+        output_dir=str(Path(spec.workdir) / f"trainer-{spec.label}"),
+        per_device_train_batch_size=spec.batch_size, num_train_epochs=spec.epochs, learning_rate=spec.lr,
+        weight_decay=spec.weight_decay, warmup_steps=math.ceil(spec.warmup_ratio * steps), max_grad_norm=spec.max_grad_norm,
+        seed=spec.seed, report_to=["mlflow"], run_name=f"bench-trainer-{spec.label}", disable_tqdm=True,
+        use_cpu=spec.device == "cpu", torch_compile=spec.compile,
+    )  # fmt: skip
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    assert any(isinstance(cb, MLflowCallback) for cb in trainer.callback_handler.callbacks), "report_to mlflow is not active"
+    collator = _CountingCollator(trainer.data_collator)
+    trainer.data_collator = collator
+    clock = measure.MlflowClock()
+    measure.reset_gpu_peak()
+    with clock.installed(), measure.PeakRss() as rss:
+        started = time.perf_counter()
+        trainer.train()
+        measure.sync()
+        train_s = time.perf_counter() - started
+    threads_s = rss.mlflow_thread_cpu_s  # sampled: its async threads end with the run, inside train()
+    out_dir = Path(spec.workdir) / f"trainer-model-{spec.label}"
+    trainer.save_model(str(out_dir))
+    del trainer, model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return {
+        "side": "transformers.Trainer",
+        "train_wall_s": train_s,
+        "validation_s": 0.0,
+        "mlflow_s": clock.seconds,
+        "mlflow_top": clock.top(),
+        "mlflow_thread_cpu_s": threads_s,
+        "tokenize_s": tokenize_s,
+        "padded_tokens": collator.padded_tokens,
+        "peak_rss_mb": rss.peak_mb,
+        "peak_gpu_mb": measure.gpu_peak_mb(),
+        "model_dir": str(out_dir),
+    }
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _timed(fn):
+    measure.sync()
+    with measure.PeakRss() as rss:
+        started = time.perf_counter()
+        out = fn()
+        measure.sync()
+        seconds = time.perf_counter() - started
+    return out, seconds, rss.peak_mb
+
+
+def evaluate_all(spec: Spec, sentiment_model_dir: str, trainer_model_dir: str | None) -> dict:
+    """Predict the test split with our trained model four ways, and Trainer's model once.
+
+    1. `sentiment evaluate`'s path (`evaluate.predict_frame`): cached tokenization (cold: this
+       phase's cache starts empty), batches sorted by length, dynamic padding;
+    2. the same again with the token cache warm;
+    3. `transformers.pipeline("text-classification")`, batched, truncating at max length;
+    4. every review padded to 512 tokens, batches in input order.
+    All use the same batch size, device, threads, and fp32 on CPU (ours autocasts on CUDA).
+    """
+    _prepare(spec, "cache-eval")
+    import torch
+    from transformers import pipeline
+
+    from sentiment import evaluate
+    from sentiment import model as model_mod
+
+    config = sentiment_config(spec)
+    test = load_splits(spec).test
+    labels = test["label"].to_numpy()
+    texts = test["text"].tolist()
+    device = model_mod.pick_device(spec.device)
+    tokenizer = model_mod.load_tokenizer(model_mod.resolve_source(spec.model))
+    model = model_mod.load_trained(sentiment_model_dir).to(device).eval()
+    _warm_up(model, tokenizer, texts, device)
+    results: dict[str, dict] = {}
+
+    table, seconds, peak = _timed(lambda: evaluate.predict_frame(model, tokenizer, test, config, device))
+    lengths = np.minimum(table["n_tokens"].to_numpy(), spec.max_length)
+    results["sentiment evaluate"] = _eval_row(seconds, peak, (table["prediction"].to_numpy() == labels).mean(), _padded_sorted(lengths, spec.eval_batch_size))
+    table, seconds, peak = _timed(lambda: evaluate.predict_frame(model, tokenizer, test, config, device))
+    results["sentiment evaluate (token cache warm)"] = _eval_row(seconds, peak, (table["prediction"].to_numpy() == labels).mean(), _padded_sorted(lengths, spec.eval_batch_size))
+
+    pipe = pipeline("text-classification", model=model, tokenizer=tokenizer, device=device)
+    label_ids = {name: i for i, name in model.config.id2label.items()}
+    out, seconds, peak = _timed(lambda: pipe(texts, batch_size=spec.eval_batch_size, truncation=True, max_length=spec.max_length))
+    predicted = np.array([label_ids[row["label"]] for row in out])
+    results["transformers.pipeline"] = _eval_row(seconds, peak, (predicted == labels).mean(), _padded_in_order(lengths, spec.eval_batch_size))
+
+    predicted, seconds, peak = _timed(lambda: _predict_padded(model, tokenizer, texts, spec, device, width=512))
+    results["pad every review to 512"] = _eval_row(seconds, peak, (predicted == labels).mean(), 512 * len(texts))
+
+    cost = cost_per_token(model, device, [w for w in (128, 256, 512) if w <= 512])
+    trainer_accuracy = None
+    if trainer_model_dir:
+        trained = model_mod.load_trained(trainer_model_dir).to(device).eval()
+        table = evaluate.predict_frame(trained, tokenizer, test, config, device)
+        trainer_accuracy = float((table["prediction"].to_numpy() == labels).mean())
+    return {
+        "rows": results,
+        "reviews": len(texts),
+        "real_tokens": int(lengths.sum()),
+        "sentiment_accuracy": results["sentiment evaluate"]["accuracy"],
+        "trainer_accuracy": trainer_accuracy,
+        "device": str(device),
+        "ms_per_1k_tokens": cost,
+    }
+
+
+def cost_per_token(model, device, widths: list[int], batch: int = 8) -> dict[int, float]:
+    """Forward milliseconds per 1,000 tokens at each padded width (random ids, full masks; best of
+    two): if it barely grows with width, time follows computed tokens and padding decides speed."""
+    import torch
+
+    out = {}
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for width in widths:
+            ids = torch.randint(1000, 2000, (batch, width), generator=generator).to(device)
+            mask = torch.ones_like(ids)
+            model(input_ids=ids, attention_mask=mask)
+            best = float("inf")
+            for _ in range(2):
+                measure.sync()
+                started = time.perf_counter()
+                model(input_ids=ids, attention_mask=mask)
+                measure.sync()
+                best = min(best, time.perf_counter() - started)
+            out[width] = 1000 * best / (batch * width) * 1000
+    return out
+
+
+def _eval_row(seconds: float, peak_mb: float, accuracy: float, padded_tokens: int) -> dict:
+    return {"seconds": seconds, "peak_rss_mb": peak_mb, "accuracy": float(accuracy), "padded_tokens": int(padded_tokens), "peak_gpu_mb": measure.gpu_peak_mb()}
+
+
+def _padded_sorted(lengths: np.ndarray, batch_size: int) -> int:
+    from sentiment.data import sorted_batches
+
+    return sum(len(b) * int(lengths[b].max()) for b in sorted_batches(lengths, batch_size))
+
+
+def _padded_in_order(lengths: np.ndarray, batch_size: int) -> int:
+    return sum(len(lengths[i : i + batch_size]) * int(lengths[i : i + batch_size].max()) for i in range(0, len(lengths), batch_size))
+
+
+def _warm_up(model, tokenizer, texts: list[str], device) -> None:
+    """One small forward pass so no method pays first-call allocation or kernel selection."""
+    import torch
+
+    batch = tokenizer(texts[:2], truncation=True, max_length=32, padding=True, return_tensors="pt").to(device)
+    with torch.no_grad():
+        model(**batch)
+
+
+def _predict_padded(model, tokenizer, texts: list[str], spec: Spec, device, width: int) -> np.ndarray:
+    """Tokenize each batch truncated at max length, pad it to ``width``, predict in input order."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(texts), spec.eval_batch_size):
+            encoded = tokenizer(texts[start : start + spec.eval_batch_size], truncation=True, max_length=spec.max_length)
+            batch = tokenizer.pad(encoded, padding="max_length", max_length=width, return_tensors="pt").to(device)
+            out.append(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.argmax(-1).cpu().numpy())
+    return np.concatenate(out)

@@ -1,0 +1,105 @@
+"""The benchmark package: the generated corpus has IMDB's length profile, and the benchmark and GPU
+check commands run end to end at toy size (a smoke test; the measured numbers are in
+benchmarks/RESULTS.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from benchmarks import corpus
+from tests.conftest import REPO
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def test_generated_corpus_has_imdb_length_profile(tiny_model):
+    from sentiment.model import load_tokenizer
+
+    frame = corpus.generate(1500, seed=0)
+    profile = corpus.length_profile(frame["text"].tolist(), load_tokenizer(tiny_model))
+    assert 205 <= profile["mean_words"] <= 255  # IMDB: about 230
+    assert profile["median_words"] < profile["mean_words"]  # right-skewed, as log-normal
+    assert 0.05 <= profile["over_limit_share"] <= 0.11  # IMDB: about 8% over 512 tokens
+    assert abs(frame["label"].mean() - 0.5) < 0.01
+    assert frame["text"].str.len().min() > 0
+
+
+def test_generated_corpus_is_seeded():
+    a, b, c = corpus.generate(20, seed=1), corpus.generate(20, seed=1), corpus.generate(20, seed=2)
+    assert a.equals(b)
+    assert not a["text"].equals(c["text"])
+
+
+def test_lexicon_words_lean_the_right_way():
+    lexicon = corpus.build_lexicon()
+    negative, positive = lexicon.leaning
+    assert not set(negative) & set(positive)
+    assert "superb" in positive and "tedious" in negative
+    assert np.isclose(lexicon.neutral_p.sum(), 1.0)
+
+
+def test_benchmark_command_smoke(tiny_model, tmp_path):
+    out, raw, work = tmp_path / "RESULTS.md", tmp_path / "results.json", tmp_path / "work"
+    cmd = [
+        sys.executable, "-m", "benchmarks.run", "--tiny", "--model", tiny_model, "--data", "generated",
+        "--output", str(out), "--json", str(raw), "--workdir", str(work),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    for expected in ("## Machine", "## Corpus: generated", "`sentiment train`", "`Trainer` + mlflow", "transformers.pipeline",
+                     "pad every review to 512", "MLflow share of our training wall time", "## How it is measured"):  # fmt: skip
+        assert expected in text, expected
+    result = json.loads(raw.read_text())["results"]["generated"]
+    ratios, ours, theirs, evaluation = result["ratios"], result["sentiment"], result["trainer"], result["evaluation"]
+    assert result["profile"]["train_reviews"] == 48 and evaluation["reviews"] == 32
+    assert ratios["ours_padding_share"] < ratios["trainer_padding_share"]  # length grouping pads less
+    assert ours["mlflow_s"] > 0 and theirs["mlflow_s"] > 0  # the clock saw both sides log
+    assert ours["train_wall_s"] > 0 and theirs["train_wall_s"] > 0
+    for accuracy in (evaluation["sentiment_accuracy"], evaluation["trainer_accuracy"], *(r["accuracy"] for r in evaluation["rows"].values())):
+        assert 0.0 <= accuracy <= 1.0
+    rows = evaluation["rows"]
+    assert rows["pad every review to 512"]["padded_tokens"] == 512 * 32
+    assert rows["sentiment evaluate"]["padded_tokens"] <= rows["transformers.pipeline"]["padded_tokens"]
+    assert set(ratios["met"]) == {"train_speedup", "accuracy_points", "eval_vs_pipeline", "eval_vs_pad512", "mlflow_share"}
+    # Both sides logged to the one tracking store.
+    with sqlite3.connect(work / "mlflow.db") as db:
+        names = {row[0] for row in db.execute("select name from runs")}
+        params = {row[0] for row in db.execute("select key from params")}
+    assert {"bench-sentiment-generated", "bench-trainer-generated"} <= names
+    assert {"train.lr", "learning_rate"} <= params
+
+
+def test_gpu_check_dry_run_on_cpu(tiny_model, tmp_path):
+    out = tmp_path / "GPU_CHECK.md"
+    cmd = [
+        sys.executable, "-m", "benchmarks.gpu_check", "--device", "cpu", "--model", tiny_model, "--reviews", "32",
+        "--val-reviews", "16", "--max-length", "64", "--batch-size", "8", "--eval-batch-size", "16", "--output", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    assert "| eager | fp32 | sdpa |" in text
+    runs = json.loads(done.stdout[done.stdout.index("\n[") :])
+    assert runs[0]["samples_per_s"] > 0 and runs[0]["non_embedding_params"] > 0
+
+
+def test_gpu_check_script_refuses_without_cuda():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the script would run the real check")
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh")], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "no CUDA GPU" in done.stderr
