@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -308,7 +308,8 @@ def _group(reader: _Reader, node: yaml.Node, common: dict, variants: list[Varian
         if name in nodes:
             reader.problem(spec["name"], f"duplicate variant name {name!r} (first at line {nodes[name][''].start_mark.line + 1})")
             continue
-        own = {**shared, **reader.options(spec.get("options"), f"variant {name!r}")}
+        mine = reader.options(spec.get("options"), f"variant {name!r}")
+        own = {**mine, **{k: v for k, v in shared.items() if k not in mine}}  # its own first: what "changed" shows
         nodes[name] = {"": spec["name"], **{k: n for k, (_, n) in own.items()}}
         description = reader.text(spec.get("description"), f"description of {name!r}", "")
         variants.append(Variant(name, group, description, _values(own), _values({**common, **own}), reference))
@@ -406,11 +407,11 @@ def run_ablation(grid: Grid, parent, execution: Execution = Execution(), resume:
 
     attempt = _start_parent(grid, parent, resume)
     children = grid.children()
-    done = _finished(tracking.child_runs(parent.run_id)) if resume else {}
-    if resume:
-        for run in tracking.child_runs(parent.run_id):
-            if run.status in ("RUNNING", "SCHEDULED"):  # left over from a crashed attempt
-                tracking.fail_run(run.run_id, "did not finish; re-run when the ablation was resumed", "KILLED")
+    earlier = tracking.child_runs(parent.run_id) if resume else []
+    for run in earlier:
+        if run.status in ("RUNNING", "SCHEDULED"):  # left over from a crashed attempt
+            tracking.fail_run(run.run_id, "did not finish; re-run when the ablation was resumed", "KILLED")
+    done = _finished(earlier)
     todo = [c for c in children if c.key not in done]
     report(f"parent run {parent.run_id}: {len(children)} children ({len(grid.variants)} variants x {len(grid.seeds)} seeds), {len(todo)} to run")
     outcomes = _run_children(todo, grid, parent.run_id, execution, report)
@@ -478,17 +479,19 @@ def _run_children(todo: list[Child], grid: Grid, parent_run_id: str, execution: 
         slots.put(slot)
 
     def run_one(child: Child) -> ChildOutcome:
-        gpu = slots.get()
+        gpu = slots.get()  # a worker holds its GPU for the whole child
         try:
             if execution.backend:
                 return _run_on_backend(child, grid, parent_run_id, execution)
             return _run_subprocess(child, grid, parent_run_id, workdir, gpu)
+        except Exception as exc:  # e.g. the tracking server refused to create the run
+            return ChildOutcome(child, None, "FAILED", " ".join(str(exc).split())[:500] or type(exc).__name__)
         finally:
             slots.put(gpu)
 
     with ThreadPoolExecutor(max_workers=execution.max_parallel) as pool:
-        for outcome in pool.map(run_one, todo):
-            done(outcome)
+        for future in as_completed([pool.submit(run_one, child) for child in todo]):
+            done(future.result())
     return outcomes
 
 
@@ -764,12 +767,13 @@ def comparison_figure(summary: Summary):
         for name in names:
             row = table.loc[name]
             low, high = _error(summary.children, name, row, several)
-            compared = name != reference and not math.isnan(row["delta_test_accuracy"])
-            note = f"{row['delta_test_accuracy']:+.3f}\np={row['p_value']:.2g}" if compared else ""
+            note = ""
+            if not math.isnan(row["delta_test_accuracy"]):  # a group's own reference: against its reference
+                note = f"{row['delta_test_accuracy']:+.3f}" + (f" vs {row['reference']}" if name == reference else "") + f"\np={row['p_value']:.2g}"
             bars.append({"label": name, "value": row["test_accuracy_mean"], "low": low, "high": high, "reference": name == reference, "note": note})
         panels.append({"title": f"{group}: {description}" if description else group, "bars": bars})
     spread = "±1 std over seeds" if several else "95% bootstrap CI over test reviews"
-    title = f"Ablation {summary.grid.name}: test accuracy, {len(summary.grid.seeds)} seed(s); error bars {spread}; delta and McNemar p vs the hatched reference"
+    title = f"Ablation {summary.grid.name}: test accuracy, {len(summary.grid.seeds)} seed(s); error bars {spread}; above the bars: delta and McNemar p against the hatched reference"
     return plots.ablation_bars(panels, ylabel="test accuracy", title=title, baseline=table.loc[BASELINE, "test_accuracy_mean"])
 
 

@@ -236,12 +236,16 @@ def ablation_bars(panels: list[dict], ylabel: str, title: str, baseline: float |
             ``low``/``high`` are distances below/above ``value``; the reference bar is hatched.
         baseline: the grid's baseline value, drawn as a dashed line in every panel.
     """
+    import textwrap
+
     widths = [max(2, len(p["bars"])) for p in panels] or [2]
-    fig = Figure(figsize=(max(6.0, 1.3 * sum(widths) + 1.5), 4.8), layout="constrained")
-    fig.suptitle(title)
+    width_in = max(6.0, 1.6 * sum(widths) + 1.5)
+    fig = Figure(figsize=(width_in, 5.2), layout="constrained")
+    fig.suptitle(textwrap.fill(title, int(width_in * 11)), fontsize=11)
     axes = fig.subplots(1, len(widths), sharey=True, squeeze=False, width_ratios=widths)[0]
     values = [b["value"] for p in panels for b in p["bars"] if np.isfinite(b["value"])]
     low = min([b["value"] - b["low"] for p in panels for b in p["bars"] if np.isfinite(b["value"])] or [0.0])
+    high = max([b["value"] + b["high"] for p in panels for b in p["bars"] if np.isfinite(b["value"])] or [1.0])
     for ax, panel in zip(axes, panels):
         bars = panel["bars"]
         x = np.arange(len(bars))
@@ -258,11 +262,11 @@ def ablation_bars(panels: list[dict], ylabel: str, title: str, baseline: float |
         if baseline is not None and np.isfinite(baseline):
             ax.axhline(baseline, color="0.3", ls="--", lw=1, label="baseline")
         ax.set_xticks(x, [b["label"] + (" (ref)" if b["reference"] else "") for b in bars], rotation=30, ha="right")
-        ax.set_title(panel["title"], fontsize=10)
+        ax.set_title(textwrap.fill(panel["title"], 13 * max(2, len(bars))), fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel(ylabel)
     if values:
-        axes[0].set_ylim(max(0.0, low - 0.05), min(1.0, max(values)) + 0.08)
-    if baseline is not None:
+        axes[0].set_ylim(max(0.0, low - 0.05), high + 0.12)  # room for the notes above the bars
+    if baseline is not None and np.isfinite(baseline):
         axes[0].legend(loc="lower left", fontsize=8)
     return fig

@@ -16,6 +16,7 @@ import random
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -850,6 +851,9 @@ def metric_values(run_id: str, key: str) -> list[float]:
     return [m.value for m in sorted(history, key=lambda m: m.step)]
 
 
+_SUBMIT_LOCK = threading.Lock()
+
+
 def submit_project_run(
     project_dir: Path, parameters: dict[str, str], backend: str, backend_config: str | None,
     parent_run_id: str, run_name: str, tags: dict[str, str],
@@ -863,11 +867,20 @@ def submit_project_run(
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     parent = get_run(parent_run_id)
-    submitted = mlflow.projects.run(
-        str(project_dir), entry_point="train", parameters=parameters, backend=backend,
-        backend_config=backend_config or None, experiment_id=parent.experiment_id, run_name=run_name,
-        env_manager="local" if backend == "local" else None, synchronous=False,
-    )  # fmt: skip
+    # The local backend starts `mlflow run --experiment-id ...` with a copy of os.environ, and that
+    # refuses an MLFLOW_EXPERIMENT_NAME next to it: hide it while submitting (a lock, as children
+    # are submitted from worker threads and os.environ is shared).
+    with _SUBMIT_LOCK:
+        name = os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
+        try:
+            submitted = mlflow.projects.run(
+                str(project_dir), entry_point="train", parameters=parameters, backend=backend,
+                backend_config=backend_config or None, experiment_id=parent.experiment_id, run_name=run_name,
+                env_manager="local" if backend == "local" else None, synchronous=False,
+            )  # fmt: skip
+        finally:
+            if name is not None:
+                os.environ["MLFLOW_EXPERIMENT_NAME"] = name
     client = mlflow.MlflowClient()
     for key, value in {**tags, MLFLOW_PARENT_RUN_ID: parent_run_id}.items():
         client.set_tag(submitted.run_id, key, value)
