@@ -35,6 +35,8 @@ def start_server(root: Path, port: int, extra: list[str] | None = None, env: dic
         *(extra or []),
     ]  # fmt: skip
     log = open(root / "server.log", "ab")
+    # MLflow's background job runner (GenAI jobs) is not used here; it costs CPU per server.
+    env = {**(env if env is not None else os.environ), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env)
 
 
