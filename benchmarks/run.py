@@ -127,6 +127,7 @@ class LoadMonitor:
         self.interval_s = interval_s
         self.load: list[float] = []
         self.other_cores: list[float] = []
+        self.times: list[float] = []  # when each other_cores sample was taken (time.monotonic)
         self.busiest: dict[str, float] = {}  # command -> highest CPU % seen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="benchmark-load", daemon=True)
@@ -154,6 +155,7 @@ class LoadMonitor:
                 total += percent
             if not first:
                 self.other_cores.append(total / 100)
+                self.times.append(time.monotonic())
                 self.load.append(os.getloadavg()[0])
             first = False
             if self._stop.wait(self.interval_s):
@@ -166,6 +168,11 @@ class LoadMonitor:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+    def cores_between(self, start: float, end: float) -> float | None:
+        """Mean cores used by other processes between two time.monotonic() readings."""
+        inside = [cores for t, cores in zip(self.times, self.other_cores) if start <= t <= end + self.interval_s]
+        return float(np.mean(inside)) if inside else None
 
     @property
     def busy(self) -> bool:
@@ -254,6 +261,14 @@ def call(isolate: bool, fn, *args):
         return pool.submit(fn, *args).result()
 
 
+def timed_call(isolate: bool, load: "LoadMonitor", fn, *args) -> dict:
+    """`call`, adding the CPU other processes used meanwhile (``other_cores``) to its result."""
+    start = time.monotonic()
+    result = call(isolate, fn, *args)
+    result["other_cores"] = load.cores_between(start, time.monotonic())
+    return result
+
+
 def init_tracking(uri: str, experiment: str, artifacts: Path) -> None:
     """Create the store and experiment up front, so neither side pays the schema migration;
     a new experiment keeps its artifacts in the work dir, not in the current folder."""
@@ -264,18 +279,18 @@ def init_tracking(uri: str, experiment: str, artifacts: Path) -> None:
         mlflow.create_experiment(experiment, artifact_location=artifacts.resolve().as_uri())
 
 
-def run_corpus(spec: Spec, isolate: bool, log) -> dict:
+def run_corpus(spec: Spec, isolate: bool, log, load: "LoadMonitor") -> dict:
     profile = data_profile(spec)
     log(f"[{spec.label}] {profile['train_reviews']} train / {profile['val_reviews']} val / {profile['test_reviews']} test reviews, "
         f"mean {profile['mean_words']:.0f} words, {profile['over_limit_share']:.1%} over 512 tokens")  # fmt: skip
     log(f"[{spec.label}] training with sentiment ...")
-    ours = call(isolate, train_sentiment, spec)
+    ours = timed_call(isolate, load, train_sentiment, spec)
     log(f"[{spec.label}]   {ours['train_wall_s']:.1f} s")
     log(f"[{spec.label}] training with transformers.Trainer ...")
-    theirs = call(isolate, train_trainer, spec)
+    theirs = timed_call(isolate, load, train_trainer, spec)
     log(f"[{spec.label}]   {theirs['train_wall_s']:.1f} s")
     log(f"[{spec.label}] evaluating: sentiment evaluate, pipeline, pad to 512 ...")
-    evaluation = call(isolate, evaluate_all, spec, ours["model_dir"], theirs["model_dir"])
+    evaluation = timed_call(isolate, load, evaluate_all, spec, ours["model_dir"], theirs["model_dir"])
     return {"spec": asdict(spec), "profile": profile, "sentiment": ours, "trainer": theirs, "evaluation": evaluation}
 
 
@@ -293,6 +308,8 @@ def derive(result: dict) -> dict:
         "trainer_tokens_per_s": tokens / theirs["train_wall_s"],
         "ours_padding_share": 1 - tokens / profile["sentiment_padded_tokens"],
         "trainer_padding_share": 1 - tokens / theirs["padded_tokens"] if theirs["padded_tokens"] else float("nan"),
+        "ours_padded_tokens_per_s": profile["sentiment_padded_tokens"] / loop_s,
+        "trainer_padded_tokens_per_s": theirs["padded_tokens"] / theirs["train_wall_s"],
         "ours_mlflow_share": ours["mlflow_s"] / ours["train_wall_s"],
         "ours_mlflow_share_with_threads": (ours["mlflow_s"] + ours["mlflow_thread_cpu_s"]) / ours["train_wall_s"],
         "trainer_mlflow_share": theirs["mlflow_s"] / theirs["train_wall_s"],
@@ -324,6 +341,11 @@ def derive(result: dict) -> dict:
 # ----------------------------------------------------------------------------- report
 
 
+def _cores(phase: dict) -> str:
+    value = phase.get("other_cores")
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _mb(value) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
@@ -335,17 +357,18 @@ def tables(result: dict, ratios: dict) -> str:
         f"Training: {profile['train_reviews']} reviews x {spec['epochs']} epoch(s), batch {spec['batch_size']}, max length {spec['max_length']}, "
         f"{profile['train_real_tokens']:,} real tokens",
         "",
-        "| side | wall s | samples/s | tokens/s | padding | MLflow s (share) | MLflow threads CPU s | peak RSS MB | peak GPU MB | test accuracy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| side | wall s | samples/s | tokens/s | padding | padded tokens/s | MLflow s (share) | MLflow threads CPU s | peak RSS MB | peak GPU MB | other processes, cores | test accuracy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| `sentiment train` | {ours['train_wall_s']:.1f} (validation {ours['validation_s']:.1f}) | {ratios['ours_samples_per_s']:.2f} "
         f"({ratios['ours_samples_per_s_with_validation']:.2f} with validation) | {ratios['ours_tokens_per_s']:,.0f} | {ratios['ours_padding_share']:.1%} | "
-        f"{ours['mlflow_s']:.2f} ({ratios['ours_mlflow_share']:.2%}) | {ours['mlflow_thread_cpu_s']:.2f} | {_mb(ours['peak_rss_mb'])} | {_mb(ours['peak_gpu_mb'])} | "
-        f"{ev['sentiment_accuracy']:.4f} |",
+        f"{ratios['ours_padded_tokens_per_s']:,.0f} | {ours['mlflow_s']:.2f} ({ratios['ours_mlflow_share']:.2%}) | {ours['mlflow_thread_cpu_s']:.2f} | "
+        f"{_mb(ours['peak_rss_mb'])} | {_mb(ours['peak_gpu_mb'])} | {_cores(ours)} | {ev['sentiment_accuracy']:.4f} |",
         f"| `Trainer` + mlflow | {theirs['train_wall_s']:.1f} | {ratios['trainer_samples_per_s']:.2f} | {ratios['trainer_tokens_per_s']:,.0f} | "
-        f"{ratios['trainer_padding_share']:.1%} | {theirs['mlflow_s']:.2f} ({ratios['trainer_mlflow_share']:.2%}) | {theirs['mlflow_thread_cpu_s']:.2f} | "
-        f"{_mb(theirs['peak_rss_mb'])} | {_mb(theirs['peak_gpu_mb'])} | {ev['trainer_accuracy']:.4f} |",
+        f"{ratios['trainer_padding_share']:.1%} | {ratios['trainer_padded_tokens_per_s']:,.0f} | {theirs['mlflow_s']:.2f} ({ratios['trainer_mlflow_share']:.2%}) | "
+        f"{theirs['mlflow_thread_cpu_s']:.2f} | {_mb(theirs['peak_rss_mb'])} | {_mb(theirs['peak_gpu_mb'])} | {_cores(theirs)} | {ev['trainer_accuracy']:.4f} |",
         "",
-        f"Evaluation: {ev['reviews']} test reviews, {ev['real_tokens']:,} real tokens, batch {spec['eval_batch_size']}, device {ev['device']}",
+        f"Evaluation: {ev['reviews']} test reviews, {ev['real_tokens']:,} real tokens, batch {spec['eval_batch_size']}, device {ev['device']}; "
+        f"other processes used {_cores(ev)} cores meanwhile",
         "",
         "| method | seconds | reviews/s | tokens/s | padded tokens | peak RSS MB | accuracy |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -390,8 +413,8 @@ def why_lines(result: dict, ratios: dict) -> str:
     lines = [f"Forward cost per 1,000 tokens by padded width ({ev['device']}): {per_width}."]
     mean_len = ev["real_tokens"] / ev["reviews"]
     growth = cost[widths[-1]] / cost[min(widths, key=lambda w: abs(w - mean_len))]
-    lines[0] += (f" At width {widths[-1]} a token costs {growth:.2f}x what it costs near our mean length ({mean_len:.0f} tokens), "
-                 "so time follows the number of computed tokens and the padding bound is about the reachable ratio.")  # fmt: skip
+    lines[0] += f" A token at width {widths[-1]} costs {growth:.2f}x one near our mean length ({mean_len:.0f} tokens)"
+    lines[0] += ": time follows the number of computed tokens, so the padding bound is about the reachable ratio." if 0.8 <= growth <= 1.25 else "."
     met = ratios["met"]
     comparisons = (
         ("train_speedup", "Training against Trainer", ratios["train_padding_bound"], ratios["train_speedup"]),
@@ -401,20 +424,27 @@ def why_lines(result: dict, ratios: dict) -> str:
     for key, name, bound, measured in comparisons:
         if met[key]:
             continue
-        ceiling = bound * growth
-        if ceiling < TARGETS[key]:
+        if bound * max(growth, 1.0) < TARGETS[key]:
             lines.append(
-                f"Why {name.lower()} is below {TARGETS[key]}x: the other side computes {bound:.2f}x our tokens and each of its tokens "
-                f"costs at most {growth:.2f}x one of ours, so even free tokenization, batching and logging cap the ratio near "
-                f"{ceiling:.2f}x on this length profile (measured {measured:.2f}x). Padding is all that separates the two here; a larger "
-                "ratio needs fewer FLOPs per real token (bf16 matmuls on CPUs with AVX512-BF16 or AMX, int8 weights, a smaller "
-                "model), which changes precision or the model and is not what this compares."
+                f"Why {name.lower()} is below {TARGETS[key]}x (measured {measured:.2f}x): the other side computes only {bound:.2f}x "
+                f"the tokens we compute, and its long tokens cost about {growth:.2f}x ours (above), so batching cannot take the "
+                f"ratio much past {bound * max(growth, 1.0):.2f}x on this length profile. Padding is all that separates the "
+                "two here; more needs fewer FLOPs per real token (bf16 matmuls on CPUs with AVX512-BF16 or AMX, int8 weights, a "
+                "smaller model), which changes precision or the model and is not what this compares."
             )
         else:
             lines.append(
                 f"{name}: the padding bound ({bound:.2f}x) allows {TARGETS[key]}x but {measured:.2f}x was measured: per-run fixed costs "
                 "(loading, Python overhead, logging) or contention from other processes, which dominate small runs."
             )
+    ours_cores, their_cores = result["sentiment"].get("other_cores"), result["trainer"].get("other_cores")
+    if ours_cores is not None and their_cores is not None and abs(ours_cores - their_cores) > 0.25:
+        lines.append(
+            f"Contention differed between the training phases (other processes used {ours_cores:.2f} cores during ours, "
+            f"{their_cores:.2f} during Trainer's), so the wall-time ratio ({ratios['train_speedup']:.2f}x) is skewed by it. The "
+            f"robust figures are the padded tokens each side computes (padding bound {ratios['train_padding_bound']:.2f}x) and the "
+            "rate at which each computes them (padded tokens/s), which is the same for both in a quiet machine."
+        )
     if not met["accuracy_points"]:
         p = ev["sentiment_accuracy"]
         half = 196 * (p * (1 - p) / ev["reviews"]) ** 0.5
@@ -552,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
                 threads=args.threads, device=args.device, tracking_uri=tracking_uri, experiment=experiment,
                 workdir=str(workdir), compile=args.compile, label=label,
             )  # fmt: skip
-            result = run_corpus(spec, args.isolate, log)
+            result = run_corpus(spec, args.isolate, log, load)
             result["ratios"] = derive(result)
             results[label] = result
             log("")

@@ -330,27 +330,26 @@ def evaluate_all(spec: Spec, sentiment_model_dir: str, trainer_model_dir: str | 
     }
 
 
-def cost_per_token(model, device, widths: list[int], batch: int = 8) -> dict[int, float]:
-    """Forward milliseconds per 1,000 tokens at each padded width (random ids, full masks; best of
-    two): if it barely grows with width, time follows computed tokens and padding decides speed."""
+def cost_per_token(model, device, widths: list[int], batch: int = 16, rounds: int = 3) -> dict[int, float]:
+    """Forward milliseconds per 1,000 tokens at each padded width (random ids, full masks). Widths
+    take turns for ``rounds`` rounds and the fastest of each is kept, so contention from other
+    processes biases no width. If it barely changes with width, time follows computed tokens."""
     import torch
 
-    out = {}
     generator = torch.Generator().manual_seed(0)
+    inputs = {w: torch.randint(1000, 2000, (batch, w), generator=generator).to(device) for w in widths}
+    best = {w: float("inf") for w in widths}
     with torch.no_grad():
-        for width in widths:
-            ids = torch.randint(1000, 2000, (batch, width), generator=generator).to(device)
-            mask = torch.ones_like(ids)
-            model(input_ids=ids, attention_mask=mask)
-            best = float("inf")
-            for _ in range(2):
+        for w in widths:
+            model(input_ids=inputs[w], attention_mask=torch.ones_like(inputs[w]))  # warm-up
+        for _ in range(rounds):
+            for w in widths:
                 measure.sync()
                 started = time.perf_counter()
-                model(input_ids=ids, attention_mask=mask)
+                model(input_ids=inputs[w], attention_mask=torch.ones_like(inputs[w]))
                 measure.sync()
-                best = min(best, time.perf_counter() - started)
-            out[width] = 1000 * best / (batch * width) * 1000
-    return out
+                best[w] = min(best[w], time.perf_counter() - started)
+    return {w: 1e6 * best[w] / (batch * w) for w in widths}
 
 
 def _eval_row(seconds: float, peak_mb: float, accuracy: float, padded_tokens: int) -> dict:

@@ -67,6 +67,7 @@ def test_benchmark_command_smoke(tiny_model, tmp_path):
     assert ratios["ours_padding_share"] < ratios["trainer_padding_share"]  # length grouping pads less
     assert ours["mlflow_s"] > 0 and theirs["mlflow_s"] > 0  # the clock saw both sides log
     assert ours["train_wall_s"] > 0 and theirs["train_wall_s"] > 0
+    assert "other_cores" in ours and "other_cores" in theirs and "ms_per_1k_tokens" in evaluation
     for accuracy in (evaluation["sentiment_accuracy"], evaluation["trainer_accuracy"], *(r["accuracy"] for r in evaluation["rows"].values())):
         assert 0.0 <= accuracy <= 1.0
     rows = evaluation["rows"]
