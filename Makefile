@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS ?= .ci/constraints.txt
 MODEL_NAME ?= imdb-sentiment
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-all test-fast clean
 
 $(BIN)/sentiment: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,12 @@ demo: install
 	$(BIN)/sentiment predict --model-uri models:/$(MODEL_NAME)@champion \
 		"A warm, funny and beautifully acted film." "Dull, clumsy and far too long; I nearly walked out."
 
-## The whole test suite (what CI runs).
+## The test suite CI runs: everything but re-running a whole shipped ablation grid.
 test: install
+	$(BIN)/python -m pytest -q -rs -m "not grid"
+
+## Everything, including the shipped quick ablation grid end to end (about 8 more minutes).
+test-all: install
 	$(BIN)/python -m pytest -q -rs
 
 ## Everything but the slow end-to-end tests.
