@@ -251,6 +251,7 @@ def load_grid(path: str | Path) -> Grid:
     top = reader.mapping(root, "the grid", _GRID_KEYS, required=("name", "base", "seeds", "groups"))
     reader.fail_if_problems()
     name = reader.name(top["name"], "grid name")
+    description = reader.text(top.get("description"), "description", "")
     seeds = _seeds(reader, top["seeds"])
     base = reader.mapping(top["base"], "base", _BASE_KEYS, required=("preset",))
     preset = reader.text(base.get("preset"), "base preset", "seed")
@@ -270,8 +271,6 @@ def load_grid(path: str | Path) -> Grid:
     variants = _resolve_references(reader, variants, groups, top["groups"])
     reader.fail_if_problems()
     _check_configs(reader, preset, seeds[0], variants, nodes)
-    reader.fail_if_problems()
-    description = reader.text(top.get("description"), "description", "")
     reader.fail_if_problems()
     return Grid(name, path, text, description, preset, tuple(seeds), tuple(variants), tuple(groups))
 
@@ -299,7 +298,6 @@ def _group(reader: _Reader, node: yaml.Node, common: dict, variants: list[Varian
         reader.problem(fields_["name"], f"duplicate group name {group!r}")
     reference = reader.name(fields_.get("baseline"), f"baseline of group {group!r}") if "baseline" in fields_ else BASELINE
     shared = reader.options(fields_.get("options"), f"options of group {group!r}")
-    members: list[tuple[str, str, dict]] = []
     for variant_node in reader.sequence(fields_["variants"], f"variants of group {group!r}"):
         spec = reader.mapping(variant_node, f"a variant of group {group!r}", _VARIANT_KEYS, required=("name",))
         if "name" not in spec:
@@ -676,7 +674,11 @@ def summarise(grid: Grid, parent_run_id: str) -> Summary:
 
     runs = tracking.child_runs(parent_run_id)
     finished = _finished(runs)
-    tables = {key: tracking.load_run_table(run.run_id, "predictions/test.parquet") for key, run in finished.items() if "test/accuracy" in run.metrics}
+    tables = {  # without the review texts: 25,000 IMDB reviews are ~30 MB per child
+        key: tracking.load_run_table(run.run_id, "predictions/test.parquet", columns=["id", "label", "prediction"])
+        for key, run in finished.items()
+        if "test/accuracy" in run.metrics
+    }
     failed = []
     last = {(r.tags.get("sentiment.variant"), r.tags.get("sentiment.seed")): r for r in runs}
     for child in grid.children():

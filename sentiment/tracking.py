@@ -835,12 +835,12 @@ def delete_tag(run_id: str, key: str) -> None:
         mlflow.MlflowClient().delete_tag(run_id, key)
 
 
-def load_run_table(run_id: str, path: str) -> pd.DataFrame:
-    """A Parquet table another run logged (e.g. ``predictions/test.parquet``)."""
+def load_run_table(run_id: str, path: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """A Parquet table another run logged (e.g. ``predictions/test.parquet``), optionally some columns."""
     target = tempfile.mkdtemp(prefix="sentiment-table-")
     try:
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=target)
-        return pd.read_parquet(local)
+        return pd.read_parquet(local, columns=columns)
     finally:
         shutil.rmtree(target, ignore_errors=True)
 

@@ -341,7 +341,8 @@ def test_backend_local_runs_each_child_through_mlflow_projects(tracking_env, tin
     assert {c.data.params["model.keep_layers"] for c in children} == {"0", "1"}
 
 
-@pytest.mark.slow
+@pytest.mark.grid
+@pytest.mark.timeout(3600)  # 10 children; about 8 minutes on 2 otherwise idle-ish cores, much more under load
 def test_shipped_quick_grid_end_to_end(tracking_env):
     result = run_cli(["ablate", "--grid", str(REPO / "experiments" / "quick.yaml")], tracking_env, timeout=3000)
     assert result.returncode == 0, result.stderr[-3000:]
