@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 # CI and this Makefile pin the CPU torch wheel; drop the constraint to get your platform's build.
 CONSTRAINTS ?= .ci/constraints.txt
 MODEL_NAME ?= imdb-sentiment
+# As if the venv were activated: `mlflow run` finds its python, and the tests' subprocesses too.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install demo test test-all test-fast clean
 

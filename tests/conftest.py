@@ -85,6 +85,9 @@ def tracking_env(mlflow_server, monkeypatch, tmp_path) -> dict[str, str]:
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(mlflow_server)
     mlflow.set_registry_uri(mlflow_server)
+    # `mlflow run` starts `python -m sentiment` from PATH: the interpreter running the tests,
+    # as in a shell with the virtual environment activated.
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return env
 

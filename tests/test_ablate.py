@@ -341,7 +341,8 @@ def test_backend_local_runs_each_child_through_mlflow_projects(tracking_env, tin
     assert {c.data.params["model.keep_layers"] for c in children} == {"0", "1"}
 
 
-@pytest.mark.grid
+@pytest.mark.slow  # trains the real MiniLM: `make test-fast` skips it
+@pytest.mark.grid  # the whole shipped grid: `make test` skips it too, `make test-all` runs it
 @pytest.mark.timeout(3600)  # 10 children; about 8 minutes on 2 otherwise idle-ish cores, much more under load
 def test_shipped_quick_grid_end_to_end(tracking_env):
     result = run_cli(["ablate", "--grid", str(REPO / "experiments" / "quick.yaml")], tracking_env, timeout=3000)
