@@ -283,7 +283,7 @@ class Outbox:
         op = {**op, "seq": self.seq}
         self.seq += 1
         if "local" in op:  # keep files alive: temp folders and checkpoints change
-            dest = self.folder / "files" / f"{op['seq']:06d}-{Path(op['local']).name}"
+            dest = self.folder / "files" / f"{op['seq']:06d}" / Path(op["local"]).name  # the name is the artifact's
             dest.parent.mkdir(parents=True, exist_ok=True)
             (shutil.copytree if Path(op["local"]).is_dir() else shutil.copy2)(op["local"], dest)
             op["local"] = str(dest)

@@ -57,3 +57,31 @@ def test_server_lost_mid_run_then_back(tiny_model, reviews_csv, tmp_path, tracki
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_journaled_files_replay_under_their_own_names(tracking_env, tmp_path):
+    """Files journaled while the server is away land at the artifact path they were logged to,
+    whether replayed by the run itself or later by `sentiment sync`."""
+    import mlflow
+
+    from sentiment.tracking import Outbox, sync_journal
+
+    figure = tmp_path / "training_curves.png"
+    figure.write_bytes(b"png")
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    (folder / "a.json").write_text("{}")
+    client = MlflowClient()
+    experiment_id = client.create_experiment(tracking_env["MLFLOW_EXPERIMENT_NAME"])
+    for replay in ("outbox", "sync"):
+        run_id = client.create_run(experiment_id).info.run_id
+        run_dir = tmp_path / replay / run_id
+        outbox = Outbox(run_id, run_dir / "journal")
+        outbox._journal({"op": "artifact", "local": str(figure), "artifact_path": "figures"})
+        outbox._journal({"op": "artifacts", "local": str(folder), "artifact_path": "tables"})
+        if replay == "outbox":
+            assert outbox.replay(force=True)
+        else:
+            assert sync_journal(run_dir) == 2
+        assert [a.path for a in client.list_artifacts(run_id, "figures")] == ["figures/training_curves.png"]
+        assert [a.path for a in client.list_artifacts(run_id, "tables")] == ["tables/a.json"]
