@@ -357,6 +357,21 @@ def sync_journal(run_dir: Path) -> int:
 # ----------------------------------------------------------------------------- the tracker
 
 
+def _log_input(dataset, context: str, attempts: int = 5) -> None:
+    """`mlflow.log_input`, safe when sibling runs log the same dataset at the same moment: the
+    server's SQL store looks a dataset up and inserts it in two steps, so the loser of that race
+    gets a UNIQUE-constraint error; by the next try the row exists and is reused."""
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except mlflow.exceptions.MlflowException as error:
+            race = "UNIQUE constraint" in str(error) or "IntegrityError" in str(error)
+            if not race or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 @dataclass(frozen=True)
 class LoggedModelRef:
     model_id: str
@@ -508,7 +523,7 @@ class MlflowTracker:
                 continue
             frame = getattr(splits, split)[["id", "text", "label"]]
             dataset = mlflow.data.from_pandas(frame, source=_dataset_source(splits.source), targets="label", name=f"{Path(splits.source).name}-{split}")
-            mlflow.log_input(dataset, context=context)
+            _log_input(dataset, context)
 
     # -- models ------------------------------------------------------------------------
     def log_model(self, folder: Path, name: str, step: int) -> LoggedModelRef:
@@ -731,7 +746,8 @@ class SentimentPyfunc(mlflow.pyfunc.PythonModel):
         self.model = model_mod.load_trained(folder).to(torch.device(device)).eval()
         self.tokenizer = model_mod.load_tokenizer(str(folder))
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        # (the logged signature validates inputs; this hint only tells MLflow not to infer one)
         from sentiment import evaluate
 
         texts = _texts_of(model_input)
