@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -279,7 +279,9 @@ def evaluate_all(spec: Spec, sentiment_model_dir: str, trainer_model_dir: str | 
     2. the same again with the token cache warm;
     3. `transformers.pipeline("text-classification")`, batched, truncating at max length;
     4. every review padded to 512 tokens, batches in input order.
-    All use the same batch size, device, threads, and fp32 on CPU (ours autocasts on CUDA).
+    All use the same batch size, device, threads, and fp32 on CPU (ours autocasts on CUDA). Then
+    with bf16 on both sides: 5. ours with ``--precision bf16`` (CPU only: on CUDA row 1 already
+    is bf16), 6. `pipeline` with the model's weights in bf16.
     """
     _prepare(spec, "cache-eval")
     import torch
@@ -312,6 +314,20 @@ def evaluate_all(spec: Spec, sentiment_model_dir: str, trainer_model_dir: str | 
 
     predicted, seconds, peak = _timed(lambda: _predict_padded(model, tokenizer, texts, spec, device, width=512))
     results["pad every review to 512"] = _eval_row(seconds, peak, (predicted == labels).mean(), 512 * len(texts))
+
+    # bf16: ours with --precision bf16 (autocast; on CUDA that is already the default above), and
+    # pipeline with bf16 weights, the way a user would ask it for bf16 (dtype=torch.bfloat16)
+    if device.type == "cpu":
+        bf16_config = replace(config, train=replace(config.train, precision="bf16"))
+        table, seconds, peak = _timed(lambda: evaluate.predict_frame(model, tokenizer, test, bf16_config, device))
+        results["sentiment evaluate --precision bf16"] = _eval_row(seconds, peak, (table["prediction"].to_numpy() == labels).mean(), _padded_sorted(lengths, spec.eval_batch_size))
+    half = model_mod.load_trained(sentiment_model_dir).to(device=device, dtype=torch.bfloat16).eval()
+    _warm_up(half, tokenizer, texts, device)
+    pipe = pipeline("text-classification", model=half, tokenizer=tokenizer, device=device)
+    out, seconds, peak = _timed(lambda: pipe(texts, batch_size=spec.eval_batch_size, truncation=True, max_length=spec.max_length))
+    predicted = np.array([label_ids[row["label"]] for row in out])
+    results["transformers.pipeline, bf16 weights"] = _eval_row(seconds, peak, (predicted == labels).mean(), _padded_in_order(lengths, spec.eval_batch_size))
+    del half, pipe
 
     cost = cost_per_token(model, device, [w for w in (128, 256, 512) if w <= 512])
     trainer_accuracy = None

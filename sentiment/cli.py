@@ -60,7 +60,7 @@ CONFIG_OPTIONS: dict[str, tuple[str, object, str]] = {
     "weight_decay": ("train.weight_decay", float, "AdamW weight decay"),
     "warmup_ratio": ("train.warmup_ratio", float, "share of steps for linear warmup"),
     "max_grad_norm": ("train.max_grad_norm", float, "gradient clipping norm"),
-    "precision": ("train.precision", _choice(PRECISIONS), "auto, fp32, bf16 or fp16"),
+    "precision": ("train.precision", _choice(PRECISIONS), "auto (bf16 or fp16 on CUDA, fp32 on CPU), fp32, bf16 (CUDA or CPU) or fp16 (CUDA)"),
     "device": ("train.device", _choice(DEVICES), "auto, cpu or cuda"),
     "eval_batch_size": ("train.eval_batch_size", int, "reviews per forward pass when evaluating"),
     "log_every_steps": ("train.log_every_steps", int, "log train/loss every N optimizer steps"),
@@ -164,7 +164,7 @@ def _report_train(outcome) -> None:
 @click.option("--model-uri", required=True, help="runs:/..., models:/name@alias, models:/m-..., a local folder, or a Hub id")
 @click.option("--data", default="", help="source to evaluate on (default: the model's training source)")
 @click.option("--split", default="test", show_default=True, help="train, val, test or all")
-@config_options(["max_length", "truncation", "eval_batch_size", "device", "seed"])
+@config_options(["max_length", "truncation", "eval_batch_size", "device", "precision", "seed"])
 @click.option("--run-name", default="", help="MLflow run name")
 def evaluate(model_uri: str, data: str, split: str, run_name: str, **options) -> None:
     """Evaluate a logged, registered, local or Hub model on a split, as a new run."""
@@ -200,7 +200,7 @@ def predict(model_uri: str, texts: tuple[str, ...]) -> None:
 @click.option("--texts", default="", help="a text file with one review per line to show attention for")
 @click.option("--predictions-run", default="", help="reuse this evaluate run's predictions table")
 @click.option("--split", default="test", show_default=True, help="split to predict and analyse: train, val, test or all")
-@config_options(["max_length", "truncation", "eval_batch_size", "device", "seed"])
+@config_options(["max_length", "truncation", "eval_batch_size", "device", "precision", "seed"])
 @click.option("--tokenizer", default="", help="tokenizer for exploration without a model (default: offline-minilm)")
 @click.option("--attention-examples", default=1, show_default=True, type=int, help="reviews per attention group (most confident right/wrong, least confident)")
 @click.option("--run-name", default="", help="MLflow run name")

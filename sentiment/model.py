@@ -11,6 +11,7 @@ print(build_model(ModelConfig(name='offline-minilm')).config.model_type)"
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -442,9 +443,36 @@ class Precision:
 
 
 def pick_precision(requested: str, device: torch.device) -> Precision:
-    """bf16 where the GPU supports it, else fp16 (with a grad scaler); always fp32 on CPU."""
-    if device.type != "cuda" or requested == "fp32":
+    """On CUDA: ``auto`` is bf16 where the GPU supports it, else fp16 (with a grad scaler).
+    On CPU: ``auto`` is fp32, so numbers compare across machines; ``bf16`` autocasts matmuls to
+    bfloat16 (fast on CPUs with AVX512-BF16 or AMX); fp16 needs a GPU."""
+    if requested == "fp32" or (device.type != "cuda" and requested == "auto"):
         return Precision("fp32", None)
+    if device.type != "cuda":
+        if requested == "fp16":
+            raise UserError(f"precision fp16 needs a CUDA GPU and the device is {device.type}; use --precision bf16 or fp32")
+        return Precision("bf16", torch.bfloat16)
     if requested == "auto":
         requested = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return Precision(requested, torch.bfloat16 if requested == "bf16" else torch.float16)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Does this CPU run bf16 matmuls natively (AVX512-BF16 or AMX), i.e. faster than fp32?"""
+    with contextlib.suppress(Exception):
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def device_tags(device: torch.device, precision: Precision) -> dict[str, str]:
+    tags = {
+        "sentiment.device": device.type,
+        "sentiment.precision": precision.name,
+        "sentiment.torch_version": torch.__version__,
+    }
+    if device.type == "cuda":
+        tags["sentiment.gpu_name"] = torch.cuda.get_device_name(device)
+        tags["sentiment.cuda_version"] = str(torch.version.cuda)
+    elif precision.name == "bf16":
+        tags["sentiment.cpu_native_bf16"] = str(cpu_has_native_bf16()).lower()
+    return tags

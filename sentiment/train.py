@@ -56,18 +56,6 @@ class History:
     best_state: dict | None = None  # best weights in memory, on ranks other than 0
 
 
-def device_tags(device: torch.device, precision: model_mod.Precision) -> dict[str, str]:
-    tags = {
-        "sentiment.device": device.type,
-        "sentiment.precision": precision.name,
-        "sentiment.torch_version": torch.__version__,
-    }
-    if device.type == "cuda":
-        tags["sentiment.gpu_name"] = torch.cuda.get_device_name(device)
-        tags["sentiment.cuda_version"] = str(torch.version.cuda)
-    return tags
-
-
 def _show_progress() -> bool:
     return sys.stderr.isatty()
 
@@ -550,7 +538,7 @@ def run_train(
     # transformers picks SDPA attention for encoders that support it (BERT, DistilBERT, RoBERTa,
     # MiniLM), eager otherwise; recorded so runs on different versions compare honestly.
     attention = getattr(net.config, "_attn_implementation", None) or "eager"
-    tracker.set_tags({**device_tags(device, precision), "sentiment.kind": "train", "sentiment.attention": attention})
+    tracker.set_tags({**model_mod.device_tags(device, precision), "sentiment.kind": "train", "sentiment.attention": attention})
     encoded = {
         name: data_mod.encode_cached(frame["text"].tolist(), tokenizer, config.data.max_length, config.data.truncation)
         for name, frame in (("train", splits.train), ("val", splits.val))

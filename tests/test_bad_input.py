@@ -77,6 +77,7 @@ DATA_AND_MODEL_ERRORS = [
     (["--data", "{good}", "--max-length", "1024"], "above the limit of model"),
     (["--data", "{good}", "--freeze-layers", "5"], "above the model's depth (2 layers)"),
     (["--data", "{good}", "--model", "/no/such/model/dir"], "model folder '/no/such/model/dir' does not exist"),
+    (["--data", "{good}", "--device", "cpu", "--precision", "fp16"], "precision fp16 needs a CUDA GPU and the device is cpu"),
 ]
 
 

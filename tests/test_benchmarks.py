@@ -73,6 +73,10 @@ def test_benchmark_command_smoke(tiny_model, tmp_path):
     rows = evaluation["rows"]
     assert rows["pad every review to 512"]["padded_tokens"] == 512 * 32
     assert rows["sentiment evaluate"]["padded_tokens"] <= rows["transformers.pipeline"]["padded_tokens"]
+    assert {"sentiment evaluate --precision bf16", "transformers.pipeline, bf16 weights"} <= set(rows)  # CPU: bf16 on both sides
+    assert rows["sentiment evaluate --precision bf16"]["padded_tokens"] == rows["sentiment evaluate"]["padded_tokens"]
+    assert ratios["eval_bf16_vs_pipeline"] > 0 and ratios["eval_bf16_vs_pipeline_bf16"] > 0
+    assert "sentiment evaluate --precision bf16 time" in text
     assert set(ratios["met"]) == {"train_speedup", "accuracy_points", "eval_vs_pipeline", "eval_vs_pad512", "mlflow_share"}
     # Both sides logged to the one tracking store.
     with sqlite3.connect(work / "mlflow.db") as db:

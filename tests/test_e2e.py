@@ -89,6 +89,17 @@ def test_train_evaluate_register_serve(tracking_env, tiny_model, reviews_csv, tm
     assert evaluation.data.metrics["all/examples"] == 240
     assert evaluation.data.params["data.max_length"] == "64"  # rebuilt from the model's logged config
     assert evaluation.data.metrics["all/accuracy"] >= 0.8
+    assert evaluation.data.tags["sentiment.precision"] == "fp32" and evaluation.data.tags["sentiment.device"] == "cpu"
+
+    # the same evaluation with bf16 matmuls on CPU: tagged, and it predicts as fp32 does
+    result = run_cli(["evaluate", "--model-uri", f"models:/{name}@champion", "--data", str(reviews_csv), "--split", "all", "--device", "cpu", "--precision", "bf16"], tracking_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = mlflow.search_runs(experiment_names=[tracking_env["MLFLOW_EXPERIMENT_NAME"]], output_format="list")
+    bf16 = next(r for r in runs if r.info.run_id not in (run.info.run_id, evaluation.info.run_id))
+    assert bf16.data.tags["sentiment.precision"] == "bf16" and bf16.data.params["train.precision"] == "bf16"
+    assert abs(bf16.data.metrics["all/accuracy"] - evaluation.data.metrics["all/accuracy"]) <= 0.02
+    assert bf16.data.metrics["all/loss"] != evaluation.data.metrics["all/loss"]  # really computed in bf16
+    assert abs(bf16.data.metrics["all/loss"] - evaluation.data.metrics["all/loss"]) < 0.05
 
     # a second, worse training keeps the champion where it is
     result = run_cli(["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--epochs", "1", "--lr", "1e-6", "--register-as", name], tracking_env)

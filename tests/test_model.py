@@ -13,6 +13,7 @@ from sentiment.errors import UserError
 from sentiment.model import (
     build_model,
     count_parameters,
+    device_tags,
     encoder_layers,
     layerwise_param_groups,
     lr_table,
@@ -262,14 +263,31 @@ def test_distilbert_dropout_attribute_and_freezing(tiny_distilbert):
 # ----------------------------------------------------------------------------- devices and precision
 
 
-@pytest.mark.parametrize("requested", ["auto", "fp32", "bf16", "fp16"])
-def test_pick_precision_is_fp32_on_cpu(requested):
+@pytest.mark.parametrize("requested", ["auto", "fp32"])
+def test_pick_precision_defaults_to_fp32_on_cpu(requested):
     precision = pick_precision(requested, torch.device("cpu"))
     assert precision.name == "fp32"
     assert precision.dtype is None
     with precision.autocast(torch.device("cpu")):
         out = torch.ones(2, 2) @ torch.ones(2, 2)
     assert out.dtype == torch.float32
+
+
+def test_bf16_on_cpu_autocasts_matmuls_and_is_tagged():
+    cpu = torch.device("cpu")
+    precision = pick_precision("bf16", cpu)
+    assert precision.name == "bf16"
+    with precision.autocast(cpu):
+        out = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert out.dtype == torch.bfloat16
+    tags = device_tags(cpu, precision)
+    assert tags["sentiment.precision"] == "bf16" and tags["sentiment.cpu_native_bf16"] in ("true", "false")
+    assert "sentiment.cpu_native_bf16" not in device_tags(cpu, pick_precision("auto", cpu))
+
+
+def test_fp16_on_cpu_is_refused():
+    with pytest.raises(UserError, match="precision fp16 needs a CUDA GPU and the device is cpu; use --precision bf16 or fp32"):
+        pick_precision("fp16", torch.device("cpu"))
 
 
 def test_pick_device_cpu_and_auto():
