@@ -703,12 +703,12 @@ def _children_frame(grid: Grid, finished: dict) -> pd.DataFrame:
         m = run.metrics
         rows.append({
             "variant": child.variant.name, "group": child.variant.group, "seed": child.seed, "run_id": run.run_id,
-            "val_accuracy": m.get("val/best_accuracy", np.nan), "test_accuracy": m.get("test/accuracy", np.nan),
+            "val_accuracy": m.get("val/best_accuracy", np.nan), "val_f1_macro": m.get("val/best_f1_macro", np.nan), "test_accuracy": m.get("test/accuracy", np.nan),
             "test_accuracy_low": m.get("test/accuracy_ci_low", np.nan), "test_accuracy_high": m.get("test/accuracy_ci_high", np.nan),
             "test_f1_macro": m.get("test/f1_macro", np.nan), "trainable_parameters": m.get("model/trainable_parameters", np.nan),
             "train_seconds": sum(tracking.metric_values(run.run_id, "train/epoch_seconds")),
         })  # fmt: skip
-    return pd.DataFrame(rows, columns=["variant", "group", "seed", "run_id", "val_accuracy", "test_accuracy", "test_accuracy_low",
+    return pd.DataFrame(rows, columns=["variant", "group", "seed", "run_id", "val_accuracy", "val_f1_macro", "test_accuracy", "test_accuracy_low",
                                        "test_accuracy_high", "test_f1_macro", "trainable_parameters", "train_seconds"])  # fmt: skip
 
 
@@ -720,7 +720,7 @@ def _variant_row(grid: Grid, variant: Variant, per_child: pd.DataFrame, tables: 
         "seeds": len(mine), "seeds_planned": len(grid.seeds),
         "trainable_parameters": float(mine["trainable_parameters"].mean()) if len(mine) else np.nan,
     }  # fmt: skip
-    for column in ("val_accuracy", "test_accuracy", "test_f1_macro", "train_seconds"):
+    for column in ("val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro", "train_seconds"):
         row[f"{column}_mean"] = float(mine[column].mean()) if len(mine) else np.nan
         row[f"{column}_std"] = float(mine[column].std(ddof=1)) if len(mine) > 1 else np.nan
     pairs = [
@@ -749,7 +749,7 @@ def log_summary(summary: Summary, parent, attempt: int = 1) -> None:
         parent.log_artifact(csv, "ablation")
     metrics: dict[str, float] = {"ablation/children_finished": float(len(summary.children)), "ablation/children_failed": float(len(summary.failed))}
     for row in summary.table.to_dict("records"):
-        for key in ("test_accuracy_mean", "test_accuracy_std", "val_accuracy_mean", "test_f1_macro_mean", "delta_test_accuracy",
+        for key in ("test_accuracy_mean", "test_accuracy_std", "val_accuracy_mean", "val_f1_macro_mean", "test_f1_macro_mean", "delta_test_accuracy",
                     "delta_test_accuracy_low", "delta_test_accuracy_high", "p_value", "p_value_holm", "trainable_parameters"):  # fmt: skip
             value = row.get(key)
             if value is not None and not (isinstance(value, float) and math.isnan(value)):

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import sklearn.metrics as skm
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -41,6 +42,7 @@ class EpochResult:
     samples_per_s: float
     tokens_per_s: float
     step: int
+    val_f1_macro: float = float("nan")  # (absent from states saved before it was added)
 
 
 @dataclass
@@ -173,6 +175,7 @@ def fit(
             train_accuracy=correct / seen,
             val_loss=float(F.cross_entropy(torch.tensor(logits), torch.tensor(val_labels, dtype=torch.long)).item()),
             val_accuracy=float((logits.argmax(1) == val_labels).mean()),
+            val_f1_macro=float(skm.f1_score(val_labels, logits.argmax(1), average="macro", labels=[0, 1], zero_division=0)),
             seconds=progress.seconds,
             samples_per_s=seen / progress.seconds,
             tokens_per_s=tokens / progress.seconds,
@@ -454,6 +457,7 @@ def _epoch_metrics(result: EpochResult, device: torch.device) -> dict[str, float
         "train/accuracy": result.train_accuracy,
         "val/loss": result.val_loss,
         "val/accuracy": result.val_accuracy,
+        "val/f1_macro": result.val_f1_macro,
         "train/epoch_seconds": result.seconds,
         "train/samples_per_s": result.samples_per_s,
         "train/tokens_per_s": result.tokens_per_s,
@@ -565,6 +569,9 @@ def run_train(
     package = package_model(history.best_dir, tokenizer, config, workdir / "package_best")
     logged = tracker.log_model(package, name="model", step=history.best_epoch)
     best = {"val/best_accuracy": history.best_val_accuracy, "train/best_epoch": history.best_epoch}
+    best_f1 = next((e.val_f1_macro for e in history.epochs if e.epoch == history.best_epoch), float("nan"))
+    if not math.isnan(best_f1):
+        best["val/best_f1_macro"] = best_f1
     tracker.log_metrics(best, step=history.best_epoch, model_id=logged.model_id)
     test_metrics: dict[str, float] = {}
     if config.run_test:

@@ -244,7 +244,7 @@ def test_ablate_parent_and_children_end_to_end(tracking_env, tiny_model, reviews
     assert list(summary["variant"]) == ["baseline", "keep_layers_1", "keep_heads_1"]
     assert (summary["seeds"] == 2).all()
     assert summary.loc[0, "reference"] == "" and list(summary["reference"][1:]) == ["baseline", "baseline"]
-    for column in ("test_accuracy_mean", "test_accuracy_std", "val_accuracy_mean", "test_f1_macro_mean", "train_seconds_mean"):
+    for column in ("test_accuracy_mean", "test_accuracy_std", "val_accuracy_mean", "val_f1_macro_mean", "test_f1_macro_mean", "train_seconds_mean"):
         assert summary[column].notna().all(), column
     row = summary.iloc[1]
     assert row["delta_test_accuracy_low"] <= row["delta_test_accuracy"] <= row["delta_test_accuracy_high"]

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from tests.conftest import REPO, TINY_TRAIN, run_cli
 
 METRIC_KEYS = {
-    "train/loss", "train/lr", "train/accuracy", "val/loss", "val/accuracy", "train/samples_per_s",
+    "train/loss", "train/lr", "train/accuracy", "val/loss", "val/accuracy", "val/f1_macro", "val/best_f1_macro", "train/samples_per_s",
     "train/tokens_per_s", "test/loss", "test/accuracy", "test/precision_macro", "test/recall_macro",
     "test/f1_macro", "test/f1_negative", "test/f1_positive", "test/roc_auc", "test/ece",
     "test/accuracy_ci_low", "test/accuracy_ci_high",
@@ -46,6 +46,9 @@ def test_train_evaluate_register_serve(tracking_env, tiny_model, reviews_csv, tm
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
     assert steps == sorted(set(steps)) and steps[0] == 5
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/accuracy")] == [1, 2, 3, 4]
+    val_f1 = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val/f1_macro")}
+    assert sorted(val_f1) == [1, 2, 3, 4] and all(0 <= v <= 1 for v in val_f1.values())
+    assert run.data.metrics["val/best_f1_macro"] == val_f1[int(run.data.metrics["train/best_epoch"])]
     assert run.data.metrics["test/accuracy"] >= 0.8
     assert run.data.tags["sentiment.device"] == "cpu" and run.data.tags["sentiment.precision"] == "fp32"
 

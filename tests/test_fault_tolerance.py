@@ -38,7 +38,7 @@ def histories(run_id: str, keys: list[str]) -> dict[str, list[tuple[int, float]]
     return {key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key)) for key in keys}
 
 
-KEYS = ["train/loss", "train/lr", "train/accuracy", "val/accuracy", "val/loss", "test/accuracy", "test/loss"]
+KEYS = ["train/loss", "train/lr", "train/accuracy", "val/accuracy", "val/f1_macro", "val/loss", "test/accuracy", "test/loss"]
 
 
 def test_kill_9_then_resume_matches_an_uninterrupted_run(tracking_env, tiny_model, reviews_csv, tmp_path):
