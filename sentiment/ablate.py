@@ -92,7 +92,8 @@ class Child:
 
     def cli_options(self, preset: str) -> dict[str, str]:
         """The `sentiment train` options (and MLproject parameters) that reproduce this child."""
-        return {"preset": preset, **{k: _show(v) for k, v in self.variant.merged.items()}, "seed": str(self.seed)}
+        options = {**CHILD_DEFAULTS, **self.variant.merged}
+        return {"preset": preset, **{k: _show(v) for k, v in options.items()}, "seed": str(self.seed)}
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,14 @@ class Grid:
         return next(v for v in self.variants if v.name == name)
 
 
+# A child that did not finish is re-run from its start (`--resume PARENT`), never resumed from its
+# state, so uploading that state (a few hundred MB per epoch) would only cost time and disk. A grid
+# may still set `upload_state: true`.
+CHILD_DEFAULTS: dict[str, Any] = {"upload_state": False}
+
+
 def child_config(grid: Grid, variant: Variant, seed: int) -> Config:
-    return build_config(grid.preset, {**option_fields(variant.merged), "seed": seed})
+    return build_config(grid.preset, {**option_fields({**CHILD_DEFAULTS, **variant.merged}), "seed": seed})
 
 
 def option_fields(options: dict[str, Any]) -> dict[str, Any]:

@@ -70,6 +70,7 @@ CONFIG_OPTIONS: dict[str, tuple[str, object, str]] = {
     "seed": ("seed", int, "the one seed: splits, sampling, initialisation"),
     "log_checkpoints": ("log_checkpoints", _choice(CHECKPOINT_POLICIES), "best, or all (every epoch as a LoggedModel)"),
     "run_test": ("run_test", bool, "evaluate the best checkpoint on the test split (true/false)"),
+    "upload_state": ("upload_state", bool, "upload the resumable state to the run's checkpoints/ (false: local disk only, so --resume needs this machine)"),
 }
 
 

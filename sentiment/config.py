@@ -108,6 +108,9 @@ class Config:
     """`best` logs the best epoch's model; `all` logs every epoch's as a LoggedModel."""
     run_test: bool = True
     """Evaluate the best checkpoint on the test split after training."""
+    upload_state: bool = True
+    """Upload the resumable state (``state.pt`` and the best epoch) to the run's ``checkpoints/``
+    at every checkpoint, so `--resume` works from any machine; false keeps it on local disk."""
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -426,9 +426,10 @@ def _history_to_dict(history: History) -> dict:
 class Checkpointer:
     """Writes the training state atomically to ``folder/state.pt`` and uploads it to the run."""
 
-    def __init__(self, folder: Path, tracker) -> None:
+    def __init__(self, folder: Path, tracker, upload: bool = True) -> None:
         self.folder = folder
         self.tracker = tracker
+        self.upload = upload  # False: the state stays on local disk (e.g. ablation children)
         folder.mkdir(parents=True, exist_ok=True)
 
     def save(self, state: dict, upload: bool) -> Path:
@@ -438,12 +439,13 @@ class Checkpointer:
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, path)  # atomic: a crash leaves the previous state whole
-        if upload:
+        if upload and self.upload:
             self.tracker.upload_checkpoint(path)
         return path
 
     def upload_best(self, best_dir: Path) -> None:
-        self.tracker.upload_checkpoint(best_dir)
+        if self.upload:
+            self.tracker.upload_checkpoint(best_dir)
 
     @staticmethod
     def load(path: Path) -> dict:
@@ -527,7 +529,7 @@ def run_train(
     precision = model_mod.pick_precision(config.train.precision, device)
     if resume and dist.enabled:
         raise UserError("--resume runs in one process; resume a distributed run without torchrun, or start it again")
-    state = load_resume_state(tracker, workdir) if resume else None
+    state = load_resume_state(tracker, workdir, config.upload_state) if resume else None
     if state is None:
         counts = model_mod.count_parameters(net)
         tracker.log_config(config)
@@ -558,7 +560,7 @@ def run_train(
 
     history = fit(
         net, encoded["train"], labels["train"], encoded["val"], labels["val"], config, tracker, workdir,
-        tokenizer.pad_token_id, on_epoch_end, Checkpointer(workdir, tracker) if dist.is_main else None, state,
+        tokenizer.pad_token_id, on_epoch_end, Checkpointer(workdir, tracker, config.upload_state) if dist.is_main else None, state,
         should_stop, dist,
     )  # fmt: skip
     if not dist.is_main:
@@ -605,10 +607,15 @@ def _test_predictions(net, history: History, tokenizer, test, config: Config, de
     return merged.drop(columns="_position").reset_index(drop=True)
 
 
-def load_resume_state(tracker, workdir: Path) -> dict:
+def load_resume_state(tracker, workdir: Path, uploaded: bool = True) -> dict:
     """The latest training state of the run: the local copy if there is one, else the uploaded one."""
 
     path = workdir / STATE_FILE
+    if not path.is_file() and not uploaded:
+        raise UserError(
+            f"run {tracker.run_id} kept its training state on local disk (upload_state false) and {path} does not exist; "
+            "resume it on the machine that trained it, with the same --output-dir"
+        )
     if not path.is_file():
         tracker.download_checkpoints(workdir)
     if not path.is_file():

@@ -236,6 +236,10 @@ def test_ablate_parent_and_children_end_to_end(tracking_env, tiny_model, reviews
     assert params["keep_layers_1"]["model.keep_layers"] == "1" and params["baseline"]["model.keep_layers"] == "0"
     trainable = {c.data.tags["sentiment.variant"]: c.data.metrics["model/trainable_parameters"] for c in children}
     assert trainable["keep_layers_1"] < trainable["keep_heads_1"] < trainable["baseline"]
+    # children are re-run from scratch, never resumed: their state is not uploaded, their model is
+    assert all(c.data.params["upload_state"] == "False" for c in children)
+    client = MlflowClient()
+    assert all(client.list_artifacts(c.info.run_id, "checkpoints") == [] for c in children)
 
     # the parent: summary table (MLflow table, Parquet, CSV), metrics, figure, grid file
     client = MlflowClient()

@@ -79,6 +79,7 @@ def test_resume_downloads_the_state_when_the_local_copy_is_gone(tracking_env, ti
     run = mlflow.get_run(run_id)
     assert run.info.status == "KILLED" and run.data.tags["sentiment.resume"] == f"sentiment train --resume {run_id}"
 
+    assert {a.path for a in MlflowClient().list_artifacts(run_id, "checkpoints")} >= {"checkpoints/state.pt"}
     elsewhere = tmp_path / "other-machine"
     elsewhere.mkdir()
     resumed = run_cli(["train", "--resume", run_id], tracking_env, cwd=elsewhere)
@@ -86,6 +87,31 @@ def test_resume_downloads_the_state_when_the_local_copy_is_gone(tracking_env, ti
     assert mlflow.get_run(run_id).info.status == "FINISHED"
     steps = [s for s, _ in histories(run_id, ["train/loss"])["train/loss"]]
     assert steps == list(range(1, steps[-1] + 1))  # every step exactly once
+
+
+def test_state_kept_local_resumes_here_and_says_why_elsewhere(tracking_env, tiny_model, reviews_csv, tmp_path):
+    proc = start_training(["--data", str(reviews_csv), "--model", tiny_model, *TRAIN, "--upload-state", "false"], tracking_env, tmp_path)
+    state = wait_for_checkpoint(tmp_path, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    run_id = state.parent.name
+    client = MlflowClient()
+    assert [a.path for a in client.list_artifacts(run_id, "checkpoints")] == []  # nothing uploaded
+
+    elsewhere = tmp_path / "other-machine"
+    elsewhere.mkdir()
+    refused = run_cli(["train", "--resume", run_id], tracking_env, cwd=elsewhere)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"run {run_id} kept its training state on local disk (upload_state false)" in refused.stderr
+    assert mlflow.get_run(run_id).info.status != "RUNNING"
+
+    resumed = run_cli(["train", "--resume", run_id], tracking_env, cwd=tmp_path)  # the machine that has it
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert mlflow.get_run(run_id).info.status == "FINISHED"
+    assert [a.path for a in client.list_artifacts(run_id, "checkpoints")] == []
+    steps = [s for s, _ in histories(run_id, ["train/loss"])["train/loss"]]
+    assert steps == list(range(1, steps[-1] + 1))
 
 
 def test_resume_errors_are_one_line(tracking_env, tmp_path):
