@@ -408,18 +408,6 @@ def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
 
 
-class EncodedDataset(torch.utils.data.Dataset):
-    def __init__(self, encoded: Encoded, labels: Sequence[int] | None = None) -> None:
-        self.input_ids = encoded.input_ids
-        self.labels = None if labels is None else list(labels)
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    def __getitem__(self, index: int) -> tuple[list[int], int]:
-        return self.input_ids[index], (-1 if self.labels is None else self.labels[index])
-
-
 def make_collate(pad_id: int):
     """Pad a batch to its longest member (dynamic padding)."""
 
@@ -434,12 +422,3 @@ def make_collate(pad_id: int):
         return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
     return collate
-
-
-def make_loader(encoded: Encoded, labels, batch_sampler, pad_id: int, num_workers: int = 0):
-    return torch.utils.data.DataLoader(
-        EncodedDataset(encoded, labels),
-        batch_sampler=batch_sampler,
-        collate_fn=make_collate(pad_id),
-        num_workers=num_workers,
-    )

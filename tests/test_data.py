@@ -496,15 +496,3 @@ def test_make_collate_pads_and_masks():
     collate99 = make_collate(pad_id=99)
     assert collate99([([1], 0), ([1, 2, 3], 1)])["input_ids"].tolist() == [[1, 99, 99], [1, 2, 3]]
 
-
-def test_make_loader_end_to_end(tokenizer):
-    texts = ["good", "a rather long and winding review of a film", "bad film"]
-    enc = encode(texts, tokenizer, max_length=16)
-    sampler = LengthGroupedBatches(enc.lengths, batch_size=2, seed=0)
-    loader = data_mod.make_loader(enc, [1, 0, 0], sampler, tokenizer.pad_token_id)
-    seen = 0
-    for batch in loader:
-        assert batch["input_ids"].shape == batch["attention_mask"].shape
-        assert (batch["attention_mask"].sum(1) > 0).all()
-        seen += len(batch["labels"])
-    assert seen == 3
