@@ -9,6 +9,7 @@ print(load_splits(DataConfig(source='sample'), seed=42).sizes())"
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -284,6 +285,8 @@ def encode(texts: Sequence[str], tokenizer, max_length: int, truncation: str = "
 # Bump when the cached layout or `encode` semantics change: old entries are then never read.
 TOKEN_CACHE_FORMAT = 1
 CACHE_DIR_ENV = "SENTIMENT_CACHE_DIR"  # a folder, or "off" to disable the token cache
+CACHE_MAX_ENV = "SENTIMENT_CACHE_MAX_MB"
+CACHE_MAX_DEFAULT_MB = 2048
 
 
 def token_cache_dir() -> Path | None:
@@ -296,6 +299,41 @@ def token_cache_dir() -> Path | None:
         return Path(configured).expanduser() / "tokens"
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "sentiment" / "tokens"
+
+
+def token_cache_limit_bytes() -> int:
+    """The cache's size cap: ``$SENTIMENT_CACHE_MAX_MB`` (default 2048 MB, about 30 IMDB-sized
+    entries); the least recently used entries go first."""
+    raw = os.environ.get(CACHE_MAX_ENV, "").strip() or str(CACHE_MAX_DEFAULT_MB)
+    try:
+        megabytes = float(raw)
+    except ValueError:
+        raise UserError(f"{CACHE_MAX_ENV} must be a number of megabytes, got {raw!r}") from None
+    if megabytes <= 0:
+        raise UserError(f"{CACHE_MAX_ENV} must be > 0 (set {CACHE_DIR_ENV}=off to disable the cache), got {raw!r}")
+    return int(megabytes * 2**20)
+
+
+def prune_token_cache(folder: Path, keep: Path, limit_bytes: int) -> list[Path]:
+    """Delete the least recently used entries until the folder fits ``limit_bytes``; ``keep``
+    (the entry just written) stays. Returns what was deleted."""
+    entries = []
+    for path in Path(folder).glob("*.npz"):
+        with contextlib.suppress(OSError):
+            info = path.stat()
+            entries.append((info.st_mtime, info.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    removed = []
+    for _, size, path in sorted(entries, key=lambda e: e[0]):
+        if total <= limit_bytes:
+            break
+        if path == keep:
+            continue
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path)
+            total -= size
+    return removed
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -343,12 +381,15 @@ def encode_cached(texts: Sequence[str], tokenizer, max_length: int, truncation: 
     folder = cache_dir if cache_dir is not None else token_cache_dir()
     if folder is None:
         return encode(texts, tokenizer, max_length, truncation)
+    limit = token_cache_limit_bytes()  # a bad setting fails before the work, not after
     path = Path(folder) / f"{token_cache_key(texts, tokenizer, max_length, truncation)}.npz"
     if path.is_file():
         try:
             with np.load(path) as stored:
                 ids, offsets, full = stored["ids"], stored["offsets"], stored["full_lengths"]
             if len(offsets) == len(texts) + 1:
+                with contextlib.suppress(OSError):
+                    os.utime(path)  # recently used: the last to be pruned
                 flat = ids.tolist()
                 return Encoded([flat[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())], full)
         except (OSError, ValueError, KeyError):
@@ -363,6 +404,7 @@ def encode_cached(texts: Sequence[str], tokenizer, max_length: int, truncation: 
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
         np.savez(tmp, ids=flat_ids, offsets=offsets, full_lengths=encoded.full_lengths)
         os.replace(tmp, path)  # atomic: parallel runs never read a half-written entry
+        prune_token_cache(path.parent, path, limit)
     except OSError:
         pass  # a read-only or full disk only costs the speed-up
     return encoded

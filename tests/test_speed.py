@@ -112,6 +112,36 @@ def test_cache_dir_from_environment_and_off(tokenizer, tmp_path, monkeypatch, co
     assert len(counted) == 2
 
 
+def test_cache_keeps_to_its_size_cap_least_recently_used_first(tokenizer, tmp_path, monkeypatch, counted):
+    import os
+    import time
+
+    data_mod.encode_cached(TEXTS, tokenizer, 32, cache_dir=tmp_path)
+    (entry,) = tmp_path.glob("*.npz")
+    size = entry.stat().st_size
+    monkeypatch.setenv("SENTIMENT_CACHE_MAX_MB", str(2.5 * size / 2**20))  # room for two entries
+    variants = {length: None for length in (32, 40, 48)}
+    for i, length in enumerate(variants):  # written a second apart: distinct mtimes
+        data_mod.encode_cached(TEXTS, tokenizer, length, cache_dir=tmp_path)
+        variants[length] = data_mod.token_cache_key(TEXTS, tokenizer, length, "head")
+        os.utime(tmp_path / f"{variants[length]}.npz", (time.time() - 100 + i, time.time() - 100 + i))
+    # writing 48 pruned 32, the least recently used
+    assert {p.stem for p in tmp_path.glob("*.npz")} == {variants[40], variants[48]}
+    data_mod.encode_cached(TEXTS, tokenizer, 40, cache_dir=tmp_path)  # a hit: 40 is now the most recent
+    assert [length for length, _ in counted] == [32, 40, 48]
+    data_mod.encode_cached(TEXTS, tokenizer, 56, cache_dir=tmp_path)  # a miss: prunes 48, keeps 40
+    assert {p.stem for p in tmp_path.glob("*.npz")} == {variants[40], data_mod.token_cache_key(TEXTS, tokenizer, 56, "head")}
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "-5"])
+def test_bad_cache_cap_is_one_clear_error(tokenizer, tmp_path, monkeypatch, value):
+    from sentiment.errors import UserError
+
+    monkeypatch.setenv("SENTIMENT_CACHE_MAX_MB", value)
+    with pytest.raises(UserError, match="SENTIMENT_CACHE_MAX_MB must be"):
+        data_mod.encode_cached(TEXTS, tokenizer, 32, cache_dir=tmp_path)
+
+
 def test_evaluation_tokenizes_through_the_cache(tiny_model, tokenizer, tmp_path, monkeypatch, counted):
     import pandas as pd
 
