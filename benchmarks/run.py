@@ -289,9 +289,21 @@ def run_corpus(spec: Spec, isolate: bool, log, load: "LoadMonitor") -> dict:
     log(f"[{spec.label}] training with transformers.Trainer ...")
     theirs = timed_call(isolate, load, train_trainer, spec)
     log(f"[{spec.label}]   {theirs['train_wall_s']:.1f} s")
+    bf16 = None
+    if cpu_bf16(spec):  # on CUDA our default already trains in bf16
+        log(f"[{spec.label}] training with sentiment --precision bf16 ...")
+        bf16 = timed_call(isolate, load, train_sentiment, replace(spec, precision="bf16"))
+        log(f"[{spec.label}]   {bf16['train_wall_s']:.1f} s")
     log(f"[{spec.label}] evaluating: sentiment evaluate, pipeline, pad to 512 ...")
-    evaluation = timed_call(isolate, load, evaluate_all, spec, ours["model_dir"], theirs["model_dir"])
-    return {"spec": asdict(spec), "profile": profile, "sentiment": ours, "trainer": theirs, "evaluation": evaluation}
+    evaluation = timed_call(isolate, load, evaluate_all, spec, ours["model_dir"], theirs["model_dir"], bf16["model_dir"] if bf16 else None)
+    return {"spec": asdict(spec), "profile": profile, "sentiment": ours, "trainer": theirs, "sentiment_bf16": bf16, "evaluation": evaluation}
+
+
+def cpu_bf16(spec: Spec) -> bool:
+    """Does this run train on a CPU (where our default is fp32), so a bf16 side adds something?"""
+    import torch
+
+    return spec.device == "cpu" or (spec.device == "auto" and not torch.cuda.is_available())
 
 
 def derive(result: dict) -> dict:
@@ -337,6 +349,16 @@ def derive(result: dict) -> dict:
         out["eval_bf16_accuracy_points"] = 100 * (ours_bf16["accuracy"] - rows["sentiment evaluate"]["accuracy"])
         if pipe_bf16 is not None:
             out["eval_bf16_vs_pipeline_bf16"] = pipe_bf16["seconds"] / ours_bf16["seconds"]
+    bf16 = result.get("sentiment_bf16")
+    if bf16:
+        bf16_loop_s = bf16["train_wall_s"] - bf16["validation_s"]
+        out["bf16_samples_per_s"] = samples / bf16_loop_s
+        out["bf16_tokens_per_s"] = tokens / bf16_loop_s
+        out["bf16_padded_tokens_per_s"] = profile["sentiment_padded_tokens"] / bf16_loop_s
+        out["bf16_mlflow_share"] = bf16["mlflow_s"] / bf16["train_wall_s"]
+        out["train_bf16_speedup"] = out["bf16_samples_per_s"] / out["trainer_samples_per_s"]
+        out["train_bf16_vs_fp32"] = out["bf16_samples_per_s"] / out["ours_samples_per_s"]
+        out["bf16_accuracy_points"] = 100 * (ev["bf16_trained_accuracy"] - ev["sentiment_accuracy"])
     out["met"] = {
         "train_speedup": out["train_speedup"] >= TARGETS["train_speedup"],
         "accuracy_points": abs(out["accuracy_points"]) <= TARGETS["accuracy_points"],
@@ -375,6 +397,7 @@ def tables(result: dict, ratios: dict) -> str:
         f"| `Trainer` + mlflow | {theirs['train_wall_s']:.1f} | {ratios['trainer_samples_per_s']:.2f} | {ratios['trainer_tokens_per_s']:,.0f} | "
         f"{ratios['trainer_padding_share']:.1%} | {ratios['trainer_padded_tokens_per_s']:,.0f} | {theirs['mlflow_s']:.2f} ({ratios['trainer_mlflow_share']:.2%}) | "
         f"{theirs['mlflow_thread_cpu_s']:.2f} | {_mb(theirs['peak_rss_mb'])} | {_mb(theirs['peak_gpu_mb'])} | {_cores(theirs)} | {ev['trainer_accuracy']:.4f} |",
+        *_bf16_train_row(result, ratios),
         "",
         f"Evaluation: {ev['reviews']} test reviews, {ev['real_tokens']:,} real tokens, batch {spec['eval_batch_size']}, device {ev['device']}; "
         f"other processes used {_cores(ev)} cores meanwhile",
@@ -390,6 +413,18 @@ def tables(result: dict, ratios: dict) -> str:
     return "\n".join(lines)
 
 
+def _bf16_train_row(result: dict, ratios: dict) -> list[str]:
+    bf16, ev = result.get("sentiment_bf16"), result["evaluation"]
+    if not bf16:
+        return []
+    return [
+        f"| `sentiment train --precision bf16` | {bf16['train_wall_s']:.1f} (validation {bf16['validation_s']:.1f}) | {ratios['bf16_samples_per_s']:.2f} | "
+        f"{ratios['bf16_tokens_per_s']:,.0f} | {ratios['ours_padding_share']:.1%} | {ratios['bf16_padded_tokens_per_s']:,.0f} | "
+        f"{bf16['mlflow_s']:.2f} ({ratios['bf16_mlflow_share']:.2%}) | {bf16['mlflow_thread_cpu_s']:.2f} | {_mb(bf16['peak_rss_mb'])} | "
+        f"{_mb(bf16['peak_gpu_mb'])} | {_cores(bf16)} | {ev['bf16_trained_accuracy']:.4f} |"
+    ]
+
+
 def ratio_lines(ratios: dict) -> str:
     def mark(key: str) -> str:
         return "met" if ratios["met"][key] else "NOT met"
@@ -400,6 +435,11 @@ def ratio_lines(ratios: dict) -> str:
             "|---|---:|---:|---:|---|",
             f"| training samples/s, sentiment / Trainer (our per-epoch validation excluded; Trainer runs none) | {ratios['train_speedup']:.2f}x | {ratios['train_padding_bound']:.2f}x | >= 1.5x | {mark('train_speedup')} |",
             f"| the same with our validation time included | {ratios['train_speedup_with_validation']:.2f}x | | | |",
+            *([f"| training samples/s, sentiment --precision bf16 / Trainer (fp32) | {ratios['train_bf16_speedup']:.2f}x | | >= 1.5x | "
+               f"{'met with bf16' if ratios['train_bf16_speedup'] >= TARGETS['train_speedup'] else 'NOT met with bf16'} |",
+               f"| training samples/s, sentiment bf16 / sentiment fp32 | {ratios['train_bf16_vs_fp32']:.2f}x | | | |",
+               f"| test accuracy, sentiment trained in bf16 - in fp32 (both predicted in fp32) | {ratios['bf16_accuracy_points']:+.2f} points | | | |"]
+              if "train_bf16_speedup" in ratios else []),
             f"| test accuracy, sentiment - Trainer | {ratios['accuracy_points']:+.2f} points | | within 1 | {mark('accuracy_points')} |",
             f"| evaluation, pipeline time / sentiment evaluate time (cold token cache) | {ratios['eval_vs_pipeline']:.2f}x | {ratios['eval_pipeline_padding_bound']:.2f}x | >= 2x | {mark('eval_vs_pipeline')} |",
             f"| evaluation, pad-to-512 time / sentiment evaluate time | {ratios['eval_vs_pad512']:.2f}x | {ratios['eval_pad512_padding_bound']:.2f}x | >= 2.5x | {mark('eval_vs_pad512')} |",
@@ -556,11 +596,16 @@ METHOD = """## How it is measured
   Samples/s and tokens/s divide by it (real, unpadded tokens; the padding column is the share of computed tokens that
   were padding). Trainer validates nothing by default, so the headline ratio excludes the time of our validation
   pass; the ratio with it included is shown too.
-- **Accuracy**: both trained models are evaluated on the same test split by the same code (`evaluate.predict_frame`).
-- **Evaluation**: the model trained by `sentiment`, on the test split, four ways in one process after a warm-up forward
-  pass: our `predict_frame` (what `sentiment evaluate` runs: cached tokenization with an empty cache, batches sorted by
+- **bf16 on CPU** (CPU runs only; on CUDA our default already is bf16): a third training side, `sentiment train
+  --precision bf16` (autocast to bfloat16), same recipe, its model evaluated like the others. In evaluation, ours with
+  `--precision bf16` and `pipeline` with the model's weights cast to bf16. The fp32 rows are what the targets compare;
+  the bf16 rows show how far cheaper arithmetic goes, and what it does to accuracy.
+- **Accuracy**: every trained model is evaluated on the same test split by the same code (`evaluate.predict_frame`,
+  fp32 on CPU).
+- **Evaluation**: the model trained by `sentiment`, on the test split, in one process after a warm-up forward pass:
+  our `predict_frame` (what `sentiment evaluate` runs: cached tokenization with an empty cache, batches sorted by
   length, dynamic padding), the same with the cache warm, `pipeline("text-classification")` with the same batch size and
-  truncation, and batches in input order padded to 512 tokens. Times include tokenization.
+  truncation, batches in input order padded to 512 tokens, then the two bf16 rows. Times include tokenization.
 - **MLflow share**: the public `mlflow` functions (`log_metrics`, `log_params`, `log_artifact(s)`, `start_run`,
   `end_run`, `set_tags`, `log_input`, `flush_async_logging`, `pyfunc.log_model`, `data.from_pandas`, ...) are wrapped for
   the duration of each training phase, and the wall time of the outermost calls is summed. Both our tracker and

@@ -47,6 +47,7 @@ class Spec:
     workdir: str
     compile: bool = False
     label: str = "generated"  # which corpus, for names
+    precision: str = "auto"  # ours only: auto (fp32 on CPU, bf16/fp16 on CUDA) or bf16
 
 
 def _prepare(spec: Spec, cache_name: str) -> None:
@@ -78,7 +79,8 @@ def sentiment_config(spec: Spec):
             "train.epochs": spec.epochs, "train.batch_size": spec.batch_size, "train.eval_batch_size": spec.eval_batch_size,
             "train.lr": spec.lr, "train.layer_decay": 1.0, "train.weight_decay": spec.weight_decay,
             "train.warmup_ratio": spec.warmup_ratio, "train.max_grad_norm": spec.max_grad_norm,
-            "train.device": spec.device, "train.compile": spec.compile, "seed": spec.seed, "run_test": False,
+            "train.device": spec.device, "train.compile": spec.compile, "train.precision": spec.precision,
+            "seed": spec.seed, "run_test": False,
         },
     )  # fmt: skip
 
@@ -105,7 +107,8 @@ def train_sentiment(spec: Spec) -> dict:
     from sentiment import train as train_mod
 
     config = sentiment_config(spec)
-    workdir = Path(spec.workdir) / f"sentiment-{spec.label}"
+    name = spec.label if spec.precision == "auto" else f"{spec.label}-{spec.precision}"
+    workdir = Path(spec.workdir) / f"sentiment-{name}"
     clock = measure.MlflowClock()
     marks: dict[str, float] = {"validation_s": 0.0}
     real_fit, real_predict = train_mod.fit, evaluate.predict_logits
@@ -131,7 +134,7 @@ def train_sentiment(spec: Spec) -> dict:
     try:
         with clock.installed(), measure.PeakRss() as rss:
             stage_start = time.perf_counter()
-            with tracking.open_run(run_name=f"bench-sentiment-{spec.label}", system_metrics=True) as tracker:
+            with tracking.open_run(run_name=f"bench-sentiment-{name}", system_metrics=True) as tracker:
                 outcome = train_mod.run_train(config, tracker, workdir)
             stage_s = time.perf_counter() - stage_start
     finally:
@@ -271,7 +274,7 @@ def _timed(fn):
     return out, seconds, rss.peak_mb
 
 
-def evaluate_all(spec: Spec, sentiment_model_dir: str, trainer_model_dir: str | None) -> dict:
+def evaluate_all(spec: Spec, sentiment_model_dir: str, trainer_model_dir: str | None, bf16_model_dir: str | None = None) -> dict:
     """Predict the test split with our trained model four ways, and Trainer's model once.
 
     1. `sentiment evaluate`'s path (`evaluate.predict_frame`): cached tokenization (cold: this
@@ -330,17 +333,21 @@ def evaluate_all(spec: Spec, sentiment_model_dir: str, trainer_model_dir: str | 
     del half, pipe
 
     cost = cost_per_token(model, device, [w for w in (128, 256, 512) if w <= 512])
-    trainer_accuracy = None
-    if trainer_model_dir:
-        trained = model_mod.load_trained(trainer_model_dir).to(device).eval()
+    def accuracy_of(model_dir: str | None) -> float | None:  # predicted the same way (fp32 on CPU) for every side
+        if not model_dir:
+            return None
+        trained = model_mod.load_trained(model_dir).to(device).eval()
         table = evaluate.predict_frame(trained, tokenizer, test, config, device)
-        trainer_accuracy = float((table["prediction"].to_numpy() == labels).mean())
+        return float((table["prediction"].to_numpy() == labels).mean())
+
+    trainer_accuracy, bf16_trained_accuracy = accuracy_of(trainer_model_dir), accuracy_of(bf16_model_dir)
     return {
         "rows": results,
         "reviews": len(texts),
         "real_tokens": int(lengths.sum()),
         "sentiment_accuracy": results["sentiment evaluate"]["accuracy"],
         "trainer_accuracy": trainer_accuracy,
+        "bf16_trained_accuracy": bf16_trained_accuracy,
         "device": str(device),
         "ms_per_1k_tokens": cost,
     }

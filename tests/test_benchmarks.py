@@ -77,6 +77,8 @@ def test_benchmark_command_smoke(tiny_model, tmp_path):
     assert rows["sentiment evaluate --precision bf16"]["padded_tokens"] == rows["sentiment evaluate"]["padded_tokens"]
     assert ratios["eval_bf16_vs_pipeline"] > 0 and ratios["eval_bf16_vs_pipeline_bf16"] > 0
     assert "sentiment evaluate --precision bf16 time" in text
+    assert "`sentiment train --precision bf16`" in text and ratios["train_bf16_vs_fp32"] > 0  # CPU: a bf16 training side
+    assert 0.0 <= evaluation["bf16_trained_accuracy"] <= 1.0 and result["sentiment_bf16"]["model_dir"] != ours["model_dir"]
     assert set(ratios["met"]) == {"train_speedup", "accuracy_points", "eval_vs_pipeline", "eval_vs_pad512", "mlflow_share"}
     # Both sides logged to the one tracking store.
     with sqlite3.connect(work / "mlflow.db") as db:
