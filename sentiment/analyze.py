@@ -37,7 +37,6 @@ PREDICTION_COLUMNS = ("id", "text", "label", "prediction", "probability", "confi
 TOKEN_CHUNK = 1000  # reviews tokenized at once when counting: memory stays one chunk, not the corpus
 MAX_USER_TEXTS = 50  # each --texts review costs one forward pass and three artifacts
 MAX_PLOT_TOKENS = 64  # tokens shown per attention figure; longer reviews show the most attended ones
-CALIBRATION_BINS = 15  # as evaluate.expected_calibration_error, so the reliability diagram gives test/ece
 TOP_ERRORS = 20
 EXCERPT_CHARS = 300
 NEGATION = re.compile(
@@ -515,26 +514,6 @@ def _group_row(factor: str, group: str, errors: np.ndarray) -> dict:
     return {"factor": factor, "group": group, "reviews": int(len(errors)), "errors": int(errors.sum()), "error_rate": _rate(int(errors.sum()), len(errors))}
 
 
-def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS) -> list[dict]:
-    """Per confidence bin (the bins of evaluate.expected_calibration_error): reviews, mean
-    confidence and accuracy; sum(|accuracy - confidence| * share) is the ECE."""
-    edges = np.linspace(0.5 if confidence.min() >= 0.5 else 0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    rows = []
-    for b in range(bins):
-        mask = which == b
-        rows.append(
-            {
-                "low": float(edges[b]),
-                "high": float(edges[b + 1]),
-                "reviews": int(mask.sum()),
-                "confidence": float(confidence[mask].mean()) if mask.any() else None,
-                "accuracy": float(correct[mask].mean()) if mask.any() else None,
-            }
-        )
-    return rows
-
-
 def length_buckets(n_tokens: np.ndarray, errors: np.ndarray, buckets: int = 4) -> list[dict]:
     """Error rate per equal-count bucket of review length (tokens before truncation)."""
     codes, edges = pd.qcut(n_tokens, q=min(buckets, len(np.unique(n_tokens))), labels=False, retbins=True, duplicates="drop")
@@ -580,7 +559,7 @@ def failure_stats(table: pd.DataFrame) -> dict:
         "correct_mean_confidence": float(confidence[~errors].mean()) if (~errors).any() else None,
         "by_length": length_buckets(table["n_tokens"].to_numpy(), errors),
         "by_cue": cues,
-        "reliability": reliability(confidence, (~errors).astype(float)),
+        "reliability": evaluate.reliability(confidence, (~errors).astype(float)),  # the bins of test/ece
     }
 
 

@@ -92,7 +92,8 @@ class TrainConfig:
     """Split each batch into micro-batches of this size with gradient accumulation (0: whole)."""
     compile: bool = False
     """Compile the model with `torch.compile` (dynamic shapes): faster steps after a one-off
-    compilation of about a minute; worth it for long runs, mostly on CUDA."""
+    compilation (MiniLM on 2 CPU cores: 30 s for the first batch, 22 s for the second width,
+    then none); worth it for long runs, mostly on CUDA."""
 
 
 @dataclass(frozen=True)

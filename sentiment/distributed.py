@@ -58,17 +58,13 @@ class Dist:
         dist.all_gather_object(out, obj)
         return out
 
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
-
 
 def _collective_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 def launcher_name() -> str:
-    if os.environ.get("ACCELERATE_MIXED_PRECISION") is not None or any(k.startswith("ACCELERATE_") for k in os.environ):
+    if any(k.startswith("ACCELERATE_") for k in os.environ):
         return "accelerate"
     if "TORCHELASTIC_RUN_ID" in os.environ or "TORCHELASTIC_RESTART_COUNT" in os.environ:
         return "torchrun"

@@ -85,16 +85,33 @@ def predictions_table(frame: pd.DataFrame, probs: np.ndarray, encoded: data_mod.
 # ----------------------------------------------------------------------------- metrics
 
 
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
-    """ECE with equal-width confidence bins: sum over bins of |accuracy - confidence| * share."""
+CALIBRATION_BINS = 15
+
+
+def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS) -> list[dict]:
+    """Equal-width confidence bins (from 0.5 when every confidence is, as for the predicted
+    class): per bin its edges, reviews, mean confidence and accuracy (None when empty)."""
     edges = np.linspace(0.5 if confidence.min() >= 0.5 else 0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    ece = 0.0
+    rows = []
     for b in range(bins):
         mask = which == b
-        if mask.any():
-            ece += abs(correct[mask].mean() - confidence[mask].mean()) * mask.mean()
-    return float(ece)
+        rows.append(
+            {
+                "low": float(edges[b]),
+                "high": float(edges[b + 1]),
+                "reviews": int(mask.sum()),
+                "confidence": float(confidence[mask].mean()) if mask.any() else None,
+                "accuracy": float(correct[mask].mean()) if mask.any() else None,
+            }
+        )
+    return rows
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
+    """ECE over the `reliability` bins: sum of |accuracy - confidence| * share of reviews."""
+    rows = reliability(confidence, correct, bins)
+    return float(sum(abs(r["accuracy"] - r["confidence"]) * r["reviews"] / len(confidence) for r in rows if r["reviews"]))
 
 
 def bootstrap_accuracy_ci(correct: np.ndarray, seed: int, resamples: int = 1000, level: float = 0.95) -> tuple[float, float]:

@@ -116,11 +116,13 @@ def connect() -> str:
     return uri
 
 
-def resolve_model_source(name: str) -> str:
-    """Like `MlflowTracker.resolve_model_source`, without a run (torchrun ranks other than 0)."""
+def resolve_model_source(name: str, workdir: Path | None = None) -> str:
+    """A Hub id / folder / alias passes through; an MLflow model URI becomes its local weights
+    folder (under ``workdir``, else a new temporary folder). Needs no run: torchrun ranks other
+    than 0 call it too."""
     if not name.startswith(MLFLOW_URI_SCHEMES):
         return name
-    return str(_download_package(name, Path(tempfile.mkdtemp(prefix="sentiment-"))))
+    return str(_download_package(name, workdir or Path(tempfile.mkdtemp(prefix="sentiment-"))))
 
 
 def load_pyfunc(uri: str):
@@ -568,10 +570,7 @@ class MlflowTracker:
         return Registration(name=name, version=str(version), champion=champion, uri=f"models:/{name}/{version}")
 
     def resolve_model_source(self, name: str) -> str:
-        """A Hub id / folder / alias passes through; an MLflow model URI becomes its local weights folder."""
-        if not name.startswith(MLFLOW_URI_SCHEMES):
-            return name
-        return str(_download_package(name, self._tmp))
+        return resolve_model_source(name, self._tmp)
 
     def load_model_package(self, uri: str) -> LoadedPackage:
         """Model, tokenizer and config from an MLflow model URI, a packaged folder, or a Hub id."""

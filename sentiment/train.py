@@ -167,7 +167,7 @@ def fit(
     best_dir = workdir / "best"
     while progress.epoch <= config.train.epochs:
         _train_epoch(parts, train, train_labels, pad_id, config, tracker, history, progress, checkpoints, should_stop)
-        logits = _sharded_logits(parts, val, config.train.eval_batch_size, pad_id)
+        logits = sharded_logits(parts.net, val, parts.dist, parts.device, parts.precision, config.train.eval_batch_size, pad_id)
         loss_sum, correct, seen, tokens = parts.dist.all_sum([progress.loss_sum, progress.correct, progress.seen, progress.tokens])
         result = EpochResult(
             epoch=progress.epoch,
@@ -199,14 +199,14 @@ def fit(
     return history
 
 
-def _sharded_logits(parts: Parts, encoded: data_mod.Encoded, batch_size: int, pad_id: int) -> np.ndarray:
-    """Logits for every review, each rank predicting its share (rank::world) and all gathering."""
-    rank, world = parts.dist.rank, parts.dist.world_size
-    index = np.arange(len(encoded.input_ids))[rank::world]
+def sharded_logits(net, encoded: data_mod.Encoded, dist: Dist, device, precision, batch_size: int, pad_id: int) -> np.ndarray:
+    """Logits for every review in input order, each rank predicting its share (rank::world) and
+    all gathering (one process: simply all of them)."""
+    index = np.arange(len(encoded.input_ids))[dist.rank :: dist.world_size]
     shard = data_mod.Encoded([encoded.input_ids[i] for i in index], encoded.full_lengths[index])
-    logits = evaluate.predict_logits(parts.net, shard, parts.device, batch_size, parts.precision, pad_id)
+    logits = evaluate.predict_logits(net, shard, device, batch_size, precision, pad_id)
     out = np.empty((len(encoded.input_ids), 2), dtype=np.float32)
-    for rank_index, rank_logits in parts.dist.gather((index, logits)):
+    for rank_index, rank_logits in dist.gather((index, logits)):
         out[rank_index] = rank_logits
     return out
 
@@ -527,8 +527,6 @@ def run_train(
     model_mod.mask_heads(net, splits.train["text"].tolist(), splits.train["label"].to_numpy(), tokenizer, config)  # keep_heads
     device = dist.device(model_mod.pick_device(config.train.device))
     precision = model_mod.pick_precision(config.train.precision, device)
-    if resume and dist.enabled:
-        raise UserError("--resume runs in one process; resume a distributed run without torchrun, or start it again")
     state = load_resume_state(tracker, workdir, config.upload_state) if resume else None
     if state is None:
         counts = model_mod.count_parameters(net)
@@ -564,7 +562,7 @@ def run_train(
         should_stop, dist,
     )  # fmt: skip
     if not dist.is_main:
-        _test_predictions(net, history, tokenizer, splits.test, config, device, dist)  # its share of the test set
+        _test_predictions(net, history, tokenizer, splits.test, config, device, precision, dist)  # its share of the test set
         return None
     tracker.log_figure(plots.training_curves(history), "figures/training_curves.png")
     tracker.log_table(_frame(history.lr_groups), "tables/layerwise_lr")
@@ -577,7 +575,7 @@ def run_train(
     tracker.log_metrics(best, step=history.best_epoch, model_id=logged.model_id)
     test_metrics: dict[str, float] = {}
     if config.run_test:
-        predictions = _test_predictions(net, history, tokenizer, splits.test, config, device, dist)
+        predictions = _test_predictions(net, history, tokenizer, splits.test, config, device, precision, dist)
         test_metrics = evaluate.log_evaluation(predictions, "test", tracker, model_id=logged.model_id, seed=config.seed)
     registered = None
     if register_as:
@@ -585,26 +583,21 @@ def run_train(
     return TrainOutcome(tracker.run_id, logged.model_uri, history, test_metrics, registered)
 
 
-def _test_predictions(net, history: History, tokenizer, test, config: Config, device, dist: Dist):
+def _test_predictions(net, history: History, tokenizer, test, config: Config, device, precision, dist: Dist):
     """The test predictions table of the best checkpoint; under torchrun each rank predicts its
-    share and rank 0 gathers ONE table with every review exactly once, in the split's order."""
+    share and rank 0 gets ONE table with every review exactly once, in the split's order."""
     if not config.run_test:
         return None
     if history.best_state is not None:
         net.load_state_dict(history.best_state)
         best = net
     else:
-        best = model_mod.load_trained(history.best_dir)
-    shard = test.iloc[dist.rank :: dist.world_size]
-    table = evaluate.predict_frame(best, tokenizer, shard, config, device)
-    table.insert(0, "_position", np.arange(len(test))[dist.rank :: dist.world_size])
-    tables = dist.gather(table)
+        best = model_mod.load_trained(history.best_dir).to(device)
+    encoded = data_mod.encode_cached(test["text"].tolist(), tokenizer, config.data.max_length, config.data.truncation)
+    logits = sharded_logits(best, encoded, dist, device, precision, config.train.eval_batch_size, tokenizer.pad_token_id)
     if not dist.is_main:
         return None
-    import pandas as pd
-
-    merged = pd.concat(tables).sort_values("_position")
-    return merged.drop(columns="_position").reset_index(drop=True)
+    return evaluate.predictions_table(test, evaluate.softmax(logits), encoded, config.data.max_length)
 
 
 def load_resume_state(tracker, workdir: Path, uploaded: bool = True) -> dict:
