@@ -106,6 +106,7 @@ class Grid:
     seeds: tuple[int, ...]
     variants: tuple[Variant, ...]  # the baseline first, then the groups' variants in file order
     groups: tuple[tuple[str, str, str], ...]  # (name, description, reference variant) in file order
+    data: str = ""  # `--data`: the data source every child uses instead of the grid's ("" = the grid's)
 
     def children(self) -> list[Child]:
         """Variant x seed, variant-major: every seed of the baseline first."""
@@ -234,8 +235,11 @@ def _strip_prefix(message: str) -> str:
     return message.removeprefix("invalid configuration: ")
 
 
-def load_grid(path: str | Path) -> Grid:
+def load_grid(path: str | Path, data: str | None = None) -> Grid:
     """Read and validate a grid file; every problem names its line.
+
+    ``data`` (``sentiment ablate --data``) replaces the data source of every child, e.g. a local
+    copy of IMDB for a grid written for the Hub's ``imdb``.
 
     Raises:
         UserError: a missing file, bad YAML, unknown keys or options, bad values, duplicate
@@ -277,9 +281,11 @@ def load_grid(path: str | Path) -> Grid:
     reader.fail_if_problems()
     variants = _resolve_references(reader, variants, groups, top["groups"])
     reader.fail_if_problems()
+    if data:
+        variants = [replace(v, merged={**v.merged, "data": data}) for v in variants]
     _check_configs(reader, preset, seeds[0], variants, nodes)
     reader.fail_if_problems()
-    return Grid(name, path, text, description, preset, tuple(seeds), tuple(variants), tuple(groups))
+    return Grid(name, path, text, description, preset, tuple(seeds), tuple(variants), tuple(groups), data or "")
 
 
 def _seeds(reader: _Reader, node: yaml.Node) -> list[int]:
@@ -438,7 +444,10 @@ def _start_parent(grid: Grid, parent, resume: bool) -> int:
         parent.log_params({"ablation.grid": grid.name, "ablation.preset": grid.preset, "ablation.seeds": ",".join(map(str, grid.seeds)),
                            "ablation.variants": len(grid.variants), "ablation.children": len(grid.variants) * len(grid.seeds)})  # fmt: skip
         parent.log_text(grid.text, f"grid/{grid.path.name}")
-    parent.set_tags({"sentiment.kind": "ablation", "sentiment.grid": grid.name, "sentiment.grid_file": str(grid.path), "sentiment.ablation_attempt": attempt})
+    tags = {"sentiment.kind": "ablation", "sentiment.grid": grid.name, "sentiment.grid_file": str(grid.path), "sentiment.ablation_attempt": attempt}
+    if grid.data:
+        tags["sentiment.ablation_data"] = grid.data
+    parent.set_tags(tags)
     return attempt
 
 
@@ -453,6 +462,10 @@ def check_resumable(parent_run_id: str, grid: Grid) -> None:
         raise UserError(f"run {parent_run_id} is not an ablation parent (tag sentiment.kind is {run.tags.get('sentiment.kind')!r})")
     if run.tags.get("sentiment.grid") != grid.name:
         raise UserError(f"run {parent_run_id} ran grid {run.tags.get('sentiment.grid')!r}, not {grid.name!r}; pass --grid {run.tags.get('sentiment.grid_file', 'its grid file')}")
+    before = run.tags.get("sentiment.ablation_data", "")
+    if before != grid.data:
+        hint = f"pass --data {before}" if before else "drop --data"
+        raise UserError(f"run {parent_run_id} ran its children on data {before or 'of the grid file'!r}, not {grid.data or 'of the grid file'!r}; {hint} so every child sees the same reviews")
 
 
 def _finished(runs) -> dict[tuple[str, int], Any]:

@@ -43,6 +43,10 @@ CONFIG_OPTIONS: dict[str, tuple[str, object, str]] = {
     "val_fraction": ("data.val_fraction", float, "share of the training source held out for validation"),
     "test_fraction": ("data.test_fraction", float, "test share for sources without a test split"),
     "train_fraction": ("data.train_fraction", float, "stratified share of the training split to use"),
+    "train_size": ("data.train_size", int, "train on a stratified sample of this many reviews (0: all)"),
+    "val_size": ("data.val_size", int, "validate on a stratified sample of this many reviews (0: all)"),
+    "test_size": ("data.test_size", int, "test on a stratified sample of this many reviews (0: all; same reviews for the same split seed)"),
+    "split_seed": ("data.split_seed", int, "seed of the validation split and samples (-1: the run's seed)"),
     "model": ("model.name", str, "Hub id, local folder, MLflow model URI, or offline-minilm"),
     "dropout": ("model.dropout", float, "dropout before the classification layer"),
     "freeze_layers": ("model.freeze_layers", int, "freeze the embeddings and the bottom k encoder layers"),
@@ -60,7 +64,7 @@ CONFIG_OPTIONS: dict[str, tuple[str, object, str]] = {
     "weight_decay": ("train.weight_decay", float, "AdamW weight decay"),
     "warmup_ratio": ("train.warmup_ratio", float, "share of steps for linear warmup"),
     "max_grad_norm": ("train.max_grad_norm", float, "gradient clipping norm"),
-    "precision": ("train.precision", _choice(PRECISIONS), "auto (bf16 or fp16 on CUDA, fp32 on CPU), fp32, bf16 (CUDA or CPU) or fp16 (CUDA)"),
+    "precision": ("train.precision", _choice(PRECISIONS), "auto (bf16 or fp16 on CUDA, fp32 on CPU), native (auto, but bf16 on CPUs with native bf16), fp32, bf16 (CUDA or CPU) or fp16 (CUDA)"),
     "device": ("train.device", _choice(DEVICES), "auto, cpu or cuda"),
     "eval_batch_size": ("train.eval_batch_size", int, "reviews per forward pass when evaluating"),
     "log_every_steps": ("train.log_every_steps", int, "log train/loss every N optimizer steps"),
@@ -165,7 +169,7 @@ def _report_train(outcome) -> None:
 @click.option("--model-uri", required=True, help="runs:/..., models:/name@alias, models:/m-..., a local folder, or a Hub id")
 @click.option("--data", default="", help="source to evaluate on (default: the model's training source)")
 @click.option("--split", default="test", show_default=True, help="train, val, test or all")
-@config_options(["max_length", "truncation", "eval_batch_size", "device", "precision", "seed"])
+@config_options(["max_length", "truncation", "test_size", "split_seed", "eval_batch_size", "device", "precision", "seed"])
 @click.option("--run-name", default="", help="MLflow run name")
 def evaluate(model_uri: str, data: str, split: str, run_name: str, **options) -> None:
     """Evaluate a logged, registered, local or Hub model on a split, as a new run."""
@@ -230,12 +234,13 @@ def analyze(model_uri: str, data: str, only: str, texts: str, predictions_run: s
 @click.option("--resume", default="", help="parent run id: re-run only the children that did not finish")
 @click.option("--backend", default="", help="run each child on this MLflow Projects backend (local, databricks, kubernetes)")
 @click.option("--backend-config", default="", help="the backend's config file (JSON), e.g. for kubernetes")
-def ablate(grid: str, max_parallel: int, resume: str, backend: str, backend_config: str) -> None:
+@click.option("--data", default="", help="data source for every child instead of the grid's (e.g. a local copy of IMDB)")
+def ablate(grid: str, max_parallel: int, resume: str, backend: str, backend_config: str, data: str) -> None:
     """Run an ablation grid as a parent run with one child run per variant and seed, then compare them."""
     from sentiment import ablate as ablate_mod
     from sentiment import tracking
 
-    spec = ablate_mod.load_grid(grid)
+    spec = ablate_mod.load_grid(grid, data=data or None)
     execution = ablate_mod.Execution(max_parallel=max_parallel, backend=backend or None, backend_config=backend_config or None)
     if resume:
         ablate_mod.check_resumable(resume, spec)

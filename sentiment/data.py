@@ -214,14 +214,28 @@ def _stratified(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.Dat
     return rest.reset_index(drop=True), held.reset_index(drop=True)
 
 
+def _sample(frame: pd.DataFrame, size: int, seed: int, what: str) -> pd.DataFrame:
+    """A stratified sample of ``size`` rows (0: all), in the frame's order."""
+    if size == 0 or size == len(frame):
+        return frame
+    if size > len(frame):
+        raise UserError(f"data.{what}_size is {size} but the {what} split has only {len(frame)} reviews; lower it or use 0 (all)")
+    _, held = train_test_split(frame, test_size=size, stratify=frame["label"], random_state=seed)
+    return frame.loc[sorted(held.index)].reset_index(drop=True)
+
+
 def make_splits(frame: pd.DataFrame, config: DataConfig, seed: int, source: str = "") -> Splits:
     """Split a normalised table into train/val/test, stratified and seeded.
 
     A source with its own test split keeps it; validation is ``val_fraction`` of the training
     part (IMDB: 25,000 -> 18,750 / 6,250). Otherwise ``test_fraction`` of all rows is held out
-    first. ``train_fraction`` < 1 then subsamples the training split, still stratified.
+    first. ``train_fraction`` < 1 then subsamples the training split, still stratified, and
+    ``train_size`` / ``val_size`` / ``test_size`` sample each split down to that many reviews.
+    Everything but the test split of a source that has one is seeded with ``config.split_seed``
+    (``seed`` when it is -1), so runs sharing a split seed share their reviews.
     """
     cols = ["id", "text", "label"]
+    seed = seed if config.split_seed < 0 else config.split_seed
     if (frame["split"] == "test").any():
         pool, test = frame[frame["split"] != "test"][cols], frame[frame["split"] == "test"][cols]
         test = test.reset_index(drop=True)
@@ -230,6 +244,9 @@ def make_splits(frame: pd.DataFrame, config: DataConfig, seed: int, source: str 
     train, val = _stratified(pool, config.val_fraction, seed)
     if config.train_fraction < 1:
         _, train = _stratified(train, config.train_fraction, seed)
+    train = _sample(train, config.train_size, seed, "train")
+    val = _sample(val, config.val_size, seed, "val")
+    test = _sample(test, config.test_size, seed, "test")
     return Splits(train=train, val=val, test=test, source=source)
 
 

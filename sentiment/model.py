@@ -445,7 +445,13 @@ class Precision:
 def pick_precision(requested: str, device: torch.device) -> Precision:
     """On CUDA: ``auto`` is bf16 where the GPU supports it, else fp16 (with a grad scaler).
     On CPU: ``auto`` is fp32, so numbers compare across machines; ``bf16`` autocasts matmuls to
-    bfloat16 (fast on CPUs with AVX512-BF16 or AMX); fp16 needs a GPU."""
+    bfloat16 (fast on CPUs with AVX512-BF16 or AMX); ``native`` is bf16 where the CPU runs it
+    natively and fp32 elsewhere (on CUDA it is ``auto``); fp16 needs a GPU."""
+    if requested == "native":
+        if device.type == "cuda":
+            requested = "auto"
+        else:
+            requested = "bf16" if cpu_has_native_bf16() else "fp32"
     if requested == "fp32" or (device.type != "cuda" and requested == "auto"):
         return Precision("fp32", None)
     if device.type != "cuda":
@@ -473,6 +479,6 @@ def device_tags(device: torch.device, precision: Precision) -> dict[str, str]:
     if device.type == "cuda":
         tags["sentiment.gpu_name"] = torch.cuda.get_device_name(device)
         tags["sentiment.cuda_version"] = str(torch.version.cuda)
-    elif precision.name == "bf16":
+    else:
         tags["sentiment.cpu_native_bf16"] = str(cpu_has_native_bf16()).lower()
     return tags

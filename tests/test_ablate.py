@@ -141,6 +141,14 @@ def test_group_options_and_references(tmp_path):
 # ----------------------------------------------------------------------------- statistics
 
 
+def test_data_option_replaces_every_childs_source_but_is_no_change():
+    grid = load_grid(REPO / "experiments" / "cpu_search.yaml", data="/copies/imdb.parquet")
+    assert grid.data == "/copies/imdb.parquet"
+    assert {c.config.data.source for c in grid.children()} == {"/copies/imdb.parquet"}
+    assert all("data=" not in v.changed for v in grid.variants)
+    assert {c.config.data.source for c in load_grid(REPO / "experiments" / "cpu_search.yaml").children()} == {"imdb"}
+
+
 def test_mcnemar_is_the_exact_binomial_test():
     variant = np.array([True] * 10 + [False] * 2 + [True] * 50)
     reference = np.array([False] * 10 + [True] * 2 + [True] * 50)
@@ -280,7 +288,7 @@ def test_failed_child_is_reported_and_resume_reruns_only_it(tracking_env, tiny_m
     grid = tmp_path / "resume.yaml"
     grid.write_text(yaml.safe_dump(tiny_grid("resume", reviews_csv, tiny_model, [3], groups(5)), sort_keys=False))
     # children as subprocesses (the --max-parallel path); the tiny model has 2 layers, so freeze 5 fails
-    result = run_cli(["ablate", "--grid", str(grid), "--max-parallel", "2"], tracking_env)
+    result = run_cli(["ablate", "--grid", str(grid), "--max-parallel", "2", "--data", str(reviews_csv)], tracking_env)
     assert result.returncode == 1, result.stderr[-3000:]
     experiment = tracking_env["MLFLOW_EXPERIMENT_NAME"]
     parent = parent_of(experiment)
@@ -296,7 +304,9 @@ def test_failed_child_is_reported_and_resume_reruns_only_it(tracking_env, tiny_m
 
     # fix the grid and resume: only the failed child runs again, in the same parent
     grid.write_text(yaml.safe_dump(tiny_grid("resume", reviews_csv, tiny_model, [3], groups(2)), sort_keys=False))
-    result = run_cli(["ablate", "--grid", str(grid), "--resume", parent_id], tracking_env)
+    result = run_cli(["ablate", "--grid", str(grid), "--resume", parent_id], tracking_env)  # without the first attempt's --data
+    assert result.returncode == 2 and f"pass --data {reviews_csv} so every child sees the same reviews" in result.stderr
+    result = run_cli(["ablate", "--grid", str(grid), "--resume", parent_id, "--data", str(reviews_csv)], tracking_env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "1 children run, 2 already finished" in result.stdout
     after = children_of(parent_id, experiment)

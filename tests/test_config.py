@@ -57,12 +57,23 @@ def test_validation_reports_every_problem_at_once():
         ({"data.truncation": "middle"}, "data.truncation must be one of head, head_tail"),
         ({"data.train_fraction": 0}, "data.train_fraction must be in (0, 1]"),
         ({"model.freeze_layers": -1}, "model.freeze_layers must be >= 0"),
+        ({"data.test_size": 3}, "data.test_size must be 0 (all) or at least 4 reviews"),
+        ({"data.train_size": -5}, "data.train_size must be 0 (all) or at least 4 reviews"),
+        ({"data.split_seed": -2}, "data.split_seed must be -1 (the run's seed) or >= 0"),
+        ({"train.precision": "fast"}, "train.precision must be one of auto, native, fp32, bf16, fp16"),
     ],
 )
 def test_bad_values_name_the_field(overrides, fragment):
     with pytest.raises(UserError, match=None) as caught:
         build_config("seed", overrides)
     assert fragment in str(caught.value)
+
+
+def test_cpu_preset_is_offline_minilm_on_real_imdb_with_native_bf16():
+    config = build_config("cpu")
+    assert config.model.name == "offline-minilm" and config.data.source == "imdb"
+    assert config.data.truncation == "head_tail" and config.train.precision == "native"
+    assert build_config("cpu", {"data.source": "reviews.parquet"}).data.source == "reviews.parquet"
 
 
 def test_unknown_preset():

@@ -355,6 +355,40 @@ def test_train_fraction_subsample_stays_stratified(imdb_like):
     assert len(small.test) == 25_000
 
 
+def test_size_samples_are_stratified_subsets_of_their_splits(imdb_like):
+    full = make_splits(imdb_like, DataConfig(), seed=3)
+    small = make_splits(imdb_like, DataConfig(train_size=1000, val_size=500, test_size=5000), seed=3)
+    assert small.sizes() == {"train": 1000, "val": 500, "test": 5000}
+    for name in ("train", "val", "test"):
+        part, whole = getattr(small, name), getattr(full, name)
+        assert set(part["id"]) <= set(whole["id"])
+        counts = part["label"].value_counts()
+        assert abs(counts[0] - counts[1]) <= 1, name
+        # kept in the split's own order
+        position = {rid: i for i, rid in enumerate(whole["id"])}
+        assert [position[rid] for rid in part["id"]] == sorted(position[rid] for rid in part["id"])
+
+
+def test_split_seed_gives_every_run_seed_the_same_reviews(imdb_like):
+    config = DataConfig(train_size=800, val_size=300, test_size=2000, split_seed=0)
+    a, b = make_splits(imdb_like, config, seed=1), make_splits(imdb_like, config, seed=2)
+    for name in ("train", "val", "test"):
+        assert getattr(a, name)["id"].tolist() == getattr(b, name)["id"].tolist(), name
+    # without it the run's seed draws the samples, so they differ between seeds
+    c = make_splits(imdb_like, DataConfig(train_size=800, test_size=2000), seed=1)
+    d = make_splits(imdb_like, DataConfig(train_size=800, test_size=2000), seed=2)
+    assert c.test["id"].tolist() != d.test["id"].tolist()
+    assert c.train["id"].tolist() != d.train["id"].tolist()
+    # and split_seed k is the same draw as run seed k
+    e = make_splits(imdb_like, DataConfig(train_size=800, test_size=2000, split_seed=1), seed=7)
+    assert e.test["id"].tolist() == c.test["id"].tolist() and e.train["id"].tolist() == c.train["id"].tolist()
+
+
+def test_size_above_the_split_is_user_error(imdb_like):
+    with pytest.raises(UserError, match=r"data.test_size is 30000 but the test split has only 25000 reviews"):
+        make_splits(imdb_like, DataConfig(test_size=30_000), seed=0)
+
+
 def test_too_small_hold_out_is_user_error():
     frame = pd.DataFrame({"id": list("abcd"), "text": list("abcd"), "label": [0, 1, 0, 1], "split": [""] * 4})
     with pytest.raises(UserError, match="too few"):

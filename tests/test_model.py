@@ -11,6 +11,7 @@ from sentiment import model as model_mod
 from sentiment.config import ModelConfig
 from sentiment.errors import UserError
 from sentiment.model import (
+    cpu_has_native_bf16,
     build_model,
     count_parameters,
     device_tags,
@@ -280,7 +281,15 @@ def test_bf16_on_cpu_autocasts_matmuls_and_is_tagged():
     assert out.dtype == torch.bfloat16
     tags = device_tags(cpu, precision)
     assert tags["sentiment.precision"] == "bf16" and tags["sentiment.cpu_native_bf16"] in ("true", "false")
-    assert "sentiment.cpu_native_bf16" not in device_tags(cpu, pick_precision("auto", cpu))
+    # on CPU the tag is there whatever the precision: it says what `native` would pick
+    assert device_tags(cpu, pick_precision("auto", cpu))["sentiment.cpu_native_bf16"] == tags["sentiment.cpu_native_bf16"]
+
+
+def test_native_precision_is_bf16_exactly_where_the_cpu_runs_it_natively():
+    cpu = torch.device("cpu")
+    precision = pick_precision("native", cpu)
+    assert precision.name == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert device_tags(cpu, precision)["sentiment.cpu_native_bf16"] == str(cpu_has_native_bf16()).lower()
 
 
 def test_fp16_on_cpu_is_refused():
