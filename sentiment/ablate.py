@@ -37,10 +37,10 @@ from sentiment.errors import UserError
 
 BASELINE = "baseline"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_GRID_KEYS = ("name", "description", "base", "shared", "seeds", "groups")
-_BASE_KEYS = ("preset", "options", "description")
+_GRID_KEYS = ("name", "description", "base", "shared", "seeds", "groups", "published_source")
+_BASE_KEYS = ("preset", "options", "description", "published")
 _GROUP_KEYS = ("name", "description", "baseline", "options", "variants")
-_VARIANT_KEYS = ("name", "description", "options")
+_VARIANT_KEYS = ("name", "description", "options", "published")
 PROJECT_DIR = Path(__file__).resolve().parents[1]  # where MLproject lives in a checkout
 BOOTSTRAP_RESAMPLES = 1000
 LEVEL = 0.95
@@ -60,6 +60,9 @@ class Variant:
     """Base options, shared options and the variant's, in that order of precedence."""
     reference: str
     """The variant it is compared with: the grid's baseline, or its group's `baseline` variant."""
+    published: float | None = None
+    """An accuracy published elsewhere for this variant (the grid's `published_source`), which
+    reports set side by side with the measured one."""
 
     @property
     def changed(self) -> str:
@@ -107,6 +110,7 @@ class Grid:
     variants: tuple[Variant, ...]  # the baseline first, then the groups' variants in file order
     groups: tuple[tuple[str, str, str], ...]  # (name, description, reference variant) in file order
     data: str = ""  # `--data`: the data source every child uses instead of the grid's ("" = the grid's)
+    published_source: str = ""  # where the variants' `published` accuracies come from
 
     def children(self) -> list[Child]:
         """Variant x seed, variant-major: every seed of the baseline first."""
@@ -221,6 +225,15 @@ class _Reader:
             out[name] = (value, value_node)
         return out
 
+    def accuracy(self, node: yaml.Node | None, what: str) -> float | None:
+        if node is None:
+            return None
+        value = self.value(node)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            self.problem(node, f"{what} must be an accuracy between 0 and 1, got {value!r}")
+            return None
+        return float(value)
+
     def fail_if_problems(self) -> None:
         if self.problems:
             raise UserError(f"grid {self.path}: " + "; ".join(self.problems))
@@ -271,7 +284,11 @@ def load_grid(path: str | Path, data: str | None = None) -> Grid:
     base_options = reader.options(base.get("options"), "base options")
     shared = reader.options(top.get("shared"), "shared options")
     common = {**base_options, **shared}
-    baseline = Variant(BASELINE, BASELINE, reader.text(base.get("description"), "base description", "the base recipe"), {}, _values(common), BASELINE)
+    baseline = Variant(
+        BASELINE, BASELINE, reader.text(base.get("description"), "base description", "the base recipe"), {}, _values(common), BASELINE,
+        reader.accuracy(base.get("published"), "published accuracy of the base"),
+    )  # fmt: skip
+    published_source = reader.text(top.get("published_source"), "published_source", "")
     variants, groups = [baseline], []
     nodes: dict[str, dict[str, yaml.Node]] = {BASELINE: {"": top["base"], **{k: n for k, (_, n) in common.items()}}}
     for group_node in reader.sequence(top["groups"], "groups"):
@@ -285,7 +302,10 @@ def load_grid(path: str | Path, data: str | None = None) -> Grid:
         variants = [replace(v, merged={**v.merged, "data": data}) for v in variants]
     _check_configs(reader, preset, seeds[0], variants, nodes)
     reader.fail_if_problems()
-    return Grid(name, path, text, description, preset, tuple(seeds), tuple(variants), tuple(groups), data or "")
+    if any(v.published is not None for v in variants) and not published_source:
+        reader.problem(root, "variants have published accuracies but the grid has no published_source saying where they come from")
+        reader.fail_if_problems()
+    return Grid(name, path, text, description, preset, tuple(seeds), tuple(variants), tuple(groups), data or "", published_source)
 
 
 def _seeds(reader: _Reader, node: yaml.Node) -> list[int]:
@@ -323,7 +343,8 @@ def _group(reader: _Reader, node: yaml.Node, common: dict, variants: list[Varian
         own = {**mine, **{k: v for k, v in shared.items() if k not in mine}}  # its own first: what "changed" shows
         nodes[name] = {"": spec["name"], **{k: n for k, (_, n) in own.items()}}
         description = reader.text(spec.get("description"), f"description of {name!r}", "")
-        variants.append(Variant(name, group, description, _values(own), _values({**common, **own}), reference))
+        published = reader.accuracy(spec.get("published"), f"published accuracy of {name!r}")
+        variants.append(Variant(name, group, description, _values(own), _values({**common, **own}), reference, published))
     return group, reader.text(fields_.get("description"), f"description of group {group!r}", ""), reference
 
 

@@ -253,6 +253,26 @@ def ablate(grid: str, max_parallel: int, resume: str, backend: str, backend_conf
             raise TrainingError(f"{len(summary.failed)} of {len(spec.children())} children failed ({names}); re-run them with: sentiment ablate --grid {grid} --resume {parent.run_id}")
 
 
+def _run_ids(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+@cli.command()
+@click.option("--run", default="", help="ablation parent or train/evaluate run id; comma-separate several")
+@click.option("--with-run", default="", help="training run(s) to add to a learning-curve grid, scored on the grid's test reviews")
+@click.option("--format", type=_choice(("md", "html")), default="md", show_default=True, help="Markdown (figures in <output>_figures/) or self-contained HTML")
+@click.option("--output", default="", help="file to write (default: report.md or report.html here)")
+@click.option("--title", default="", help="the document's title")
+def report(run: str, with_run: str, format: str, output: str, title: str) -> None:  # noqa: A002 (the option's name)
+    """Render a results document from runs in MLflow; it is also logged to the first run."""
+    from sentiment.report import run_report
+
+    fmt = format.lower()
+    runs = _run_ids(run)
+    path = run_report(runs, _run_ids(with_run), fmt, Path(output or f"report.{fmt}"), title)
+    click.echo(f"wrote {path} (also logged to run {runs[0]} as report.{fmt})")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and an exit code, never a traceback."""
     try:

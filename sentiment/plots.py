@@ -270,3 +270,28 @@ def ablation_bars(panels: list[dict], ylabel: str, title: str, baseline: float |
     if baseline is not None and np.isfinite(baseline):
         axes[0].legend(loc="lower left", fontsize=8)
     return fig
+
+
+def learning_curve(points: list[dict], title: str) -> Figure:
+    """Accuracy (with its 95% interval) against training reviews and against wall-clock minutes.
+
+    Args:
+        points: ``{"label", "reviews", "minutes", "accuracy", "low", "high"}`` per run; low/high
+            are the interval's ends (not distances).
+    """
+    import textwrap
+
+    fig = Figure(figsize=(12, 4.6), layout="constrained")
+    fig.suptitle(textwrap.fill(title, 130), fontsize=11)
+    points = sorted(points, key=lambda p: p["reviews"])
+    acc = np.array([100 * p["accuracy"] for p in points])
+    err = np.array([[100 * (p["accuracy"] - p["low"]) for p in points], [100 * (p["high"] - p["accuracy"]) for p in points]])
+    for ax, key, xlabel in zip(fig.subplots(1, 2), ("reviews", "minutes"), ("training reviews (log scale)", "wall-clock minutes of the run (log scale)")):
+        x = np.array([p[key] for p in points], dtype=float)
+        ax.errorbar(x, acc, yerr=err, fmt="o-", capsize=4)
+        for xi, yi, p in zip(x, acc, points):
+            ax.annotate(f"{p['label']}\n{yi:.1f}%", (xi, yi), xytext=(6, -16), textcoords="offset points", fontsize=8)
+        ax.set_xscale("log")
+        ax.set(xlabel=xlabel, ylabel="test accuracy (%), 95% interval")
+        ax.grid(alpha=0.3, which="both")
+    return fig

@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -793,13 +793,42 @@ class RunRecord:
     tags: dict[str, str]
     metrics: dict[str, float]
     experiment_id: str
+    params: dict[str, str] = field(default_factory=dict)
+    start_ms: int | None = None  # when the run started and ended (epoch milliseconds)
+    end_ms: int | None = None
+
+    @property
+    def minutes(self) -> float | None:
+        """Wall-clock minutes from the run's start to its end (None while it runs)."""
+        return (self.end_ms - self.start_ms) / 60_000 if self.start_ms and self.end_ms else None
 
 
 def _record(run) -> RunRecord:
     return RunRecord(
         run_id=run.info.run_id, name=run.info.run_name or "", status=run.info.status,
         tags=dict(run.data.tags), metrics=dict(run.data.metrics), experiment_id=run.info.experiment_id,
+        params=dict(run.data.params), start_ms=run.info.start_time, end_ms=run.info.end_time,
     )  # fmt: skip
+
+
+def experiment_name(experiment_id: str) -> str:
+    return mlflow.MlflowClient().get_experiment(experiment_id).name
+
+
+def download_artifact(run_id: str, path: str, dst: Path) -> Path | None:
+    """Download one artifact of a run into ``dst``; None when the run has no such artifact."""
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst)))
+    except (mlflow.exceptions.MlflowException, OSError):
+        return None
+
+
+def log_files_to_run(run_id: str, files: list[tuple[str, Path]]) -> None:
+    """Attach local files to an existing (possibly finished) run: (artifact folder, file) pairs."""
+    client = mlflow.MlflowClient()
+    for folder, path in files:
+        client.log_artifact(run_id, str(path), folder or None)
 
 
 def get_run(run_id: str) -> RunRecord:

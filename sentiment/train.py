@@ -531,7 +531,8 @@ def run_train(
     if state is None:
         counts = model_mod.count_parameters(net)
         tracker.log_config(config)
-        tracker.log_metrics({"model/parameters": counts["total"], "model/trainable_parameters": counts["trainable"]}, step=0)
+        sizes = {f"data/{name}_reviews": float(n) for name, n in splits.sizes().items()}
+        tracker.log_metrics({"model/parameters": counts["total"], "model/trainable_parameters": counts["trainable"], **sizes}, step=0)
         tracker.log_splits(splits)
         if dist.enabled:
             per_rank = math.ceil(config.train.batch_size / dist.world_size)
@@ -575,8 +576,11 @@ def run_train(
     tracker.log_metrics(best, step=history.best_epoch, model_id=logged.model_id)
     test_metrics: dict[str, float] = {}
     if config.run_test:
+        started = time.perf_counter()
         predictions = _test_predictions(net, history, tokenizer, splits.test, config, device, precision, dist)
+        test_seconds = time.perf_counter() - started  # tokenizing (or the token cache) and predicting
         test_metrics = evaluate.log_evaluation(predictions, "test", tracker, model_id=logged.model_id, seed=config.seed)
+        tracker.log_metrics({"test/seconds": test_seconds}, step=history.best_epoch)
     registered = None
     if register_as:
         registered = tracker.register(logged.model_uri, register_as, score=test_metrics.get("test/accuracy", history.best_val_accuracy))

@@ -1,0 +1,466 @@
+"""Results documents rendered from what MLflow holds, never typed in.
+
+For an ablation parent: the summary (mean +- std over seeds, delta with its 95% interval, McNemar
+with Holm), accuracies published elsewhere beside ours with a generated verdict per row, the
+comparison figure, a learning curve when the variants differ only in training reviews, every
+child's run id, and the grid. For a training run: its metrics with intervals, the confusion
+matrix counted from its predictions table, and its figures. Markdown or self-contained HTML.
+
+    sentiment report --run PARENT_RUN_ID --output experiments/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sentiment import evaluate, plots
+from sentiment.errors import UserError
+
+FORMATS = ("md", "html")
+CURVE_OPTION = "train_size"  # a grid whose variants change only this draws a learning curve
+
+
+@dataclass(frozen=True)
+class Image:
+    """A PNG to embed, under a short file name."""
+
+    path: Path
+    name: str
+    caption: str
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str
+    language: str = ""
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list = field(default_factory=list)  # str (a paragraph), pd.DataFrame (a table), Image, Code
+
+
+@dataclass
+class Document:
+    title: str
+    sections: list[Section]
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def build(run_ids: list[str], with_runs: list[str], workdir: Path, title: str = "") -> Document:
+    """Read every run (and what it logged) and lay out the document.
+
+    Args:
+        run_ids: ablation parents and training/evaluate runs, in the order to show them.
+        with_runs: training runs to add to a learning-curve grid's points, scored on its test reviews.
+        workdir: where downloaded figures are kept until rendering.
+    Raises:
+        UserError: an unknown run, a run of another kind, or ``with_runs`` without a learning curve.
+    """
+    from sentiment import tracking
+
+    tracking.connect()
+    runs = [tracking.get_run(run_id) for run_id in run_ids]  # all exist before any work
+    extra = [tracking.get_run(run_id) for run_id in with_runs]
+    sections: list[Section] = []
+    curves = 0
+    for run in runs:
+        kind = run.tags.get("sentiment.kind")
+        if kind == "ablation":
+            grid_sections, drew_curve = ablation_sections(run, extra, workdir)
+            sections += grid_sections
+            curves += drew_curve
+        elif kind in ("train", "evaluate"):
+            sections += run_sections(run, workdir)
+        else:
+            raise UserError(
+                f"run {run.run_id} is neither an ablation parent nor a train/evaluate run (tag sentiment.kind is {kind!r}); "
+                "pass the parent run of `sentiment ablate` or a run of `sentiment train` / `evaluate`"
+            )
+    if extra and not curves:
+        raise UserError(f"--with-run adds points to a learning curve, and none of the runs is a grid that varies only {CURVE_OPTION}")
+    names = ", ".join(f"`{r.run_id}`" for r in runs)
+    intro = Section("", [f"Rendered by `sentiment report` from the tracking server's records of run(s) {names}; every number below is read "
+                         "from those runs (their metrics, summary tables and predictions tables), none is typed in."])  # fmt: skip
+    return Document(title or "Results", [intro, *sections])
+
+
+def _pct(value: float, digits: int = 2) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.{digits}f}%"
+
+
+def _points(value: float, digits: int = 2) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:+.{digits}f}"
+
+
+def _pm(mean: float, std: float) -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    return _pct(mean) if not math.isfinite(std) else f"{100 * mean:.2f} ± {100 * std:.2f}%"
+
+
+def _num(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _grid_of(parent, workdir: Path):
+    """The grid file the parent logged, loaded (None when it cannot be read any more)."""
+    from sentiment import ablate, tracking
+
+    name = Path(parent.tags.get("sentiment.grid_file", "")).name
+    path = tracking.download_artifact(parent.run_id, f"grid/{name}", workdir / parent.run_id / "grid") if name else None
+    if path is None:
+        return None, ""
+    text = path.read_text()
+    try:
+        return ablate.load_grid(path), text
+    except UserError:  # written for an older version of the options: show it, skip what needs it
+        return None, text
+
+
+def ablation_sections(parent, extra: list, workdir: Path) -> tuple[list[Section], bool]:
+    """The sections of one ablation parent, and whether it drew a learning curve."""
+    from sentiment import tracking
+
+    summary = tracking.load_run_table(parent.run_id, "ablation/summary.parquet")
+    children = tracking.load_run_table(parent.run_id, "ablation/children.parquet")
+    grid, grid_text = _grid_of(parent, workdir)
+    runs = {run_id: tracking.get_run(run_id) for run_id in children["run_id"]}
+    tables = {run_id: tracking.load_run_table(run_id, "predictions/test.parquet", columns=["id", "label", "prediction"])
+              for run_id, run in runs.items() if "test/accuracy" in run.metrics}  # fmt: skip
+    name = parent.tags.get("sentiment.grid", "?")
+    section = Section(f"Ablation `{name}`")
+    planned = parent.params.get("ablation.children", "?")
+    section.blocks.append(
+        f"{grid.description + '. ' if grid and grid.description else ''}Parent run `{parent.run_id}` "
+        f"(experiment `{tracking.experiment_name(parent.experiment_id)}`): {len(children)} of {planned} children finished, "
+        f"seeds {parent.params.get('ablation.seeds', '?')}. {_test_set_sentence(tables)}"
+    )
+    baseline = children[children["variant"] == "baseline"]
+    if len(baseline):
+        section.blocks.append(_recipe_table(runs[baseline["run_id"].iloc[0]]))
+    section.blocks.append(_summary_table(summary, grid))
+    verdicts = _verdicts(summary, grid, tables)
+    if verdicts:
+        section.blocks.append(f"Published numbers: {grid.published_source}. Each row's verdict compares the published change "
+                              "with our paired interval:")  # fmt: skip
+        section.blocks.append("\n".join(f"- {line}" for line in verdicts))
+    figure = tracking.download_artifact(parent.run_id, "figures/ablation_test_accuracy.png", workdir / parent.run_id)
+    if figure is not None:
+        section.blocks.append(Image(figure, f"{name}_test_accuracy.png", f"Test accuracy per variant (parent run {parent.run_id})"))
+    drew_curve = False
+    if grid is not None and _is_learning_curve(grid):
+        section.blocks += _learning_curve(grid, children, runs, tables, extra, workdir)
+        drew_curve = True
+    section.blocks.append(_children_table(children, runs))
+    if grid_text:
+        section.blocks.append(Code(grid_text.rstrip(), "yaml"))
+    return [section], drew_curve
+
+
+def _test_set_sentence(tables: dict) -> str:
+    if not tables:
+        return "No child was tested (validation-only grid): its numbers are validation accuracies."
+    id_sets = {tuple(t["id"]) for t in tables.values()}
+    size = len(next(iter(tables.values())))
+    if len(id_sets) == 1:
+        return f"All {len(tables)} tested children were tested on the same {size:,} reviews (checked: identical ids), so every comparison is paired."
+    return f"The children were tested on {len(id_sets)} different sets of reviews; comparisons pair runs of the same seed only."
+
+
+def _recipe_table(run) -> pd.DataFrame:
+    p, m = run.params, run.metrics
+    rows = [
+        ("model", p.get("model.name", "?")),
+        ("data", p.get("data.source", "?")),
+        ("reviews train / validation / test", " / ".join(f"{int(m[k]):,}" if k in m else "?" for k in ("data/train_reviews", "data/val_reviews", "data/test_reviews"))),
+        ("max length, truncation", f"{p.get('data.max_length', '?')} tokens, {p.get('data.truncation', '?')}"),
+        ("epochs, batch, lr, layer decay", f"{p.get('train.epochs', '?')}, {p.get('train.batch_size', '?')}, {p.get('train.lr', '?')}, {p.get('train.layer_decay', '?')}"),
+        ("precision, device", f"{run.tags.get('sentiment.precision', '?')} on {run.tags.get('sentiment.device', '?')}"
+                              + (f" (native bf16: {run.tags['sentiment.cpu_native_bf16']})" if "sentiment.cpu_native_bf16" in run.tags else "")),
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=[f"baseline recipe (run `{run.run_id}`)", "value"])
+
+
+def _summary_table(summary: pd.DataFrame, grid) -> pd.DataFrame:
+    published = {v.name: v.published for v in grid.variants} if grid is not None else {}
+    base_published = published.get("baseline")
+    tested = summary["test_accuracy_mean"].notna().any()
+    rows = []
+    for row in summary.to_dict("records"):
+        reference = row["reference"] or ""
+        delta = "reference" if not reference else (
+            "n/a" if not math.isfinite(_num(row["delta_test_accuracy"])) else
+            f"{_points(row['delta_test_accuracy'])} [{_points(row['delta_test_accuracy_low'])}, {_points(row['delta_test_accuracy_high'])}]"
+            + ("" if reference == "baseline" else f" vs {reference}")
+        )  # fmt: skip
+        out = {
+            "variant": row["variant"], "changed": row["changed"], "seeds": f"{row['seeds']}/{row['seeds_planned']}",
+            "val accuracy": _pm(row["val_accuracy_mean"], row["val_accuracy_std"]),
+        }  # fmt: skip
+        if tested:
+            out["test accuracy"] = _pm(row["test_accuracy_mean"], row["test_accuracy_std"])
+            out["Δ test accuracy, points [95% CI]"] = delta
+            p = _num(row["p_value_holm"])
+            out["McNemar p (Holm)"] = "" if not math.isfinite(p) else f"{p:.2g}"
+        out["train min"] = f"{row['train_seconds_mean'] / 60:.1f}" if math.isfinite(_num(row["train_seconds_mean"])) else "n/a"
+        if any(v is not None for v in published.values()):
+            mine = published.get(row["variant"])
+            out["published"] = _pct(mine) if mine is not None else ""
+            out["published Δ"] = _points(mine - base_published) if mine is not None and base_published is not None and reference else ""
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def _verdicts(summary: pd.DataFrame, grid, tables: dict) -> list[str]:
+    """One generated sentence per variant with a published number: does its conclusion hold?"""
+    if grid is None or not tables:
+        return []
+    base = grid.variant("baseline").published
+    lines = []
+    for row in summary.to_dict("records"):
+        variant = grid.variant(row["variant"])
+        if variant.published is None or base is None or not row["reference"]:
+            continue
+        claimed = variant.published - base
+        delta, low, high = (_num(row[k]) for k in ("delta_test_accuracy", "delta_test_accuracy_low", "delta_test_accuracy_high"))
+        if not math.isfinite(delta):
+            lines.append(f"`{variant.name}`: published {_points(claimed)} points; not measured here (no finished pair).")
+            continue
+        ours = f"{_points(delta)} [{_points(low)}, {_points(high)}] points over {row['paired_seeds']} seed(s)"
+        if low <= 0 <= high:
+            verdict = "does not hold: the interval includes no change" + (", and the published change lies outside it" if not low <= claimed <= high else "")
+        elif (delta > 0) != (claimed > 0):
+            verdict = "is reversed: the change goes the other way"
+        elif low <= claimed <= high:
+            verdict = "holds, direction and size (the published change lies inside our interval)"
+        else:
+            verdict = f"holds in direction, but the published size lies outside our interval ({'larger' if abs(claimed) > max(abs(low), abs(high)) else 'smaller'})"
+        lines.append(f"`{variant.name}` ({variant.changed}): published {_points(claimed)} points (one run); here {ours}: the conclusion {verdict}.")
+    return lines
+
+
+def _is_learning_curve(grid) -> bool:
+    others = [v for v in grid.variants if v.name != "baseline"]
+    return bool(others) and all(set(v.options) == {CURVE_OPTION} for v in others)
+
+
+def _learning_curve(grid, children: pd.DataFrame, runs: dict, tables: dict, extra: list, workdir: Path) -> list:
+    from sentiment import tracking
+
+    if not tables:
+        return ["No child was tested, so there is no learning curve."]
+    ids = next(iter(tables.values()))["id"]
+    points = []
+    for row in children.to_dict("records"):
+        run = runs[row["run_id"]]
+        if row["run_id"] in tables:
+            points.append(_curve_point(row["variant"], run, tables[row["run_id"]], ids))
+    for run in extra:
+        table = tracking.load_run_table(run.run_id, "predictions/test.parquet", columns=["id", "label", "prediction"])
+        points.append(_curve_point(run.name or run.run_id, run, table, ids))
+    points.sort(key=lambda p: p["reviews"])
+    title = f"Learning curve of grid {grid.name}: test accuracy on the same {len(ids):,} test reviews"
+    figure = plots.learning_curve(points, title)
+    path = workdir / f"{grid.name}_learning_curve.png"
+    figure.savefig(path, dpi=110)
+    frame = pd.DataFrame([{
+        "run": f"{p['label']} (`{p['run_id']}`)", "training reviews": f"{p['reviews']:,}", "run minutes": f"{p['minutes']:.1f}",
+        "test accuracy [95% CI]": f"{_pct(p['accuracy'])} [{_pct(p['low'])}, {_pct(p['high'])}]",
+    } for p in points])  # fmt: skip
+    return [
+        f"Learning curve: every point is scored on the same {len(ids):,} test reviews (the grid's sample; a run tested on the whole "
+        "test split is scored on those reviews of its predictions table). Minutes are each run's wall-clock time, start to end "
+        "(loading, tokenizing, training, validating, testing, logging).",
+        frame,
+        Image(path, path.name, title),
+    ]
+
+
+def _curve_point(label: str, run, table: pd.DataFrame, ids: pd.Series) -> dict:
+    shared = table.set_index("id").reindex(ids)
+    if shared["label"].isna().any():
+        raise UserError(f"run {run.run_id} was not tested on the learning curve's test reviews ({int(shared['label'].isna().sum())} missing); "
+                        "add runs tested on the same data source")  # fmt: skip
+    correct = (shared["label"].to_numpy() == shared["prediction"].to_numpy()).astype(float)
+    low, high = evaluate.bootstrap_accuracy_ci(correct, seed=0)
+    reviews = run.metrics.get("data/train_reviews", _num(run.params.get("data.train_size")))
+    return {"label": label, "run_id": run.run_id, "reviews": int(reviews), "minutes": run.minutes or float("nan"),
+            "accuracy": float(correct.mean()), "low": low, "high": high}  # fmt: skip
+
+
+def _children_table(children: pd.DataFrame, runs: dict) -> pd.DataFrame:
+    rows = []
+    for row in children.to_dict("records"):
+        run = runs[row["run_id"]]
+        test = _num(row["test_accuracy"])
+        rows.append({
+            "variant": row["variant"], "seed": row["seed"], "run id": f"`{row['run_id']}`",
+            "val accuracy": _pct(_num(row["val_accuracy"])),
+            "test accuracy [95% CI]": "n/a" if not math.isfinite(test) else f"{_pct(test)} [{_pct(row['test_accuracy_low'])}, {_pct(row['test_accuracy_high'])}]",
+            "run minutes": f"{run.minutes:.1f}" if run.minutes else "n/a",
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def run_sections(run, workdir: Path) -> list[Section]:
+    """A training or evaluate run: metrics with intervals, confusion matrix, figures."""
+    from sentiment import tracking
+
+    m, p = run.metrics, run.params
+    kind = run.tags.get("sentiment.kind")
+    split = run.tags.get("sentiment.split", "test")
+    section = Section(f"{'Training' if kind == 'train' else 'Evaluation'} run `{run.name}`")
+    train_seconds = sum(tracking.metric_values(run.run_id, "train/epoch_seconds")) if kind == "train" else 0.0
+    timing = f"The run took {run.minutes:.1f} minutes, start to end" if run.minutes else "The run has not ended"
+    if train_seconds:
+        timing += f" ({train_seconds / 60:.1f} of them training"
+        timing += f", {m['test/seconds'] / 60:.1f} testing)" if "test/seconds" in m else ")"
+    section.blocks.append(f"Run `{run.run_id}` (experiment `{tracking.experiment_name(run.experiment_id)}`), model `{p.get('model.name', '?')}` "
+                          f"on `{p.get('data.source', '?')}`. {timing}.")  # fmt: skip
+    if kind == "train":
+        section.blocks.append(_recipe_table(run))
+    table = tracking.load_run_table(run.run_id, f"predictions/{split}.parquet", columns=["id", "label", "prediction"]) if f"{split}/accuracy" in m else None
+    rows = []
+    if table is not None:
+        rows.append((f"{split} reviews", f"{len(table):,}"))
+        rows.append((f"{split} accuracy [95% bootstrap CI]", f"{_pct(m[f'{split}/accuracy'])} [{_pct(m.get(f'{split}/accuracy_ci_low'))}, {_pct(m.get(f'{split}/accuracy_ci_high'))}]"))
+        for key, label in (("f1_macro", "macro F1"), ("roc_auc", "ROC AUC"), ("average_precision", "average precision"), ("ece", "expected calibration error"), ("loss", "cross-entropy loss")):
+            if f"{split}/{key}" in m:
+                rows.append((f"{split} {label}", f"{m[f'{split}/{key}']:.4f}"))
+    for key, label in (("val/best_accuracy", "best validation accuracy"), ("train/best_epoch", "best epoch")):
+        if key in m:
+            rows.append((label, _pct(m[key]) if "accuracy" in key else f"{int(m[key])}"))
+    if rows:
+        section.blocks.append(pd.DataFrame(rows, columns=["metric", "value"]))
+    if table is not None:
+        counts = evaluate.confusion(table)
+        section.blocks.append(f"Confusion matrix, counted from the run's `predictions/{split}.parquet` (rows: true class, columns: predicted):")
+        section.blocks.append(pd.DataFrame([["negative", *counts[0]], ["positive", *counts[1]]], columns=["true \\ predicted", "negative", "positive"]))
+    for artifact, caption in ((f"figures/{split}_confusion_matrix.png", "Confusion matrix"), ("figures/training_curves.png", "Training curves")):
+        path = tracking.download_artifact(run.run_id, artifact, workdir / run.run_id)
+        if path is not None:
+            section.blocks.append(Image(path, f"{run.run_id[:8]}_{Path(artifact).name}", f"{caption} (run {run.run_id})"))
+    return [section]
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _md_table(frame: pd.DataFrame) -> str:
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def render_markdown(document: Document, figures: Path, link_prefix: str) -> str:
+    """Markdown; images are copied into ``figures`` and linked as ``link_prefix/name``."""
+    out = [f"# {document.title}", ""]
+    for section in document.sections:
+        if section.title:
+            out += [f"## {section.title}", ""]
+        for block in section.blocks:
+            if isinstance(block, pd.DataFrame):
+                out.append(_md_table(block))
+            elif isinstance(block, Image):
+                figures.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(block.path, figures / block.name)
+                out.append(f"![{block.caption}]({link_prefix}/{block.name})")
+            elif isinstance(block, Code):
+                out.append(f"```{block.language}\n{block.text}\n```")
+            else:
+                out.append(str(block))
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+_CODE_SPAN = re.compile(r"`([^`]+)`")
+
+
+def _inline_html(text: str) -> str:
+    return _CODE_SPAN.sub(lambda m: f"<code>{m.group(1)}</code>", html.escape(text, quote=False))
+
+
+def render_html(document: Document) -> str:
+    """One self-contained HTML page (images inlined as data URIs)."""
+    out = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(document.title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+        "th{background:#f3f3f3}img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}code{background:#f3f3f3}</style>",
+        "</head><body>",
+        f"<h1>{html.escape(document.title)}</h1>",
+    ]
+    for section in document.sections:
+        if section.title:
+            out.append(f"<h2>{_inline_html(section.title)}</h2>")
+        for block in section.blocks:
+            if isinstance(block, pd.DataFrame):
+                head = "".join(f"<th>{_inline_html(str(c))}</th>" for c in block.columns)
+                body = "".join("<tr>" + "".join(f"<td>{_inline_html(str(v))}</td>" for v in row) + "</tr>" for row in block.itertuples(index=False))
+                out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            elif isinstance(block, Image):
+                data = base64.b64encode(block.path.read_bytes()).decode()
+                out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(block.caption)}'>"
+                           f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")  # fmt: skip
+            elif isinstance(block, Code):
+                out.append(f"<pre><code>{html.escape(block.text)}</code></pre>")
+            elif str(block).startswith("- "):
+                items = "".join(f"<li>{_inline_html(line[2:])}</li>" for line in str(block).splitlines())
+                out.append(f"<ul>{items}</ul>")
+            else:
+                out.append(f"<p>{_inline_html(str(block))}</p>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def run_report(run_ids: list[str], with_runs: list[str], fmt: str, output: Path, title: str = "", log: bool = True) -> Path:
+    """The report stage: build, write ``output`` (Markdown figures in ``<stem>_figures/`` beside
+    it), and log the document to the first run as ``report.md`` / ``report.html``."""
+    from sentiment import tracking
+
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not run_ids:
+        raise UserError("pass at least one --run (an ablation parent or a training run id)")
+    with tempfile.TemporaryDirectory(prefix="sentiment-report-") as tmp:
+        work = Path(tmp)
+        document = build(run_ids, with_runs, work, title)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "md":
+            figures = output.parent / f"{output.stem}_figures"
+            shutil.rmtree(figures, ignore_errors=True)
+            output.write_text(render_markdown(document, figures, figures.name))
+            if log:  # the same document inside the run, its figures in report_figures/ beside it
+                logged = work / "logged"
+                logged.mkdir()
+                (logged / "report.md").write_text(render_markdown(document, logged / "report_figures", "report_figures"))
+                tracking.log_files_to_run(run_ids[0], [("", logged / "report.md")]
+                                          + [("report_figures", f) for f in sorted((logged / "report_figures").glob("*.png"))])  # fmt: skip
+        else:
+            text = render_html(document)
+            output.write_text(text)
+            if log:
+                (work / "report.html").write_text(text)
+                tracking.log_files_to_run(run_ids[0], [("", work / "report.html")])
+    return output

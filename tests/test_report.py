@@ -1,0 +1,160 @@
+"""`sentiment report`: results documents rendered from a real tracking server's runs."""
+
+from __future__ import annotations
+
+import re
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from sentiment import evaluate
+from sentiment.report import _points
+from tests.conftest import TINY_TRAIN, run_cli
+from tests.test_ablate import children_of, parent_of, tiny_grid
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def _predictions(run_id: str) -> pd.DataFrame:
+    return pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="predictions/test.parquet"))
+
+
+def _expected_verdict(delta: float, low: float, high: float, claimed: float) -> str:
+    if low <= 0 <= high:
+        return "does not hold"
+    if (delta > 0) != (claimed > 0):
+        return "is reversed"
+    return "holds, direction and size" if low <= claimed <= high else "holds in direction, but"
+
+
+def test_ablation_report_sets_published_numbers_beside_paired_results(tracking_env, tiny_model, reviews_csv, tmp_path):
+    grid = tiny_grid("reported", reviews_csv, tiny_model, [1, 2], [
+        {"name": "freezing", "variants": [{"name": "freeze_1", "options": {"freeze_layers": 1}, "published": 0.70}]},
+    ])  # fmt: skip
+    grid["published_source"] = "a paper's table 3 (one seed)"
+    grid["base"]["published"] = 0.80
+    grid["shared"].update({"test_size": 40, "split_seed": 0})
+    path = tmp_path / "reported.yaml"
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    result = run_cli(["ablate", "--grid", str(path)], tracking_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    experiment = tracking_env["MLFLOW_EXPERIMENT_NAME"]
+    parent_id = parent_of(experiment).info.run_id
+    children = children_of(parent_id, experiment)
+
+    out = tmp_path / "out" / "RESULTS.md"
+    result = run_cli(["report", "--run", parent_id, "--output", str(out), "--title", "Tiny results"], tracking_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = out.read_text()
+    assert text.startswith("# Tiny results") and parent_id in text
+    assert all(c.info.run_id in text for c in children)  # every number's run is named
+    assert "All 4 tested children were tested on the same 40 reviews (checked: identical ids)" in text
+    # the summary row is the parent's summary table, formatted
+    summary = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=parent_id, artifact_path="ablation/summary.parquet"))
+    row = summary.set_index("variant").loc["freeze_1"]
+    interval = f"{_points(row['delta_test_accuracy'])} [{_points(row['delta_test_accuracy_low'])}, {_points(row['delta_test_accuracy_high'])}]"
+    table_row = next(line for line in text.splitlines() if line.startswith("| freeze_1 |"))
+    assert interval in table_row and "| 70.00% | -10.00 |" in table_row
+    # the verdict is the one the interval implies
+    verdict = next(line for line in text.splitlines() if line.startswith("- `freeze_1`"))
+    assert "published -10.00 points (one run)" in verdict and interval in verdict
+    assert _expected_verdict(row["delta_test_accuracy"], row["delta_test_accuracy_low"], row["delta_test_accuracy_high"], -0.10) in verdict
+    assert "Published numbers: a paper's table 3 (one seed)" in text
+    # figures beside the document, linked relatively; the grid as logged
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert linked and all((out.parent / link).is_file() for link in linked)
+    assert "```yaml\n" in text and "name: reported" in text
+    # logged to the parent run too
+    artifacts = {a.path for a in MlflowClient().list_artifacts(parent_id)} | {a.path for a in MlflowClient().list_artifacts(parent_id, "report_figures")}
+    assert "report.md" in artifacts and any(a.startswith("report_figures/") and a.endswith(".png") for a in artifacts)
+
+    html_out = tmp_path / "out" / "results.html"
+    result = run_cli(["report", "--run", parent_id, "--format", "html", "--output", str(html_out)], tracking_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = html_out.read_text()
+    assert page.startswith("<!doctype html>") and "data:image/png;base64," in page and interval in page
+    assert "report.html" in {a.path for a in MlflowClient().list_artifacts(parent_id)}
+
+
+def test_training_run_report_counts_its_confusion_matrix_from_the_predictions(tracking_env, tiny_model, reviews_csv, tmp_path):
+    result = run_cli(["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN], tracking_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_id = re.search(r"run id:\s+(\w+)", result.stdout).group(1)
+    out = tmp_path / "run.md"
+    result = run_cli(["report", "--run", run_id, "--output", str(out)], tracking_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = out.read_text()
+    metrics = MlflowClient().get_run(run_id).data.metrics
+    assert f"| test accuracy [95% bootstrap CI] | {100 * metrics['test/accuracy']:.2f}% [" in text
+    table = _predictions(run_id)
+    counts = evaluate.confusion(table)
+    assert f"| negative | {counts[0][0]} | {counts[0][1]} |" in text and f"| positive | {counts[1][0]} | {counts[1][1]} |" in text
+    assert f"| test reviews | {len(table):,} |" in text
+    assert "training_curves.png" in text and "(1 of them training" not in text
+    assert re.search(r"The run took \d+\.\d minutes, start to end \(\d+\.\d of them training, \d+\.\d testing\)", text)
+
+
+def test_learning_curve_scores_an_extra_run_on_the_grids_test_reviews(tracking_env, tiny_model, reviews_csv, tmp_path):
+    grid = tiny_grid("curve", reviews_csv, tiny_model, [1], [
+        {"name": "size", "variants": [{"name": "train_60", "options": {"train_size": 60}}]},
+    ])  # fmt: skip
+    grid["base"]["options"]["train_size"] = 120
+    grid["shared"].update({"test_size": 30, "split_seed": 0})
+    path = tmp_path / "curve.yaml"
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    result = run_cli(["ablate", "--grid", str(path)], tracking_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent_id = parent_of(tracking_env["MLFLOW_EXPERIMENT_NAME"]).info.run_id
+    # the full-data run: the same recipe on every training review, tested on the whole test split
+    result = run_cli(["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--epochs", "2", "--seed", "1",
+                      "--split-seed", "0", "--run-name", "all-reviews"], tracking_env)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    full_id = re.search(r"run id:\s+(\w+)", result.stdout).group(1)
+
+    out = tmp_path / "curve.md"
+    result = run_cli(["report", "--run", parent_id, "--with-run", full_id, "--output", str(out)], tracking_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = out.read_text()
+    # the extra run is scored on exactly the grid's 30 test reviews, not its whole test split
+    child = next(c for c in children_of(parent_id, tracking_env["MLFLOW_EXPERIMENT_NAME"]) if c.data.tags["sentiment.variant"] == "baseline")
+    ids = _predictions(child.info.run_id)["id"]
+    full = _predictions(full_id).set_index("id").loc[ids]
+    assert len(_predictions(full_id)) > len(ids) == 30
+    accuracy = float((full["label"] == full["prediction"]).mean())
+    low, high = evaluate.bootstrap_accuracy_ci((full["label"] == full["prediction"]).to_numpy().astype(float), seed=0)
+    row = next(line for line in text.splitlines() if line.startswith(f"| all-reviews (`{full_id}`)"))
+    assert f"{100 * accuracy:.2f}% [{100 * low:.2f}%, {100 * high:.2f}%]" in row
+    assert "every point is scored on the same 30 test reviews" in text and "curve_learning_curve.png" in text
+    assert (tmp_path / "curve_figures" / "curve_learning_curve.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        ([], "pass at least one --run"),
+        (["--run", "0" * 32], "does not exist"),
+        (["--run", "RUN", "--format", "pdf"], "Invalid value for '--format'"),
+    ],
+)
+def test_bad_report_input_is_one_line(tracking_env, args, fragment):
+    with mlflow.start_run() as run:
+        pass
+    args = [a.replace("RUN", run.info.run_id) for a in args]
+    result = run_cli(["report", *args], tracking_env)
+    assert result.returncode == 2, result.stderr
+    assert fragment in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_report_refuses_runs_it_cannot_describe(tracking_env, tiny_model, reviews_csv):
+    with mlflow.start_run() as run:
+        pass
+    result = run_cli(["report", "--run", run.info.run_id], tracking_env)
+    assert result.returncode == 2 and "is neither an ablation parent nor a train/evaluate run" in result.stderr
+    with mlflow.start_run(tags={"sentiment.kind": "train"}) as train_run:
+        pass
+    result = run_cli(["report", "--run", train_run.info.run_id, "--with-run", train_run.info.run_id], tracking_env)
+    assert result.returncode == 2 and "--with-run adds points to a learning curve" in result.stderr
