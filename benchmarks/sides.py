@@ -48,6 +48,13 @@ class Spec:
     compile: bool = False
     label: str = "generated"  # which corpus, for names
     precision: str = "auto"  # ours only: auto (fp32 on CPU, bf16/fp16 on CUDA) or bf16
+    preset: str = "seed"  # our config starts from this preset; the fields above override it
+    truncation: str = "head"  # head or head_tail (sentiment.data.encode)
+    layer_decay: float = 1.0  # ours only: Trainer has no layer-wise learning-rate decay
+    train_size: int = 0  # stratified seeded sample of the training split (0: all of it)
+    trainer_precision: str = "fp32"  # Trainer: fp32 (its default), bf16 or fp16 (its autocast)
+    trainer_ids: str = "tokenizer"  # Trainer's token ids: its tokenizer, or `encode` (ours, exact)
+    variant: str = ""  # appended to run and folder names (e.g. time-budget)
 
 
 def _prepare(spec: Spec, cache_name: str) -> None:
@@ -68,21 +75,33 @@ def _prepare(spec: Spec, cache_name: str) -> None:
 
 
 def sentiment_config(spec: Spec):
-    """Our config for the benchmark recipe: the `seed` preset with the shared settings."""
+    """Our config for the benchmark recipe: ``spec.preset`` with the shared settings. The data file
+    holds the validation pool and the test reviews already, so only the training split is sampled."""
     from sentiment.config import build_config
 
     return build_config(
-        "seed",
+        spec.preset,
         {
-            "data.source": spec.data_path, "data.max_length": spec.max_length, "data.val_fraction": spec.val_fraction,
+            "data.source": spec.data_path, "data.max_length": spec.max_length,
+            "data.truncation": spec.truncation, "data.val_fraction": spec.val_fraction,
+            "data.train_size": spec.train_size, "data.val_size": 0, "data.test_size": 0,
             "model.name": spec.model, "model.dropout": spec.dropout,
-            "train.epochs": spec.epochs, "train.batch_size": spec.batch_size, "train.eval_batch_size": spec.eval_batch_size,
-            "train.lr": spec.lr, "train.layer_decay": 1.0, "train.weight_decay": spec.weight_decay,
+            "train.epochs": spec.epochs, "train.batch_size": spec.batch_size,
+            "train.eval_batch_size": spec.eval_batch_size, "train.lr": spec.lr,
+            "train.layer_decay": spec.layer_decay, "train.weight_decay": spec.weight_decay,
             "train.warmup_ratio": spec.warmup_ratio, "train.max_grad_norm": spec.max_grad_norm,
-            "train.device": spec.device, "train.compile": spec.compile, "train.precision": spec.precision,
-            "seed": spec.seed, "run_test": False,
+            "train.device": spec.device, "train.compile": spec.compile,
+            "train.precision": spec.precision, "seed": spec.seed, "run_test": False,
         },
     )  # fmt: skip
+
+
+def side_name(spec: Spec, side: str) -> str:
+    """Run and folder name of a training side: corpus, non-default precision, variant."""
+    precision = spec.precision if side == "sentiment" else spec.trainer_precision
+    default = "auto" if side == "sentiment" else "fp32"
+    parts = [spec.label, *([precision] if precision != default else []), *([spec.variant] if spec.variant else [])]
+    return "-".join(parts)
 
 
 def load_splits(spec: Spec):
@@ -107,7 +126,7 @@ def train_sentiment(spec: Spec) -> dict:
     from sentiment import train as train_mod
 
     config = sentiment_config(spec)
-    name = spec.label if spec.precision == "auto" else f"{spec.label}-{spec.precision}"
+    name = side_name(spec, "sentiment")
     workdir = Path(spec.workdir) / f"sentiment-{name}"
     clock = measure.MlflowClock()
     marks: dict[str, float] = {"validation_s": 0.0}
@@ -201,9 +220,10 @@ def train_trainer(spec: Spec) -> dict:
     batch to its longest review), fused AdamW, logging every 500 steps, checkpoints every 500
     steps. Set to the shared recipe: batch size, epochs, learning rate, warmup steps, weight
     decay, clipping, seed. Its progress bar is off (ours is off when not on a terminal).
+    ``spec.trainer_precision`` bf16/fp16 turns on its mixed precision (``bf16=True``: autocast,
+    on CPU too); ``spec.trainer_ids == "encode"`` gives it our exact token ids (head+tail).
     """
     _prepare(spec, "cache-train-trainer")
-    import datasets
     import torch
     from transformers import Trainer, TrainingArguments, set_seed
     from transformers.integrations import MLflowCallback
@@ -215,19 +235,21 @@ def train_trainer(spec: Spec) -> dict:
     source = model_mod.resolve_source(spec.model)
     tokenizer = model_mod.load_tokenizer(source)
     tokenize_start = time.perf_counter()
-    dataset = datasets.Dataset.from_pandas(splits.train[["text", "label"]], preserve_index=False).map(
-        lambda batch: tokenizer(batch["text"], truncation=True, max_length=spec.max_length), batched=True, remove_columns=["text"]
-    )
+    dataset = _trainer_dataset(spec, splits.train, tokenizer)
     tokenize_s = time.perf_counter() - tokenize_start
     set_seed(spec.seed)  # as run_train does before building: the same fresh head
     model = model_mod.build_model(ModelConfig(name=source, dropout=spec.dropout), spec.max_length)
     steps = math.ceil(len(dataset) / spec.batch_size) * spec.epochs
+    name = side_name(spec, "trainer")
+    mixed = spec.trainer_precision != "fp32"
     args = TrainingArguments(
-        output_dir=str(Path(spec.workdir) / f"trainer-{spec.label}"),
+        output_dir=str(Path(spec.workdir) / f"trainer-{name}"),
         per_device_train_batch_size=spec.batch_size, num_train_epochs=spec.epochs, learning_rate=spec.lr,
         weight_decay=spec.weight_decay, warmup_steps=math.ceil(spec.warmup_ratio * steps), max_grad_norm=spec.max_grad_norm,
-        seed=spec.seed, report_to=["mlflow"], run_name=f"bench-trainer-{spec.label}", disable_tqdm=True,
-        use_cpu=spec.device == "cpu", torch_compile=spec.compile,
+        seed=spec.seed, report_to=["mlflow"], run_name=f"bench-trainer-{name}", disable_tqdm=True,
+        # mixed precision without a GPU needs use_cpu (Trainer refuses bf16 otherwise)
+        use_cpu=spec.device == "cpu" or (mixed and not torch.cuda.is_available()), torch_compile=spec.compile,
+        bf16=spec.trainer_precision == "bf16", fp16=spec.trainer_precision == "fp16",
     )  # fmt: skip
     trainer = Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     assert any(isinstance(cb, MLflowCallback) for cb in trainer.callback_handler.callbacks), "report_to mlflow is not active"
@@ -241,7 +263,7 @@ def train_trainer(spec: Spec) -> dict:
         measure.sync()
         train_s = time.perf_counter() - started
     threads_s = rss.mlflow_thread_cpu_s  # sampled: its async threads end with the run, inside train()
-    out_dir = Path(spec.workdir) / f"trainer-model-{spec.label}"
+    out_dir = Path(spec.workdir) / f"trainer-model-{name}"
     trainer.save_model(str(out_dir))
     del trainer, model
     if torch.cuda.is_available():
@@ -258,7 +280,24 @@ def train_trainer(spec: Spec) -> dict:
         "peak_rss_mb": rss.peak_mb,
         "peak_gpu_mb": measure.gpu_peak_mb(),
         "model_dir": str(out_dir),
+        "precision": spec.trainer_precision,
     }
+
+
+def _trainer_dataset(spec: Spec, train, tokenizer):
+    """Trainer's training set: its own tokenizer truncating at the head (what a user writes), or,
+    with ``spec.trainer_ids == "encode"``, exactly the ids our side trains on (e.g. head+tail)."""
+    import datasets
+
+    if spec.trainer_ids == "encode":
+        from sentiment import data as data_mod
+
+        ids = data_mod.encode(train["text"].tolist(), tokenizer, spec.max_length, spec.truncation).input_ids
+        columns = {"input_ids": ids, "attention_mask": [[1] * len(row) for row in ids]}
+        return datasets.Dataset.from_dict({**columns, "label": train["label"].astype(int).tolist()})
+    return datasets.Dataset.from_pandas(train[["text", "label"]], preserve_index=False).map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=spec.max_length), batched=True, remove_columns=["text"]
+    )
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -274,8 +313,14 @@ def _timed(fn):
     return out, seconds, rss.peak_mb
 
 
-def evaluate_all(spec: Spec, sentiment_model_dir: str, trainer_model_dir: str | None, bf16_model_dir: str | None = None) -> dict:
-    """Predict the test split with our trained model four ways, and Trainer's model once.
+def evaluate_all(
+    spec: Spec,
+    sentiment_model_dir: str,
+    trainer_model_dir: str | None,
+    bf16_model_dir: str | None = None,
+    other_model_dirs: dict[str, str] | None = None,
+) -> dict:
+    """Predict the test split with our trained model four ways, and every other model once.
 
     1. `sentiment evaluate`'s path (`evaluate.predict_frame`): cached tokenization (cold: this
        phase's cache starts empty), batches sorted by length, dynamic padding;
@@ -285,6 +330,8 @@ def evaluate_all(spec: Spec, sentiment_model_dir: str, trainer_model_dir: str | 
     All use the same batch size, device, threads, and fp32 on CPU (ours autocasts on CUDA). Then
     with bf16 on both sides: 5. ours with ``--precision bf16`` (CPU only: on CUDA row 1 already
     is bf16), 6. `pipeline` with the model's weights in bf16.
+    Trainer's model, our bf16-trained one and ``other_model_dirs`` (name -> folder) are predicted
+    like row 1; ``correct`` holds every model's 0/1 per test review, for paired intervals.
     """
     _prepare(spec, "cache-eval")
     import torch
@@ -305,6 +352,7 @@ def evaluate_all(spec: Spec, sentiment_model_dir: str, trainer_model_dir: str | 
 
     table, seconds, peak = _timed(lambda: evaluate.predict_frame(model, tokenizer, test, config, device))
     lengths = np.minimum(table["n_tokens"].to_numpy(), spec.max_length)
+    sentiment_correct = table["prediction"].to_numpy() == labels
     results["sentiment evaluate"] = _eval_row(seconds, peak, (table["prediction"].to_numpy() == labels).mean(), _padded_sorted(lengths, spec.eval_batch_size))
     table, seconds, peak = _timed(lambda: evaluate.predict_frame(model, tokenizer, test, config, device))
     results["sentiment evaluate (token cache warm)"] = _eval_row(seconds, peak, (table["prediction"].to_numpy() == labels).mean(), _padded_sorted(lengths, spec.eval_batch_size))
@@ -333,21 +381,23 @@ def evaluate_all(spec: Spec, sentiment_model_dir: str, trainer_model_dir: str | 
     del half, pipe
 
     cost = cost_per_token(model, device, [w for w in (128, 256, 512) if w <= 512])
-    def accuracy_of(model_dir: str | None) -> float | None:  # predicted the same way (fp32 on CPU) for every side
-        if not model_dir:
-            return None
-        trained = model_mod.load_trained(model_dir).to(device).eval()
-        table = evaluate.predict_frame(trained, tokenizer, test, config, device)
-        return float((table["prediction"].to_numpy() == labels).mean())
-
-    trainer_accuracy, bf16_trained_accuracy = accuracy_of(trainer_model_dir), accuracy_of(bf16_model_dir)
+    correct = {"sentiment": sentiment_correct}
+    models = {"trainer": trainer_model_dir, "sentiment_bf16": bf16_model_dir, **(other_model_dirs or {})}
+    for name, model_dir in models.items():
+        if model_dir:  # predicted the same way (fp32 on CPU) for every side
+            trained = model_mod.load_trained(model_dir).to(device).eval()
+            table = evaluate.predict_frame(trained, tokenizer, test, config, device)
+            correct[name] = table["prediction"].to_numpy() == labels
+    accuracy = {name: float(hits.mean()) for name, hits in correct.items()}
     return {
         "rows": results,
         "reviews": len(texts),
         "real_tokens": int(lengths.sum()),
         "sentiment_accuracy": results["sentiment evaluate"]["accuracy"],
-        "trainer_accuracy": trainer_accuracy,
-        "bf16_trained_accuracy": bf16_trained_accuracy,
+        "trainer_accuracy": accuracy.get("trainer"),
+        "bf16_trained_accuracy": accuracy.get("sentiment_bf16"),
+        "accuracy": accuracy,
+        "correct": {name: hits.astype(int).tolist() for name, hits in correct.items()},
         "device": str(device),
         "ms_per_1k_tokens": cost,
     }

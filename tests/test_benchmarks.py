@@ -88,6 +88,93 @@ def test_benchmark_command_smoke(tiny_model, tmp_path):
     assert {"train.lr", "learning_rate"} <= params
 
 
+def write_real_reviews(path, train: int = 160, test: int = 64):
+    """A small parquet in the shared real file's format: id, text, label, rating, split train/test."""
+    frame = corpus.generate(train + test, seed=3, mean_words=60.0)
+    frame["split"] = ["train"] * train + ["test"] * test
+    frame["id"] = [f"{split}/{i}" for i, split in enumerate(frame["split"])]
+    frame["rating"] = np.where(frame["label"] == 1, 8, 2)
+    frame[["id", "text", "label", "rating", "split"]].to_parquet(path, index=False)
+    return path
+
+
+def test_trainer_gets_our_head_tail_ids(tiny_model, tmp_path):
+    from benchmarks.run import write_real
+    from benchmarks.sides import Spec, _trainer_dataset, load_splits
+    from sentiment.data import encode
+    from sentiment.model import load_tokenizer
+
+    data = tmp_path / "real.parquet"
+    pool = write_real(data, str(write_real_reviews(tmp_path / "source.parquet")), test_size=32, seed=0)
+    spec = Spec(
+        model=tiny_model, data_path=str(data), val_fraction=16 / pool, max_length=24, batch_size=8,
+        eval_batch_size=16, epochs=1, lr=1e-4, warmup_ratio=0.1, weight_decay=0.01, max_grad_norm=1.0,
+        dropout=0.1, seed=0, threads=1,
+        device="cpu", tracking_uri="", experiment="", workdir=str(tmp_path), label="real", preset="cpu",
+        truncation="head_tail", train_size=48, trainer_ids="encode",
+    )  # fmt: skip
+    splits = load_splits(spec)
+    assert pool == 160 and (len(splits.train), len(splits.val), len(splits.test)) == (48, 16, 32)
+    tokenizer = load_tokenizer(tiny_model)
+    ours = encode(splits.train["text"].tolist(), tokenizer, 24, "head_tail").input_ids
+    theirs = _trainer_dataset(spec, splits.train, tokenizer)
+    assert theirs["input_ids"] == ours and any(len(ids) == 24 for ids in ours)  # truncated head+tail, as ours
+    assert theirs["label"] == splits.train["label"].tolist()
+
+
+def test_time_budget_fills_trainer_time_at_our_rate():
+    from benchmarks.run import time_budget
+
+    class Spec:
+        epochs, batch_size = 1, 16
+
+    profile = {"train_reviews": 2000, "train_pool_reviews": 23494}
+    ours = {"train_wall_s": 410.0, "validation_s": 10.0}  # 5 samples/s
+    budget = time_budget(profile, Spec, ours, {"train_wall_s": 810.0})
+    assert budget["budget_samples_per_s"] == 5.0 and budget["train_reviews"] == 4000  # (810 - 10) s x 5/s
+    capped = time_budget({**profile, "train_pool_reviews": 3000}, Spec, ours, {"train_wall_s": 810.0})
+    assert capped["train_reviews"] == 3000 and capped["fits_reviews"] == 4000
+
+
+def test_benchmark_real_corpus_smoke(tiny_model, tmp_path):
+    out, raw, work = tmp_path / "RESULTS.md", tmp_path / "results.json", tmp_path / "work"
+    data = write_real_reviews(tmp_path / "imdb_reviews.parquet")
+    cmd = [
+        sys.executable, "-m", "benchmarks.run", "--tiny", "--model", tiny_model, "--data", "real",
+        "--real-data", str(data), "--output", str(out), "--json", str(raw), "--workdir", str(work),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    for expected in ("## Corpus: real", f"Source: `{data}`", "`cpu` preset", "`Trainer` + mlflow, its defaults (fp32)",
+                     "headline: training samples/s", "which change bought what", "### Time to accuracy",
+                     "time-to-accuracy row: sentiment - Trainer at the same wall-clock budget",
+                     "evaluation, pipeline time / sentiment evaluate time", "## How it is measured"):  # fmt: skip
+        assert expected in text, expected
+    assert "## Corpus: generated" not in text
+    result = json.loads(raw.read_text())["results"]["real"]
+    ratios, profile, spec, evaluation = result["ratios"], result["profile"], result["spec"], result["evaluation"]
+    assert (profile["train_reviews"], profile["val_reviews"], evaluation["reviews"]) == (48, 16, 32)
+    assert profile["train_pool_reviews"] == 160 - 16
+    assert (spec["preset"], spec["truncation"], spec["trainer_ids"]) == ("cpu", "head_tail", "encode")
+    assert ratios["headline_speedup"] > 0 and ratios["train_speedup"] > 0
+    budget = result["time_budget"]
+    assert 8 <= budget["train_reviews"] <= profile["train_pool_reviews"]
+    assert budget["budget_s"] == result["trainer"]["train_wall_s"]
+    tta = ratios["time_to_accuracy"]
+    for accuracy, low, high in (tta["trainer_accuracy"], tta["ours_accuracy"], *ratios["accuracy_ci"].values()):
+        assert 0.0 <= low <= accuracy <= high <= 1.0
+    assert len(evaluation["correct"]["time_budget"]) == 32
+    names = {"bench-sentiment-real-fp32", "bench-trainer-real", "bench-sentiment-real-native-time-budget"}
+    if result["preset_precision"] == "bf16":  # a CPU with native bf16: the preset's side and Trainer's bf16=True
+        names |= {"bench-sentiment-real-native", "bench-trainer-real-bf16"}
+        assert ratios["train_bf16_vs_fp32"] > 0 and ratios["trainer_bf16_vs_fp32"] > 0
+        assert result["trainer_bf16"]["precision"] == "bf16"
+    with sqlite3.connect(work / "mlflow.db") as db:
+        runs = {row[0] for row in db.execute("select name from runs")}
+    assert names <= runs, runs
+
+
 def test_gpu_check_dry_run_on_cpu(tiny_model, tmp_path):
     out = tmp_path / "GPU_CHECK.md"
     cmd = [
