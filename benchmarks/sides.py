@@ -49,7 +49,7 @@ class Spec:
     label: str = "generated"  # which corpus, for names
     precision: str = "auto"  # ours only: auto (fp32 on CPU, bf16/fp16 on CUDA) or bf16
     preset: str = "seed"  # our config starts from this preset; the fields above override it
-    truncation: str = "head"  # head or head_tail (sentiment.data.encode)
+    truncation: str = "head"  # head or head_tail (sentiment.tokens.encode)
     layer_decay: float = 1.0  # ours only: Trainer has no layer-wise learning-rate decay
     train_size: int = 0  # stratified seeded sample of the training split (0: all of it)
     trainer_precision: str = "fp32"  # Trainer: fp32 (its default), bf16 or fp16 (its autocast)
@@ -290,9 +290,9 @@ def _trainer_dataset(spec: Spec, train, tokenizer):
     import datasets
 
     if spec.trainer_ids == "encode":
-        from sentiment import data as data_mod
+        from sentiment import tokens
 
-        ids = data_mod.encode(train["text"].tolist(), tokenizer, spec.max_length, spec.truncation).input_ids
+        ids = tokens.encode(train["text"].tolist(), tokenizer, spec.max_length, spec.truncation).input_ids
         columns = {"input_ids": ids, "attention_mask": [[1] * len(row) for row in ids]}
         return datasets.Dataset.from_dict({**columns, "label": train["label"].astype(int).tolist()})
     return datasets.Dataset.from_pandas(train[["text", "label"]], preserve_index=False).map(
@@ -337,6 +337,7 @@ def evaluate_all(
     import torch
     from transformers import pipeline
 
+    from sentiment import device as device_mod
     from sentiment import evaluate
     from sentiment import model as model_mod
 
@@ -344,7 +345,7 @@ def evaluate_all(
     test = load_splits(spec).test
     labels = test["label"].to_numpy()
     texts = test["text"].tolist()
-    device = model_mod.pick_device(spec.device)
+    device = device_mod.pick_device(spec.device)
     tokenizer = model_mod.load_tokenizer(model_mod.resolve_source(spec.model))
     model = model_mod.load_trained(sentiment_model_dir).to(device).eval()
     _warm_up(model, tokenizer, texts, device)

@@ -24,6 +24,8 @@ import pandas as pd
 import torch
 
 from sentiment import data as data_mod
+from sentiment import device as device_mod
+from sentiment import tokens as tokens_mod
 from sentiment import evaluate
 from sentiment import model as model_mod
 from sentiment import plots
@@ -34,7 +36,6 @@ PARTS = ("eda", "attention", "failures")
 # Reviews picked from the predictions table for attention maps, in this order.
 GROUPS = ("correct_positive", "correct_negative", "false_positive", "false_negative", "least_confident")
 PREDICTION_COLUMNS = ("id", "text", "label", "prediction", "probability", "confidence", "n_tokens", "truncated")
-TOKEN_CHUNK = 1000  # reviews tokenized at once when counting: memory stays one chunk, not the corpus
 MAX_USER_TEXTS = 50  # each --texts review costs one forward pass and three artifacts
 MAX_PLOT_TOKENS = 64  # tokens shown per attention figure; longer reviews show the most attended ones
 TOP_ERRORS = 20
@@ -89,7 +90,7 @@ class SplitLengths:
 
     labels: np.ndarray
     words: np.ndarray
-    tokens: np.ndarray  # special tokens included, as data.encode's full_lengths
+    tokens: np.ndarray  # special tokens included, as tokens.encode's full_lengths
 
 
 @dataclass(frozen=True)
@@ -138,25 +139,6 @@ class Exploration:
         return out
 
 
-def count_tokens(texts: Sequence[str], tokenizer, chunk: int = TOKEN_CHUNK) -> tuple[np.ndarray, int, int]:
-    """Tokens per text (special tokens included, no truncation), ``chunk`` texts at a time.
-
-    Returns:
-        (tokens per text, content tokens in all, of which unknown-token ids).
-    """
-    prefix, suffix = data_mod.special_tokens(tokenizer)
-    out = np.empty(len(texts), dtype=np.int64)
-    total = unknown = 0
-    unk_id = tokenizer.unk_token_id
-    for start in range(0, len(texts), chunk):
-        ids = tokenizer(list(texts[start : start + chunk]), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-        for i, row in enumerate(ids):
-            out[start + i] = len(row) + len(prefix) + len(suffix)
-            total += len(row)
-            unknown += row.count(unk_id) if unk_id is not None else 0
-    return out, total, unknown
-
-
 def tokenizer_facts(tokenizer, name: str, example: str, words: int = 25) -> dict:
     """Vocabulary size, special tokens and how the first words of ``example`` are split."""
     snippet = " ".join(example.split()[:words])
@@ -182,7 +164,7 @@ def explore(splits: data_mod.Splits, tokenizer, max_length: int, tokenizer_name:
     for name in ("train", "val", "test"):
         frame = getattr(splits, name)
         texts = frame["text"].tolist()
-        tokens, n_tokens, n_unknown = count_tokens(texts, tokenizer)
+        tokens, n_tokens, n_unknown = tokens_mod.count_tokens(texts, tokenizer)
         total, unknown = total + n_tokens, unknown + n_unknown
         for text in texts:
             vocabulary.update(_WORD.findall(text.lower()))
@@ -281,51 +263,6 @@ def attention_rollout(attentions: np.ndarray, residual: float = 0.5) -> np.ndarr
     return out
 
 
-def kept_positions(n: int, budget: int, truncation: str) -> list[int]:
-    """Which of ``n`` content tokens survive truncation to ``budget``: the rule of data.encode."""
-    if n <= budget:
-        return list(range(n))
-    if truncation == "head":
-        return list(range(budget))
-    head = max(1, round(budget * 128 / 510))
-    return list(range(head)) + list(range(n - (budget - head), n))
-
-
-@dataclass(frozen=True)
-class TokenSpans:
-    """A review tokenized as data.encode does, with where each token came from."""
-
-    ids: list[int]
-    tokens: list[str]  # display labels: the token's characters, "##" when it continues a word
-    spans: list[tuple[int, int] | None]  # characters in the text; None for special tokens
-    positions: list[int]  # index among the content tokens before truncation; -1 for special tokens
-    content_tokens: int  # content tokens before truncation
-
-
-def encode_with_spans(text: str, tokenizer, max_length: int, truncation: str) -> TokenSpans:
-    """The ids data.encode would give, plus per token its label, character span and position."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise UserError(f"attention maps need a fast tokenizer (character offsets); {type(tokenizer).__name__} is not one")
-    prefix, suffix = data_mod.special_tokens(tokenizer)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False)
-    ids, offsets, words = enc["input_ids"], enc["offset_mapping"], enc.word_ids()
-    keep = kept_positions(len(ids), max_length - len(prefix) - len(suffix), truncation)
-    labels, spans = [], []
-    for k, i in enumerate(keep):
-        start, end = offsets[i]
-        continues = k > 0 and keep[k - 1] == i - 1 and words[i] is not None and words[i] == words[i - 1]
-        labels.append(("##" if continues else "") + text[start:end])
-        spans.append((int(start), int(end)))
-    specials = tokenizer.convert_ids_to_tokens(prefix + suffix)
-    return TokenSpans(
-        ids=prefix + [ids[i] for i in keep] + suffix,
-        tokens=specials[: len(prefix)] + labels + specials[len(prefix) :],
-        spans=[None] * len(prefix) + spans + [None] * len(suffix),
-        positions=[-1] * len(prefix) + keep + [-1] * len(suffix),
-        content_tokens=len(ids),
-    )
-
-
 def use_eager_attention(model) -> None:
     """Switch to eager attention: SDPA and flash kernels do not return attention weights."""
     if getattr(model.config, "_attn_implementation", "eager") != "eager" and hasattr(model, "set_attn_implementation"):
@@ -340,7 +277,7 @@ def extract_attention(model, tokenizer, text: str, max_length: int, truncation: 
         The AttentionMap of ``text`` (cleaned as training data is) truncated as in training.
     """
     text = data_mod.clean_text(text)
-    enc = encode_with_spans(text, tokenizer, max_length, truncation)
+    enc = tokens_mod.encode_with_spans(text, tokenizer, max_length, truncation)
     use_eager_attention(model)
     model.eval()
     device = next(model.parameters()).device
@@ -703,8 +640,7 @@ def run_analyze(
     if predictions_run:
         split = source_tags.get("sentiment.split", split)
         model_uri = model_uri or (source_tags.get("sentiment.model_uri") if "attention" in parts else None)
-    if split not in evaluate.SPLITS:
-        raise UserError(f"split must be one of {', '.join(evaluate.SPLITS)}, got {split!r}")
+    data_mod.check_split(split)
     needs_model = "attention" in parts or ("failures" in parts and not predictions_run)
     if needs_model and not model_uri:
         raise UserError(
@@ -745,8 +681,8 @@ def _predictions(tracker, predictions_run: str | None, split: str, loaded, split
         table = tracker.load_table(predictions_run, f"predictions/{split}.parquet")
         _check_table(table)
         return table
-    device = model_mod.pick_device(config.train.device)
-    table = evaluate.predict_frame(loaded.model, loaded.tokenizer, evaluate.select_split(splits, split), config, device)
+    device = device_mod.pick_device(config.train.device)
+    table = evaluate.predict_frame(loaded.model, loaded.tokenizer, data_mod.select_split(splits, split), config, device)
     evaluate.log_evaluation(table, split, tracker, seed=config.seed)
     return table
 

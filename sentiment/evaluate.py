@@ -14,16 +14,13 @@ import torch
 from sklearn import metrics as skm
 
 from sentiment import data as data_mod
+from sentiment import device as device_mod
 from sentiment import model as model_mod
-from sentiment import plots
+from sentiment import plots, tokens
 from sentiment.config import Config
-from sentiment.errors import UserError
-
-SPLITS = ("train", "val", "test", "all")
-
 
 @torch.no_grad()
-def predict_logits(model, encoded: data_mod.Encoded, device, batch_size: int, precision, pad_id: int) -> np.ndarray:
+def predict_logits(model, encoded: tokens.Encoded, device, batch_size: int, precision, pad_id: int) -> np.ndarray:
     """Logits (N, 2) in the input order; batches sorted by length so padding stays small."""
     model.eval()
     collate = data_mod.make_collate(pad_id)
@@ -45,11 +42,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def predict_probabilities(model, tokenizer, texts: list[str], max_length: int, truncation: str, batch_size: int = 32) -> tuple[np.ndarray, data_mod.Encoded]:
+def predict_probabilities(model, tokenizer, texts: list[str], max_length: int, truncation: str, batch_size: int = 32) -> tuple[np.ndarray, tokens.Encoded]:
     """P(positive) per text, on the model's current device, plus the encoding used."""
     device = next(model.parameters()).device
-    precision = model_mod.pick_precision("auto", device)
-    encoded = data_mod.encode([data_mod.clean_text(t) for t in texts], tokenizer, max_length, truncation)
+    precision = device_mod.pick_precision("auto", device)
+    encoded = tokens.encode([data_mod.clean_text(t) for t in texts], tokenizer, max_length, truncation)
     logits = predict_logits(model, encoded, device, batch_size, precision, tokenizer.pad_token_id)
     return softmax(logits)[:, 1], encoded
 
@@ -57,13 +54,13 @@ def predict_probabilities(model, tokenizer, texts: list[str], max_length: int, t
 def predict_frame(model, tokenizer, frame: pd.DataFrame, config: Config, device) -> pd.DataFrame:
     """The predictions table for a split (columns id, text, label)."""
     model.to(device)
-    encoded = data_mod.encode_cached(frame["text"].tolist(), tokenizer, config.data.max_length, config.data.truncation)
-    precision = model_mod.pick_precision(config.train.precision, device)
+    encoded = tokens.encode_cached(frame["text"].tolist(), tokenizer, config.data.max_length, config.data.truncation)
+    precision = device_mod.pick_precision(config.train.precision, device)
     logits = predict_logits(model, encoded, device, config.train.eval_batch_size, precision, tokenizer.pad_token_id)
     return predictions_table(frame, softmax(logits), encoded, config.data.max_length)
 
 
-def predictions_table(frame: pd.DataFrame, probs: np.ndarray, encoded: data_mod.Encoded, max_length: int) -> pd.DataFrame:
+def predictions_table(frame: pd.DataFrame, probs: np.ndarray, encoded: tokens.Encoded, max_length: int) -> pd.DataFrame:
     labels = frame["label"].to_numpy().astype(int)
     prediction = probs.argmax(1)
     eps = 1e-12
@@ -177,14 +174,6 @@ def log_evaluation(table: pd.DataFrame, split: str, tracker, model_id: str | Non
 # ----------------------------------------------------------------------------- the stage
 
 
-def select_split(splits: data_mod.Splits, split: str) -> pd.DataFrame:
-    if split not in SPLITS:
-        raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if split == "all":
-        return pd.concat([splits.train, splits.val, splits.test], ignore_index=True)
-    return getattr(splits, split)
-
-
 def run_evaluate(model_uri: str, tracker, data_source: str | None, split: str, overrides: dict | None = None) -> dict[str, float]:
     """The evaluate stage: load a logged/registered/local/Hub model, predict a split, log it all.
 
@@ -193,19 +182,18 @@ def run_evaluate(model_uri: str, tracker, data_source: str | None, split: str, o
     """
     from sentiment.config import apply_overrides, validate
 
-    if split not in SPLITS:
-        raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    data_mod.check_split(split)
     loaded = tracker.load_model_package(model_uri)
     config = loaded.config
     flat = {"data.source": data_source, **(overrides or {})}
     config = validate(apply_overrides(config, flat))
     model_mod.check_max_length(loaded.model.config, config.data.max_length, model_uri)
-    device = model_mod.pick_device(config.train.device)
-    precision = model_mod.pick_precision(config.train.precision, device)
-    tracker.set_tags({**model_mod.device_tags(device, precision), "sentiment.kind": "evaluate", "sentiment.model_uri": model_uri, "sentiment.split": split})
+    device = device_mod.pick_device(config.train.device)
+    precision = device_mod.pick_precision(config.train.precision, device)
+    tracker.set_tags({**device_mod.device_tags(device, precision), "sentiment.kind": "evaluate", "sentiment.model_uri": model_uri, "sentiment.split": split})
     tracker.log_config(config)
     splits = data_mod.load_splits(config.data, config.seed)
     tracker.log_splits(splits, only=None if split == "all" else split)
-    frame = select_split(splits, split)
+    frame = data_mod.select_split(splits, split)
     table = predict_frame(loaded.model, loaded.tokenizer, frame, config, device)
     return log_evaluation(table, split, tracker, model_id=loaded.model_id, seed=config.seed)

@@ -11,9 +11,7 @@ print(build_model(ModelConfig(name='offline-minilm')).config.model_type)"
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from torch import nn
 
 from sentiment.config import ModelConfig
 from sentiment.data import LABELS
+from sentiment.device import pick_device
 from sentiment.errors import UserError
 
 OFFLINE_MINILM = "offline-minilm"
@@ -163,7 +162,9 @@ def attention_projections(layer: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Li
     raise UserError(f"model.keep_heads is not supported for {type(layer).__name__} layers (BERT, RoBERTa, DistilBERT, MiniLM are)")
 
 
-def mask_heads(model: nn.Module, texts: list[str], labels, tokenizer, config) -> dict[int, list[int]]:
+def mask_heads(
+    model: nn.Module, texts: list[str], labels, tokenizer, config, device: torch.device | None = None
+) -> dict[int, list[int]]:
     """Keep the ``config.model.keep_heads`` most important heads per layer; zero the others.
 
     transformers 5 removed ``prune_heads`` (and ``head_mask``), so heads are masked, not cut out:
@@ -179,6 +180,7 @@ def mask_heads(model: nn.Module, texts: list[str], labels, tokenizer, config) ->
     Args:
         texts, labels: training reviews and their 0/1 labels (a seeded sample is scored).
         config: the run's Config (keep_heads, max_length, truncation, batch size, seed).
+        device: where to score the heads (default: ``config.train.device``).
     Returns:
         layer index -> masked head indices ({} when keep_heads is 0).
     """
@@ -190,7 +192,7 @@ def mask_heads(model: nn.Module, texts: list[str], labels, tokenizer, config) ->
         raise UserError(f"model.keep_heads {keep} is above the model's {heads} heads per layer; use 1..{heads}")
     if keep == heads:
         return {}  # nothing to mask: the same run as keep_heads 0
-    device = pick_device(config.train.device)
+    device = device or pick_device(config.train.device)
     model.to(device)
     batches = [{k: v.to(device) for k, v in batch.items()} for batch in _scoring_batches(texts, labels, tokenizer, config)]
     importance = head_importance(model, batches)  # (layers, heads)
@@ -201,10 +203,11 @@ def mask_heads(model: nn.Module, texts: list[str], labels, tokenizer, config) ->
 
 def _scoring_batches(texts, labels, tokenizer, config) -> list[dict[str, torch.Tensor]]:
     from sentiment import data as data_mod
+    from sentiment import tokens
 
     rng = np.random.default_rng(config.seed)
     pick = rng.permutation(len(texts))[:HEAD_SCORING_REVIEWS]
-    encoded = data_mod.encode([texts[i] for i in pick], tokenizer, config.data.max_length, config.data.truncation)
+    encoded = tokens.encode([texts[i] for i in pick], tokenizer, config.data.max_length, config.data.truncation)
     collate = data_mod.make_collate(tokenizer.pad_token_id)
     size = config.train.batch_size
     items = [(encoded.input_ids[j], int(labels[pick[j]])) for j in range(len(pick))]
@@ -420,65 +423,3 @@ def lr_table(groups: list[dict]) -> list[dict]:
         row = rows.setdefault(group["name"], {"group": group["name"], "lr": group["lr"], "parameters": 0})
         row["parameters"] += sum(p.numel() for p in group["params"])
     return list(rows.values())
-
-
-def pick_device(requested: str) -> torch.device:
-    """`auto` -> CUDA when available, else CPU; `cuda` without a GPU is a user error."""
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device is 'cuda' but no CUDA GPU is visible; use --device auto or cpu")
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
-@dataclass(frozen=True)
-class Precision:
-    name: str  # fp32, bf16 or fp16
-    dtype: torch.dtype | None  # autocast dtype, None for fp32
-
-    def autocast(self, device: torch.device):
-        if self.dtype is None:
-            return torch.autocast(device_type=device.type, enabled=False)
-        return torch.autocast(device_type=device.type, dtype=self.dtype)
-
-
-def pick_precision(requested: str, device: torch.device) -> Precision:
-    """On CUDA: ``auto`` is bf16 where the GPU supports it, else fp16 (with a grad scaler).
-    On CPU: ``auto`` is fp32, so numbers compare across machines; ``bf16`` autocasts matmuls to
-    bfloat16 (fast on CPUs with AVX512-BF16 or AMX); ``native`` is bf16 where the CPU runs it
-    natively and fp32 elsewhere (on CUDA it is ``auto``); fp16 needs a GPU."""
-    if requested == "native":
-        if device.type == "cuda":
-            requested = "auto"
-        else:
-            requested = "bf16" if cpu_has_native_bf16() else "fp32"
-    if requested == "fp32" or (device.type != "cuda" and requested == "auto"):
-        return Precision("fp32", None)
-    if device.type != "cuda":
-        if requested == "fp16":
-            raise UserError(f"precision fp16 needs a CUDA GPU and the device is {device.type}; use --precision bf16 or fp32")
-        return Precision("bf16", torch.bfloat16)
-    if requested == "auto":
-        requested = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return Precision(requested, torch.bfloat16 if requested == "bf16" else torch.float16)
-
-
-def cpu_has_native_bf16() -> bool:
-    """Does this CPU run bf16 matmuls natively (AVX512-BF16 or AMX), i.e. faster than fp32?"""
-    with contextlib.suppress(Exception):
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
-
-
-def device_tags(device: torch.device, precision: Precision) -> dict[str, str]:
-    tags = {
-        "sentiment.device": device.type,
-        "sentiment.precision": precision.name,
-        "sentiment.torch_version": torch.__version__,
-    }
-    if device.type == "cuda":
-        tags["sentiment.gpu_name"] = torch.cuda.get_device_name(device)
-        tags["sentiment.cuda_version"] = str(torch.version.cuda)
-    else:
-        tags["sentiment.cpu_native_bf16"] = str(cpu_has_native_bf16()).lower()
-    return tags

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from sentiment import data as data_mod
-from sentiment import evaluate, model as model_mod, plots
+from sentiment import device as device_mod
+from sentiment import evaluate, model as model_mod, plots, tokens
 from sentiment.config import Config, to_yaml
 from sentiment.distributed import Dist
 from sentiment.errors import Interrupted, TrainingError, UserError
@@ -88,22 +89,22 @@ class Parts:
     scaler: torch.amp.GradScaler
     sampler: data_mod.LengthGroupedBatches
     device: torch.device
-    precision: model_mod.Precision
+    precision: device_mod.Precision
     micro_batch_size: int  # 0 = whole batch; halved on CUDA out-of-memory
     lr_groups: list[dict] = field(default_factory=list)
     net: torch.nn.Module | None = None  # the unwrapped model (``model`` may be its DDP wrapper)
     dist: Dist = field(default_factory=Dist)
 
 
-def setup(model: torch.nn.Module, train: data_mod.Encoded, config: Config, dist: Dist | None = None) -> Parts:
+def setup(model: torch.nn.Module, train: tokens.Encoded, config: Config, dist: Dist | None = None) -> Parts:
     """Device, precision, optimizer (layer-wise groups), linear warmup/decay schedule, sampler,
     and the DistributedDataParallel wrapper when launched with several ranks."""
     from transformers import get_linear_schedule_with_warmup
 
     t = config.train
     dist = dist or Dist()
-    device = dist.device(model_mod.pick_device(t.device))
-    precision = model_mod.pick_precision(t.precision, device)
+    device = dist.device(device_mod.pick_device(t.device))
+    precision = device_mod.pick_precision(t.precision, device)
     model.to(device)
     if t.compile:
         # In place, so parameter names, state_dict and save_pretrained are unchanged. dynamic=True:
@@ -127,9 +128,9 @@ def setup(model: torch.nn.Module, train: data_mod.Encoded, config: Config, dist:
 
 def fit(
     model: torch.nn.Module,
-    train: data_mod.Encoded,
+    train: tokens.Encoded,
     train_labels: np.ndarray,
-    val: data_mod.Encoded,
+    val: tokens.Encoded,
     val_labels: np.ndarray,
     config: Config,
     tracker,
@@ -199,11 +200,11 @@ def fit(
     return history
 
 
-def sharded_logits(net, encoded: data_mod.Encoded, dist: Dist, device, precision, batch_size: int, pad_id: int) -> np.ndarray:
+def sharded_logits(net, encoded: tokens.Encoded, dist: Dist, device, precision, batch_size: int, pad_id: int) -> np.ndarray:
     """Logits for every review in input order, each rank predicting its share (rank::world) and
     all gathering (one process: simply all of them)."""
     index = np.arange(len(encoded.input_ids))[dist.rank :: dist.world_size]
-    shard = data_mod.Encoded([encoded.input_ids[i] for i in index], encoded.full_lengths[index])
+    shard = tokens.Encoded([encoded.input_ids[i] for i in index], encoded.full_lengths[index])
     logits = evaluate.predict_logits(net, shard, device, batch_size, precision, pad_id)
     out = np.empty((len(encoded.input_ids), 2), dtype=np.float32)
     for rank_index, rank_logits in dist.gather((index, logits)):
@@ -525,8 +526,8 @@ def run_train(
     tokenizer = model_mod.load_tokenizer(model_source, config.model.trust_remote_code)
     net = model_mod.build_model(replace(config.model, name=model_source), config.data.max_length)
     model_mod.mask_heads(net, splits.train["text"].tolist(), splits.train["label"].to_numpy(), tokenizer, config)  # keep_heads
-    device = dist.device(model_mod.pick_device(config.train.device))
-    precision = model_mod.pick_precision(config.train.precision, device)
+    device = dist.device(device_mod.pick_device(config.train.device))
+    precision = device_mod.pick_precision(config.train.precision, device)
     state = load_resume_state(tracker, workdir, config.upload_state) if resume else None
     if state is None:
         counts = model_mod.count_parameters(net)
@@ -543,9 +544,9 @@ def run_train(
     # transformers picks SDPA attention for encoders that support it (BERT, DistilBERT, RoBERTa,
     # MiniLM), eager otherwise; recorded so runs on different versions compare honestly.
     attention = getattr(net.config, "_attn_implementation", None) or "eager"
-    tracker.set_tags({**model_mod.device_tags(device, precision), "sentiment.kind": "train", "sentiment.attention": attention})
+    tracker.set_tags({**device_mod.device_tags(device, precision), "sentiment.kind": "train", "sentiment.attention": attention})
     encoded = {
-        name: data_mod.encode_cached(frame["text"].tolist(), tokenizer, config.data.max_length, config.data.truncation)
+        name: tokens.encode_cached(frame["text"].tolist(), tokenizer, config.data.max_length, config.data.truncation)
         for name, frame in (("train", splits.train), ("val", splits.val))
     }
     labels = {name: frame["label"].to_numpy() for name, frame in (("train", splits.train), ("val", splits.val))}
@@ -597,7 +598,7 @@ def _test_predictions(net, history: History, tokenizer, test, config: Config, de
         best = net
     else:
         best = model_mod.load_trained(history.best_dir).to(device)
-    encoded = data_mod.encode_cached(test["text"].tolist(), tokenizer, config.data.max_length, config.data.truncation)
+    encoded = tokens.encode_cached(test["text"].tolist(), tokenizer, config.data.max_length, config.data.truncation)
     logits = sharded_logits(best, encoded, dist, device, precision, config.train.eval_batch_size, tokenizer.pad_token_id)
     if not dist.is_main:
         return None

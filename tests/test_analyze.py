@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from sentiment import analyze, data as data_mod, evaluate, model as model_mod
+from sentiment import analyze, data as data_mod, evaluate, model as model_mod, tokens
 from sentiment.cli import main
 from sentiment.config import DataConfig, ModelConfig
 from sentiment.errors import UserError
@@ -178,8 +178,8 @@ def test_attention_rows_are_distributions_and_rollout_has_the_right_shape(encode
     np.testing.assert_allclose(rollout.sum(-1), 1.0, atol=1e-5)
     assert amap.last_layer.shape == (length,) and amap.per_layer.shape == (layers, length) and amap.rollout.shape == (layers, length)
     # the tokens are the ones training and evaluation feed the model, and so is the prediction
-    encoded = data_mod.encode([LONG], tokenizer, 48, truncation)
-    spans = analyze.encode_with_spans(LONG, tokenizer, 48, truncation)
+    encoded = tokens.encode([LONG], tokenizer, 48, truncation)
+    spans = tokens.encode_with_spans(LONG, tokenizer, 48, truncation)
     assert spans.ids == encoded.input_ids[0] and spans.tokens == amap.tokens
     assert amap.full_length == encoded.full_lengths[0]
     probability, _ = evaluate.predict_probabilities(model, tokenizer, [LONG], 48, truncation)
@@ -214,9 +214,9 @@ def test_exploration_streams_token_counts(tiny_model):
     tokenizer = model_mod.load_tokenizer(tiny_model)
     splits = data_mod.load_splits(DataConfig(source="sample", test_fraction=0.2, val_fraction=0.2), seed=42)
     eda = analyze.explore(splits, tokenizer, max_length=128, tokenizer_name="tiny")
-    encoded = data_mod.encode(splits.test["text"].tolist(), tokenizer, 128)
+    encoded = tokens.encode(splits.test["text"].tolist(), tokenizer, 128)
     np.testing.assert_array_equal(eda.splits["test"].tokens, encoded.full_lengths)
-    chunked, _, _ = analyze.count_tokens(splits.test["text"].tolist(), tokenizer, chunk=7)
+    chunked, _, _ = tokens.count_tokens(splits.test["text"].tolist(), tokenizer, chunk=7)
     np.testing.assert_array_equal(chunked, encoded.full_lengths)
     rows = {r["split"]: r for r in eda.summary_rows()}
     assert rows["all"]["examples"] == 390 and rows["test"]["positive_share"] == 0.5
