@@ -32,7 +32,7 @@ import pandas as pd
 import yaml
 
 from sentiment import plots
-from sentiment.config import PRESETS, Config, apply_overrides, build_config
+from sentiment.config import PRESETS, Config, apply_overrides, build_config, options
 from sentiment.errors import UserError
 
 BASELINE = "baseline"
@@ -137,10 +137,8 @@ def option_fields(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _known_options() -> dict[str, str]:
-    # The CLI's option table is the one source of option names; grids use exactly those.
-    from sentiment.cli import CONFIG_OPTIONS
-
-    return {name: spec[0] for name, spec in CONFIG_OPTIONS.items() if name != "seed"}
+    # The config's option table is the one source of option names: the CLI's, and the grids'.
+    return {name: option.field for name, option in options().items() if name != "seed"}
 
 
 def _show(value: Any) -> str:
