@@ -124,13 +124,14 @@ def train_sentiment(spec: Spec) -> dict:
     _prepare(spec, "cache-train-sentiment")
     from sentiment import evaluate, tracking
     from sentiment import train as train_mod
+    from sentiment.train import loop as train_loop
 
     config = sentiment_config(spec)
     name = side_name(spec, "sentiment")
     workdir = Path(spec.workdir) / f"sentiment-{name}"
     clock = measure.MlflowClock()
     marks: dict[str, float] = {"validation_s": 0.0}
-    real_fit, real_predict = train_mod.fit, evaluate.predict_logits
+    real_fit, real_predict = train_loop.fit, evaluate.predict_logits
 
     def timed_fit(*args, **kwargs):
         measure.sync()
@@ -149,7 +150,7 @@ def train_sentiment(spec: Spec) -> dict:
                 marks["validation_s"] += time.perf_counter() - started
 
     measure.reset_gpu_peak()
-    train_mod.fit, evaluate.predict_logits = timed_fit, timed_predict
+    train_loop.fit, evaluate.predict_logits = timed_fit, timed_predict
     try:
         with clock.installed(), measure.PeakRss() as rss:
             stage_start = time.perf_counter()
@@ -157,7 +158,7 @@ def train_sentiment(spec: Spec) -> dict:
                 outcome = train_mod.run_train(config, tracker, workdir)
             stage_s = time.perf_counter() - stage_start
     finally:
-        train_mod.fit, evaluate.predict_logits = real_fit, real_predict
+        train_loop.fit, evaluate.predict_logits = real_fit, real_predict
     fit_s = marks["fit_end"] - marks["fit_start"]
     train_s = fit_s + marks["mlflow_before_fit"]
     mlflow_s = marks["mlflow_after_fit"]  # before and during fit

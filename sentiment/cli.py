@@ -89,12 +89,13 @@ def train(preset: str, register_as: str, run_name: str, output_dir: str, resume:
     try:
         if not dist.is_main:  # only rank 0 talks to MLflow
             with distributed.rank_failures(dist):
-                run_train(config, distributed.RankTracker(), Path(output_dir) / f"rank-{dist.rank}", should_stop=stop, dist=dist)
+                run_train(config, tracking.NullTracker(), Path(output_dir) / f"rank-{dist.rank}", should_stop=stop, dist=dist)
             return
         with tracking.open_run(
-            run_name=run_name or None, system_metrics=True, resume_run_id=resume or None, journal_root=Path(output_dir)
-        ) as tracker:
-            config = config or tracker.load_config()
+            run_name=run_name or None, system_metrics=True, resume_run_id=resume or None, journal_root=Path(output_dir),
+            skip_logged_steps=bool(resume),  # a resumed run logs no metric step twice
+        ) as tracker:  # fmt: skip
+            config = config or tracking.read_run_config(tracker.run_id, required=True)
             workdir = Path(output_dir) / tracker.run_id
             with distributed.rank_failures(dist):
                 outcome = run_train(config, tracker, workdir, register_as=register_as or None, resume=bool(resume), should_stop=stop, dist=dist)

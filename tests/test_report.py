@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from sentiment import evaluate
 from sentiment.report import _points
 from tests.conftest import TINY_TRAIN, run_cli
-from tests.test_ablate import children_of, parent_of, tiny_grid
+from tests.ablate.test_execution import children_of, parent_of, tiny_grid
 
 pytestmark = pytest.mark.timeout(900)
 
