@@ -296,3 +296,24 @@ def test_softmax_rows_sum_to_one_and_stable():
     np.testing.assert_allclose(probs[0], [0.5, 0.5])
     np.testing.assert_allclose(probs[1], [1.0, 0.0], atol=1e-12)
     np.testing.assert_allclose(probs[2], [0.25, 0.75])
+
+
+# ----------------------------------------------------------------------------- the stage, in memory
+
+
+def test_evaluate_stage_against_the_in_memory_tracker(trained_in_memory, reviews_csv):
+    """The model a training logged, evaluated on the same data and config: the same test table
+    and numbers as the training's own test evaluation, and everything evaluate records."""
+    from sentiment.tracking import InMemoryTracker
+
+    tracker = InMemoryTracker("evaluate-run")
+    package = str(trained_in_memory["package"])
+    metrics = ev.run_evaluate(package, tracker, str(reviews_csv), "test")
+    trained = trained_in_memory["tracker"]
+    assert metrics == {k: trained.metric(k)[0] for k in metrics}  # one prediction path, one table
+    assert trained.artifacts["predictions/test.parquet"].equals(tracker.artifacts["predictions/test.parquet"])
+    assert tracker.tags["sentiment.kind"] == "evaluate" and tracker.tags["sentiment.model_uri"] == package
+    assert tracker.tags["sentiment.split"] == "test" and tracker.tags["sentiment.precision"] == "fp32"
+    assert [split for split, _, _ in tracker.datasets] == ["test"] and tracker.params["data.source"] == str(reviews_csv)
+    assert {"metrics/test.json", "figures/test_confusion_matrix.png", "figures/test_roc_curve.png"} <= set(tracker.artifacts)
+    assert tracker.linked_models == []  # a local folder is no LoggedModel

@@ -63,7 +63,11 @@ class InMemoryTracker:
         self.artifacts[path] = data
 
     def log_artifact(self, local_path: Path, artifact_path: str | None = None) -> None:
-        self.artifacts[f"{artifact_path}/{Path(local_path).name}" if artifact_path else Path(local_path).name] = Path(local_path)
+        local = Path(local_path)
+        if local.is_dir():  # as MLflow: a folder's contents go under artifact_path
+            self.artifacts[artifact_path or ""] = local
+        else:
+            self.artifacts[f"{artifact_path}/{local.name}" if artifact_path else local.name] = local
 
     def log_splits(self, splits, only: str | None = None) -> None:
         contexts = {"train": "training", "val": "validation", "test": "testing"}

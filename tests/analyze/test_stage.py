@@ -174,3 +174,22 @@ def test_analyze_without_a_model_asks_for_one(tracking_env, capsys):
     assert "need --model-uri" in capsys.readouterr().err
     run = mlflow.search_runs(experiment_names=[tracking_env["MLFLOW_EXPERIMENT_NAME"]], output_format="list")[0]
     assert run.info.status == "FAILED" and "need --model-uri" in run.data.tags["sentiment.error"]
+
+
+def test_analyze_stage_against_the_in_memory_tracker(trained_in_memory, reviews_csv):
+    """Every part on a packaged model without a server: failure counts equal the confusion
+    matrix of the predictions table it logged, attention pages for the chosen reviews."""
+    from sentiment import evaluate
+    from sentiment.tracking import InMemoryTracker
+
+    tracker = InMemoryTracker("analyze-run")
+    outcome = analyze.run_analyze(tracker, model_uri=str(trained_in_memory["package"]), data_source=str(reviews_csv),
+                                  texts=["a wonderful film, loved it"])  # fmt: skip
+    table = tracker.artifacts["predictions/test.parquet"]
+    assert outcome.failures["confusion_matrix"] == evaluate.confusion(table).tolist()
+    assert tracker.metric("failures/errors") == [float((table["label"] != table["prediction"]).sum())]
+    assert outcome.exploration.summary_rows()[-1]["examples"] == 240 and tracker.metric("eda/all/examples") == [240.0]
+    pages = sorted(path for path in tracker.artifacts if path.startswith("attention/") and path.endswith(".html"))
+    assert pages[-1].endswith("_user.html") and len(outcome.attention) == len(pages)
+    assert "<p class='review'>" in tracker.artifacts[pages[-1]]
+    assert tracker.tags["sentiment.kind"] == "analyze" and tracker.tags["sentiment.parts"] == "eda,attention,failures"
