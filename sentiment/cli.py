@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from sentiment.config import PRESETS, build_config, options
+from sentiment.config import PRESETS, build_config
+from sentiment.config import options as option_table
 from sentiment.errors import Interrupted, TrainingError, UserError
 
 
@@ -41,7 +42,7 @@ def config_options(names):
     Name, type, choices and help come from the option table in sentiment.config, generated from
     the config dataclasses and their field docstrings.
     """
-    table = options()
+    table = option_table()
 
     def decorate(func):
         for name in reversed(list(names)):
@@ -57,7 +58,7 @@ def config_options(names):
 
 def overrides_from(values: dict) -> dict:
     """Given option values (None: not given) by option name -> flat config field -> value."""
-    table = options()
+    table = option_table()
     return {table[name].field: value for name, value in values.items() if name in table}
 
 
@@ -68,7 +69,7 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--preset", type=_choice(PRESETS), default="seed", show_default=True, help="seed: the reference recipe; quick: offline, CPU-sized")
-@config_options(options())
+@config_options(option_table())
 @click.option("--register-as", default="", help="register the model under this name (alias candidate; champion if best)")
 @click.option("--run-name", default="", help="MLflow run name")
 @click.option("--output-dir", default=".sentiment/runs", show_default=True, help="local folder for checkpoints")

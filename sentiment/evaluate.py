@@ -172,7 +172,8 @@ def bootstrap_accuracy_ci(correct: np.ndarray, seed: int, resamples: int = 1000,
 
 def _per_class(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Precision, recall and F1 of the negative and the positive class."""
-    precision, recall, f1, _ = skm.precision_recall_fscore_support(table["label"], table["prediction"], labels=[0, 1], zero_division=0)
+    y, p = table["label"], table["prediction"]
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(y, p, labels=[0, 1], zero_division=0)
     return precision, recall, f1
 
 
@@ -237,7 +238,9 @@ def log_evaluation(table: pd.DataFrame, split: str, tracker, model_id: str | Non
 # ----------------------------------------------------------------------------- the stage
 
 
-def run_evaluate(model_uri: str, tracker, data_source: str | None, split: str, overrides: dict | None = None) -> dict[str, float]:
+def run_evaluate(
+    model_uri: str, tracker, data_source: str | None, split: str, overrides: dict | None = None
+) -> dict[str, float]:
     """The evaluate stage: load a logged/registered/local/Hub model, predict a split, log it all.
 
     The data settings (max_length, truncation, split fractions, seed) come from the config logged
@@ -253,7 +256,8 @@ def run_evaluate(model_uri: str, tracker, data_source: str | None, split: str, o
     config = validate(apply_overrides(loaded.config, {"data.source": data_source, **(overrides or {})}))
     model_mod.check_max_length(loaded.model.config, config.data.max_length, model_uri)
     runtime = device_mod.pick_runtime(config.train)
-    tracker.set_tags({**runtime.tags(), "sentiment.kind": "evaluate", "sentiment.model_uri": model_uri, "sentiment.split": split})
+    kind = {"sentiment.kind": "evaluate", "sentiment.model_uri": model_uri, "sentiment.split": split}
+    tracker.set_tags({**runtime.tags(), **kind})
     tracker.log_config(config)
     splits = data_mod.load_splits(config.data, config.seed)
     tracker.log_splits(splits, only=None if split == "all" else split)

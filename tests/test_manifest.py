@@ -51,7 +51,8 @@ def test_option_table_is_generated_from_the_config_fields_and_their_docstrings()
     fields = [f for f in flat_fields() if f not in NOT_OPTIONS]
     assert [o.field for o in table.values()] == fields  # every field but the preset, in field order
     assert table["data"].field == "data.source" and table["model"].field == "model.name"
-    assert table["max_length"].help == field_docs(DataConfig)["max_length"] == "Tokens per review after truncation, special tokens included."
+    expected = "Tokens per review after truncation, special tokens included."
+    assert table["max_length"].help == field_docs(DataConfig)["max_length"] == expected
     train = {p.name: p for p in cli.commands["train"].params}
     for name, option in table.items():  # the train command has every option, help written once
         assert train[name].help == option.help.replace("`", ""), name

@@ -132,7 +132,9 @@ def run_analyze(
     return AnalyzeOutcome(tracker.run_id, tuple(parts), split, exploration, failures, attention)
 
 
-def _check_inputs(parts, texts, examples_per_group: int, model_uri: str | None, split: str, predictions_run: str | None) -> tuple[str | None, str]:
+def _check_inputs(
+    parts, texts, examples_per_group: int, model_uri: str | None, split: str, predictions_run: str | None
+) -> tuple[str | None, str]:
     """Every problem with the inputs before any work; returns the model URI and split to use (a
     reused evaluate run's own split, and its model for attention when none is given)."""
     if texts and "attention" not in parts:
@@ -153,7 +155,9 @@ def _check_inputs(parts, texts, examples_per_group: int, model_uri: str | None, 
     return model_uri, split
 
 
-def _predictions(tracker: tracking.Tracker, predictions_run: str | None, split: str, loaded, splits, config: Config) -> pd.DataFrame:
+def _predictions(
+    tracker: tracking.Tracker, predictions_run: str | None, split: str, loaded, splits, config: Config
+) -> pd.DataFrame:
     """Reuse a run's predictions table, or predict the split and log it as evaluate does."""
     if predictions_run:
         hint = "pass an evaluate or train run that logged predictions"
@@ -161,7 +165,8 @@ def _predictions(tracker: tracking.Tracker, predictions_run: str | None, split: 
         check_table(table)
         return table
     runtime = device_mod.pick_runtime(config.train)
-    reviews = tokens.encode_reviews(data_mod.select_split(splits, split), loaded.tokenizer, config.data.max_length, config.data.truncation)
+    frame = data_mod.select_split(splits, split)
+    reviews = tokens.encode_reviews(frame, loaded.tokenizer, config.data.max_length, config.data.truncation)
     table = evaluate.predict_table(loaded.model.to(runtime.device), reviews, runtime, config.train.eval_batch_size)
     evaluate.log_evaluation(table, split, tracker, seed=config.seed)
     return table

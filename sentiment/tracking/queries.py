@@ -96,7 +96,8 @@ def metric_values(run_id: str, key: str) -> list[float]:
 def last_logged_steps(run_id: str) -> dict[str, int]:
     """Per metric key, the last step the run holds (what a resumed run must not log again)."""
     client = mlflow.MlflowClient()
-    return {key: max((m.step for m in client.get_metric_history(run_id, key)), default=-1) for key in mlflow.get_run(run_id).data.metrics}
+    keys = mlflow.get_run(run_id).data.metrics
+    return {key: max((m.step for m in client.get_metric_history(run_id, key)), default=-1) for key in keys}
 
 
 # ----------------------------------------------------------------------------- logged configs and tables
@@ -125,8 +126,10 @@ def load_run_table(run_id: str, path: str, columns: list[str] | None = None, hin
         except Exception:
             found: list[str] = []
             with contextlib.suppress(Exception):
-                found = [a.path for a in mlflow.MlflowClient().list_artifacts(run_id, str(Path(path).parent)) if a.path.endswith(".parquet")]
-            raise UserError(f"run {run_id} has no {path} (it has: {', '.join(found) or 'none'}){'; ' + hint if hint else ''}") from None
+                beside = mlflow.MlflowClient().list_artifacts(run_id, str(Path(path).parent))
+                found = [a.path for a in beside if a.path.endswith(".parquet")]
+            advice = f"; {hint}" if hint else ""
+            raise UserError(f"run {run_id} has no {path} (it has: {', '.join(found) or 'none'}){advice}") from None
         return pd.read_parquet(local, columns=columns)
     finally:
         shutil.rmtree(target, ignore_errors=True)

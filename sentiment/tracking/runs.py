@@ -100,7 +100,9 @@ def _end(tracker: "MlflowTracker", status: str, error: str | None) -> None:
 
 
 class MlflowTracker:
-    """Logs to one MLflow run; every stage talks to MLflow only through this."""
+    """The `Tracker` protocol on one MLflow run. Every operation goes through the run's Outbox
+    (journaled while the server is away); metric points are batched and sent about once a second.
+    Beyond the protocol: `wait_online`, which registration and model logging call first."""
 
     metrics_every_s = 1.0  # batch metric points: at most about one request a second
 

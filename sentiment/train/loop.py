@@ -216,7 +216,8 @@ def _validate(parts: Parts, progress: Progress, val: tokens.Reviews, config: Con
     table of the validation split (every rank gets the same table)."""
     table = evaluate.predict_table(parts.net, val, parts.runtime, config.train.eval_batch_size)
     scores = evaluate.validation_metrics(table)
-    loss_sum, correct, seen, n_tokens = parts.dist.all_sum([progress.loss_sum, progress.correct, progress.seen, progress.tokens])
+    sums = [progress.loss_sum, progress.correct, progress.seen, progress.tokens]
+    loss_sum, correct, seen, n_tokens = parts.dist.all_sum(sums)  # note: an all-reduce per epoch
     return EpochResult(
         epoch=progress.epoch,
         train_loss=loss_sum / seen,
@@ -231,7 +232,9 @@ def _validate(parts: Parts, progress: Progress, val: tokens.Reviews, config: Con
     )
 
 
-def _keep_best(parts: Parts, history: History, result: EpochResult, best_dir: Path, checkpoints: Checkpointer | None) -> None:
+def _keep_best(
+    parts: Parts, history: History, result: EpochResult, best_dir: Path, checkpoints: Checkpointer | None
+) -> None:
     history.best_epoch, history.best_val_accuracy, history.best_dir = result.epoch, result.val_accuracy, best_dir
     if parts.dist.is_main:
         save_model(parts.net, best_dir)
@@ -245,7 +248,9 @@ def _show_progress() -> bool:
     return sys.stderr.isatty()
 
 
-def _train_epoch(parts: Parts, train: tokens.Reviews, config: Config, tracker, history: History, progress: Progress, hooks: Hooks) -> None:
+def _train_epoch(
+    parts: Parts, train: tokens.Reviews, config: Config, tracker, history: History, progress: Progress, hooks: Hooks
+) -> None:
     """Train the rest of ``progress.epoch``, updating ``progress`` in place."""
     t = config.train
     parts.model.train()
@@ -253,7 +258,10 @@ def _train_epoch(parts: Parts, train: tokens.Reviews, config: Config, tracker, h
     batches = list(parts.sampler)[progress.batches_done :]
     collate, labels = data_mod.make_collate(train.pad_id), train.labels
     # Accumulate on the device: reading a value per step would be a host-device sync point.
-    acc = {name: torch.tensor(getattr(progress, name), device=parts.device, dtype=torch.float64) for name in ("loss_sum", "correct", "window_loss")}
+    acc = {
+        name: torch.tensor(getattr(progress, name), device=parts.device, dtype=torch.float64)
+        for name in ("loss_sum", "correct", "window_loss")
+    }
     acc["nonfinite"] = torch.zeros((), device=parts.device, dtype=torch.bool)
     started = time.perf_counter()
     bar = tqdm(batches, desc=f"epoch {progress.epoch}/{t.epochs}", disable=not _show_progress(), leave=False)

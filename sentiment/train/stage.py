@@ -71,12 +71,14 @@ def run_train(
     """
     dist = dist or Dist()
     prepared = prepare(config, tracker, workdir, resume, dist)
+    main, every_epoch = dist.is_main, config.log_checkpoints == "all"
     hooks = Hooks(
         should_stop=should_stop,
-        checkpoints=Checkpointer(workdir, tracker, config.upload_state) if dist.is_main else None,
-        on_epoch_end=_epoch_checkpoint(prepared, tracker, workdir) if config.log_checkpoints == "all" and dist.is_main else None,
+        checkpoints=Checkpointer(workdir, tracker, config.upload_state) if main else None,
+        on_epoch_end=_epoch_checkpoint(prepared, tracker, workdir) if every_epoch and main else None,
     )
-    history = loop.fit(prepared.model, prepared.train, prepared.val, config, tracker, workdir, prepared.runtime, hooks, prepared.state)
+    p = prepared
+    history = loop.fit(p.model, p.train, p.val, config, tracker, workdir, p.runtime, hooks, p.state)
     if not dist.is_main:
         _test_table(prepared, history)  # its share of the test set
         return None
@@ -103,14 +105,17 @@ def prepare(config: Config, tracker: tracking.Tracker, workdir: Path, resume: bo
     return Prepared(config, net, tokenizer, splits, train, val, runtime, state)
 
 
-def _log_start(config: Config, tracker: tracking.Tracker, net, splits: data_mod.Splits, runtime: Runtime, state: dict | None) -> None:
+def _log_start(
+    config: Config, tracker: tracking.Tracker, net, splits: data_mod.Splits, runtime: Runtime, state: dict | None
+) -> None:
     """What the run records before training: config, sizes and datasets (a resumed run has
     them already), then where it trains."""
     if state is None:
         counts = model_mod.count_parameters(net)
         tracker.log_config(config)
         sizes = {f"data/{name}_reviews": float(n) for name, n in splits.sizes().items()}
-        tracker.log_metrics({"model/parameters": counts["total"], "model/trainable_parameters": counts["trainable"], **sizes}, step=0)
+        parameters = {"model/parameters": counts["total"], "model/trainable_parameters": counts["trainable"]}
+        tracker.log_metrics({**parameters, **sizes}, step=0)
         tracker.log_splits(splits)
         dist = runtime.dist
         if dist.enabled:
@@ -129,14 +134,17 @@ def _epoch_checkpoint(prepared: Prepared, tracker: tracking.Tracker, workdir: Pa
     """The epoch-end hook of ``--log-checkpoints all``: every epoch's model as a LoggedModel."""
 
     def log_epoch(result: EpochResult, net) -> str:
-        save_model(net, workdir / f"epoch_{result.epoch}")
-        folder = package_model(workdir / f"epoch_{result.epoch}", prepared.tokenizer, prepared.config, workdir / f"package_epoch_{result.epoch}")
-        return tracker.log_model(folder, name=f"checkpoint-epoch-{result.epoch}", step=result.epoch).model_id
+        epoch = result.epoch
+        save_model(net, workdir / f"epoch_{epoch}")
+        folder = package_model(workdir / f"epoch_{epoch}", prepared.tokenizer, prepared.config, workdir / f"package_epoch_{epoch}")
+        return tracker.log_model(folder, name=f"checkpoint-epoch-{epoch}", step=epoch).model_id
 
     return log_epoch
 
 
-def publish(prepared: Prepared, history: History, tracker: tracking.Tracker, workdir: Path, register_as: str | None) -> TrainOutcome:
+def publish(
+    prepared: Prepared, history: History, tracker: tracking.Tracker, workdir: Path, register_as: str | None
+) -> TrainOutcome:
     """After training: curves, the best model as a LoggedModel (its validation scores linked),
     the test predictions table and its metrics, and registration when asked."""
     config = prepared.config

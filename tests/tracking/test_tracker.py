@@ -29,7 +29,8 @@ def test_every_tracker_implements_the_whole_protocol(cls):
         expected = inspect.signature(getattr(Tracker, name))
         actual = inspect.signature(getattr(cls, name))
         assert list(actual.parameters) == list(expected.parameters), (cls.__name__, name)
-        assert [p.default for p in actual.parameters.values()] == [p.default for p in expected.parameters.values()], (cls.__name__, name)
+        defaults = [p.default for p in actual.parameters.values()]
+        assert defaults == [p.default for p in expected.parameters.values()], (cls.__name__, name)
 
 
 def test_null_tracker_does_nothing_and_has_no_catch_all():

@@ -21,8 +21,8 @@ def inputs(tiny_model, reviews_csv):
     config = tiny_config(tiny_model, reviews_csv, **{"train.epochs": 2, "train.log_every_steps": 2})
     tokenizer = model_mod.load_tokenizer(tiny_model)
     splits = data_mod.load_splits(config.data, config.seed)
-    encode = lambda frame: tokens.encode_reviews(frame, tokenizer, config.data.max_length, config.data.truncation)  # noqa: E731
-    return config, encode(splits.train), encode(splits.val)
+    d = config.data
+    return config, *(tokens.encode_reviews(frame, tokenizer, d.max_length, d.truncation) for frame in (splits.train, splits.val))
 
 
 def _model(config):
@@ -61,7 +61,8 @@ def test_stop_signal_saves_then_resume_continues_bit_for_bit(inputs, tmp_path):
 
     first = tmp_path / "first"
     with pytest.raises(Interrupted):
-        fit(_model(config), train, val, config, interrupted, first, hooks=Hooks(should_stop=stop_at_step_7, checkpoints=Checkpointer(first, interrupted)))
+        hooks = Hooks(should_stop=stop_at_step_7, checkpoints=Checkpointer(first, interrupted))
+        fit(_model(config), train, val, config, interrupted, first, hooks=hooks)
     state = Checkpointer.load(first / STATE_FILE)
     assert state["progress"]["step"] == 7
     resumed = fit(_model(config), train, val, config, interrupted, first, resume=state)
