@@ -206,7 +206,11 @@ def field_docs(cls: type) -> dict[str, str]:
 
     Python keeps no attribute docstrings at runtime, so they are read from the class's source.
     """
-    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # installed without sources: options keep their names, lose their help
+        return {}
+    body = ast.parse(textwrap.dedent(source)).body[0].body
     docs = {}
     for node, after in zip(body, body[1:]):
         is_doc = isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)
@@ -226,7 +230,7 @@ def options() -> dict[str, Option]:
         if flat in NOT_OPTIONS:
             continue
         name = OPTION_NAMES.get(flat, flat.split(".")[-1])
-        out[name] = Option(name, flat, kind, CHOICES.get(flat), docs[flat])
+        out[name] = Option(name, flat, kind, CHOICES.get(flat), docs.get(flat, ""))
     return out
 
 

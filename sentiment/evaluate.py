@@ -77,6 +77,7 @@ def _sharded_logits(model, reviews: tokens.Reviews, runtime: Runtime, batch_size
 
 
 def predictions_table(frame: pd.DataFrame, probs: np.ndarray, encoded: tokens.Encoded, max_length: int) -> pd.DataFrame:
+    """The table's columns from a split's rows, their class probabilities (N, 2) and encoding."""
     labels = frame["label"].to_numpy().astype(int)
     prediction = probs.argmax(1)
     eps = 1e-12
