@@ -155,15 +155,21 @@ def ablation_sections(parent, extra: list, workdir: Path) -> tuple[list[Section]
     baseline = children[children["variant"] == "baseline"]
     if len(baseline):
         section.blocks.append(_recipe_table(runs[baseline["run_id"].iloc[0]]))
-    section.blocks.append(_summary_table(summary, grid))
+    val_reviews = {row["variant"]: tracking.dataset_rows(row["run_id"]).get("validation") for row in children.to_dict("records")}
+    section.blocks.append(_summary_table(summary, grid, val_reviews))
     verdicts = _verdicts(summary, grid, tables)
     if verdicts:
         section.blocks.append(f"Published numbers: {grid.published_source}. Each row's verdict compares the published change "
                               "with our paired interval:")  # fmt: skip
         section.blocks.append("\n".join(f"- {line}" for line in verdicts))
-    figure = tracking.download_artifact(parent.run_id, "figures/ablation_test_accuracy.png", workdir / parent.run_id)
-    if figure is not None:
-        section.blocks.append(Image(figure, f"{name}_test_accuracy.png", f"Test accuracy per variant (parent run {parent.run_id})"))
+    if tables:
+        figure = tracking.download_artifact(parent.run_id, "figures/ablation_test_accuracy.png", workdir / parent.run_id)
+        if figure is not None:
+            section.blocks.append(Image(figure, f"{name}_test_accuracy.png", f"Test accuracy per variant (parent run {parent.run_id})"))
+    elif grid is not None:  # a validation-only grid (e.g. a search): its figure is validation accuracy
+        path = workdir / f"{name}_val_accuracy.png"
+        _validation_figure(summary, grid).savefig(path, dpi=110)
+        section.blocks.append(Image(path, path.name, f"Validation accuracy per variant (parent run {parent.run_id})"))
     drew_curve = False
     if grid is not None and _is_learning_curve(grid):
         section.blocks += _learning_curve(grid, children, runs, tables, extra, workdir)
@@ -172,6 +178,23 @@ def ablation_sections(parent, extra: list, workdir: Path) -> tuple[list[Section]
     if grid_text:
         section.blocks.append(Code(grid_text.rstrip(), "yaml"))
     return [section], drew_curve
+
+
+def _validation_figure(summary: pd.DataFrame, grid):
+    """Best validation accuracy per variant, a panel per group, the reference hatched."""
+    table = summary.set_index("variant")
+    panels = []
+    for group, description, reference in grid.groups:
+        names = [reference] + [v.name for v in grid.variants if v.group == group and v.name != reference]
+        bars = []
+        for variant in names:
+            mean, std = _num(table.loc[variant, "val_accuracy_mean"]), _num(table.loc[variant, "val_accuracy_std"])
+            spread = std if math.isfinite(std) else 0.0
+            note = f"{100 * mean:.1f}%" if math.isfinite(mean) else ""
+            bars.append({"label": variant, "value": mean, "low": spread, "high": spread, "reference": variant == reference, "note": note})
+        panels.append({"title": f"{group}: {description}" if description else group, "bars": bars})
+    title = f"Grid {grid.name}: best validation accuracy per variant (no test split touched)"
+    return plots.ablation_bars(panels, ylabel="validation accuracy", title=title, baseline=_num(table.loc["baseline", "val_accuracy_mean"]))
 
 
 def _test_set_sentence(tables: dict) -> str:
@@ -184,12 +207,25 @@ def _test_set_sentence(tables: dict) -> str:
     return f"The children were tested on {len(id_sets)} different sets of reviews; comparisons pair runs of the same seed only."
 
 
+def _review_counts(run) -> str:
+    """Training / validation / test reviews: the run's data/* metrics, else its logged datasets."""
+    from sentiment import tracking
+
+    keys = ("data/train_reviews", "data/val_reviews", "data/test_reviews")
+    if all(k in run.metrics for k in keys):
+        counts = [int(run.metrics[k]) for k in keys]
+    else:
+        rows = tracking.dataset_rows(run.run_id)
+        counts = [rows.get(context) for context in ("training", "validation", "testing")]
+    return " / ".join("?" if n is None else f"{n:,}" for n in counts)
+
+
 def _recipe_table(run) -> pd.DataFrame:
-    p, m = run.params, run.metrics
+    p = run.params
     rows = [
         ("model", p.get("model.name", "?")),
         ("data", p.get("data.source", "?")),
-        ("reviews train / validation / test", " / ".join(f"{int(m[k]):,}" if k in m else "?" for k in ("data/train_reviews", "data/val_reviews", "data/test_reviews"))),
+        ("reviews train / validation / test", _review_counts(run)),
         ("max length, truncation", f"{p.get('data.max_length', '?')} tokens, {p.get('data.truncation', '?')}"),
         ("epochs, batch, lr, layer decay", f"{p.get('train.epochs', '?')}, {p.get('train.batch_size', '?')}, {p.get('train.lr', '?')}, {p.get('train.layer_decay', '?')}"),
         ("precision, device", f"{run.tags.get('sentiment.precision', '?')} on {run.tags.get('sentiment.device', '?')}"
@@ -198,7 +234,23 @@ def _recipe_table(run) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[f"baseline recipe (run `{run.run_id}`)", "value"])
 
 
-def _summary_table(summary: pd.DataFrame, grid) -> pd.DataFrame:
+def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of an accuracy measured on ``n`` reviews."""
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def _val_cell(row: dict, reviews: int | None) -> str:
+    """Mean +- std over seeds; with one seed, its Wilson interval over the validation reviews."""
+    mean, std = _num(row["val_accuracy_mean"]), _num(row["val_accuracy_std"])
+    if row["seeds"] == 1 and reviews and math.isfinite(mean):
+        low, high = wilson_interval(mean, reviews)
+        return f"{_pct(mean)} [{100 * low:.1f}, {100 * high:.1f}] of {reviews:,}"
+    return _pm(mean, std)
+
+
+def _summary_table(summary: pd.DataFrame, grid, val_reviews: dict | None = None) -> pd.DataFrame:
     published = {v.name: v.published for v in grid.variants} if grid is not None else {}
     base_published = published.get("baseline")
     tested = summary["test_accuracy_mean"].notna().any()
@@ -212,7 +264,7 @@ def _summary_table(summary: pd.DataFrame, grid) -> pd.DataFrame:
         )  # fmt: skip
         out = {
             "variant": row["variant"], "changed": row["changed"], "seeds": f"{row['seeds']}/{row['seeds_planned']}",
-            "val accuracy": _pm(row["val_accuracy_mean"], row["val_accuracy_std"]),
+            "val accuracy": _val_cell(row, (val_reviews or {}).get(row["variant"])),
         }  # fmt: skip
         if tested:
             out["test accuracy"] = _pm(row["test_accuracy_mean"], row["test_accuracy_std"])

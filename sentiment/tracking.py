@@ -811,6 +811,16 @@ def _record(run) -> RunRecord:
     )  # fmt: skip
 
 
+def dataset_rows(run_id: str) -> dict[str, int]:
+    """Rows of each dataset input the run logged, by context (training, validation, testing)."""
+    out: dict[str, int] = {}
+    for item in mlflow.MlflowClient().get_run(run_id).inputs.dataset_inputs:
+        context = next((t.value for t in item.tags if t.key == "mlflow.data.context"), "")
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            out[context] = int(json.loads(item.dataset.profile)["num_rows"])
+    return out
+
+
 def experiment_name(experiment_id: str) -> str:
     return mlflow.MlflowClient().get_experiment(experiment_id).name
 

@@ -158,3 +158,14 @@ def test_report_refuses_runs_it_cannot_describe(tracking_env, tiny_model, review
         pass
     result = run_cli(["report", "--run", train_run.info.run_id, "--with-run", train_run.info.run_id], tracking_env)
     assert result.returncode == 2 and "--with-run adds points to a learning curve" in result.stderr
+
+
+def test_wilson_interval_matches_scipy():
+    from scipy.stats import binomtest
+
+    from sentiment.report import wilson_interval
+
+    for k, n in ((860, 1000), (3, 10), (499, 500)):
+        expected = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        low, high = wilson_interval(k / n, n)
+        assert low == pytest.approx(expected.low, abs=1e-4) and high == pytest.approx(expected.high, abs=1e-4)
