@@ -154,7 +154,7 @@ def ablation_sections(parent, extra: list, workdir: Path) -> tuple[list[Section]
     )
     baseline = children[children["variant"] == "baseline"]
     if len(baseline):
-        section.blocks.append(_recipe_table(runs[baseline["run_id"].iloc[0]]))
+        section.blocks.append(_recipe_table(runs[baseline["run_id"].iloc[0]], "baseline recipe"))
     val_reviews = {row["variant"]: tracking.dataset_rows(row["run_id"]).get("validation") for row in children.to_dict("records")}
     section.blocks.append(_summary_table(summary, grid, val_reviews))
     verdicts = _verdicts(summary, grid, tables)
@@ -220,7 +220,7 @@ def _review_counts(run) -> str:
     return " / ".join("?" if n is None else f"{n:,}" for n in counts)
 
 
-def _recipe_table(run) -> pd.DataFrame:
+def _recipe_table(run, what: str = "recipe") -> pd.DataFrame:
     p = run.params
     rows = [
         ("model", p.get("model.name", "?")),
@@ -231,7 +231,7 @@ def _recipe_table(run) -> pd.DataFrame:
         ("precision, device", f"{run.tags.get('sentiment.precision', '?')} on {run.tags.get('sentiment.device', '?')}"
                               + (f" (native bf16: {run.tags['sentiment.cpu_native_bf16']})" if "sentiment.cpu_native_bf16" in run.tags else "")),
     ]  # fmt: skip
-    return pd.DataFrame(rows, columns=[f"baseline recipe (run `{run.run_id}`)", "value"])
+    return pd.DataFrame(rows, columns=[f"{what} (run `{run.run_id}`)", "value"])
 
 
 def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
