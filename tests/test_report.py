@@ -11,7 +11,7 @@ import yaml
 from mlflow import MlflowClient
 
 from sentiment import evaluate
-from sentiment.report import _points
+from sentiment.report.sections import _points
 from tests.conftest import TINY_TRAIN, run_cli
 from tests.ablate.test_execution import children_of, parent_of, tiny_grid
 
@@ -161,3 +161,14 @@ def test_report_refuses_runs_it_cannot_describe(tracking_env, tiny_model, review
         pass
     result = run_cli(["report", "--run", train_run.info.run_id, "--with-run", train_run.info.run_id], tracking_env)
     assert result.returncode == 2 and "--with-run adds points to a learning curve" in result.stderr
+
+
+def test_wilson_interval_matches_scipy():
+    from scipy.stats import binomtest
+
+    from sentiment.report import wilson_interval
+
+    for k, n in ((860, 1000), (3, 10), (499, 500)):
+        expected = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        low, high = wilson_interval(k / n, n)
+        assert low == pytest.approx(expected.low, abs=1e-4) and high == pytest.approx(expected.high, abs=1e-4)

@@ -28,6 +28,7 @@ from sentiment.tracking.queries import (
     RunRecord,
     check_same_experiment,
     child_runs,
+    dataset_rows,
     download_artifact,
     download_checkpoints,
     experiment_name,
@@ -63,7 +64,7 @@ from sentiment.tracking.tracker import LoggedModelRef, NullTracker, Tracker
 __all__ = [
     "DEFAULT_EXPERIMENT", "DEFAULT_TRACKING_URI", "MODEL_ARTIFACT", "InMemoryTracker", "LoggedModelRef", "MlflowTracker",
     "NullTracker", "Outbox", "Registration", "RunRecord", "SentimentPyfunc", "Tracker", "check_same_experiment",
-    "check_server", "child_runs", "connect", "create_child_run", "delete_tag", "download_artifact", "download_checkpoints",
+    "check_server", "child_runs", "connect", "create_child_run", "dataset_rows", "delete_tag", "download_artifact", "download_checkpoints",
     "end_run_if_open", "experiment_name", "fail_run", "fetch_model", "get_run", "is_model_uri", "last_logged_steps",
     "load_pyfunc", "load_run_table", "log_files_to_run", "metric_values", "model_run_id", "one_line", "open_run",
     "reachable", "read_run_config", "register_model", "resolve_model_source", "run_tags", "submit_project_run",

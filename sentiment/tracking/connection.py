@@ -50,6 +50,8 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")
     logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)
     logging.getLogger("mlflow.models").setLevel(logging.WARNING)
+    # "Experiment with name ... does not exist. Creating a new experiment." carries no action.
+    logging.getLogger("mlflow.tracking.fluent").setLevel(logging.WARNING)
 
 
 def _check_credentials(uri: str) -> None:

@@ -7,6 +7,7 @@ the one reader of logged configs and tables (evaluate, analyze, ablate and repor
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -81,6 +82,16 @@ def run_tags(run_id: str) -> dict[str, str]:
         return dict(mlflow.get_run(run_id).data.tags)
     except Exception as exc:
         raise UserError(f"run {run_id!r} does not exist or cannot be read ({one_line(exc)[:150]}); pass the id of an evaluate or train run") from None
+
+
+def dataset_rows(run_id: str) -> dict[str, int]:
+    """Rows of each dataset input the run logged, by context (training, validation, testing)."""
+    out: dict[str, int] = {}
+    for item in mlflow.MlflowClient().get_run(run_id).inputs.dataset_inputs:
+        context = next((t.value for t in item.tags if t.key == "mlflow.data.context"), "")
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            out[context] = int(json.loads(item.dataset.profile)["num_rows"])
+    return out
 
 
 def experiment_name(experiment_id: str) -> str:
