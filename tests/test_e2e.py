@@ -16,7 +16,8 @@ METRIC_KEYS = {
     "train/loss", "train/lr", "train/accuracy", "val/loss", "val/accuracy", "val/f1_macro", "val/best_f1_macro", "train/samples_per_s",
     "train/tokens_per_s", "test/loss", "test/accuracy", "test/precision_macro", "test/recall_macro",
     "test/f1_macro", "test/f1_negative", "test/f1_positive", "test/roc_auc", "test/ece",
-    "test/accuracy_ci_low", "test/accuracy_ci_high",
+    "test/accuracy_ci_low", "test/accuracy_ci_high", "calibration/temperature", "val/ece", "val/ece_calibrated",
+    "test/ece_calibrated", "test/brier", "test/brier_calibrated",
 }  # fmt: skip
 
 
@@ -54,7 +55,7 @@ def test_train_evaluate_register_serve(tracking_env, tiny_model, reviews_csv, tm
 
     # artifacts: config, figures, predictions table (+ parquet), metrics json
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
-    assert {"figures/test_confusion_matrix.png", "figures/training_curves.png", "figures/test_roc_curve.png"} <= artifacts
+    assert {"figures/test_confusion_matrix.png", "figures/training_curves.png", "figures/test_roc_curve.png", "figures/calibration_test.png"} <= artifacts
     table = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="predictions/test.parquet"))
     assert list(table.columns[:6]) == ["id", "text", "label", "prediction", "probability", "confidence"]
     assert len(table) == 48  # 20% of 240, stratified
@@ -73,12 +74,13 @@ def test_train_evaluate_register_serve(tracking_env, tiny_model, reviews_csv, tm
     logged = mlflow.get_logged_model(version.model_id or version.source.split("/")[-1])
     assert {m.key for m in logged.metrics} >= {"val/best_accuracy", "test/accuracy"}
 
-    # serving: pyfunc from the registry returns label + score per text
+    # serving: pyfunc from the registry returns label, score and P(positive) per text
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     out = model.predict(["wonderful brilliant loved it", "awful boring waste"])
-    assert list(out.columns) == ["label", "score"]
+    assert list(out.columns) == ["label", "score", "probability"]
     assert list(out["label"]) == ["positive", "negative"]
     assert ((out["score"] >= 0.5) & (out["score"] <= 1)).all()
+    assert out["score"].tolist() == [out["probability"][0], 1 - out["probability"][1]]
     with pytest.raises(Exception, match="empty text"):
         model.predict(["   "])
 

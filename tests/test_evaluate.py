@@ -45,6 +45,8 @@ from sentiment.model import build_model, load_tokenizer
 #   0.70: rows 2,7 acc 1.0 -> .3*.2 = .06         0.60: rows 3,4 acc 0.5 -> .1*.2 = .02
 #   0.55: row 8 acc 0      -> .55*.1 = .055       0.65: row 9 acc 0      -> .65*.1 = .065
 #   total 0.26
+# brier: mean (p - y)^2 = (.01+.04+.09+.16+.36 + .01+.04+.09+.3025+.4225)/10 = 0.1525
+# no probability_uncalibrated column (a table from before calibration): before = after
 # loss column: arbitrary numbers 0.1..1.0 -> mean 0.55; truncated: 3 of 10 -> 0.3
 
 LABEL = [1, 1, 1, 1, 1, 0, 0, 0, 0, 0]
@@ -73,7 +75,8 @@ def table():
 EXPECTED_KEYS = {
     "accuracy", "accuracy_ci_low", "accuracy_ci_high", "loss", "precision_macro", "recall_macro", "f1_macro",
     "precision_negative", "precision_positive", "recall_negative", "recall_positive", "f1_negative", "f1_positive",
-    "ece", "examples", "truncated_share", "roc_auc", "average_precision",
+    "ece", "ece_calibrated", "brier", "brier_calibrated", "loss_calibrated", "examples", "truncated_share", "roc_auc",
+    "average_precision",
 }  # fmt: skip
 
 
@@ -95,6 +98,11 @@ def test_compute_metrics_hand_checked(table):
     assert m["test/roc_auc"] == pytest.approx(skm.roc_auc_score(LABEL, PROBABILITY))
     assert m["test/average_precision"] == pytest.approx(skm.average_precision_score(LABEL, PROBABILITY))
     assert m["test/ece"] == pytest.approx(0.26)
+    assert m["test/brier"] == pytest.approx(0.1525)
+    assert m["test/brier"] == pytest.approx(skm.brier_score_loss(LABEL, PROBABILITY))
+    assert (m["test/ece_calibrated"], m["test/brier_calibrated"]) == (m["test/ece"], m["test/brier"])
+    p_true = np.where(np.array(LABEL) == 1, PROBABILITY, 1 - np.array(PROBABILITY))
+    assert m["test/loss_calibrated"] == pytest.approx(-np.log(p_true).mean())
     assert m["test/examples"] == 10
     assert m["test/truncated_share"] == pytest.approx(0.3)
     assert m["test/accuracy_ci_low"] <= 0.7 <= m["test/accuracy_ci_high"]
@@ -244,7 +252,8 @@ def test_predictions_table_from_model(tiny):
     config = Config(data=DataConfig(max_length=MAX_LENGTH), train=TrainConfig(eval_batch_size=4))
     table = ev.predict_frame(model, tokenizer, frame, config, torch.device("cpu"))
     assert list(table.columns) == [
-        "id", "text", "label", "prediction", "probability", "confidence", "loss", "n_tokens", "truncated",
+        "id", "text", "label", "prediction", "probability", "confidence", "loss", "n_tokens", "truncated", "logit",
+        "probability_uncalibrated",
     ]  # fmt: skip
     assert table["id"].tolist() == frame["id"].tolist()
     assert table["text"].tolist() == TEXTS
@@ -266,11 +275,12 @@ def test_predictions_table_from_model(tiny):
         assert single["probability"].iloc[0] == pytest.approx(prob[i], abs=1e-5)
 
 
-def test_predictions_table_from_probabilities():
+def test_predictions_table_from_logits():
     frame = pd.DataFrame({"id": [1, 2, 3], "text": ["a", "b", "c"], "label": [0, 1, 1]})
     probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.9, 0.1]])
+    logits = np.log(probs).astype(np.float32) + 3.0  # any shift: softmax(logits) = probs
     encoded = tokens.Encoded(input_ids=[[1, 2], [1, 2, 3], [1]], full_lengths=np.array([5, 12, 8]))
-    table = ev.predictions_table(frame, probs, encoded, max_length=8)
+    table = ev.predictions_table(frame, logits, encoded, max_length=8)
     assert table["id"].tolist() == ["1", "2", "3"]
     assert table["prediction"].tolist() == [0, 1, 0]
     assert table["probability"].tolist() == pytest.approx([0.2, 0.7, 0.1])
@@ -278,6 +288,18 @@ def test_predictions_table_from_probabilities():
     assert table["loss"].tolist() == pytest.approx([-math.log(0.8), -math.log(0.7), -math.log(0.1)])
     assert table["n_tokens"].tolist() == [5, 12, 8]
     assert table["truncated"].tolist() == [False, True, False]  # 8 tokens fit max_length 8
+    assert table["logit"].tolist() == pytest.approx([math.log(0.2 / 0.8), math.log(0.7 / 0.3), math.log(0.1 / 0.9)], rel=1e-6)
+    assert table["probability_uncalibrated"].tolist() == table["probability"].tolist()  # T = 1
+
+    # temperature 2: probabilities from logit / 2, the same predictions; loss stays the network's
+    warm = ev.predictions_table(frame, logits, encoded, max_length=8, temperature=2.0)
+    expected = 1 / (1 + np.exp(-table["logit"].to_numpy() / 2))
+    np.testing.assert_allclose(warm["probability"], expected, rtol=1e-12)
+    np.testing.assert_allclose(warm["confidence"], np.maximum(expected, 1 - expected), rtol=1e-12)
+    assert warm["prediction"].tolist() == table["prediction"].tolist()
+    for column in ("logit", "probability_uncalibrated", "loss", "n_tokens", "truncated"):
+        assert warm[column].tolist() == table[column].tolist()
+    assert ev.apply_temperature(table, 2.0).equals(warm) and ev.apply_temperature(warm, 1.0).equals(table)
 
 
 def test_predict_probabilities_cleans_and_matches_logits(tiny):

@@ -20,8 +20,8 @@ INFRASTRUCTURE = {
     "sentiment.tracking", "sentiment.distributed", "sentiment.device", "sentiment.plots", "sentiment.tokens", "sentiment.data",
 }  # fmt: skip
 STAGES = {
-    "sentiment.model", "sentiment.heads", "sentiment.evaluate", "sentiment.train", "sentiment.analyze", "sentiment.ablate",
-    "sentiment.report",
+    "sentiment.model", "sentiment.heads", "sentiment.calibration", "sentiment.evaluate", "sentiment.train", "sentiment.analyze",
+    "sentiment.ablate", "sentiment.report",
 }  # fmt: skip
 ENTRY = {"sentiment.cli", "sentiment.__main__"}
 

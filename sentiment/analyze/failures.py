@@ -1,7 +1,8 @@
 """Failure analysis from the predictions table alone: errors, false positives and negatives
 (the confusion matrix's counts, by construction), error rates by length and by cue (negation,
-contrast, truncation), calibration with the bins of `test/ece`, the most confident errors, and
-a generated summary.
+contrast, truncation), calibration of the confidence column (the served model's, temperature
+applied: the bins and value of `test/ece_calibrated`), the most confident errors, and a
+generated summary.
 
     sentiment analyze --model-uri models:/imdb-sentiment@champion --predictions-run RUN_ID --only failures
 """

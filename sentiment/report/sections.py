@@ -329,6 +329,14 @@ def _children_table(children: pd.DataFrame, runs: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# The score rows of a train or evaluate run's table: metric key (after "<split>/") and label.
+_SCORE_ROWS = (
+    ("f1_macro", "macro F1"), ("roc_auc", "ROC AUC"), ("average_precision", "average precision"),
+    ("ece", "expected calibration error"), ("ece_calibrated", "expected calibration error, temperature applied"),
+    ("brier", "Brier score"), ("brier_calibrated", "Brier score, temperature applied"), ("loss", "cross-entropy loss"),
+)  # fmt: skip
+
+
 def run_sections(run, workdir: Path) -> list[Section]:
     """A training or evaluate run: metrics with intervals, confusion matrix, figures."""
     from sentiment import tracking
@@ -351,19 +359,23 @@ def run_sections(run, workdir: Path) -> list[Section]:
     if table is not None:
         rows.append((f"{split} reviews", f"{len(table):,}"))
         rows.append((f"{split} accuracy [95% bootstrap CI]", f"{_pct(m[f'{split}/accuracy'])} [{_pct(m.get(f'{split}/accuracy_ci_low'))}, {_pct(m.get(f'{split}/accuracy_ci_high'))}]"))
-        for key, label in (("f1_macro", "macro F1"), ("roc_auc", "ROC AUC"), ("average_precision", "average precision"), ("ece", "expected calibration error"), ("loss", "cross-entropy loss")):
+        for key, label in _SCORE_ROWS:
             if f"{split}/{key}" in m:
                 rows.append((f"{split} {label}", f"{m[f'{split}/{key}']:.4f}"))
     for key, label in (("val/best_accuracy", "best validation accuracy"), ("train/best_epoch", "best epoch")):
         if key in m:
             rows.append((label, _pct(m[key]) if "accuracy" in key else f"{int(m[key])}"))
+    if "calibration/temperature" in m:
+        rows.append(("temperature the model applies (fitted on the validation split)", f"{m['calibration/temperature']:.4f}"))
     if rows:
         section.blocks.append(pd.DataFrame(rows, columns=["metric", "value"]))
     if table is not None:
         counts = evaluate.confusion(table)
         section.blocks.append(f"Confusion matrix, counted from the run's `predictions/{split}.parquet` (rows: true class, columns: predicted):")
         section.blocks.append(pd.DataFrame([["negative", *counts[0]], ["positive", *counts[1]]], columns=["true \\ predicted", "negative", "positive"]))
-    for artifact, caption in ((f"figures/{split}_confusion_matrix.png", "Confusion matrix"), ("figures/training_curves.png", "Training curves")):
+    figures = ((f"figures/{split}_confusion_matrix.png", "Confusion matrix"), (f"figures/calibration_{split}.png", "Calibration before and after temperature scaling"),
+               ("figures/training_curves.png", "Training curves"))  # fmt: skip
+    for artifact, caption in figures:
         path = tracking.download_artifact(run.run_id, artifact, workdir / run.run_id)
         if path is not None:
             section.blocks.append(Image(path, f"{run.run_id[:8]}_{Path(artifact).name}", f"{caption} (run {run.run_id})"))

@@ -7,7 +7,7 @@ imports no stage module (train, evaluate, analyze, ablate, ...).
 - runs.py        `open_run` and `MlflowTracker` (the protocol on an MLflow run); writes to other runs
 - outbox.py      the outage journal (`Outbox`) and `sentiment sync`
 - registry.py    registration and promotion (aliases, races), downloading logged models
-- serving.py     the served pyfunc and how it is logged
+- serving.py     the served pyfunc, how it is logged, its extra metrics for mlflow.models.evaluate
 - queries.py     reading runs: records, children, metric histories, logged configs and tables
 
     MLFLOW_TRACKING_URI=http://127.0.0.1:5000 sentiment train --preset quick
@@ -58,14 +58,14 @@ from sentiment.tracking.runs import (
     open_run,
     submit_project_run,
 )
-from sentiment.tracking.serving import MODEL_ARTIFACT, SentimentPyfunc
+from sentiment.tracking.serving import MODEL_ARTIFACT, SentimentPyfunc, evaluation_metrics
 from sentiment.tracking.tracker import LoggedModelRef, NullTracker, Tracker
 
 __all__ = [
     "DEFAULT_EXPERIMENT", "DEFAULT_TRACKING_URI", "MODEL_ARTIFACT", "InMemoryTracker", "LoggedModelRef", "MlflowTracker",
     "NullTracker", "Outbox", "Registration", "RunRecord", "SentimentPyfunc", "Tracker", "check_same_experiment",
     "check_server", "child_runs", "connect", "create_child_run", "dataset_rows", "delete_tag", "download_artifact", "download_checkpoints",
-    "end_run_if_open", "experiment_name", "fail_run", "fetch_model", "get_run", "is_model_uri", "last_logged_steps",
+    "end_run_if_open", "evaluation_metrics", "experiment_name", "fail_run", "fetch_model", "get_run", "is_model_uri", "last_logged_steps",
     "load_pyfunc", "load_run_table", "log_files_to_run", "metric_values", "model_run_id", "one_line", "open_run",
     "reachable", "read_run_config", "register_model", "resolve_model_source", "run_tags", "submit_project_run",
     "sync_journal", "tracking_uri",

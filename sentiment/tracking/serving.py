@@ -1,5 +1,7 @@
 """The served model: a models-from-code pyfunc that takes review texts and returns a label
-(`negative`/`positive`) with its probability, and how it is logged.
+(`negative`/`positive`), its score (the confidence of that label) and the probability of
+positive, with the model's temperature applied; how it is logged; and the extra metrics that
+let `mlflow.models.evaluate` score those probabilities.
 
     mlflow models serve -m models:/imdb-sentiment@champion --env-manager local --port 5001
 """
@@ -12,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from sentiment.tracking.tracker import LoggedModelRef
@@ -22,6 +25,14 @@ MODEL_ARTIFACT = "hf_model"  # the folder inside a logged model that holds weigh
 # here as text and imported when a model loads (like a console-script entry point), so this
 # package imports no stage module.
 CLASSIFIER = "sentiment.evaluate:load_classifier"
+# The scores of P(positive) the run's test/ metrics come from (label, probability -> ece, brier,
+# roc_auc), named as text for the same reason: `evaluation_metrics` computes them the same way.
+PROBABILITY_SCORES = "sentiment.evaluate:probability_metrics"
+# The model_config key that picks what predict returns: "all" (label, score, probability; the
+# default, logged with the model) or "label" (the labels alone, a Series: what the classifier
+# evaluator of mlflow.models.evaluate needs, as it takes the whole output as the predicted class).
+OUTPUT = "output"
+OUTPUTS = ("all", "label")
 # The same entry file for every model, before and after the tracking package was split: an
 # older model's copy of it loads with this package too.
 _SERVING_ENTRY = '''"""Models-from-code entry point of a sentiment model (written by sentiment.tracking)."""
@@ -38,27 +49,35 @@ warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` me
 
 
 class SentimentPyfunc(mlflow.pyfunc.PythonModel):
-    """The served model: texts in, a label (`negative`/`positive`) and its probability out.
+    """The served model: texts in; out a label (`negative`/`positive`), its score (the
+    probability of that label) and the probability of positive, all with the temperature the
+    model was calibrated with (1 for models logged before calibration).
 
     Loads on CPU unless ``SENTIMENT_DEVICE=cuda``; rejects non-string or empty texts with a
-    clear error; truncates over-long texts to the training max length.
+    clear error; truncates over-long texts to the training max length. ``model_config``
+    ``{"output": "label"}`` (at load time) makes predict return the labels alone.
     """
 
     def load_context(self, context) -> None:
-        module, name = CLASSIFIER.split(":")
-        load_classifier = getattr(importlib.import_module(module), name)
-        self.classify = load_classifier(Path(context.artifacts[MODEL_ARTIFACT]))
+        self.output = (getattr(context, "model_config", None) or {}).get(OUTPUT, "all")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"model_config output {self.output!r} is not one of {', '.join(OUTPUTS)}")
+        self.classify = _import(CLASSIFIER)(Path(context.artifacts[MODEL_ARTIFACT]))
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame | pd.Series:
         # (the logged signature validates inputs; this hint only tells MLflow not to infer one)
-        probability = self.classify(_texts_of(model_input))
-        positive = probability >= 0.5
-        return pd.DataFrame(
-            {
-                "label": ["positive" if p else "negative" for p in positive],
-                "score": [float(p if pos else 1 - p) for p, pos in zip(probability, positive)],
-            }
-        )
+        probability = np.asarray(self.classify(_texts_of(model_input)), dtype=np.float64)
+        positive = probability > 0.5  # as the predictions table's prediction column
+        label = np.where(positive, "positive", "negative")
+        if self.output == "label":
+            return pd.Series(label, name="label")
+        score = np.where(positive, probability, 1 - probability)
+        return pd.DataFrame({"label": label, "score": score, "probability": probability})
+
+
+def _import(target: str):
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _texts_of(model_input) -> list[str]:
@@ -89,7 +108,7 @@ def log_pyfunc_model(folder: Path, name: str, step: int, tmp: Path) -> LoggedMod
     entry.write_text(_SERVING_ENTRY)
     signature = ModelSignature(
         inputs=Schema([ColSpec("string")]),
-        outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]),
+        outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score"), ColSpec("double", "probability")]),
     )
     info = mlflow.pyfunc.log_model(
         name=name,
@@ -98,6 +117,7 @@ def log_pyfunc_model(folder: Path, name: str, step: int, tmp: Path) -> LoggedMod
         code_paths=[str(PACKAGE_DIR)],
         signature=signature,
         input_example=INPUT_EXAMPLE,
+        model_config={OUTPUT: "all"},  # logged so that a load may override it (MLflow ignores unknown keys)
         pip_requirements=_pip_requirements(),
         step=step,
     )
@@ -113,3 +133,27 @@ def _pip_requirements() -> list[str]:
         with contextlib.suppress(Exception):
             out.append(f"{name}=={version(name).split('+')[0]}")
     return out
+
+
+def evaluation_metrics() -> list:
+    """Extra metrics for `mlflow.models.evaluate` that score the model's ``probability`` output:
+    ``roc_auc``, ``brier`` and ``ece``, computed by the function the run's ``test/roc_auc``,
+    ``test/brier_calibrated`` and ``test/ece_calibrated`` come from (`PROBABILITY_SCORES`).
+
+    MLflow hands a metric function the output column named like its parameter only in its
+    default evaluator (``model_type=None`` with ``predictions="label"``) or when ``data`` holds
+    a ``probability`` column; its classifier evaluator passes no other output column (see
+    README, Calibration). Targets are the labels "negative"/"positive" (or 0/1).
+    """
+    from mlflow.models import make_metric
+
+    def metric(name: str, greater_is_better: bool):
+        # (three parameters: MLflow calls a two-parameter function the old way, with a frame)
+        def eval_fn(predictions, targets, probability):
+            positive = np.isin(np.asarray(targets).astype(str), ("positive", "1", "True")).astype(int)
+            scores = _import(PROBABILITY_SCORES)(positive, np.asarray(probability, dtype=np.float64))
+            return scores.get(name, float("nan"))  # (no roc_auc for one class: MLflow's first-row check)
+
+        return make_metric(eval_fn=eval_fn, greater_is_better=greater_is_better, name=name)
+
+    return [metric("roc_auc", True), metric("brier", False), metric("ece", False)]

@@ -3,8 +3,11 @@
 - `prepare`: seed, data splits, tokenizer, model (head masking for keep_heads), device and
   precision (picked once), the resume state, what the run records before training, encodings.
 - `fit` (loop.py): the epochs, with hooks for the stop signal, checkpoints and epoch ends.
-- `publish`: training curves, the best model as a LoggedModel, the test predictions table and
-  its metrics, registration.
+- `calibrate_and_test`: the best model predicts the validation split, a temperature T is fitted
+  on those logits (calibration.py), and the model with T predicts the test split.
+- `publish`: training curves, the best model (with T in its config) as a LoggedModel, the
+  calibration metrics and the validation table, the test predictions table and its metrics,
+  registration.
 
     sentiment train --preset quick --register-as imdb-sentiment
 """
@@ -20,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from sentiment import data as data_mod
-from sentiment import evaluate, heads, plots, tokens, tracking
+from sentiment import calibration, evaluate, heads, plots, tokens, tracking
 from sentiment import model as model_mod
 from sentiment.config import Config, to_yaml
 from sentiment.device import Runtime, pick_runtime
@@ -37,6 +40,16 @@ class TrainOutcome:
     history: History
     test_metrics: dict[str, float]
     registered: tracking.Registration | None  # when --register-as was given
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """The best model's predictions tables under its fitted temperature (`calibrate_and_test`)."""
+
+    temperature: float
+    val: pd.DataFrame
+    test: pd.DataFrame | None  # None without run_test
+    test_seconds: float  # tokenizing (or the token cache) and predicting the test split
 
 
 @dataclass
@@ -79,10 +92,10 @@ def run_train(
     )
     p = prepared
     history = loop.fit(p.model, p.train, p.val, config, tracker, workdir, p.runtime, hooks, p.state)
+    calibrated = calibrate_and_test(prepared, history)  # every rank predicts its share
     if not dist.is_main:
-        _test_table(prepared, history)  # its share of the test set
         return None
-    return publish(prepared, history, tracker, workdir, register_as)
+    return publish(prepared, history, calibrated, tracker, workdir, register_as)
 
 
 def prepare(config: Config, tracker: tracking.Tracker, workdir: Path, resume: bool, dist: Dist) -> Prepared:
@@ -143,27 +156,26 @@ def _epoch_checkpoint(prepared: Prepared, tracker: tracking.Tracker, workdir: Pa
 
 
 def publish(
-    prepared: Prepared, history: History, tracker: tracking.Tracker, workdir: Path, register_as: str | None
+    prepared: Prepared, history: History, calibrated: Calibrated, tracker: tracking.Tracker, workdir: Path, register_as: str | None
 ) -> TrainOutcome:
-    """After training: curves, the best model as a LoggedModel (its validation scores linked),
-    the test predictions table and its metrics, and registration when asked."""
+    """After training: curves, the best model with its temperature as a LoggedModel (its
+    validation scores linked), calibration, the test predictions table and its metrics, and
+    registration when asked."""
     config = prepared.config
     tracker.log_figure(plots.training_curves(history), "figures/training_curves.png")
     tracker.log_table(pd.DataFrame(history.lr_groups), "tables/layerwise_lr")
-    package = package_model(history.best_dir, prepared.tokenizer, config, workdir / "package_best")
+    package = package_model(history.best_dir, prepared.tokenizer, config, workdir / "package_best", calibrated.temperature)
     logged = tracker.log_model(package, name="model", step=history.best_epoch)
     best = {"val/best_accuracy": history.best_val_accuracy, "train/best_epoch": history.best_epoch}
     best_f1 = next((e.val_f1_macro for e in history.epochs if e.epoch == history.best_epoch), float("nan"))
     if not math.isnan(best_f1):
         best["val/best_f1_macro"] = best_f1
     tracker.log_metrics(best, step=history.best_epoch, model_id=logged.model_id)
+    _log_calibration(calibrated, tracker, history.best_epoch, logged.model_id)
     test_metrics: dict[str, float] = {}
-    if config.run_test:
-        started = time.perf_counter()
-        table = _test_table(prepared, history)
-        test_seconds = time.perf_counter() - started  # tokenizing (or the token cache) and predicting
-        test_metrics = evaluate.log_evaluation(table, "test", tracker, model_id=logged.model_id, seed=config.seed)
-        tracker.log_metrics({"test/seconds": test_seconds}, step=history.best_epoch)
+    if calibrated.test is not None:
+        test_metrics = evaluate.log_evaluation(calibrated.test, "test", tracker, model_id=logged.model_id, seed=config.seed)
+        tracker.log_metrics({"test/seconds": calibrated.test_seconds}, step=history.best_epoch)
     registered = None
     if register_as:
         score = test_metrics.get("test/accuracy", history.best_val_accuracy)
@@ -171,26 +183,48 @@ def publish(
     return TrainOutcome(tracker.run_id, logged.model_uri, history, test_metrics, registered)
 
 
-def _test_table(prepared: Prepared, history: History) -> pd.DataFrame | None:
-    """The test predictions table of the best checkpoint (None without ``run_test``); under
-    torchrun each rank predicts its share and every rank gets the whole table."""
-    config = prepared.config
-    if not config.run_test:
-        return None
+def _log_calibration(calibrated: Calibrated, tracker: tracking.Tracker, step: int, model_id: str) -> None:
+    """``calibration/temperature``, the validation table it was fitted on (``predictions/val``),
+    its calibration before and after (``val/ece``, ``val/ece_calibrated``, ``val/brier``, ...)
+    and ``figures/calibration_val.png``; at the best epoch's step, linked to the model."""
+    scores = {f"val/{k}": v for k, v in evaluate.calibration_metrics(calibrated.val).items()}
+    tracker.log_metrics({"calibration/temperature": calibrated.temperature, **scores}, step=step, model_id=model_id)
+    tracker.log_table(calibrated.val, "predictions/val")
+    tracker.log_figure(evaluate.calibration_figure(calibrated.val, "val"), "figures/calibration_val.png")
+
+
+def calibrate_and_test(prepared: Prepared, history: History) -> Calibrated:
+    """The best epoch's model predicts the validation split; T is fitted on those logits
+    (`calibration.fit_temperature`: one more pass over the validation split); the model with T
+    predicts the test split (when ``run_test``). Under torchrun every rank takes part in both
+    predictions, gets the same tables and so fits the same T."""
+    config, runtime = prepared.config, prepared.runtime
     if history.best_state is not None:
         prepared.model.load_state_dict(history.best_state)
         best = prepared.model
     else:
-        best = model_mod.load_trained(history.best_dir).to(prepared.runtime.device)
+        best = model_mod.load_trained(history.best_dir).to(runtime.device)
+    batch_size = config.train.eval_batch_size
+    val = evaluate.predict_table(best, prepared.val, runtime, batch_size, temperature=1.0)
+    temperature = calibration.fit_temperature(val["logit"].to_numpy(), val["label"].to_numpy())
+    val = evaluate.apply_temperature(val, temperature)
+    if not config.run_test:
+        return Calibrated(temperature, val, None, 0.0)
+    started = time.perf_counter()
     test = tokens.encode_reviews(prepared.splits.test, prepared.tokenizer, config.data.max_length, config.data.truncation)
-    return evaluate.predict_table(best, test, prepared.runtime, config.train.eval_batch_size)
+    table = evaluate.predict_table(best, test, runtime, batch_size, temperature=temperature)
+    return Calibrated(temperature, val, table, time.perf_counter() - started)
 
 
-def package_model(model_dir: Path, tokenizer, config: Config, parent: Path) -> Path:
-    """Model, tokenizer and the run's config in ``parent/hf_model``: what a logged model carries."""
+def package_model(model_dir: Path, tokenizer, config: Config, parent: Path, temperature: float | None = None) -> Path:
+    """Model, tokenizer and the run's config in ``parent/hf_model``: what a logged model carries.
+    With ``temperature``, the model applies it (`model.save_temperature`); without (epoch
+    checkpoints), T = 1."""
     out = parent / tracking.MODEL_ARTIFACT
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(model_dir, out)
+    if temperature is not None:
+        model_mod.save_temperature(out, temperature)
     tokenizer.save_pretrained(out)
     (out / "sentiment_config.yaml").write_text(to_yaml(config))
     return out

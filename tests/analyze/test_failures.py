@@ -32,7 +32,7 @@ def test_failure_counts_match_the_confusion_matrix_and_cues(table):
 
 def test_reliability_bins_give_the_evaluate_ece(table):
     stats = failures.failure_stats(table)
-    assert stats["ece"] == pytest.approx(evaluate.compute_metrics(table, "test")["test/ece"])
+    assert stats["ece"] == pytest.approx(evaluate.compute_metrics(table, "test")["test/ece_calibrated"])
     rows = [r for r in stats["reliability"] if r["reviews"]]
     assert sum(r["reviews"] for r in rows) == 10
     ece = sum(abs(r["accuracy"] - r["confidence"]) * r["reviews"] / 10 for r in rows)

@@ -106,7 +106,8 @@ def test_analyze_reuses_the_evaluate_predictions(evaluated, tmp_path):
     (tn, fp), (fn, tp) = evaluation["confusion_matrix"]
     assert fp > 0 and fn > 0
     assert (metrics["failures/false_positives"], metrics["failures/false_negatives"], metrics["failures/errors"]) == (fp, fn, fp + fn)
-    assert metrics["failures/ece"] == pytest.approx(client.get_run(evaluated["run_id"]).data.metrics["all/ece"])
+    # the table's confidence is the served model's (temperature applied)
+    assert metrics["failures/ece"] == pytest.approx(client.get_run(evaluated["run_id"]).data.metrics["all/ece_calibrated"])
     summary = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/failures/summary.md")
     assert f"{fp + fn} errors in {tn + fp + fn + tp} reviews" in summary and f"{fp} false positives" in summary
     top = _parquet(run.info.run_id, "failures/most_confident_errors.parquet")
