@@ -68,6 +68,24 @@ def test_probability_metrics_are_sklearns():
     assert "roc_auc" not in evaluate.probability_metrics(np.ones(3, dtype=int), np.array([0.2, 0.6, 0.9]))
 
 
+def test_evaluation_metrics_score_the_probability_column_as_our_metrics_do():
+    from sentiment.tracking import evaluation_metrics
+
+    logit, label = synthetic(2.0, n=500)
+    p = expit(logit)
+    targets = pd.Series(np.where(label == 1, "positive", "negative"))
+    predictions = pd.Series(np.where(p > 0.5, "positive", "negative"))
+    ours = evaluate.probability_metrics(label, p)
+    metrics = {metric.name: metric for metric in evaluation_metrics()}
+    assert sorted(metrics) == ["brier", "ece", "roc_auc"]
+    assert {n: m.eval_fn(predictions, targets, pd.Series(p)) for n, m in metrics.items()} == ours
+    assert metrics["brier"].eval_fn(predictions, pd.Series(label), pd.Series(p)) == ours["brier"]  # 0/1 targets
+    # MLflow's first-row trial: one target, the whole probability column
+    first = evaluate.probability_metrics(label[:1], p[:1])
+    assert metrics["ece"].eval_fn(predictions[:1], targets[:1], pd.Series(p)) == first["ece"]
+    assert np.isnan(metrics["roc_auc"].eval_fn(predictions[:1], targets[:1], pd.Series(p)))
+
+
 # ----------------------------------------------------------------------------- the train stage, in memory
 
 

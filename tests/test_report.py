@@ -94,6 +94,8 @@ def test_training_run_report_counts_its_confusion_matrix_from_the_predictions(tr
     assert f"| negative | {counts[0][0]} | {counts[0][1]} |" in text and f"| positive | {counts[1][0]} | {counts[1][1]} |" in text
     assert f"| test reviews | {len(table):,} |" in text
     assert "training_curves.png" in text and "(1 of them training" not in text
+    assert "calibration_test.png" in text and f"| test expected calibration error, temperature applied | {metrics['test/ece_calibrated']:.4f} |" in text
+    assert f"| temperature the model applies (fitted on the validation split) | {metrics['calibration/temperature']:.4f} |" in text
     assert re.search(r"The run took \d+\.\d minutes, start to end \(\d+\.\d of them training, \d+\.\d testing\)", text)
 
 

@@ -151,8 +151,13 @@ def evaluation_metrics() -> list:
         # (three parameters: MLflow calls a two-parameter function the old way, with a frame)
         def eval_fn(predictions, targets, probability):
             positive = np.isin(np.asarray(targets).astype(str), ("positive", "1", "True")).astype(int)
-            scores = _import(PROBABILITY_SCORES)(positive, np.asarray(probability, dtype=np.float64))
-            return scores.get(name, float("nan"))  # (no roc_auc for one class: MLflow's first-row check)
+            probability = np.asarray(probability, dtype=np.float64)
+            if len(positive) == 1 < len(probability):
+                # MLflow's first-row trial (default_evaluator._test_first_row) slices the targets
+                # to the first row but passes the other output columns whole: the first is its row
+                probability = probability[:1]
+            scores = _import(PROBABILITY_SCORES)(positive, probability)
+            return scores.get(name, float("nan"))  # (no roc_auc for one class, as in that trial)
 
         return make_metric(eval_fn=eval_fn, greater_is_better=greater_is_better, name=name)
 
