@@ -118,14 +118,18 @@ def test_a_training_fits_logs_and_packages_its_temperature(trained_in_memory):
 
 
 def test_the_packaged_model_applies_its_temperature(trained_in_memory, tiny_model):
+    from sentiment.analyze.attention import extract_attention
     from sentiment.config import ModelConfig
 
     package = trained_in_memory["package"]
     (temperature,) = trained_in_memory["tracker"].metric("calibration/temperature")
     test = trained_in_memory["tracker"].artifacts["predictions/test.parquet"]
-    assert model_mod.temperature_of(model_mod.load_package(str(package)).model) == temperature
+    loaded = model_mod.load_package(str(package))
+    assert model_mod.temperature_of(loaded.model) == temperature
     classify = evaluate.load_classifier(package)  # what the served pyfunc predicts with
     np.testing.assert_allclose(classify(test["text"].tolist()), test["probability"], atol=1e-5)
+    amap = extract_attention(loaded.model, loaded.tokenizer, test["text"].iloc[0], loaded.config.data.max_length, loaded.config.data.truncation)
+    assert amap.probability == pytest.approx(test["probability"].iloc[0], abs=1e-4)  # analyze's attention pages
     # fine-tuning from the package starts a fresh head at T = 1; a model without one has T = 1
     assert model_mod.temperature_of(model_mod.build_model(ModelConfig(name=str(package)))) == 1.0
     assert model_mod.temperature_of(model_mod.build_model(ModelConfig(name=tiny_model))) == 1.0

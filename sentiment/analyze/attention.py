@@ -42,7 +42,7 @@ class AttentionMap:
     positions: list[int]
     content_tokens: int  # content tokens before truncation
     attentions: np.ndarray  # (L, H, T, T), each row a distribution over the T tokens
-    probability: float  # P(positive)
+    probability: float  # P(positive), with the model's temperature (as the predictions table's)
     cls_index: int = 0  # BERT, DistilBERT and RoBERTa classify from the first token
 
     @property
@@ -117,7 +117,8 @@ def extract_attention(model, tokenizer, text: str, max_length: int, truncation: 
     if not out.attentions or len(out.attentions) != depth:
         raise UserError(f"model {type(model).__name__} returned no attention weights; it needs attn_implementation='eager'")
     attentions = torch.stack([a[0].float() for a in out.attentions]).cpu().numpy()  # (L, H, T, T)
-    probability = float(torch.softmax(out.logits.float(), dim=-1)[0, 1])
+    logits = out.logits[0].double()  # P(positive) as served: the model's temperature applied
+    probability = float(torch.sigmoid((logits[1] - logits[0]) / model_mod.temperature_of(model)))
     return AttentionMap(text, enc.tokens, enc.spans, enc.positions, enc.content_tokens, attentions, probability)
 
 
