@@ -94,7 +94,8 @@ def run_once(args: argparse.Namespace, compile_model: bool, workdir: Path, frame
     """Two epochs of `fit` with MLflow tracking; the second epoch's throughput."""
     import torch
 
-    from sentiment import data as data_mod
+    from sentiment import tokens
+    from sentiment import device as device_mod
     from sentiment import evaluate, tracking
     from sentiment import model as model_mod
     from sentiment import train as train_mod
@@ -110,8 +111,9 @@ def run_once(args: argparse.Namespace, compile_model: bool, workdir: Path, frame
     train_frame, val_frame = frames
     source = model_mod.resolve_source(args.model)
     tokenizer = model_mod.load_tokenizer(source)
-    train_enc = data_mod.encode_cached(train_frame["text"].tolist(), tokenizer, args.max_length)
-    val_enc = data_mod.encode_cached(val_frame["text"].tolist(), tokenizer, args.max_length)
+    train_reviews = tokens.encode_reviews(train_frame, tokenizer, args.max_length, "head")
+    val_reviews = tokens.encode_reviews(val_frame, tokenizer, args.max_length, "head")
+    train_enc, val_enc = train_reviews.encoded, val_reviews.encoded
     torch.manual_seed(args.seed)
     model = model_mod.build_model(config.model, args.max_length)
     shape = encoder_shape(model)
@@ -120,15 +122,13 @@ def run_once(args: argparse.Namespace, compile_model: bool, workdir: Path, frame
     out_dir = workdir / ("compiled" if compile_model else "eager")
     with clock.installed(), tracking.open_run(run_name=f"gpu-check{'-compile' if compile_model else ''}") as tracker:
         started = time.perf_counter()
-        history = train_mod.fit(
-            model, train_enc, train_frame["label"].to_numpy(), val_enc, val_frame["label"].to_numpy(), config, tracker, out_dir,
-            tokenizer.pad_token_id, checkpoints=train_mod.Checkpointer(out_dir, tracker),
-        )  # fmt: skip
+        hooks = train_mod.Hooks(checkpoints=train_mod.Checkpointer(out_dir, tracker))
+        history = train_mod.fit(model, train_reviews, val_reviews, config, tracker, out_dir, hooks=hooks)
         fit_s = time.perf_counter() - started
         mlflow_s = clock.seconds
     second = history.epochs[-1]
-    device = model_mod.pick_device(args.device)
-    precision = model_mod.pick_precision("auto", device)
+    device = device_mod.pick_device(args.device)
+    precision = device_mod.pick_precision("auto", device)
     measure.sync()
     eval_start = time.perf_counter()
     evaluate.predict_logits(model, val_enc, device, args.eval_batch_size, precision, tokenizer.pad_token_id)

@@ -332,6 +332,7 @@ def data_profile(spec: Spec) -> dict:
     reviews the source offers (``train_pool_reviews``: the split before sampling ``train_size``)."""
     from sentiment import data as data_mod
     from sentiment import model as model_mod
+    from sentiment import tokens
     from benchmarks.sides import sentiment_config
 
     config = sentiment_config(spec)
@@ -341,7 +342,7 @@ def data_profile(spec: Spec) -> dict:
     if spec.train_size:  # the training split before the sample
         pool = data_mod.make_splits(frame, replace(config.data, train_size=0), config.seed).train
     tokenizer = model_mod.load_tokenizer(model_mod.resolve_source(spec.model))
-    encoded = data_mod.encode(splits.train["text"].tolist(), tokenizer, spec.max_length, spec.truncation)
+    encoded = tokens.encode(splits.train["text"].tolist(), tokenizer, spec.max_length, spec.truncation)
     profile = corpus.length_profile(splits.test["text"].tolist() + splits.train["text"].tolist(), tokenizer)
     lengths = encoded.lengths
     return {
@@ -417,7 +418,7 @@ def run_real_corpus(spec: Spec, isolate: bool, log, load: "LoadMonitor") -> dict
     (fp32) and with its own mixed precision at that precision, then ours at the preset once more,
     for one epoch on as many reviews as fit in Trainer's training time; every model is tested on
     the same reviews. A preset that resolves to fp32 here runs once, and Trainer only in fp32."""
-    from sentiment.model import pick_device, pick_precision
+    from sentiment.device import pick_device, pick_precision
 
     precision = pick_precision(spec.precision, pick_device(spec.device)).name
     profile = data_profile(spec)
@@ -830,7 +831,7 @@ def real_setup(result: dict) -> str:
         f"{spec['dropout']}; layer decay {spec['layer_decay']} on our side only (Trainer has none); our "
         f"precision `{spec['precision']}`, which is {result['preset_precision']} on this machine"
         + (f"; replaced on the command line or by --tiny: {replaced}" if replaced else "")
-        + ". Both sides train on the same token ids (`sentiment.data.encode`), so they differ only in "
+        + ". Both sides train on the same token ids (`sentiment.tokens.encode`), so they differ only in "
         "batching, padding, the loop and the precision."
     )
 
@@ -1096,7 +1097,7 @@ METHOD = """## How it is measured
   Hub's `imdb`. Our side runs the `cpu` preset's settings, read from `PRESETS["cpu"]` when the benchmark runs, at the
   preset's precision (`native`: bf16 where the CPU runs it natively) and in fp32. Trainer runs the same batch, epochs,
   learning rate, warmup, weight decay, clipping and dropout with its defaults (fp32) and with its own mixed precision
-  (`bf16=True`: autocast), without layer decay (it has none). It trains on our token ids (`sentiment.data.encode`,
+  (`bf16=True`: autocast), without layer decay (it has none). It trains on our token ids (`sentiment.tokens.encode`,
   head+tail) rather than its tokenizer's head truncation, so both sides see identical inputs. The headline divides the
   preset side's samples/s by Trainer's defaults'; the "which change bought what" rows divide the sides pairwise, so
   the headline is the product of the loop's factor and bf16's. `pipeline` truncates at the head (it has no head+tail).

@@ -49,7 +49,7 @@ class Spec:
     label: str = "generated"  # which corpus, for names
     precision: str = "auto"  # ours only: auto (fp32 on CPU, bf16/fp16 on CUDA) or bf16
     preset: str = "seed"  # our config starts from this preset; the fields above override it
-    truncation: str = "head"  # head or head_tail (sentiment.data.encode)
+    truncation: str = "head"  # head or head_tail (sentiment.tokens.encode)
     layer_decay: float = 1.0  # ours only: Trainer has no layer-wise learning-rate decay
     train_size: int = 0  # stratified seeded sample of the training split (0: all of it)
     trainer_precision: str = "fp32"  # Trainer: fp32 (its default), bf16 or fp16 (its autocast)
@@ -124,13 +124,14 @@ def train_sentiment(spec: Spec) -> dict:
     _prepare(spec, "cache-train-sentiment")
     from sentiment import evaluate, tracking
     from sentiment import train as train_mod
+    from sentiment.train import loop as train_loop
 
     config = sentiment_config(spec)
     name = side_name(spec, "sentiment")
     workdir = Path(spec.workdir) / f"sentiment-{name}"
     clock = measure.MlflowClock()
     marks: dict[str, float] = {"validation_s": 0.0}
-    real_fit, real_predict = train_mod.fit, evaluate.predict_logits
+    real_fit, real_predict = train_loop.fit, evaluate.predict_logits
 
     def timed_fit(*args, **kwargs):
         measure.sync()
@@ -149,7 +150,7 @@ def train_sentiment(spec: Spec) -> dict:
                 marks["validation_s"] += time.perf_counter() - started
 
     measure.reset_gpu_peak()
-    train_mod.fit, evaluate.predict_logits = timed_fit, timed_predict
+    train_loop.fit, evaluate.predict_logits = timed_fit, timed_predict
     try:
         with clock.installed(), measure.PeakRss() as rss:
             stage_start = time.perf_counter()
@@ -157,7 +158,7 @@ def train_sentiment(spec: Spec) -> dict:
                 outcome = train_mod.run_train(config, tracker, workdir)
             stage_s = time.perf_counter() - stage_start
     finally:
-        train_mod.fit, evaluate.predict_logits = real_fit, real_predict
+        train_loop.fit, evaluate.predict_logits = real_fit, real_predict
     fit_s = marks["fit_end"] - marks["fit_start"]
     train_s = fit_s + marks["mlflow_before_fit"]
     mlflow_s = marks["mlflow_after_fit"]  # before and during fit
@@ -290,9 +291,9 @@ def _trainer_dataset(spec: Spec, train, tokenizer):
     import datasets
 
     if spec.trainer_ids == "encode":
-        from sentiment import data as data_mod
+        from sentiment import tokens
 
-        ids = data_mod.encode(train["text"].tolist(), tokenizer, spec.max_length, spec.truncation).input_ids
+        ids = tokens.encode(train["text"].tolist(), tokenizer, spec.max_length, spec.truncation).input_ids
         columns = {"input_ids": ids, "attention_mask": [[1] * len(row) for row in ids]}
         return datasets.Dataset.from_dict({**columns, "label": train["label"].astype(int).tolist()})
     return datasets.Dataset.from_pandas(train[["text", "label"]], preserve_index=False).map(
@@ -337,6 +338,7 @@ def evaluate_all(
     import torch
     from transformers import pipeline
 
+    from sentiment import device as device_mod
     from sentiment import evaluate
     from sentiment import model as model_mod
 
@@ -344,7 +346,7 @@ def evaluate_all(
     test = load_splits(spec).test
     labels = test["label"].to_numpy()
     texts = test["text"].tolist()
-    device = model_mod.pick_device(spec.device)
+    device = device_mod.pick_device(spec.device)
     tokenizer = model_mod.load_tokenizer(model_mod.resolve_source(spec.model))
     model = model_mod.load_trained(sentiment_model_dir).to(device).eval()
     _warm_up(model, tokenizer, texts, device)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from sentiment.config import CHECKPOINT_POLICIES, DEVICES, PRECISIONS, PRESETS, TRUNCATIONS, build_config
+from sentiment.config import PRESETS, build_config
+from sentiment.config import options as option_table
 from sentiment.errors import Interrupted, TrainingError, UserError
 
 
@@ -35,63 +36,30 @@ def _choice(values) -> click.Choice:
     return click.Choice(list(values), case_sensitive=False)
 
 
-# option name -> (flat config field, click type, help). Default is always "" = "from the preset".
-CONFIG_OPTIONS: dict[str, tuple[str, object, str]] = {
-    "data": ("data.source", str, "imdb, sample, an aclImdb/ folder, or a CSV/JSONL/Parquet file"),
-    "max_length": ("data.max_length", int, "tokens per review after truncation"),
-    "truncation": ("data.truncation", _choice(TRUNCATIONS), "head, or head_tail (first 128 + last tokens)"),
-    "val_fraction": ("data.val_fraction", float, "share of the training source held out for validation"),
-    "test_fraction": ("data.test_fraction", float, "test share for sources without a test split"),
-    "train_fraction": ("data.train_fraction", float, "stratified share of the training split to use"),
-    "train_size": ("data.train_size", int, "train on a stratified sample of this many reviews (0: all)"),
-    "val_size": ("data.val_size", int, "validate on a stratified sample of this many reviews (0: all)"),
-    "test_size": ("data.test_size", int, "test on a stratified sample of this many reviews (0: all; same reviews for the same split seed)"),
-    "split_seed": ("data.split_seed", int, "seed of the validation split and samples (-1: the run's seed)"),
-    "model": ("model.name", str, "Hub id, local folder, MLflow model URI, or offline-minilm"),
-    "dropout": ("model.dropout", float, "dropout before the classification layer"),
-    "freeze_layers": ("model.freeze_layers", int, "freeze the embeddings and the bottom k encoder layers"),
-    "trust_remote_code": ("model.trust_remote_code", bool, "run code shipped with a Hub model (true/false; off by default)"),
-    "keep_layers": ("model.keep_layers", int, "keep only the bottom k encoder layers, drop the rest (0: all)"),
-    "keep_heads": ("model.keep_heads", int, "keep the k most important heads per layer, mask the rest (0: all)"),
-    "from_scratch": ("model.from_scratch", bool, "train the encoder from random weights (true/false)"),
-    "num_layers": ("model.num_layers", int, "from scratch: encoder layers (0: the base model's)"),
-    "num_heads": ("model.num_heads", int, "from scratch: attention heads per layer (0: the base model's)"),
-    "hidden_size": ("model.hidden_size", int, "from scratch: hidden size (0: the base model's)"),
-    "epochs": ("train.epochs", int, "passes over the training split"),
-    "batch_size": ("train.batch_size", int, "reviews per optimizer step"),
-    "lr": ("train.lr", float, "peak learning rate (head and top layer)"),
-    "layer_decay": ("train.layer_decay", float, "layer-wise learning-rate decay factor"),
-    "weight_decay": ("train.weight_decay", float, "AdamW weight decay"),
-    "warmup_ratio": ("train.warmup_ratio", float, "share of steps for linear warmup"),
-    "max_grad_norm": ("train.max_grad_norm", float, "gradient clipping norm"),
-    "precision": ("train.precision", _choice(PRECISIONS), "auto (bf16 or fp16 on CUDA, fp32 on CPU), native (auto, but bf16 on CPUs with native bf16), fp32, bf16 (CUDA or CPU) or fp16 (CUDA)"),
-    "device": ("train.device", _choice(DEVICES), "auto, cpu or cuda"),
-    "eval_batch_size": ("train.eval_batch_size", int, "reviews per forward pass when evaluating"),
-    "log_every_steps": ("train.log_every_steps", int, "log train/loss every N optimizer steps"),
-    "checkpoint_every_steps": ("train.checkpoint_every_steps", int, "also checkpoint every N steps (0: epoch ends only)"),
-    "micro_batch_size": ("train.micro_batch_size", int, "micro-batches with gradient accumulation (0: whole batch)"),
-    "compile": ("train.compile", bool, "compile the model with torch.compile (true/false; pays off on long runs)"),
-    "seed": ("seed", int, "the one seed: splits, sampling, initialisation"),
-    "log_checkpoints": ("log_checkpoints", _choice(CHECKPOINT_POLICIES), "best, or all (every epoch as a LoggedModel)"),
-    "run_test": ("run_test", bool, "evaluate the best checkpoint on the test split (true/false)"),
-    "upload_state": ("upload_state", bool, "upload the resumable state to the run's checkpoints/ (false: local disk only, so --resume needs this machine)"),
-}
-
-
 def config_options(names):
-    """Decorate a command with the config options in ``names`` (all default to the preset)."""
+    """Decorate a command with the config options in ``names`` (all default to the preset).
+
+    Name, type, choices and help come from the option table in sentiment.config, generated from
+    the config dataclasses and their field docstrings.
+    """
+    table = option_table()
 
     def decorate(func):
         for name in reversed(list(names)):
-            _, kind, help_text = CONFIG_OPTIONS[name]
-            func = click.option(f"--{name.replace('_', '-')}", name, type=Maybe(kind), default="", show_default=False, help=help_text)(func)
+            option = table[name]
+            kind = _choice(option.choices) if option.choices else option.kind
+            help_text = option.help.replace("`", "")
+            flag = f"--{name.replace('_', '-')}"
+            func = click.option(flag, name, type=Maybe(kind), default="", show_default=False, help=help_text)(func)
         return func
 
     return decorate
 
 
-def overrides_from(options: dict) -> dict:
-    return {CONFIG_OPTIONS[name][0]: value for name, value in options.items() if name in CONFIG_OPTIONS}
+def overrides_from(values: dict) -> dict:
+    """Given option values (None: not given) by option name -> flat config field -> value."""
+    table = option_table()
+    return {table[name].field: value for name, value in values.items() if name in table}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -101,7 +69,7 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--preset", type=_choice(PRESETS), default="seed", show_default=True, help="seed: the reference recipe; quick: offline, CPU-sized")
-@config_options(CONFIG_OPTIONS)
+@config_options(option_table())
 @click.option("--register-as", default="", help="register the model under this name (alias candidate; champion if best)")
 @click.option("--run-name", default="", help="MLflow run name")
 @click.option("--output-dir", default=".sentiment/runs", show_default=True, help="local folder for checkpoints")
@@ -122,12 +90,13 @@ def train(preset: str, register_as: str, run_name: str, output_dir: str, resume:
     try:
         if not dist.is_main:  # only rank 0 talks to MLflow
             with distributed.rank_failures(dist):
-                run_train(config, distributed.RankTracker(), Path(output_dir) / f"rank-{dist.rank}", should_stop=stop, dist=dist)
+                run_train(config, tracking.NullTracker(), Path(output_dir) / f"rank-{dist.rank}", should_stop=stop, dist=dist)
             return
         with tracking.open_run(
-            run_name=run_name or None, system_metrics=True, resume_run_id=resume or None, journal_root=Path(output_dir)
-        ) as tracker:
-            config = config or tracker.load_config()
+            run_name=run_name or None, system_metrics=True, resume_run_id=resume or None, journal_root=Path(output_dir),
+            skip_logged_steps=bool(resume),  # a resumed run logs no metric step twice
+        ) as tracker:  # fmt: skip
+            config = config or tracking.read_run_config(tracker.run_id, required=True)
             workdir = Path(output_dir) / tracker.run_id
             with distributed.rank_failures(dist):
                 outcome = run_train(config, tracker, workdir, register_as=register_as or None, resume=bool(resume), should_stop=stop, dist=dist)

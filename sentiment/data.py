@@ -1,4 +1,4 @@
-"""Load review sources, split them stratified and seeded, tokenize, and batch by length.
+"""Load review sources, split them stratified and seeded, and batch them by length.
 
 A source becomes one table with columns ``id, text, label, split`` (label 0 = negative,
 1 = positive; split is ``train``/``test`` when the source has its own test split, else empty).
@@ -9,12 +9,8 @@ print(load_splits(DataConfig(source='sample'), seed=42).sizes())"
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import itertools
 import json
 import math
-import os
 import random
 import re
 from collections.abc import Iterator, Sequence
@@ -30,6 +26,7 @@ from sentiment.config import DataConfig
 from sentiment.errors import UserError
 
 LABELS = ("negative", "positive")
+SPLITS = ("train", "val", "test", "all")  # what evaluate and analyze accept; all = the three together
 SAMPLE_PATH = Path(__file__).parent / "data" / "sample_reviews.jsonl"
 IMDB_HUB_ID = "stanfordnlp/imdb"
 TEXT_COLUMNS = ("text", "review")
@@ -255,173 +252,21 @@ def load_splits(config: DataConfig, seed: int) -> Splits:
     return make_splits(load_source(config.source), config, seed, source=config.source)
 
 
-# ----------------------------------------------------------------------------- tokens
+def check_split(split: str) -> str:
+    """``split`` itself when it names one of SPLITS; a UserError otherwise."""
+    if split not in SPLITS:
+        raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    return split
 
 
-@dataclass(frozen=True)
-class Encoded:
-    """Token ids per review (special tokens included, truncated) and their full lengths."""
-
-    input_ids: list[list[int]]
-    full_lengths: np.ndarray  # tokens before truncation, special tokens included
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+def select_split(splits: Splits, split: str) -> pd.DataFrame:
+    """One split's table, or all three concatenated for ``all``."""
+    if check_split(split) == "all":
+        return pd.concat([splits.train, splits.val, splits.test], ignore_index=True)
+    return getattr(splits, split)
 
 
-def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
-    """The ids a tokenizer puts before and after a single sequence (e.g. [CLS] / [SEP])."""
-    with_special = tokenizer("a")["input_ids"]
-    content = tokenizer("a", add_special_tokens=False)["input_ids"]
-    for start in range(len(with_special) - len(content) + 1):
-        if with_special[start : start + len(content)] == content:
-            return with_special[:start], with_special[start + len(content) :]
-    raise UserError(f"cannot work out the special tokens of tokenizer {type(tokenizer).__name__}")
-
-
-def encode(texts: Sequence[str], tokenizer, max_length: int, truncation: str = "head") -> Encoded:
-    """Tokenize without padding; truncate to ``max_length`` keeping the head or head and tail.
-
-    ``head_tail`` follows Sun et al. (2019): of 510 content tokens keep the first 128 and the
-    last 382, scaled to other lengths.
-    """
-    prefix, suffix = special_tokens(tokenizer)
-    budget = max_length - len(prefix) - len(suffix)
-    head = max(1, round(budget * 128 / 510))
-    pieces = tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-    out, full = [], np.empty(len(pieces), dtype=np.int64)
-    for i, ids in enumerate(pieces):
-        full[i] = len(ids) + len(prefix) + len(suffix)
-        if len(ids) > budget:
-            ids = ids[:budget] if truncation == "head" else ids[:head] + ids[len(ids) - (budget - head) :]
-        out.append(prefix + ids + suffix)
-    return Encoded(input_ids=out, full_lengths=full)
-
-
-# Bump when the cached layout or `encode` semantics change: old entries are then never read.
-TOKEN_CACHE_FORMAT = 1
-CACHE_DIR_ENV = "SENTIMENT_CACHE_DIR"  # a folder, or "off" to disable the token cache
-CACHE_MAX_ENV = "SENTIMENT_CACHE_MAX_MB"
-CACHE_MAX_DEFAULT_MB = 2048
-
-
-def token_cache_dir() -> Path | None:
-    """Where tokenized splits are cached: ``$SENTIMENT_CACHE_DIR/tokens`` (``off`` disables),
-    else ``$XDG_CACHE_HOME/sentiment/tokens``, else ``~/.cache/sentiment/tokens``."""
-    configured = os.environ.get(CACHE_DIR_ENV, "").strip()
-    if configured.lower() in ("off", "none", "0", "false"):
-        return None
-    if configured:
-        return Path(configured).expanduser() / "tokens"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "sentiment" / "tokens"
-
-
-def token_cache_limit_bytes() -> int:
-    """The cache's size cap: ``$SENTIMENT_CACHE_MAX_MB`` (default 2048 MB; an entry stores 4 bytes
-    per kept token); the least recently used entries go first."""
-    raw = os.environ.get(CACHE_MAX_ENV, "").strip() or str(CACHE_MAX_DEFAULT_MB)
-    try:
-        megabytes = float(raw)
-    except ValueError:
-        raise UserError(f"{CACHE_MAX_ENV} must be a number of megabytes, got {raw!r}") from None
-    if megabytes <= 0:
-        raise UserError(f"{CACHE_MAX_ENV} must be > 0 (set {CACHE_DIR_ENV}=off to disable the cache), got {raw!r}")
-    return int(megabytes * 2**20)
-
-
-def prune_token_cache(folder: Path, keep: Path, limit_bytes: int) -> None:
-    """Delete the least recently used entries until the folder fits ``limit_bytes``; ``keep``
-    (the entry just written) stays."""
-    entries = []
-    for path in Path(folder).glob("*.npz"):
-        with contextlib.suppress(OSError):
-            info = path.stat()
-            entries.append((info.st_mtime, info.st_size, path))
-    total = sum(size for _, size, _ in entries)
-    for _, size, path in sorted(entries, key=lambda e: e[0]):
-        if total <= limit_bytes:
-            break
-        if path == keep:
-            continue
-        with contextlib.suppress(OSError):
-            path.unlink()
-            total -= size
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """A digest of everything that decides a tokenizer's ids: vocabulary, added tokens,
-    normalizer (e.g. lower-casing), pre-tokenizer and special tokens; not where it was loaded
-    from, so the same tokenizer read from a logged model and from the Hub shares cache entries."""
-    digest = hashlib.sha256(type(tokenizer).__name__.encode())
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        spec = json.loads(backend.to_str())
-        # Per-call state the tokenizer keeps from its last call, not part of its identity.
-        spec.pop("truncation", None)
-        spec.pop("padding", None)
-        digest.update(json.dumps(spec, sort_keys=True).encode())
-    else:  # a slow (pure Python) tokenizer
-        digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
-        digest.update(repr(sorted((k, str(v)) for k, v in tokenizer.init_kwargs.items())).encode())
-    digest.update(json.dumps(special_tokens(tokenizer)).encode())
-    return digest.hexdigest()
-
-
-def texts_digest(texts: Sequence[str]) -> str:
-    """sha256 over the texts in order (length-prefixed, so boundaries count)."""
-    digest = hashlib.sha256()
-    for text in texts:
-        raw = text.encode("utf-8")
-        digest.update(len(raw).to_bytes(8, "little"))
-        digest.update(raw)
-    return digest.hexdigest()
-
-
-def token_cache_key(texts: Sequence[str], tokenizer, max_length: int, truncation: str) -> str:
-    """The cache entry of (tokenizer identity, max length, truncation, texts)."""
-    parts = [f"v{TOKEN_CACHE_FORMAT}", tokenizer_fingerprint(tokenizer), str(max_length), truncation, texts_digest(texts)]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:40]
-
-
-def encode_cached(texts: Sequence[str], tokenizer, max_length: int, truncation: str = "head", cache_dir: Path | None = None) -> Encoded:
-    """`encode`, computed once per (tokenizer, max_length, truncation, texts) and then read from disk.
-
-    50,000 reviews of IMDB's length profile (the benchmark's generated corpus) take 13.4 s to
-    tokenize on 2 CPU cores and 0.8 s to read back (a 50 MB entry). A corrupt or unreadable entry is recomputed. The folder is
-    `token_cache_dir()` unless ``cache_dir`` is given; ``SENTIMENT_CACHE_DIR=off`` disables it.
-    """
-    folder = cache_dir if cache_dir is not None else token_cache_dir()
-    if folder is None:
-        return encode(texts, tokenizer, max_length, truncation)
-    limit = token_cache_limit_bytes()  # a bad setting fails before the work, not after
-    path = Path(folder) / f"{token_cache_key(texts, tokenizer, max_length, truncation)}.npz"
-    if path.is_file():
-        try:
-            with np.load(path) as stored:
-                ids, offsets, full = stored["ids"], stored["offsets"], stored["full_lengths"]
-            if len(offsets) == len(texts) + 1:
-                with contextlib.suppress(OSError):
-                    os.utime(path)  # recently used: the last to be pruned
-                flat = ids.tolist()
-                return Encoded([flat[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())], full)
-        except (OSError, ValueError, KeyError):
-            pass  # recompute below and overwrite
-    encoded = encode(texts, tokenizer, max_length, truncation)
-    lengths = encoded.lengths
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    flat_ids = np.fromiter(itertools.chain.from_iterable(encoded.input_ids), dtype=np.int32, count=int(offsets[-1]))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, ids=flat_ids, offsets=offsets, full_lengths=encoded.full_lengths)
-        os.replace(tmp, path)  # atomic: parallel runs never read a half-written entry
-        prune_token_cache(path.parent, path, limit)
-    except OSError:
-        pass  # a read-only or full disk only costs the speed-up
-    return encoded
+# ----------------------------------------------------------------------------- batching
 
 
 class LengthGroupedBatches(torch.utils.data.Sampler):

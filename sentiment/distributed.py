@@ -1,5 +1,5 @@
-"""torch.distributed for `torchrun` / `accelerate launch`: ranks, reductions, and a tracker that
-lets only rank 0 talk to MLflow.
+"""torch.distributed for `torchrun` / `accelerate launch`: ranks, reductions, failures. Only
+rank 0 talks to MLflow; the CLI gives the other ranks a `tracking.NullTracker`.
 
     torchrun --nproc_per_node 2 -m sentiment train --preset quick
 """
@@ -106,22 +106,3 @@ def rank_failures(dist: Dist):
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-class RankTracker:
-    """What ranks other than 0 get instead of the MLflow tracker: logging calls do nothing;
-    calls that return something return what rank 0 would need no answer from."""
-
-    def __init__(self, run_id: str = "") -> None:
-        self.run_id = run_id
-
-    def resolve_model_source(self, name: str) -> str:
-        from sentiment import tracking  # every rank needs the weights of an MLflow model URI
-
-        return tracking.resolve_model_source(name)
-
-    def __getattr__(self, name: str):
-        def nothing(*args, **kwargs):
-            return None
-
-        return nothing

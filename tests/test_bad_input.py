@@ -128,7 +128,7 @@ def test_error_under_mlflow_run_marks_that_run_failed(tracking_env, monkeypatch,
 
 
 def test_served_model_input_errors_are_clear():
-    from sentiment.tracking import _texts_of
+    from sentiment.tracking.serving import _texts_of
 
     assert _texts_of(["a", "b"]) == ["a", "b"]
     with pytest.raises(ValueError, match="input 1 is int, not a string"):

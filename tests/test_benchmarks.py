@@ -101,7 +101,7 @@ def write_real_reviews(path, train: int = 160, test: int = 64):
 def test_trainer_gets_our_head_tail_ids(tiny_model, tmp_path):
     from benchmarks.run import write_real
     from benchmarks.sides import Spec, _trainer_dataset, load_splits
-    from sentiment.data import encode
+    from sentiment.tokens import encode
     from sentiment.model import load_tokenizer
 
     data = tmp_path / "real.parquet"

@@ -14,7 +14,6 @@ from sentiment.config import DataConfig
 from sentiment.data import (
     LengthGroupedBatches,
     clean_text,
-    encode,
     load_source,
     make_collate,
     make_splits,
@@ -33,13 +32,6 @@ def write_csv(path, header, rows):
 def write_jsonl(path, records):
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model):
-    from sentiment.model import load_tokenizer
-
-    return load_tokenizer(tiny_model)
 
 
 # ----------------------------------------------------------------------------- sources
@@ -412,52 +404,17 @@ def test_load_splits_on_sample():
     assert splits.source == "sample"
 
 
-# ----------------------------------------------------------------------------- encode
-
-
-LONG_TEXT = " ".join(f"word{i}" for i in range(5)) + " " + "film " * 300 + "the ending was wonderful"
-
-
-def test_special_tokens_are_cls_sep(tokenizer):
-    prefix, suffix = data_mod.special_tokens(tokenizer)
-    assert prefix == [tokenizer.cls_token_id]
-    assert suffix == [tokenizer.sep_token_id]
-
-
-def test_encode_short_text_untouched(tokenizer):
-    enc = encode(["a good film"], tokenizer, max_length=32)
-    expected = tokenizer("a good film")["input_ids"]
-    assert enc.input_ids == [expected]
-    assert enc.full_lengths.tolist() == [len(expected)]
-    assert enc.lengths.tolist() == [len(expected)]
-
-
-def test_encode_head_truncation(tokenizer):
-    enc = encode([LONG_TEXT, "short one"], tokenizer, max_length=64, truncation="head")
-    ids = enc.input_ids[0]
-    content = tokenizer(LONG_TEXT, add_special_tokens=False)["input_ids"]
-    assert len(ids) == 64
-    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
-    assert ids[1:-1] == content[:62]
-    assert enc.full_lengths[0] == len(content) + 2
-    assert enc.full_lengths[0] > 64
-    assert enc.lengths.tolist() == [64, len(tokenizer("short one")["input_ids"])]
-
-
-def test_encode_head_tail_keeps_first_and_last_tokens(tokenizer):
-    max_length = 64
-    enc = encode([LONG_TEXT], tokenizer, max_length=max_length, truncation="head_tail")
-    ids = enc.input_ids[0]
-    content = tokenizer(LONG_TEXT, add_special_tokens=False)["input_ids"]
-    budget = max_length - 2
-    head = round(budget * 128 / 510)
-    assert len(ids) == max_length
-    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
-    assert ids[1] == content[0] and ids[-2] == content[-1]
-    assert ids[1:-1] == content[:head] + content[-(budget - head) :]
-    assert "wonderful" in tokenizer.decode(ids)
-    assert "wonderful" not in tokenizer.decode(encode([LONG_TEXT], tokenizer, max_length, "head").input_ids[0])
-    assert enc.full_lengths[0] == len(content) + 2
+def test_select_split():
+    splits = data_mod.Splits(
+        train=pd.DataFrame({"id": ["a"], "text": ["x"], "label": [0]}),
+        val=pd.DataFrame({"id": ["b"], "text": ["y"], "label": [1]}),
+        test=pd.DataFrame({"id": ["c"], "text": ["z"], "label": [0]}),
+        source="s",
+    )
+    assert data_mod.select_split(splits, "val")["id"].tolist() == ["b"]
+    assert data_mod.select_split(splits, "all")["id"].tolist() == ["a", "b", "c"]
+    with pytest.raises(UserError, match="split must be one of"):
+        data_mod.select_split(splits, "dev")
 
 
 # ----------------------------------------------------------------------------- batching

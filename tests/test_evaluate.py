@@ -10,11 +10,11 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from sentiment import data as data_mod
 from sentiment import evaluate as ev
+from sentiment import tokens
 from sentiment.config import Config, DataConfig, ModelConfig, TrainConfig
-from sentiment.errors import UserError
-from sentiment.model import build_model, load_tokenizer, pick_precision
+from sentiment.device import pick_precision
+from sentiment.model import build_model, load_tokenizer
 
 # ----------------------------------------------------------------------------- a hand-made table
 #
@@ -225,12 +225,12 @@ def test_predict_logits_keeps_input_order(tiny):
     model, tokenizer = tiny
     cpu = torch.device("cpu")
     precision = pick_precision("auto", cpu)
-    encoded = data_mod.encode(TEXTS, tokenizer, MAX_LENGTH)
+    encoded = tokens.encode(TEXTS, tokenizer, MAX_LENGTH)
     assert len(set(encoded.lengths.tolist())) > 3  # lengths differ, so sorted batches reorder rows
     batched = ev.predict_logits(model, encoded, cpu, 3, precision, tokenizer.pad_token_id)
     assert batched.shape == (len(TEXTS), 2) and batched.dtype == np.float32
     for i, text in enumerate(TEXTS):
-        alone = data_mod.encode([text], tokenizer, MAX_LENGTH)
+        alone = tokens.encode([text], tokenizer, MAX_LENGTH)
         single = ev.predict_logits(model, alone, cpu, 1, precision, tokenizer.pad_token_id)
         np.testing.assert_allclose(batched[i], single[0], atol=1e-5, rtol=1e-4)
     # rows are not all the same (the check above would be vacuous otherwise)
@@ -255,7 +255,7 @@ def test_predictions_table_from_model(tiny):
     assert (table["prediction"] == (prob > 0.5).astype(int)).all()
     p_true = np.where(table["label"] == 1, prob, 1 - prob)
     np.testing.assert_allclose(table["loss"], -np.log(p_true), rtol=1e-5)
-    full = data_mod.encode(TEXTS, tokenizer, 10_000).lengths
+    full = tokens.encode(TEXTS, tokenizer, 10_000).lengths
     assert table["n_tokens"].tolist() == full.tolist()
     assert table["truncated"].tolist() == (full > MAX_LENGTH).tolist()
     assert table["truncated"].any() and not table["truncated"].all()
@@ -269,7 +269,7 @@ def test_predictions_table_from_model(tiny):
 def test_predictions_table_from_probabilities():
     frame = pd.DataFrame({"id": [1, 2, 3], "text": ["a", "b", "c"], "label": [0, 1, 1]})
     probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.9, 0.1]])
-    encoded = data_mod.Encoded(input_ids=[[1, 2], [1, 2, 3], [1]], full_lengths=np.array([5, 12, 8]))
+    encoded = tokens.Encoded(input_ids=[[1, 2], [1, 2, 3], [1]], full_lengths=np.array([5, 12, 8]))
     table = ev.predictions_table(frame, probs, encoded, max_length=8)
     assert table["id"].tolist() == ["1", "2", "3"]
     assert table["prediction"].tolist() == [0, 1, 0]
@@ -298,14 +298,22 @@ def test_softmax_rows_sum_to_one_and_stable():
     np.testing.assert_allclose(probs[2], [0.25, 0.75])
 
 
-def test_select_split():
-    splits = data_mod.Splits(
-        train=pd.DataFrame({"id": ["a"], "text": ["x"], "label": [0]}),
-        val=pd.DataFrame({"id": ["b"], "text": ["y"], "label": [1]}),
-        test=pd.DataFrame({"id": ["c"], "text": ["z"], "label": [0]}),
-        source="s",
-    )
-    assert ev.select_split(splits, "val")["id"].tolist() == ["b"]
-    assert ev.select_split(splits, "all")["id"].tolist() == ["a", "b", "c"]
-    with pytest.raises(UserError, match="split must be one of"):
-        ev.select_split(splits, "dev")
+# ----------------------------------------------------------------------------- the stage, in memory
+
+
+def test_evaluate_stage_against_the_in_memory_tracker(trained_in_memory, reviews_csv):
+    """The model a training logged, evaluated on the same data and config: the same test table
+    and numbers as the training's own test evaluation, and everything evaluate records."""
+    from sentiment.tracking import InMemoryTracker
+
+    tracker = InMemoryTracker("evaluate-run")
+    package = str(trained_in_memory["package"])
+    metrics = ev.run_evaluate(package, tracker, str(reviews_csv), "test")
+    trained = trained_in_memory["tracker"]
+    assert metrics == {k: trained.metric(k)[0] for k in metrics}  # one prediction path, one table
+    assert trained.artifacts["predictions/test.parquet"].equals(tracker.artifacts["predictions/test.parquet"])
+    assert tracker.tags["sentiment.kind"] == "evaluate" and tracker.tags["sentiment.model_uri"] == package
+    assert tracker.tags["sentiment.split"] == "test" and tracker.tags["sentiment.precision"] == "fp32"
+    assert [split for split, _, _ in tracker.datasets] == ["test"] and tracker.params["data.source"] == str(reviews_csv)
+    assert {"metrics/test.json", "figures/test_confusion_matrix.png", "figures/test_roc_curve.png"} <= set(tracker.artifacts)
+    assert tracker.linked_models == []  # a local folder is no LoggedModel

@@ -1,16 +1,20 @@
-"""The project's manifests agree with the code: MLproject <-> CLI, conda.yaml <-> pyproject."""
+"""The project's manifests agree with the code: MLproject <-> CLI <-> config option table,
+conda.yaml <-> pyproject. (The import rules live in test_architecture.py.)"""
 
 from __future__ import annotations
 
-import ast
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
+import click
+import mlflow
 import yaml
 
-from sentiment.cli import CONFIG_OPTIONS, cli
-from sentiment.config import flat_fields
+from sentiment.cli import cli
+from sentiment.config import NOT_OPTIONS, DataConfig, field_docs, flat_fields, options
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,16 +37,43 @@ def test_every_mlproject_parameter_is_a_cli_option_with_the_same_default():
         assert set(parameters) == set(options), name
         for param, spec in parameters.items():
             default = options[param].default
-            expected = "" if default is None else default
-            assert str(spec.get("default", "")) == str(expected), (name, param)
+            if default is None or default is getattr(click.core, "UNSET", None):  # a required option
+                assert "default" not in spec and options[param].required, (name, param)
+            else:
+                assert str(spec.get("default", "")) == str(default), (name, param)
             # the command passes it through under the same option name
             assert f"--{param.replace('_', '-')} {{{param}}}" in entry["command"], (name, param)
         assert f"-m sentiment {name.removesuffix('_distributed')}" in entry["command"]
 
 
-def test_cli_config_options_cover_real_config_fields():
-    fields = flat_fields()
-    assert {field for field, _, _ in CONFIG_OPTIONS.values()} <= set(fields)
+def test_option_table_is_generated_from_the_config_fields_and_their_docstrings():
+    table = options()
+    fields = [f for f in flat_fields() if f not in NOT_OPTIONS]
+    assert [o.field for o in table.values()] == fields  # every field but the preset, in field order
+    assert table["data"].field == "data.source" and table["model"].field == "model.name"
+    expected = "Tokens per review after truncation, special tokens included."
+    assert table["max_length"].help == field_docs(DataConfig)["max_length"] == expected
+    train = {p.name: p for p in cli.commands["train"].params}
+    for name, option in table.items():  # the train command has every option, help written once
+        assert train[name].help == option.help.replace("`", ""), name
+        assert option.help and not option.help.endswith(" "), name
+
+
+def test_grids_take_the_option_table_and_ablate_does_not_import_the_cli():
+    source = (REPO / "sentiment" / "ablate" / "grid.py").read_text()
+    assert "sentiment.cli" not in source and "options()" in source
+
+
+def test_evaluate_without_a_model_uri_is_refused_by_mlflow_run(tracking_env):
+    """`model_uri` has no default in MLproject: MLflow itself refuses to start, no run is made."""
+    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "evaluate", "--env-manager", "local",
+           "--experiment-name", tracking_env["MLFLOW_EXPERIMENT_NAME"]]  # fmt: skip
+    result = subprocess.run(cmd, env=tracking_env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "No value given for missing parameters: 'model_uri'" in result.stderr, result.stderr[-2000:]
+    assert "Sentinel" not in result.stderr
+    experiment = mlflow.get_experiment_by_name(tracking_env["MLFLOW_EXPERIMENT_NAME"])
+    assert experiment is None or mlflow.search_runs([experiment.experiment_id], output_format="list") == []
 
 
 def _requirement_names(requirements: list[str]) -> dict[str, str]:
@@ -61,13 +92,3 @@ def test_ci_pins_the_cpu_torch_wheel_and_runs_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
     assert "make test" in ci and "make test" in readme and "make demo" in readme
-
-
-def test_only_tracking_imports_mlflow():
-    for path in (REPO / "sentiment").glob("*.py"):
-        tree = ast.parse(path.read_text())
-        imported = {
-            alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
-        } | {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-        if path.name != "tracking.py":
-            assert "mlflow" not in imported, path.name

@@ -1,4 +1,4 @@
-"""Unit tests for sentiment.model: building, freezing, layer-wise learning rates, devices."""
+"""Unit tests for sentiment.model: building, freezing, layer-wise learning rates."""
 
 from __future__ import annotations
 
@@ -11,14 +11,11 @@ from sentiment import model as model_mod
 from sentiment.config import ModelConfig
 from sentiment.errors import UserError
 from sentiment.model import (
-    cpu_has_native_bf16,
     build_model,
     count_parameters,
-    device_tags,
     encoder_layers,
     layerwise_param_groups,
     lr_table,
-    pick_precision,
     resolve_source,
 )
 from tests.conftest import save_random_encoder
@@ -257,53 +254,3 @@ def test_distilbert_dropout_attribute_and_freezing(tiny_distilbert):
         "embeddings": pytest.approx(1.25e-4), "layer_0": pytest.approx(2.5e-4),
         "layer_1": pytest.approx(5e-4), "layer_2": pytest.approx(1e-3), "head": pytest.approx(1e-3),
     }  # fmt: skip
-
-
-# ----------------------------------------------------------------------------- devices and precision
-
-
-@pytest.mark.parametrize("requested", ["auto", "fp32"])
-def test_pick_precision_defaults_to_fp32_on_cpu(requested):
-    precision = pick_precision(requested, torch.device("cpu"))
-    assert precision.name == "fp32"
-    assert precision.dtype is None
-    with precision.autocast(torch.device("cpu")):
-        out = torch.ones(2, 2) @ torch.ones(2, 2)
-    assert out.dtype == torch.float32
-
-
-def test_bf16_on_cpu_autocasts_matmuls_and_is_tagged():
-    cpu = torch.device("cpu")
-    precision = pick_precision("bf16", cpu)
-    assert precision.name == "bf16"
-    with precision.autocast(cpu):
-        out = torch.ones(2, 2) @ torch.ones(2, 2)
-    assert out.dtype == torch.bfloat16
-    tags = device_tags(cpu, precision)
-    assert tags["sentiment.precision"] == "bf16" and tags["sentiment.cpu_native_bf16"] in ("true", "false")
-    # on CPU the tag is there whatever the precision: it says what `native` would pick
-    assert device_tags(cpu, pick_precision("auto", cpu))["sentiment.cpu_native_bf16"] == tags["sentiment.cpu_native_bf16"]
-
-
-def test_native_precision_is_bf16_exactly_where_the_cpu_runs_it_natively():
-    cpu = torch.device("cpu")
-    precision = pick_precision("native", cpu)
-    assert precision.name == ("bf16" if cpu_has_native_bf16() else "fp32")
-    assert device_tags(cpu, precision)["sentiment.cpu_native_bf16"] == str(cpu_has_native_bf16()).lower()
-
-
-def test_fp16_on_cpu_is_refused():
-    with pytest.raises(UserError, match="precision fp16 needs a CUDA GPU and the device is cpu; use --precision bf16 or fp32"):
-        pick_precision("fp16", torch.device("cpu"))
-
-
-def test_pick_device_cpu_and_auto():
-    assert model_mod.pick_device("cpu") == torch.device("cpu")
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert model_mod.pick_device("auto").type == expected
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_pick_device_cuda_without_gpu():
-    with pytest.raises(UserError, match="no CUDA GPU"):
-        model_mod.pick_device("cuda")

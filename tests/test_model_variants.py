@@ -10,15 +10,14 @@ import torch.nn.functional as F
 
 from sentiment.config import build_config
 from sentiment.errors import UserError
+from sentiment.heads import head_importance, mask_heads
 from sentiment.model import (
     attention_projections,
     build_model,
     count_parameters,
     encoder_layers,
-    head_importance,
     load_tokenizer,
     load_trained,
-    mask_heads,
 )
 from tests.conftest import save_random_encoder
 

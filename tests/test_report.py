@@ -11,9 +11,9 @@ import yaml
 from mlflow import MlflowClient
 
 from sentiment import evaluate
-from sentiment.report import _points
+from sentiment.report.sections import _points
 from tests.conftest import TINY_TRAIN, run_cli
-from tests.test_ablate import children_of, parent_of, tiny_grid
+from tests.ablate.test_execution import children_of, parent_of, tiny_grid
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -140,6 +140,9 @@ def test_learning_curve_scores_an_extra_run_on_the_grids_test_reviews(tracking_e
     ],
 )
 def test_bad_report_input_is_one_line(tracking_env, args, fragment):
+    # The test's own experiment exists first; otherwise `sentiment report` creates it and MLflow
+    # says so on stderr, a second line that is not ours.
+    mlflow.set_experiment(tracking_env["MLFLOW_EXPERIMENT_NAME"])
     with mlflow.start_run() as run:
         pass
     args = [a.replace("RUN", run.info.run_id) for a in args]

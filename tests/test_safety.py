@@ -96,8 +96,8 @@ def test_remote_code_stays_off_unless_asked(tmp_path):
 def test_our_checkpoints_are_safetensors(tiny_model, tmp_path):
     from sentiment.config import ModelConfig
     from sentiment.model import build_model
-    from sentiment.train import _save
+    from sentiment.train import save_model
 
-    _save(build_model(ModelConfig(name=tiny_model)), tmp_path / "best")
+    save_model(build_model(ModelConfig(name=tiny_model)), tmp_path / "best")
     names = {p.name for p in (tmp_path / "best").iterdir()}
     assert "model.safetensors" in names and not any(n.endswith((".bin", ".pt", ".pkl")) for n in names)

@@ -1,60 +1,18 @@
-"""Results documents rendered from what MLflow holds, never typed in.
-
-For an ablation parent: the summary (mean +- std over seeds, delta with its 95% interval, McNemar
-with Holm), accuracies published elsewhere beside ours with a generated verdict per row, the
-comparison figure, a learning curve when the variants differ only in training reviews, every
-child's run id, and the grid. For a training run: its metrics with intervals, the confusion
-matrix counted from its predictions table, and its figures. Markdown or self-contained HTML.
-
-    sentiment report --run PARENT_RUN_ID --output experiments/RESULTS.md
-"""
+"""Building a results document from runs: ablation parents (summary, published numbers with a
+verdict per row, figures, learning curve, children, grid) and training/evaluate runs."""
 
 from __future__ import annotations
 
-import base64
-import html
 import math
-import re
-import shutil
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from sentiment import evaluate, plots
 from sentiment.errors import UserError
+from sentiment.report.document import Code, Document, Image, Section
 
-FORMATS = ("md", "html")
 CURVE_OPTION = "train_size"  # a grid whose variants change only this draws a learning curve
-
-
-@dataclass(frozen=True)
-class Image:
-    """A PNG to embed, under a short file name."""
-
-    path: Path
-    name: str
-    caption: str
-
-
-@dataclass(frozen=True)
-class Code:
-    text: str
-    language: str = ""
-
-
-@dataclass
-class Section:
-    title: str
-    blocks: list = field(default_factory=list)  # str (a paragraph), pd.DataFrame (a table), Image, Code
-
-
-@dataclass
-class Document:
-    title: str
-    sections: list[Section]
 
 
 # ----------------------------------------------------------------------------- building
@@ -410,109 +368,3 @@ def run_sections(run, workdir: Path) -> list[Section]:
         if path is not None:
             section.blocks.append(Image(path, f"{run.run_id[:8]}_{Path(artifact).name}", f"{caption} (run {run.run_id})"))
     return [section]
-
-
-# ----------------------------------------------------------------------------- rendering
-
-
-def _md_table(frame: pd.DataFrame) -> str:
-    def cell(value) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(c) for c in frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
-
-
-def render_markdown(document: Document, figures: Path, link_prefix: str) -> str:
-    """Markdown; images are copied into ``figures`` and linked as ``link_prefix/name``."""
-    out = [f"# {document.title}", ""]
-    for section in document.sections:
-        if section.title:
-            out += [f"## {section.title}", ""]
-        for block in section.blocks:
-            if isinstance(block, pd.DataFrame):
-                out.append(_md_table(block))
-            elif isinstance(block, Image):
-                figures.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(block.path, figures / block.name)
-                out.append(f"![{block.caption}]({link_prefix}/{block.name})")
-            elif isinstance(block, Code):
-                out.append(f"```{block.language}\n{block.text}\n```")
-            else:
-                out.append(str(block))
-            out.append("")
-    return "\n".join(out).rstrip() + "\n"
-
-
-_CODE_SPAN = re.compile(r"`([^`]+)`")
-
-
-def _inline_html(text: str) -> str:
-    return _CODE_SPAN.sub(lambda m: f"<code>{m.group(1)}</code>", html.escape(text, quote=False))
-
-
-def render_html(document: Document) -> str:
-    """One self-contained HTML page (images inlined as data URIs)."""
-    out = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(document.title)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45}"
-        "table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
-        "th{background:#f3f3f3}img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}code{background:#f3f3f3}</style>",
-        "</head><body>",
-        f"<h1>{html.escape(document.title)}</h1>",
-    ]
-    for section in document.sections:
-        if section.title:
-            out.append(f"<h2>{_inline_html(section.title)}</h2>")
-        for block in section.blocks:
-            if isinstance(block, pd.DataFrame):
-                head = "".join(f"<th>{_inline_html(str(c))}</th>" for c in block.columns)
-                body = "".join("<tr>" + "".join(f"<td>{_inline_html(str(v))}</td>" for v in row) + "</tr>" for row in block.itertuples(index=False))
-                out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-            elif isinstance(block, Image):
-                data = base64.b64encode(block.path.read_bytes()).decode()
-                out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(block.caption)}'>"
-                           f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")  # fmt: skip
-            elif isinstance(block, Code):
-                out.append(f"<pre><code>{html.escape(block.text)}</code></pre>")
-            elif str(block).startswith("- "):
-                items = "".join(f"<li>{_inline_html(line[2:])}</li>" for line in str(block).splitlines())
-                out.append(f"<ul>{items}</ul>")
-            else:
-                out.append(f"<p>{_inline_html(str(block))}</p>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
-
-
-def run_report(run_ids: list[str], with_runs: list[str], fmt: str, output: Path, title: str = "", log: bool = True) -> Path:
-    """The report stage: build, write ``output`` (Markdown figures in ``<stem>_figures/`` beside
-    it), and log the document to the first run as ``report.md`` / ``report.html``."""
-    from sentiment import tracking
-
-    if fmt not in FORMATS:
-        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if not run_ids:
-        raise UserError("pass at least one --run (an ablation parent or a training run id)")
-    with tempfile.TemporaryDirectory(prefix="sentiment-report-") as tmp:
-        work = Path(tmp)
-        document = build(run_ids, with_runs, work, title)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "md":
-            figures = output.parent / f"{output.stem}_figures"
-            shutil.rmtree(figures, ignore_errors=True)
-            output.write_text(render_markdown(document, figures, figures.name))
-            if log:  # the same document inside the run, its figures in report_figures/ beside it
-                logged = work / "logged"
-                logged.mkdir()
-                (logged / "report.md").write_text(render_markdown(document, logged / "report_figures", "report_figures"))
-                tracking.log_files_to_run(run_ids[0], [("", logged / "report.md")]
-                                          + [("report_figures", f) for f in sorted((logged / "report_figures").glob("*.png"))])  # fmt: skip
-        else:
-            text = render_html(document)
-            output.write_text(text)
-            if log:
-                (work / "report.html").write_text(text)
-                tracking.log_files_to_run(run_ids[0], [("", work / "report.html")])
-    return output

@@ -1,0 +1,72 @@
+"""Everything MLflow, behind a small interface: the only package that imports mlflow, and it
+imports no stage module (train, evaluate, analyze, ablate, ...).
+
+- tracker.py     the `Tracker` protocol stages log through; `NullTracker` (ranks other than 0)
+- memory.py      `InMemoryTracker`, for unit tests of the stages without a server
+- connection.py  tracking URI, health and credential checks
+- runs.py        `open_run` and `MlflowTracker` (the protocol on an MLflow run); writes to other runs
+- outbox.py      the outage journal (`Outbox`) and `sentiment sync`
+- registry.py    registration and promotion (aliases, races), downloading logged models
+- serving.py     the served pyfunc and how it is logged
+- queries.py     reading runs: records, children, metric histories, logged configs and tables
+
+    MLFLOW_TRACKING_URI=http://127.0.0.1:5000 sentiment train --preset quick
+"""
+
+from sentiment.tracking.connection import (
+    DEFAULT_EXPERIMENT,
+    DEFAULT_TRACKING_URI,
+    check_server,
+    connect,
+    one_line,
+    reachable,
+    tracking_uri,
+)
+from sentiment.tracking.memory import InMemoryTracker
+from sentiment.tracking.outbox import Outbox, sync_journal
+from sentiment.tracking.queries import (
+    RunRecord,
+    check_same_experiment,
+    child_runs,
+    dataset_rows,
+    download_artifact,
+    download_checkpoints,
+    experiment_name,
+    get_run,
+    last_logged_steps,
+    load_run_table,
+    metric_values,
+    read_run_config,
+    run_tags,
+)
+from sentiment.tracking.registry import (
+    Registration,
+    fetch_model,
+    is_model_uri,
+    load_pyfunc,
+    model_run_id,
+    register_model,
+    resolve_model_source,
+)
+from sentiment.tracking.runs import (
+    MlflowTracker,
+    create_child_run,
+    delete_tag,
+    end_run_if_open,
+    fail_run,
+    log_files_to_run,
+    open_run,
+    submit_project_run,
+)
+from sentiment.tracking.serving import MODEL_ARTIFACT, SentimentPyfunc
+from sentiment.tracking.tracker import LoggedModelRef, NullTracker, Tracker
+
+__all__ = [
+    "DEFAULT_EXPERIMENT", "DEFAULT_TRACKING_URI", "MODEL_ARTIFACT", "InMemoryTracker", "LoggedModelRef", "MlflowTracker",
+    "NullTracker", "Outbox", "Registration", "RunRecord", "SentimentPyfunc", "Tracker", "check_same_experiment",
+    "check_server", "child_runs", "connect", "create_child_run", "dataset_rows", "delete_tag", "download_artifact", "download_checkpoints",
+    "end_run_if_open", "experiment_name", "fail_run", "fetch_model", "get_run", "is_model_uri", "last_logged_steps",
+    "load_pyfunc", "load_run_table", "log_files_to_run", "metric_values", "model_run_id", "one_line", "open_run",
+    "reachable", "read_run_config", "register_model", "resolve_model_source", "run_tags", "submit_project_run",
+    "sync_journal", "tracking_uri",
+]  # fmt: skip

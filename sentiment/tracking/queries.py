@@ -1,0 +1,164 @@
+"""Reading what runs logged: run records, children of an ablation parent, metric histories, and
+the one reader of logged configs and tables (evaluate, analyze, ablate and report use it).
+
+    python -c "from sentiment import tracking; tracking.connect(); print(tracking.get_run('RUN_ID').status)"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from sentiment import config as config_mod
+from sentiment.errors import UserError
+from sentiment.tracking.connection import one_line, tracking_uri
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What an ablation reads back about one run."""
+
+    run_id: str
+    name: str
+    status: str  # RUNNING, FINISHED, FAILED, KILLED, SCHEDULED
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    experiment_id: str
+    params: dict[str, str] = field(default_factory=dict)
+    start_ms: int | None = None  # when the run started and ended (epoch milliseconds)
+    end_ms: int | None = None
+
+    @property
+    def minutes(self) -> float | None:
+        """Wall-clock minutes from the run's start to its end (None while it runs)."""
+        return (self.end_ms - self.start_ms) / 60_000 if self.start_ms and self.end_ms else None
+
+
+def _record(run) -> RunRecord:
+    return RunRecord(
+        run_id=run.info.run_id, name=run.info.run_name or "", status=run.info.status,
+        tags=dict(run.data.tags), metrics=dict(run.data.metrics), experiment_id=run.info.experiment_id,
+        params=dict(run.data.params), start_ms=run.info.start_time, end_ms=run.info.end_time,
+    )  # fmt: skip
+
+
+def get_run(run_id: str) -> RunRecord:
+    """A run by id; a UserError when it does not exist."""
+    try:
+        return _record(mlflow.MlflowClient().get_run(run_id))
+    except mlflow.exceptions.MlflowException:
+        raise UserError(f"run {run_id!r} does not exist on {tracking_uri()}; check the run id") from None
+
+
+def check_same_experiment(run_id: str) -> None:
+    """Re-opening a run needs the active experiment to be the run's (MLflow refuses otherwise)."""
+    run = get_run(run_id)
+    active = mlflow.tracking.fluent._get_experiment_id()
+    if active and active != run.experiment_id:
+        name = mlflow.MlflowClient().get_experiment(run.experiment_id).name
+        raise UserError(f"run {run_id} is in experiment {name!r}; set MLFLOW_EXPERIMENT_NAME={name} to resume it")
+
+
+def child_runs(parent_run_id: str) -> list[RunRecord]:
+    """Every run tagged as a child of ``parent_run_id`` (oldest first)."""
+    parent = get_run(parent_run_id)
+    runs = mlflow.MlflowClient().search_runs(
+        [parent.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        order_by=["attributes.start_time ASC"], max_results=10000,
+    )  # fmt: skip
+    return [_record(run) for run in runs]
+
+
+def run_tags(run_id: str) -> dict[str, str]:
+    """Tags of another run; a run that does not exist is a user error."""
+    try:
+        return dict(mlflow.get_run(run_id).data.tags)
+    except Exception as exc:
+        raise UserError(f"run {run_id!r} does not exist or cannot be read ({one_line(exc)[:150]}); pass the id of an evaluate or train run") from None
+
+
+def dataset_rows(run_id: str) -> dict[str, int]:
+    """Rows of each dataset input the run logged, by context (training, validation, testing)."""
+    out: dict[str, int] = {}
+    for item in mlflow.MlflowClient().get_run(run_id).inputs.dataset_inputs:
+        context = next((t.value for t in item.tags if t.key == "mlflow.data.context"), "")
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            out[context] = int(json.loads(item.dataset.profile)["num_rows"])
+    return out
+
+
+def experiment_name(experiment_id: str) -> str:
+    return mlflow.MlflowClient().get_experiment(experiment_id).name
+
+
+def metric_values(run_id: str, key: str) -> list[float]:
+    """Every logged value of one metric, in step order."""
+    history = mlflow.MlflowClient().get_metric_history(run_id, key)
+    return [m.value for m in sorted(history, key=lambda m: m.step)]
+
+
+def last_logged_steps(run_id: str) -> dict[str, int]:
+    """Per metric key, the last step the run holds (what a resumed run must not log again)."""
+    client = mlflow.MlflowClient()
+    keys = mlflow.get_run(run_id).data.metrics
+    return {key: max((m.step for m in client.get_metric_history(run_id, key)), default=-1) for key in keys}
+
+
+# ----------------------------------------------------------------------------- logged configs and tables
+
+
+def read_run_config(run_id: str, required: bool = False) -> config_mod.Config | None:
+    """The config a run logged (``config.yaml``); None when it has none, unless ``required``."""
+    try:
+        return config_mod.from_yaml(mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml"))
+    except Exception as exc:
+        if required:
+            raise UserError(f"run {run_id} has no readable config.yaml ({one_line(exc)[:150]}); it was not started by sentiment train") from None
+        return None
+
+
+def load_run_table(run_id: str, path: str, columns: list[str] | None = None, hint: str = "") -> pd.DataFrame:
+    """A Parquet table a run logged (e.g. ``predictions/test.parquet``), optionally some columns.
+
+    Raises:
+        UserError: the run has no such table (the message lists the tables beside it, then ``hint``).
+    """
+    target = tempfile.mkdtemp(prefix="sentiment-table-")
+    try:
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=target)
+        except Exception:
+            found: list[str] = []
+            with contextlib.suppress(Exception):
+                beside = mlflow.MlflowClient().list_artifacts(run_id, str(Path(path).parent))
+                found = [a.path for a in beside if a.path.endswith(".parquet")]
+            advice = f"; {hint}" if hint else ""
+            raise UserError(f"run {run_id} has no {path} (it has: {', '.join(found) or 'none'}){advice}") from None
+        return pd.read_parquet(local, columns=columns)
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+
+
+def download_artifact(run_id: str, path: str, dst: Path) -> Path | None:
+    """Download one artifact of a run into ``dst``; None when the run has no such artifact."""
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst)))
+    except (mlflow.exceptions.MlflowException, OSError):
+        return None
+
+
+def download_checkpoints(run_id: str, folder: Path) -> None:
+    """Copy the run's uploaded ``checkpoints/`` (training state, best model) into ``folder``, if any."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(Exception):
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoints", dst_path=str(folder.parent / "_download"))
+        shutil.copytree(folder.parent / "_download" / "checkpoints", folder, dirs_exist_ok=True)
+        shutil.rmtree(folder.parent / "_download", ignore_errors=True)

@@ -1,0 +1,159 @@
+"""The model registry and logged models: registration with `candidate` / `champion` aliases
+(safe against concurrent registrations), downloading a logged model's package, loading a pyfunc.
+
+    sentiment train --preset quick --register-as imdb-sentiment
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+
+from sentiment.errors import UserError
+from sentiment.tracking.connection import one_line
+from sentiment.tracking.serving import MODEL_ARTIFACT
+
+MLFLOW_URI_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    version: str
+    champion: bool
+    uri: str
+
+
+def register_model(tracker, model_uri: str, name: str, score: float) -> Registration:
+    """Register a version with alias `candidate`; make it `champion` if it beats the current one.
+
+    ``score`` (test accuracy) is kept as the version tag ``test_accuracy`` for later
+    comparisons. Safe against concurrent registrations of the same name: creation is retried,
+    and the champion alias is compared, set, then verified until no better version holds it.
+    ``tracker`` is the run's MlflowTracker: registration first waits for a lost server.
+    """
+    tracker.wait_online()
+    client = mlflow.MlflowClient()
+    version = _retry(lambda: mlflow.register_model(model_uri, name).version)
+    client.set_model_version_tag(name, version, "test_accuracy", f"{score:.6f}")
+    client.set_model_version_tag(name, version, "run_id", tracker.run_id)
+    client.set_registered_model_alias(name, "candidate", version)
+    champion = _promote(client, name, str(version), score)
+    tracker.set_tags({"sentiment.registered_model": name, "sentiment.registered_version": version})
+    return Registration(name=name, version=str(version), champion=champion, uri=f"models:/{name}/{version}")
+
+
+def _champion(client, name: str) -> tuple[str, float] | None:
+    try:
+        current = client.get_model_version_by_alias(name, "champion")
+    except mlflow.exceptions.MlflowException:
+        return None
+    return str(current.version), float(current.tags.get("test_accuracy", "-1"))
+
+
+def _promote(client, name: str, version: str, score: float, rounds: int = 6) -> bool:
+    """Compare, set, verify: a concurrent registration may overwrite the alias with a worse
+    version after our check; the verification round then sets it back."""
+    for _ in range(rounds):
+        current = _champion(client, name)
+        if current is not None and current[0] == version:
+            return True
+        if current is not None and current[1] >= score:
+            return False
+        client.set_registered_model_alias(name, "champion", version)
+        time.sleep(random.uniform(0.2, 0.6))  # let a racing writer land before verifying
+    current = _champion(client, name)
+    return current is not None and current[0] == version
+
+
+def _retry(call, attempts: int = 5):
+    """Retry a registry write that lost a race (e.g. two processes creating the same name)."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except mlflow.exceptions.MlflowException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0.2, 1.0) * (attempt + 1))
+
+
+# ----------------------------------------------------------------------------- logged models
+
+
+def is_model_uri(name: str) -> bool:
+    """Is ``name`` an MLflow model URI (runs:/, models:/, mlflow-artifacts:/) rather than a Hub id or folder?"""
+    return name.startswith(MLFLOW_URI_SCHEMES)
+
+
+def fetch_model(uri: str, tmp: Path | None = None) -> tuple[Path, str | None]:
+    """Download a logged sentiment model: its package folder (weights, tokenizer,
+    sentiment_config.yaml) under ``tmp`` (else a new temporary folder) and its LoggedModel id."""
+    folder = _download_package(uri, tmp or Path(tempfile.mkdtemp(prefix="sentiment-")))
+    return folder, _model_id_of(uri)
+
+
+def resolve_model_source(name: str, workdir: Path | None = None) -> str:
+    """A Hub id / folder / alias passes through; an MLflow model URI becomes its local weights
+    folder (under ``workdir``, else a new temporary folder). Needs no run: torchrun ranks other
+    than 0 call it too."""
+    if not is_model_uri(name):
+        return name
+    return str(_download_package(name, workdir or Path(tempfile.mkdtemp(prefix="sentiment-"))))
+
+
+def load_pyfunc(uri: str):
+    """`mlflow.pyfunc.load_model`, with a one-line error for a URI that does not exist."""
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except Exception as exc:
+        raise UserError(f"cannot load model {uri!r} ({one_line(exc)[:200]}); check the URI in the MLflow UI") from None
+
+
+def _download_package(uri: str, tmp: Path) -> Path:
+    """Download a logged sentiment model and return the folder with weights and tokenizer."""
+    target = Path(tempfile.mkdtemp(dir=tmp))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
+    except Exception as exc:
+        raise UserError(f"model {uri!r} does not exist or cannot be downloaded ({one_line(exc)[:200]}); check the URI with the MLflow UI") from None
+    folder = local / "artifacts" / MODEL_ARTIFACT
+    if not folder.is_dir():
+        raise UserError(f"model {uri!r} is not a sentiment model (no artifacts/{MODEL_ARTIFACT} folder)")
+    return folder
+
+
+def _model_id_of(uri: str) -> str | None:
+    """The LoggedModel id behind a models:/ URI (``models:/m-...``, a version or an alias)."""
+    rest = uri[len("models:/") :] if uri.startswith("models:/") else ""
+    if rest.startswith("m-"):
+        return rest.split("/")[0]
+    if not rest:
+        return None
+    client = mlflow.MlflowClient()
+    with contextlib.suppress(mlflow.exceptions.MlflowException, ValueError):
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, number = rest.split("/", 1)
+            version = client.get_model_version(name, number)
+        # Some stores return no model_id on versions; the source is then models:/m-...
+        from_source = version.source.startswith("models:/m-")
+        return version.model_id or (_model_id_of(version.source) if from_source else None)
+    return None
+
+
+def model_run_id(uri: str, model_id: str | None) -> str | None:
+    """The run that logged a model: a LoggedModel's source run, or the run of a runs:/ URI."""
+    if uri.startswith("runs:/"):
+        return uri[len("runs:/") :].split("/")[0]
+    if model_id:
+        with contextlib.suppress(Exception):
+            return mlflow.get_logged_model(model_id).source_run_id
+    return None

@@ -1,0 +1,318 @@
+"""Runs: opening (or, under `mlflow run`, reusing) the run a stage logs to, the MlflowTracker
+that implements `Tracker` on it, and the few writes to other runs an ablation makes.
+
+    MLFLOW_TRACKING_URI=http://127.0.0.1:5000 sentiment train --preset quick
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import mlflow
+import pandas as pd
+import yaml
+
+from sentiment import config as config_mod
+from sentiment.errors import Interrupted, UserError
+from sentiment.tracking.connection import connect, one_line, tracking_uri
+from sentiment.tracking.outbox import Outbox
+from sentiment.tracking.queries import get_run, last_logged_steps
+from sentiment.tracking.serving import PACKAGE_DIR, log_pyfunc_model
+from sentiment.tracking.tracker import LoggedModelRef
+
+
+@contextlib.contextmanager
+def open_run(
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    system_metrics: bool = False,
+    parent_run_id: str | None = None,
+    resume_run_id: str | None = None,
+    journal_root: Path | None = None,
+    skip_logged_steps: bool = False,
+) -> Iterator["MlflowTracker"]:
+    """Start (or, under `mlflow run`, reuse) a run; end it FINISHED, FAILED or KILLED.
+
+    A failure tags the run with ``sentiment.error`` (one line) before re-raising, so no run is
+    left RUNNING whatever happens inside. With ``resume_run_id`` the run is reopened; with
+    ``skip_logged_steps`` as well, the tracker drops metric points the run already holds (same
+    key, step not later): a resumed training replays the steps after its checkpoint, and some
+    of them reached the server before it stopped.
+    """
+    connect()
+    if resume_run_id:
+        outer = os.environ.get("MLFLOW_RUN_ID")
+        if outer and outer != resume_run_id:
+            raise UserError(f"resuming run {resume_run_id} under `mlflow run`: pass --run-id {resume_run_id} to mlflow run too")
+        try:
+            mlflow.get_run(resume_run_id)
+        except mlflow.exceptions.MlflowException:
+            raise UserError(f"run {resume_run_id!r} does not exist on {tracking_uri()}; check the run id") from None
+    run = mlflow.start_run(
+        run_id=resume_run_id,
+        run_name=run_name if not resume_run_id else None,
+        tags=tags,
+        log_system_metrics=system_metrics or None,
+        parent_run_id=parent_run_id,
+        nested=parent_run_id is not None,
+    )
+    journal = journal_root / run.info.run_id / "journal" if journal_root else None
+    logged = last_logged_steps(run.info.run_id) if resume_run_id and skip_logged_steps else None
+    tracker = MlflowTracker(run.info.run_id, journal, logged_up_to=logged)
+    try:
+        yield tracker
+    except (KeyboardInterrupt, Interrupted) as exc:
+        signum = getattr(exc, "signum", 2)
+        hint = f"sentiment train --resume {tracker.run_id}"
+        if hasattr(exc, "resume_hint"):
+            exc.resume_hint = hint
+        tracker.set_tags({"sentiment.resume": hint})
+        _end(tracker, "KILLED", f"interrupted by signal {signum}")
+        raise
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            tracker.set_tags(getattr(exc, "tags", {}))
+        _end(tracker, "FAILED", one_line(exc))
+        raise
+    else:
+        _end(tracker, "FINISHED", None)
+
+
+def _end(tracker: "MlflowTracker", status: str, error: str | None) -> None:
+    if status == "FINISHED":
+        tracker.close()  # may wait for a lost server; raises if it never comes back
+    else:
+        with contextlib.suppress(Exception):
+            tracker.close(wait_s=30)
+    with contextlib.suppress(Exception):
+        mlflow.flush_async_logging()
+    if error:
+        with contextlib.suppress(Exception):
+            mlflow.set_tag("sentiment.error", error)
+    mlflow.end_run(status=status)
+
+
+class MlflowTracker:
+    """The `Tracker` protocol on one MLflow run. Every operation goes through the run's Outbox
+    (journaled while the server is away); metric points are batched and sent about once a second.
+    Beyond the protocol: `wait_online`, which registration and model logging call first."""
+
+    metrics_every_s = 1.0  # batch metric points: at most about one request a second
+
+    def __init__(self, run_id: str, journal_dir: Path | None = None, logged_up_to: dict[str, int] | None = None) -> None:
+        self.run_id = run_id
+        self._tmp = Path(tempfile.mkdtemp(prefix="sentiment-"))
+        # A reopened run: per key, the last step already on the server (see open_run).
+        self._logged_up_to: dict[str, int] = dict(logged_up_to or {})
+        self.outbox = Outbox(run_id, journal_dir or Path(".sentiment/runs") / run_id / "journal")
+        self._points: list[list] = []
+        self._last_send = 0.0
+
+    def flush(self) -> None:
+        """Send buffered metrics (and try the journal, if the server was away)."""
+        if self._points:
+            points, self._points = self._points, []
+            self.outbox.send({"op": "metrics", "points": points})
+            self._last_send = time.monotonic()
+        self.outbox.replay()
+
+    def wait_online(self) -> None:
+        """Calls that cannot be journaled (model logging, registry) first wait for the server."""
+        self.flush()
+        if self.outbox.offline:
+            self.outbox.drain(float(os.environ.get("SENTIMENT_SERVER_WAIT_S", "600")))
+
+    def close(self, wait_s: float | None = None) -> None:
+        """Flush everything; if the server was lost, wait for it and replay the journal."""
+        self.flush()
+        if self.outbox.offline:
+            self.outbox.drain(float(os.environ.get("SENTIMENT_SERVER_WAIT_S", "600")) if wait_s is None else wait_s)
+
+    # -- params, tags, metrics ---------------------------------------------------------
+    def log_config(self, config: config_mod.Config) -> None:
+        flat = config_mod.to_flat_dict(config)
+        existing = mlflow.get_run(self.run_id).data.params
+        self.log_params({k: v for k, v in flat.items() if k not in existing})
+        self.log_text(config_mod.to_yaml(config), "config.yaml")
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        if tags:
+            self.outbox.send({"op": "tags", "tags": {k: str(v) for k, v in tags.items()}})
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.outbox.send({"op": "params", "params": {k: str(v) for k, v in params.items()}})
+
+    def log_metrics(self, metrics: dict[str, float], step: int, model_id: str | None = None) -> None:
+        """Log once, asynchronously; with ``model_id`` the values also rank that LoggedModel."""
+        if self._logged_up_to:
+            metrics = {k: v for k, v in metrics.items() if step > self._logged_up_to.get(k, -1)}
+            if not metrics:
+                return
+        now_ms = int(time.time() * 1000)
+        self._points += [[k, float(v), now_ms, int(step), model_id] for k, v in metrics.items()]
+        if time.monotonic() - self._last_send >= self.metrics_every_s:
+            self.flush()
+
+    # -- artifacts ---------------------------------------------------------------------
+    def _local(self, path: str) -> Path:
+        """A fresh local file named like the artifact ``path`` (its folder becomes the artifact path)."""
+        folder = Path(tempfile.mkdtemp(dir=self._tmp))
+        return folder / Path(path).name
+
+    def _upload(self, local: Path, path: str) -> None:
+        parent = str(Path(path).parent)
+        self.outbox.send({"op": "artifact", "local": str(local), "artifact_path": None if parent == "." else parent})
+
+    def log_figure(self, figure, path: str) -> None:
+        local = self._local(path)
+        figure.savefig(local, dpi=110)
+        self._upload(local, path)
+
+    def log_dict(self, data: dict, path: str) -> None:
+        local = self._local(path)
+        local.write_text(yaml.safe_dump(data, sort_keys=False) if path.endswith((".yaml", ".yml")) else json.dumps(data, indent=2))
+        self._upload(local, path)
+
+    def log_text(self, text: str, path: str) -> None:
+        local = self._local(path)
+        local.write_text(text)
+        self._upload(local, path)
+
+    def log_artifact(self, local_path: Path, artifact_path: str | None = None) -> None:
+        op = "artifacts" if Path(local_path).is_dir() else "artifact"  # a folder goes with its contents
+        self.outbox.send({"op": op, "local": str(local_path), "artifact_path": artifact_path})
+
+    def log_table(self, frame: pd.DataFrame, name: str) -> None:
+        """As an MLflow table (``name.json``, shown in the UI) and a Parquet copy."""
+        local = self._local(f"{name}.parquet")
+        frame.to_parquet(local, index=False)
+        self.outbox.send({"op": "table", "local": str(local), "artifact_file": f"{name}.json"})
+        self._upload(local, f"{name}.parquet")
+
+    def log_splits(self, splits, only: str | None = None) -> None:
+        """One `mlflow.log_input` per split, with its digest, source and context."""
+        contexts = {"train": "training", "val": "validation", "test": "testing"}
+        for split, context in contexts.items():
+            if only not in (None, split):
+                continue
+            frame = getattr(splits, split)[["id", "text", "label"]]
+            dataset = mlflow.data.from_pandas(frame, source=_dataset_source(splits.source), targets="label", name=f"{Path(splits.source).name}-{split}")
+            _log_input(dataset, context)
+
+    # -- models ------------------------------------------------------------------------
+    def log_model(self, folder: Path, name: str, step: int) -> LoggedModelRef:
+        """Log a packaged model folder as a servable pyfunc model (an MLflow 3 LoggedModel)."""
+        self.wait_online()
+        return log_pyfunc_model(folder, name, step, self._tmp)
+
+    def link_model(self, model_id: str) -> None:
+        """Record a LoggedModel as an input of the run (the model it evaluates or analyses)."""
+        with contextlib.suppress(Exception):
+            from mlflow.entities import LoggedModelInput
+
+            mlflow.log_inputs(models=[LoggedModelInput(model_id)])
+
+
+def _log_input(dataset, context: str, attempts: int = 5) -> None:
+    """`mlflow.log_input`, safe when sibling runs log the same dataset at the same moment: the
+    server's SQL store looks a dataset up and inserts it in two steps, so the loser of that race
+    gets a UNIQUE-constraint error; by the next try the row exists and is reused."""
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except mlflow.exceptions.MlflowException as error:
+            race = "UNIQUE constraint" in str(error) or "IntegrityError" in str(error)
+            if not race or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def _dataset_source(source: str) -> str:
+    if source == "imdb":
+        return "https://huggingface.co/datasets/stanfordnlp/imdb"
+    if source == "sample":
+        return str(PACKAGE_DIR / "data" / "sample_reviews.jsonl")
+    return str(Path(source).resolve())
+
+
+# ----------------------------------------------------------------------------- other runs
+
+
+def fail_run(run_id: str, message: str, status: str = "FAILED") -> None:
+    """Mark a run (e.g. the one `mlflow run` created) as ended with the reason as a tag."""
+    with contextlib.suppress(Exception):
+        client = mlflow.MlflowClient()
+        client.set_tag(run_id, "sentiment.error", message[:5000])
+        client.set_terminated(run_id, status=status)
+
+
+def log_files_to_run(run_id: str, files: list[tuple[str, Path]]) -> None:
+    """Attach local files to an existing (possibly finished) run: (artifact folder, file) pairs."""
+    client = mlflow.MlflowClient()
+    for folder, path in files:
+        client.log_artifact(run_id, str(path), folder or None)
+
+
+def create_child_run(parent_run_id: str, run_name: str, tags: dict[str, str]) -> str:
+    """A run nested under the parent, for a subprocess to reuse through ``MLFLOW_RUN_ID``."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    parent = get_run(parent_run_id)
+    run = mlflow.MlflowClient().create_run(parent.experiment_id, tags={**tags, MLFLOW_PARENT_RUN_ID: parent_run_id}, run_name=run_name)
+    return run.info.run_id
+
+
+def end_run_if_open(run_id: str, message: str) -> None:
+    """Mark a run FAILED with ``message`` unless it already ended (e.g. its process was killed)."""
+    if get_run(run_id).status in ("RUNNING", "SCHEDULED"):
+        fail_run(run_id, message)
+
+
+def delete_tag(run_id: str, key: str) -> None:
+    """Remove a tag if the run has it (e.g. a stale ``sentiment.error`` after a resume)."""
+    with contextlib.suppress(mlflow.exceptions.MlflowException):
+        mlflow.MlflowClient().delete_tag(run_id, key)
+
+
+_SUBMIT_LOCK = threading.Lock()
+
+
+def submit_project_run(
+    project_dir: Path, parameters: dict[str, str], backend: str, backend_config: str | None,
+    parent_run_id: str, run_name: str, tags: dict[str, str],
+):  # fmt: skip
+    """Run the project's ``train`` entry point on an MLflow Projects backend, as a child run.
+
+    Returns the SubmittedRun (``run_id``, ``wait()``); the caller waits. ``local`` runs in this
+    environment (env manager ``local``); other backends (``databricks``, ``kubernetes``) use
+    their own config file and environment.
+    """
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    parent = get_run(parent_run_id)
+    # The local backend starts `mlflow run --experiment-id ...` with a copy of os.environ, and that
+    # refuses an MLFLOW_EXPERIMENT_NAME next to it: hide it while submitting (a lock, as children
+    # are submitted from worker threads and os.environ is shared).
+    with _SUBMIT_LOCK:
+        name = os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
+        try:
+            submitted = mlflow.projects.run(
+                str(project_dir), entry_point="train", parameters=parameters, backend=backend,
+                backend_config=backend_config or None, experiment_id=parent.experiment_id, run_name=run_name,
+                env_manager="local" if backend == "local" else None, synchronous=False,
+            )  # fmt: skip
+        finally:
+            if name is not None:
+                os.environ["MLFLOW_EXPERIMENT_NAME"] = name
+    client = mlflow.MlflowClient()
+    for key, value in {**tags, MLFLOW_PARENT_RUN_ID: parent_run_id}.items():
+        client.set_tag(submitted.run_id, key, value)
+    return submitted

@@ -1,0 +1,17 @@
+"""Fine-tune a classifier: the train stage and its parts.
+
+- stage.py       `run_train`: prepare -> fit -> publish (what `sentiment train` runs in its run)
+- loop.py        `fit`: the epochs, validation through the one prediction path, the best epoch
+- checkpoint.py  the resumable state, atomic model saves, the stop signal
+
+    sentiment train --preset quick
+"""
+
+from sentiment.train.checkpoint import Checkpointer, StopOnSignal, load_resume_state, save_model
+from sentiment.train.loop import EpochResult, History, Hooks, fit, setup
+from sentiment.train.stage import Prepared, TrainOutcome, package_model, prepare, publish, run_train
+
+__all__ = [
+    "Checkpointer", "EpochResult", "History", "Hooks", "Prepared", "StopOnSignal", "TrainOutcome", "fit",
+    "load_resume_state", "package_model", "prepare", "publish", "run_train", "save_model", "setup",
+]  # fmt: skip

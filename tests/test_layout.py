@@ -1,0 +1,162 @@
+"""The architecture, enforced (ARCHITECTURE.md states the same rules): who may import whom, no
+import cycles, only the tracking package imports mlflow, module and function sizes.
+
+Imports are read from the source (every `import`, at module level or inside a function), so a
+late import inside a function counts as much as one at the top.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "sentiment"
+
+# The layers, bottom up. A module may import its own layer's modules and those below; the
+# infrastructure imports no stage; the tracking package imports only the base.
+BASE = {"sentiment.errors", "sentiment.config"}
+INFRASTRUCTURE = {
+    "sentiment.tracking", "sentiment.distributed", "sentiment.device", "sentiment.plots", "sentiment.tokens", "sentiment.data",
+}  # fmt: skip
+STAGES = {
+    "sentiment.model", "sentiment.heads", "sentiment.evaluate", "sentiment.train", "sentiment.analyze", "sentiment.ablate",
+    "sentiment.report",
+}  # fmt: skip
+ENTRY = {"sentiment.cli", "sentiment.__main__"}
+
+MAX_MODULE_LINES = 450
+# Modules allowed past MAX_MODULE_LINES, each with its reason.
+LONG_MODULES: dict[str, str] = {}
+MAX_FUNCTION_LINES = 60
+LONG_FUNCTION_MARK = "# long function:"  # on the line above the def, followed by the reason
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imports(path: Path) -> set[str]:
+    """The sentiment modules a file imports (``from sentiment import tracking`` -> sentiment.tracking)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {alias.name for alias in node.names if alias.name.startswith("sentiment")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sentiment") and not node.level:
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                out.add(sub if sub in MODULES else node.module)
+    return out
+
+
+def _imported_roots(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+    return {name.split(".")[0] for name in names}
+
+
+def _group(module: str) -> str:
+    """The layer entry a module belongs to: itself, or the package it is part of."""
+    for name in sorted(BASE | INFRASTRUCTURE | STAGES | ENTRY, key=len, reverse=True):
+        if module == name or module.startswith(name + "."):
+            return name
+    return module
+
+
+def test_every_module_has_a_layer():
+    unplaced = {m for m in MODULES if m != "sentiment" and _group(m) not in BASE | INFRASTRUCTURE | STAGES | ENTRY}
+    assert not unplaced, f"add these to a layer in tests/test_layout.py and ARCHITECTURE.md: {sorted(unplaced)}"
+
+
+def test_only_the_tracking_package_imports_mlflow():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if PACKAGE / "tracking" in path.parents:
+            continue
+        assert "mlflow" not in _imported_roots(path), path.relative_to(REPO)
+
+
+def test_tracking_imports_no_stage_only_the_base():
+    for module, path in MODULES.items():
+        if _group(module) == "sentiment.tracking":
+            outside = {m for m in _imports(path) if _group(m) != "sentiment.tracking"}
+            assert outside <= BASE, (module, sorted(outside - BASE))
+
+
+def test_infrastructure_imports_no_stage_and_nothing_imports_the_cli():
+    for module, path in MODULES.items():
+        imported = {_group(m) for m in _imports(path)}
+        if _group(module) in BASE | INFRASTRUCTURE:
+            assert not imported & (STAGES | ENTRY), (module, sorted(imported & (STAGES | ENTRY)))
+        if _group(module) != "sentiment.__main__":
+            assert "sentiment.cli" not in imported or _group(module) == "sentiment.cli", module
+    for module in BASE:
+        assert {_group(m) for m in _imports(MODULES[module])} <= BASE, module
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (module -> modules it imports), or None."""
+    done: set[str] = set()
+
+    def visit(module: str, trail: list[str]) -> list[str] | None:
+        if module in trail:
+            return trail[trail.index(module) :] + [module]
+        if module in done:
+            return None
+        for imported in sorted(graph.get(module, ())):
+            cycle = visit(imported, [*trail, module])
+            if cycle:
+                return cycle
+        done.add(module)
+        return None
+
+    return next((cycle for module in sorted(graph) if (cycle := visit(module, []))), None)
+
+
+def test_no_import_cycles():
+    graph = {module: _imports(path) & set(MODULES) for module, path in MODULES.items()}
+    assert "sentiment.evaluate" in graph["sentiment.train.loop"]  # the graph is the real one
+    cycle = _find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_no_module_is_too_long_without_a_reason():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = str(path.relative_to(REPO))
+        lines = len(path.read_text().splitlines())
+        if name in LONG_MODULES:
+            assert lines > MAX_MODULE_LINES, f"{name} is short again: drop it from LONG_MODULES"
+            continue
+        limit = MAX_MODULE_LINES
+        assert lines <= limit, f"{name} has {lines} lines (limit {limit}): split it, or add it to LONG_MODULES with why"
+
+
+def test_no_function_is_too_long_without_a_reason():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(source))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                length = node.end_lineno - start + 1
+                reason = source[start - 2].strip() if start >= 2 else ""
+                if length > MAX_FUNCTION_LINES:
+                    where = f"{path.relative_to(REPO)}:{node.lineno} {node.name}"
+                    explained = reason.startswith(LONG_FUNCTION_MARK) and len(reason) > len(LONG_FUNCTION_MARK) + 10
+                    limit = MAX_FUNCTION_LINES
+                    assert explained, f"{where} has {length} lines (limit {limit}): split it, or say why above it ({LONG_FUNCTION_MARK} ...)"
+
+
+def test_the_checks_see_late_imports_and_cycles(tmp_path):
+    """Not vacuous: an import inside a function counts, and a cycle is found."""
+    late = tmp_path / "late.py"
+    late.write_text("from sentiment import evaluate\n\n\ndef f():\n    from sentiment.train import loop\n")
+    assert _imports(late) == {"sentiment.evaluate", "sentiment.train.loop"}
+    assert _group("sentiment.train.loop") == "sentiment.train" and _group("sentiment.tracking.runs") == "sentiment.tracking"
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set()}) is None

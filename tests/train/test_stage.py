@@ -1,0 +1,54 @@
+"""The train stage (prepare -> fit -> publish) against the in-memory tracker: what a run records,
+in seconds and without a server (the CLI and MLflow end to end are in test_e2e.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sentiment.config import to_flat_dict
+from sentiment.train.checkpoint import STATE_FILE
+from tests.conftest import tiny_config
+
+
+def test_a_run_records_config_metrics_datasets_tags_and_the_model(trained_in_memory, tiny_model, reviews_csv):
+    tracker, outcome = trained_in_memory["tracker"], trained_in_memory["outcome"]
+    config = tiny_config(tiny_model, reviews_csv)
+    assert tracker.params == {k: str(v) for k, v in to_flat_dict(config).items()}
+    assert {"train/loss", "train/lr", "train/accuracy", "train/epoch_loss", "val/loss", "val/accuracy", "val/f1_macro",
+            "train/samples_per_s", "train/tokens_per_s", "train/epoch_seconds", "val/best_accuracy", "val/best_f1_macro",
+            "train/best_epoch", "test/accuracy", "test/f1_macro", "test/ece", "test/seconds", "model/parameters",
+            "data/train_reviews"} <= set(tracker.metrics)  # fmt: skip
+    assert [step for step, _, _ in tracker.metrics["val/accuracy"]] == [1, 2, 3, 4]
+    steps = [step for step, _, _ in tracker.metrics["train/loss"]]
+    assert steps == sorted(set(steps)) and steps[0] == 5
+    assert tracker.metric("val/accuracy") == [e.val_accuracy for e in outcome.history.epochs]
+    test_accuracy = outcome.test_metrics["test/accuracy"]
+    assert tracker.metric("test/accuracy") == [test_accuracy] and test_accuracy > 0.7
+    (name, step, folder) = tracker.models[0]
+    assert (name, step) == ("model", outcome.history.best_epoch) and (folder / "sentiment_config.yaml").is_file()
+    best_points = tracker.metrics["val/best_accuracy"]
+    assert best_points == [(outcome.history.best_epoch, outcome.history.best_val_accuracy, "m-1")]  # ranks the LoggedModel
+    assert [split for split, _, _ in tracker.datasets] == ["train", "val", "test"]
+    assert tracker.tags["sentiment.kind"] == "train" and tracker.tags["sentiment.device"] == "cpu"
+    assert {"figures/training_curves.png", "tables/layerwise_lr.parquet", "predictions/test.parquet", "metrics/test.json",
+            "figures/test_confusion_matrix.png", "checkpoints/state.pt", "checkpoints/best"} <= set(tracker.artifacts)
+    assert (trained_in_memory["workdir"] / STATE_FILE).is_file()
+
+
+def test_validation_metrics_come_from_the_predictions_table(trained_in_memory):
+    """val/accuracy, val/loss and val/f1_macro are evaluate's numbers for the validation table."""
+    from sentiment import data as data_mod
+    from sentiment import evaluate, tokens
+    from sentiment import model as model_mod
+    from sentiment.device import pick_runtime
+
+    outcome = trained_in_memory["outcome"]
+    best = outcome.history.epochs[outcome.history.best_epoch - 1]  # the packaged model is the best epoch's
+    loaded = model_mod.load_package(str(trained_in_memory["package"]))
+    config = loaded.config
+    val = data_mod.load_splits(config.data, config.seed).val
+    reviews = tokens.encode_reviews(val, loaded.tokenizer, config.data.max_length, config.data.truncation)
+    table = evaluate.predict_table(loaded.model, reviews, pick_runtime(config.train), config.train.eval_batch_size)
+    scores = evaluate.validation_metrics(table)
+    assert scores["accuracy"] == best.val_accuracy and scores["f1_macro"] == best.val_f1_macro
+    assert scores["loss"] == pytest.approx(best.val_loss, rel=1e-5)
