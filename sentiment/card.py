@@ -62,7 +62,7 @@ def render(facts: CardFacts) -> str:
     out += [
         f"- Binary sentiment ({' / '.join(data_mod.LABELS)}) of English movie reviews, like the IMDB reviews it was trained on; "
         "other domains, languages or neutral/mixed classes are out of scope.",
-        f"- Reads at most {c.data.max_length} tokens per review ({c.model.name} WordPiece tokens, truncation `{c.data.truncation}`); "
+        f"- Reads at most {c.data.max_length} tokens per review (tokens of the `{c.model.name}` tokenizer, truncation `{c.data.truncation}`); "
         "longer reviews are judged on that part only"
         + (f" ({_pct(m['test/truncated_share'])} of its test reviews were truncated)." if "test/truncated_share" in m else "."),
         "- Returns `label`, `score` (confidence of the label) and `probability` (of positive).",
@@ -87,7 +87,7 @@ def render(facts: CardFacts) -> str:
     hw = facts.hardware
     out += [
         f"- Device `{hw.get('sentiment.device', '?')}`, precision `{hw.get('sentiment.precision', '?')}`"
-        + (f", native CPU bf16: {hw['sentiment.cpu_native_bf16']}" if "sentiment.cpu_native_bf16" in hw else "")
+        + (f" (the CPU runs bf16 natively: {hw['sentiment.cpu_native_bf16']})" if "sentiment.cpu_native_bf16" in hw else "")
         + f"; {facts.minutes:.1f} minutes of wall time for training and testing.",
     ]
     if "train/samples_per_s" in m:
