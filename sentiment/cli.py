@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from sentiment.config import PRESETS, build_config
+from sentiment.config import PRESETS, PROMOTION_RULES, build_config
 from sentiment.config import options as option_table
 from sentiment.errors import Interrupted, TrainingError, UserError
 
@@ -70,11 +70,15 @@ def cli() -> None:
 @cli.command()
 @click.option("--preset", type=_choice(PRESETS), default="seed", show_default=True, help="seed: the reference recipe; quick: offline, CPU-sized")
 @config_options(option_table())
-@click.option("--register-as", default="", help="register the model under this name (alias candidate; champion if best)")
+@click.option("--register-as", default="", help="register the model under this name (alias candidate; champion by --promote-if)")
+@click.option("--promote-if", type=click.Choice(PROMOTION_RULES), default="significant", show_default=True,
+              help="move champion when the model beats it on the same test reviews: better, significant (and McNemar p < alpha), never, always")
+@click.option("--promote-alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True,
+              help="significance level of --promote-if significant")
 @click.option("--run-name", default="", help="MLflow run name")
 @click.option("--output-dir", default=".sentiment/runs", show_default=True, help="local folder for checkpoints")
 @click.option("--resume", default="", help="continue this run id from its latest checkpoint (same run, no step twice)")
-def train(preset: str, register_as: str, run_name: str, output_dir: str, resume: str, **options) -> None:
+def train(preset: str, register_as: str, promote_if: str, promote_alpha: float, run_name: str, output_dir: str, resume: str, **options) -> None:
     """Fine-tune, validate every epoch, log the best model, test it, optionally register it."""
     from sentiment import distributed, tracking
     from sentiment.train import StopOnSignal, run_train
@@ -99,7 +103,10 @@ def train(preset: str, register_as: str, run_name: str, output_dir: str, resume:
             config = config or tracking.read_run_config(tracker.run_id, required=True)
             workdir = Path(output_dir) / tracker.run_id
             with distributed.rank_failures(dist):
-                outcome = run_train(config, tracker, workdir, register_as=register_as or None, resume=bool(resume), should_stop=stop, dist=dist)
+                outcome = run_train(
+                    config, tracker, workdir, register_as=register_as or None, resume=bool(resume), should_stop=stop, dist=dist,
+                    promote_if=promote_if, promote_alpha=promote_alpha,
+                )  # fmt: skip
         _report_train(outcome)
     finally:
         distributed.shutdown()
@@ -129,6 +136,8 @@ def _report_train(outcome) -> None:
         reg = outcome.registered
         aliases = "candidate, champion" if reg.champion else "candidate"
         click.echo(f"registered:      {reg.uri} (aliases: {aliases}); load with models:/{reg.name}@champion")
+        if reg.decision is not None:
+            click.echo(reg.decision.line())
     uri = tracking.tracking_uri()
     ui = f"open {uri}" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}"
     click.echo(f"MLflow UI:       {ui}")
@@ -240,6 +249,21 @@ def report(run: str, with_run: str, format: str, output: str, title: str) -> Non
     runs = _run_ids(run)
     path = run_report(runs, _run_ids(with_run), fmt, Path(output or f"report.{fmt}"), title)
     click.echo(f"wrote {path} (also logged to run {runs[0]} as report.{fmt})")
+
+
+@cli.command()
+@click.option("--name", required=True, help="registered model name")
+@click.option("--version", "version", required=True, help="the candidate version (compared on its own run's test reviews)")
+@click.option("--against", default="", help="compare with this version instead of the champion (compare only: no alias moves)")
+@click.option("--promote-if", type=click.Choice(PROMOTION_RULES), default="significant", show_default=True, help="the rule, as for train --register-as")
+@click.option("--promote-alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True, help="significance level of the rule significant")
+@click.option("--compare-only", is_flag=True, help="log and print the comparison, move no alias")
+def promote(name: str, version: str, against: str, promote_if: str, promote_alpha: float, compare_only: bool) -> None:
+    """Compare a registered version with the champion on the same reviews; move champion by the rule."""
+    from sentiment.promote import run_promote
+
+    decision = run_promote(name, version, promote_if, promote_alpha, against or None, compare_only)
+    click.echo(decision.line())
 
 
 def main(argv: list[str] | None = None) -> None:

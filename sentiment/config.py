@@ -26,6 +26,7 @@ TRUNCATIONS = ("head", "head_tail")
 PRECISIONS = ("auto", "native", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 CHECKPOINT_POLICIES = ("best", "all")
+PROMOTION_RULES = ("better", "significant", "never", "always")  # sentiment.promote, --promote-if
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,12 @@ class Config:
     upload_state: bool = True
     """Upload the resumable state (``state.pt`` and the best epoch) to the run's ``checkpoints/``
     at every checkpoint, so `--resume` works from any machine; false keeps it on local disk."""
+    keep_checkpoints: int = 0
+    """With `log_checkpoints` all: keep the weights of only the K epoch checkpoints with the best
+    validation accuracy; the others stay as tagged records without artifacts (0: keep all)."""
+    keep_state: bool = False
+    """Keep the uploaded resumable state (``checkpoints/``) after the run finishes successfully
+    (by default it is deleted then; the logged model stays)."""
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -370,14 +377,22 @@ def validate(config: Config) -> Config:
     check(t.checkpoint_every_steps >= 0, f"train.checkpoint_every_steps must be >= 0, got {t.checkpoint_every_steps}")
     check(t.micro_batch_size >= 0, f"train.micro_batch_size must be >= 0, got {t.micro_batch_size}")
     check(isinstance(t.compile, bool), f"train.compile must be true or false, got {t.compile!r}")
-    check(config.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}, got {config.preset!r}")
-    check(
-        config.log_checkpoints in CHECKPOINT_POLICIES,
-        f"log_checkpoints must be one of {', '.join(CHECKPOINT_POLICIES)}, got {config.log_checkpoints!r}",
-    )
+    problems += _top_level_problems(config)
     if problems:
         raise UserError("invalid configuration: " + "; ".join(problems))
     return config
+
+
+def _top_level_problems(config: Config) -> list[str]:
+    """What is wrong with the fields outside the data/model/train sections."""
+    rules = [
+        (config.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}, got {config.preset!r}"),
+        (config.log_checkpoints in CHECKPOINT_POLICIES, f"log_checkpoints must be one of {', '.join(CHECKPOINT_POLICIES)}, got {config.log_checkpoints!r}"),
+        (config.keep_checkpoints >= 0, f"keep_checkpoints must be >= 0 (0 keeps all), got {config.keep_checkpoints}"),
+        (config.keep_checkpoints == 0 or config.log_checkpoints == "all",
+         "keep_checkpoints needs log_checkpoints all (only then is there more than the best model to keep)"),
+    ]  # fmt: skip
+    return [message for ok, message in rules if not ok]
 
 
 def build_config(preset: str = "seed", overrides: dict[str, Any] | None = None) -> Config:

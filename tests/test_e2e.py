@@ -114,7 +114,9 @@ def test_train_evaluate_register_serve(tracking_env, tiny_model, reviews_csv, tm
 
 
 def test_log_checkpoints_all_ranks_logged_models(tracking_env, tiny_model, reviews_csv):
-    result = run_cli(["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--log-checkpoints", "all", "--run-test", "false"], tracking_env)
+    """Every epoch a ranked LoggedModel; --keep-checkpoints 2 leaves exactly two with weights."""
+    args = ["--log-checkpoints", "all", "--keep-checkpoints", "2", "--run-test", "false"]
+    result = run_cli(["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, *args], tracking_env)
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(tracking_env["MLFLOW_EXPERIMENT_NAME"])
     assert "test/accuracy" not in run.data.metrics
@@ -129,6 +131,25 @@ def test_log_checkpoints_all_ranks_logged_models(tracking_env, tiny_model, revie
     by_epoch = {m.step: m.value for m in history}
     ranked = [m for m in models if m.name.startswith("checkpoint")]
     assert [next(x.value for x in m.metrics if x.key == "val/accuracy") for m in ranked] == sorted(by_epoch.values(), reverse=True)
+
+    # retention: the two best epochs keep their weights; the others are tagged and emptied
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    def files(model) -> list:
+        return get_artifact_repository(model.artifact_location).list_artifacts()
+
+    kept = sorted(by_epoch, key=lambda e: (-by_epoch[e], e))[:2]
+    for model in ranked:
+        epoch = int(model.name.rsplit("-", 1)[1])
+        if epoch in kept:
+            assert files(model) and "sentiment.retention" not in model.tags, model.name
+        else:
+            assert not files(model) and "not among the 2 best" in model.tags["sentiment.retention"], model.name
+    assert run.data.tags["sentiment.pruned_checkpoints"] == ",".join(str(e) for e in sorted(set(by_epoch) - set(kept)))
+    best = next(m for m in models if m.name == "model")
+    assert files(best)  # the run's model is never pruned
+    # the resumable state is gone once the run succeeded (keep_state false)
+    assert not MlflowClient().list_artifacts(run.info.run_id, "checkpoints")
 
 
 def test_mlflow_run_reuses_the_project_run(tracking_env, tiny_model, reviews_csv):

@@ -18,10 +18,11 @@ PACKAGE = REPO / "sentiment"
 BASE = {"sentiment.errors", "sentiment.config"}
 INFRASTRUCTURE = {
     "sentiment.tracking", "sentiment.distributed", "sentiment.device", "sentiment.plots", "sentiment.tokens", "sentiment.data",
+    "sentiment.stats",
 }  # fmt: skip
 STAGES = {
     "sentiment.model", "sentiment.heads", "sentiment.calibration", "sentiment.evaluate", "sentiment.train", "sentiment.analyze",
-    "sentiment.ablate", "sentiment.report",
+    "sentiment.ablate", "sentiment.report", "sentiment.promote", "sentiment.card",
 }  # fmt: skip
 ENTRY = {"sentiment.cli", "sentiment.__main__"}
 

@@ -2,7 +2,6 @@
 
 - grid.py       the grid language: load and validate experiments/*.yaml into variants and children
 - execution.py  `run_ablation`: run the children (in process, subprocesses or a Projects backend)
-- stats.py      pure statistics: McNemar, macro F1, paired bootstrap intervals, Holm
 - summary.py    read the children back, compare each variant with its reference, log the summary
 
     sentiment ablate --grid experiments/quick.yaml
@@ -10,8 +9,8 @@
 
 from sentiment.ablate.execution import Execution, check_resumable, run_ablation
 from sentiment.ablate.grid import BASELINE, Child, Grid, Variant, load_grid
-from sentiment.ablate.stats import Paired, compare, holm, macro_f1, mcnemar
 from sentiment.ablate.summary import Summary, format_summary, summarise
+from sentiment.stats import Paired, compare, holm, macro_f1, mcnemar
 
 __all__ = [
     "BASELINE", "Child", "Execution", "Grid", "Paired", "Summary", "Variant", "check_resumable", "compare", "format_summary",

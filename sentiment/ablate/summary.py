@@ -17,7 +17,7 @@ import pandas as pd
 
 from sentiment import plots, tracking
 from sentiment.ablate.grid import BASELINE, Grid, Variant
-from sentiment.ablate.stats import Paired, compare, holm
+from sentiment.stats import Paired, compare, holm
 
 
 @dataclass

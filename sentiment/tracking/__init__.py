@@ -41,21 +41,31 @@ from sentiment.tracking.queries import (
 )
 from sentiment.tracking.registry import (
     Registration,
+    VersionInfo,
+    champion_version,
     fetch_model,
     is_model_uri,
     load_pyfunc,
     model_run_id,
-    register_model,
+    register_version,
     resolve_model_source,
+    set_champion,
+    set_version_description,
+    set_version_tags,
+    settle_pause,
+    version_info,
 )
 from sentiment.tracking.runs import (
     MlflowTracker,
     create_child_run,
+    dataset_facts,
     delete_tag,
     end_run_if_open,
     fail_run,
     log_files_to_run,
+    log_to_run,
     open_run,
+    side_run,
     submit_project_run,
 )
 from sentiment.tracking.serving import MODEL_ARTIFACT, SentimentPyfunc, evaluation_metrics
@@ -67,6 +77,7 @@ __all__ = [
     "check_server", "child_runs", "connect", "create_child_run", "dataset_rows", "delete_tag", "download_artifact", "download_checkpoints",
     "end_run_if_open", "evaluation_metrics", "experiment_name", "fail_run", "fetch_model", "get_run", "is_model_uri", "last_logged_steps",
     "load_pyfunc", "load_run_table", "log_files_to_run", "metric_values", "model_run_id", "one_line", "open_run",
-    "reachable", "read_run_config", "register_model", "resolve_model_source", "run_tags", "submit_project_run",
-    "sync_journal", "tracking_uri",
+    "reachable", "read_run_config", "register_version", "resolve_model_source", "run_tags", "submit_project_run",
+    "sync_journal", "tracking_uri", "VersionInfo", "champion_version", "set_champion", "set_version_description",
+    "set_version_tags", "settle_pause", "version_info", "log_to_run", "side_run", "dataset_facts",
 ]  # fmt: skip

@@ -10,14 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from sentiment import config as config_mod
-from sentiment.tracking.tracker import LoggedModelRef
+from sentiment.tracking.tracker import CHECKPOINT_PREFIX, LoggedModelRef
 
 
 class InMemoryTracker:
     """Implements `Tracker` by recording each call: ``params``, ``tags`` (values as text, like
     MLflow's), ``metrics`` (key -> [(step, value, model_id)] in logging order), ``artifacts``
     (path -> the Figure, text, dict, DataFrame or local path logged there), ``datasets``
-    ((split, context, rows)), ``models`` ((name, step, folder)) and ``linked_models``."""
+    ((split, context, rows)), ``models`` ((name, step, folder)), ``model_files`` (model id -> file
+    name -> text) and ``linked_models``."""
 
     def __init__(self, run_id: str = "in-memory") -> None:
         self.run_id = run_id
@@ -28,6 +29,9 @@ class InMemoryTracker:
         self.datasets: list[tuple[str, str, int]] = []
         self.models: list[tuple[str, int, Path]] = []
         self.linked_models: list[str] = []
+        self.model_files: dict[str, dict[str, str]] = {}  # model id -> file name -> text
+        self.pruned_epochs: list[int] = []
+        self.deleted_artifacts: list[str] = []
         self.closed = False
 
     def metric(self, key: str) -> list[float]:
@@ -82,6 +86,22 @@ class InMemoryTracker:
         self.models.append((name, step, Path(folder)))
         model_id = f"m-{len(self.models)}"
         return LoggedModelRef(model_id=model_id, model_uri=f"models:/{model_id}")
+
+    def log_model_file(self, model_id: str, local_path: Path) -> None:
+        self.model_files.setdefault(model_id, {})[Path(local_path).name] = Path(local_path).read_text()
+
+    def prune_checkpoints(self, keep: int, scores: dict[int, float]) -> list[int]:
+        from sentiment.tracking.tracker import epochs_to_prune
+
+        logged = {step for name, step, _ in self.models if name.startswith(CHECKPOINT_PREFIX)}
+        pruned = epochs_to_prune(keep, {e: v for e, v in scores.items() if e in logged})
+        self.pruned_epochs += pruned
+        return pruned
+
+    def delete_artifacts(self, path: str) -> None:
+        self.deleted_artifacts.append(path)
+        for key in [k for k in self.artifacts if k == path or k.startswith(path.rstrip("/") + "/")]:
+            del self.artifacts[key]
 
     def flush(self) -> None:
         pass

@@ -28,48 +28,76 @@ class Registration:
     version: str
     champion: bool
     uri: str
+    decision: object | None = None  # the promotion decision (sentiment.promote.Decision)
 
 
-def register_model(tracker, model_uri: str, name: str, score: float) -> Registration:
-    """Register a version with alias `candidate`; make it `champion` if it beats the current one.
+@dataclass(frozen=True)
+class VersionInfo:
+    """What promotion needs to know of a registered version."""
 
-    ``score`` (test accuracy) is kept as the version tag ``test_accuracy`` for later
-    comparisons. Safe against concurrent registrations of the same name: creation is retried,
-    and the champion alias is compared, set, then verified until no better version holds it.
+    name: str
+    version: str
+    run_id: str | None
+    tags: dict
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def register_version(tracker, model_uri: str, name: str, score: float) -> str:
+    """Register a model as a new version of ``name`` with alias `candidate`; returns the version.
+
+    ``score`` (the candidate's own test accuracy) is kept as the version tag ``test_accuracy``
+    for reference only: promotion compares models on the same reviews (sentiment.promote).
+    Creation is retried when it loses a race with a concurrent registration of the same name.
     ``tracker`` is the run's MlflowTracker: registration first waits for a lost server.
     """
     tracker.wait_online()
     client = mlflow.MlflowClient()
-    version = _retry(lambda: mlflow.register_model(model_uri, name).version)
+    version = str(_retry(lambda: mlflow.register_model(model_uri, name).version))
     client.set_model_version_tag(name, version, "test_accuracy", f"{score:.6f}")
     client.set_model_version_tag(name, version, "run_id", tracker.run_id)
     client.set_registered_model_alias(name, "candidate", version)
-    champion = _promote(client, name, str(version), score)
     tracker.set_tags({"sentiment.registered_model": name, "sentiment.registered_version": version})
-    return Registration(name=name, version=str(version), champion=champion, uri=f"models:/{name}/{version}")
+    return version
 
 
-def _champion(client, name: str) -> tuple[str, float] | None:
+def version_info(name: str, version: str) -> VersionInfo:
+    """A registered version's run and tags; a one-line error when it does not exist."""
     try:
-        current = client.get_model_version_by_alias(name, "champion")
+        found = mlflow.MlflowClient().get_model_version(name, str(version))
+    except mlflow.exceptions.MlflowException:
+        raise UserError(f"model {name!r} has no version {version!r}; see the versions in the MLflow UI's Models page") from None
+    return VersionInfo(name, str(found.version), found.run_id or found.tags.get("run_id"), dict(found.tags))
+
+
+def champion_version(name: str) -> str | None:
+    """The version the `champion` alias points at, or None."""
+    try:
+        return str(mlflow.MlflowClient().get_model_version_by_alias(name, "champion").version)
     except mlflow.exceptions.MlflowException:
         return None
-    return str(current.version), float(current.tags.get("test_accuracy", "-1"))
 
 
-def _promote(client, name: str, version: str, score: float, rounds: int = 6) -> bool:
-    """Compare, set, verify: a concurrent registration may overwrite the alias with a worse
-    version after our check; the verification round then sets it back."""
-    for _ in range(rounds):
-        current = _champion(client, name)
-        if current is not None and current[0] == version:
-            return True
-        if current is not None and current[1] >= score:
-            return False
-        client.set_registered_model_alias(name, "champion", version)
-        time.sleep(random.uniform(0.2, 0.6))  # let a racing writer land before verifying
-    current = _champion(client, name)
-    return current is not None and current[0] == version
+def set_champion(name: str, version: str) -> None:
+    mlflow.MlflowClient().set_registered_model_alias(name, "champion", version)
+
+
+def set_version_tags(name: str, version: str, tags: dict) -> None:
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value))
+
+
+def set_version_description(name: str, version: str, text: str) -> None:
+    """The version page's description in the MLflow UI (e.g. its model card, Markdown)."""
+    mlflow.MlflowClient().update_model_version(name, version, description=text)
+
+
+def settle_pause() -> None:
+    """Let a racing writer's alias change land before verifying ours."""
+    time.sleep(random.uniform(0.2, 0.6))
 
 
 def _retry(call, attempts: int = 5):

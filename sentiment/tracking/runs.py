@@ -25,7 +25,7 @@ from sentiment.tracking.connection import connect, one_line, tracking_uri
 from sentiment.tracking.outbox import Outbox
 from sentiment.tracking.queries import get_run, last_logged_steps
 from sentiment.tracking.serving import PACKAGE_DIR, log_pyfunc_model
-from sentiment.tracking.tracker import LoggedModelRef
+from sentiment.tracking.tracker import CHECKPOINT_PREFIX, LoggedModelRef, epochs_to_prune
 
 
 @contextlib.contextmanager
@@ -212,12 +212,43 @@ class MlflowTracker:
         self.wait_online()
         return log_pyfunc_model(folder, name, step, self._tmp)
 
+    def log_model_file(self, model_id: str, local_path: Path) -> None:
+        """Add a file to a LoggedModel's artifacts (e.g. ``model_card.md``)."""
+        self.wait_online()
+        mlflow.MlflowClient().log_model_artifact(model_id, str(local_path))
+
+    def prune_checkpoints(self, keep: int, scores: dict[int, float]) -> list[int]:
+        """See `Tracker.prune_checkpoints`: the pruned LoggedModels keep their record and metrics,
+        get the tag ``sentiment.retention`` and lose their artifacts (the weights)."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        self.wait_online()
+        run = mlflow.get_run(self.run_id)
+        found = mlflow.search_logged_models(
+            experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{self.run_id}'", output_format="list"
+        )
+        models = {int(m.name[len(CHECKPOINT_PREFIX):]): m for m in found if m.name.startswith(CHECKPOINT_PREFIX)}
+        pruned = epochs_to_prune(keep, {epoch: score for epoch, score in scores.items() if epoch in models})
+        client = mlflow.MlflowClient()
+        for epoch in pruned:
+            model = models[epoch]
+            reason = f"weights deleted: not among the {keep} best epochs by validation accuracy (--keep-checkpoints {keep})"
+            client.set_logged_model_tags(model.model_id, {"sentiment.retention": reason})
+            get_artifact_repository(model.artifact_location).delete_artifacts()
+        return pruned
+
+    def delete_artifacts(self, path: str) -> None:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        self.wait_online()
+        get_artifact_repository(mlflow.get_run(self.run_id).info.artifact_uri).delete_artifacts(path)
+
     def link_model(self, model_id: str) -> None:
         """Record a LoggedModel as an input of the run (the model it evaluates or analyses)."""
         with contextlib.suppress(Exception):
             from mlflow.entities import LoggedModelInput
 
-            mlflow.log_inputs(models=[LoggedModelInput(model_id)])
+            mlflow.MlflowClient().log_inputs(self.run_id, models=[LoggedModelInput(model_id)])
 
 
 def _log_input(dataset, context: str, attempts: int = 5) -> None:
@@ -235,6 +266,16 @@ def _log_input(dataset, context: str, attempts: int = 5) -> None:
             time.sleep(0.2 * (attempt + 1))
 
 
+def dataset_facts(splits) -> list[dict]:
+    """Per split: rows, the digest `log_splits` records for it, and its source."""
+    out = []
+    for split in ("train", "val", "test"):
+        frame = getattr(splits, split)[["id", "text", "label"]]
+        dataset = mlflow.data.from_pandas(frame, source=_dataset_source(splits.source), targets="label", name=f"{Path(splits.source).name}-{split}")
+        out.append({"split": split, "rows": len(frame), "digest": dataset.digest, "source": _dataset_source(splits.source)})
+    return out
+
+
 def _dataset_source(source: str) -> str:
     if source == "imdb":
         return "https://huggingface.co/datasets/stanfordnlp/imdb"
@@ -246,12 +287,42 @@ def _dataset_source(source: str) -> str:
 # ----------------------------------------------------------------------------- other runs
 
 
+@contextlib.contextmanager
+def side_run(experiment_id: str, run_name: str, tags: dict[str, str]) -> Iterator[MlflowTracker]:
+    """A second run beside the active one (a champion's evaluation during a registration),
+    created and ended through the client, so the active run stays the active run."""
+    client = mlflow.MlflowClient()
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    tracker = MlflowTracker(run.info.run_id)
+    try:
+        yield tracker
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            tracker.close(wait_s=30)
+        fail_run(run.info.run_id, one_line(exc))
+        raise
+    tracker.close()
+    client.set_terminated(run.info.run_id, status="FINISHED")
+
+
 def fail_run(run_id: str, message: str, status: str = "FAILED") -> None:
     """Mark a run (e.g. the one `mlflow run` created) as ended with the reason as a tag."""
     with contextlib.suppress(Exception):
         client = mlflow.MlflowClient()
         client.set_tag(run_id, "sentiment.error", message[:5000])
         client.set_terminated(run_id, status=status)
+
+
+def log_to_run(run_id: str, metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None) -> None:
+    """Metrics (step 0) and tags on any run, active or finished, through the client."""
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    mlflow.MlflowClient().log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+        tags=[RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()],
+    )
 
 
 def log_files_to_run(run_id: str, files: list[tuple[str, Path]]) -> None:

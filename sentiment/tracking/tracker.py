@@ -22,6 +22,15 @@ class LoggedModelRef:
     model_uri: str
 
 
+CHECKPOINT_PREFIX = "checkpoint-epoch-"  # LoggedModel names of --log-checkpoints all
+
+
+def epochs_to_prune(keep: int, scores: dict[int, float]) -> list[int]:
+    """The epochs outside the ``keep`` best by score (ties: the earlier epoch stays), sorted."""
+    ranked = sorted(scores, key=lambda epoch: (-scores[epoch], epoch))
+    return sorted(ranked[keep:]) if keep > 0 else []
+
+
 @runtime_checkable
 class Tracker(Protocol):
     """What a stage may record about its run. Every metric call passes ``step``; artifact paths
@@ -65,6 +74,17 @@ class Tracker(Protocol):
 
     def log_model(self, folder: Path, name: str, step: int) -> LoggedModelRef:
         """A packaged model folder as a servable model (an MLflow 3 LoggedModel)."""
+
+    def log_model_file(self, model_id: str, local_path: Path) -> None:
+        """Add a file to a logged model's artifacts (e.g. its model card)."""
+
+    def prune_checkpoints(self, keep: int, scores: dict[int, float]) -> list[int]:
+        """Keep the weights of the ``keep`` epoch checkpoints (LoggedModels ``checkpoint-epoch-N``)
+        with the highest ``scores[N]``; tag the others and delete their artifacts. Returns the
+        pruned epochs."""
+
+    def delete_artifacts(self, path: str) -> None:
+        """Delete a folder of this run's artifacts (e.g. the resumable state in ``checkpoints``)."""
 
     def flush(self) -> None:
         """Send what is buffered now (metrics are batched); never waits for a lost server."""
@@ -118,6 +138,15 @@ class NullTracker:
 
     def log_model(self, folder: Path, name: str, step: int) -> LoggedModelRef:
         raise RuntimeError("ranks other than 0 log no models; only rank 0 has a tracking run")
+
+    def log_model_file(self, model_id: str, local_path: Path) -> None:
+        raise RuntimeError("ranks other than 0 log no models; only rank 0 has a tracking run")
+
+    def prune_checkpoints(self, keep: int, scores: dict[int, float]) -> list[int]:
+        return []
+
+    def delete_artifacts(self, path: str) -> None:
+        pass
 
     def flush(self) -> None:
         pass

@@ -23,7 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from sentiment import data as data_mod
-from sentiment import calibration, evaluate, heads, plots, tokens, tracking
+from sentiment import calibration, card, evaluate, heads, plots, tokens, tracking
+from sentiment import promote as promote_mod
 from sentiment import model as model_mod
 from sentiment.config import Config, to_yaml
 from sentiment.device import Runtime, pick_runtime
@@ -39,7 +40,7 @@ class TrainOutcome:
     model_uri: str
     history: History
     test_metrics: dict[str, float]
-    registered: tracking.Registration | None  # when --register-as was given
+    registered: tracking.Registration | None  # when --register-as was given (with its promotion decision)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Prepared:
     val: tokens.Reviews
     runtime: Runtime
     state: dict | None  # the training state to resume from
+    started: float = 0.0  # time.time() when preparation began (the model card's wall time)
 
 
 def run_train(
@@ -72,6 +74,8 @@ def run_train(
     workdir: Path,
     register_as: str | None = None,
     resume: bool = False,
+    promote_if: str = promote_mod.DEFAULT_RULE,
+    promote_alpha: float = promote_mod.DEFAULT_ALPHA,
     should_stop=lambda: 0,
     dist: Dist | None = None,
 ) -> TrainOutcome | None:
@@ -95,7 +99,8 @@ def run_train(
     calibrated = calibrate_and_test(prepared, history)  # every rank predicts its share
     if not dist.is_main:
         return None
-    return publish(prepared, history, calibrated, tracker, workdir, register_as)
+    registry = promote_mod.RegisterRequest(register_as, promote_if, promote_alpha) if register_as else None
+    return publish(prepared, history, calibrated, tracker, workdir, registry)
 
 
 def prepare(config: Config, tracker: tracking.Tracker, workdir: Path, resume: bool, dist: Dist) -> Prepared:
@@ -103,6 +108,7 @@ def prepare(config: Config, tracker: tracking.Tracker, workdir: Path, resume: bo
     first, then data, tokenizer and model (whose fresh head draws from the seeded RNG)."""
     from transformers import set_seed
 
+    started = time.time()
     set_seed(config.seed)
     model_source = tracking.resolve_model_source(config.model.name)  # every rank needs the weights
     splits = data_mod.load_splits(config.data, config.seed)
@@ -115,7 +121,7 @@ def prepare(config: Config, tracker: tracking.Tracker, workdir: Path, resume: bo
     d = config.data
     train = tokens.encode_reviews(splits.train, tokenizer, d.max_length, d.truncation)
     val = tokens.encode_reviews(splits.val, tokenizer, d.max_length, d.truncation)
-    return Prepared(config, net, tokenizer, splits, train, val, runtime, state)
+    return Prepared(config, net, tokenizer, splits, train, val, runtime, state, started)
 
 
 def _log_start(
@@ -156,11 +162,12 @@ def _epoch_checkpoint(prepared: Prepared, tracker: tracking.Tracker, workdir: Pa
 
 
 def publish(
-    prepared: Prepared, history: History, calibrated: Calibrated, tracker: tracking.Tracker, workdir: Path, register_as: str | None
+    prepared: Prepared, history: History, calibrated: Calibrated, tracker: tracking.Tracker, workdir: Path,
+    registry: promote_mod.RegisterRequest | None,
 ) -> TrainOutcome:
     """After training: curves, the best model with its temperature as a LoggedModel (its
-    validation scores linked), calibration, the test predictions table and its metrics, and
-    registration when asked."""
+    validation scores linked), calibration, the test predictions table and its metrics,
+    registration (with promotion) when asked, the model card, and checkpoint retention."""
     config = prepared.config
     tracker.log_figure(plots.training_curves(history), "figures/training_curves.png")
     tracker.log_table(pd.DataFrame(history.lr_groups), "tables/layerwise_lr")
@@ -176,11 +183,50 @@ def publish(
     if calibrated.test is not None:
         test_metrics = evaluate.log_evaluation(calibrated.test, "test", tracker, model_id=logged.model_id, seed=config.seed)
         tracker.log_metrics({"test/seconds": calibrated.test_seconds}, step=history.best_epoch)
-    registered = None
-    if register_as:
-        score = test_metrics.get("test/accuracy", history.best_val_accuracy)
-        registered = tracking.register_model(tracker, logged.model_uri, register_as, score=score)
+    registered = promote_mod.register(registry, tracker, logged, calibrated.test, test_metrics) if registry else None
+    metrics = {**best, **test_metrics, "calibration/temperature": calibrated.temperature}
+    metrics |= {f"val/{k}": v for k, v in evaluate.calibration_metrics(calibrated.val).items()}
+    _publish_card(prepared, history, tracker, logged, calibrated.test, metrics, registered)
+    _retain(config, history, tracker)
     return TrainOutcome(tracker.run_id, logged.model_uri, history, test_metrics, registered)
+
+
+def _retain(config: Config, history: History, tracker) -> None:
+    """Checkpoint retention at the end of a successful training: only the best
+    ``keep_checkpoints`` epoch models keep their weights; the resumable state goes unless
+    ``keep_state``."""
+    if config.log_checkpoints == "all" and config.keep_checkpoints > 0:
+        pruned = tracker.prune_checkpoints(config.keep_checkpoints, {e.epoch: e.val_accuracy for e in history.epochs})
+        tracker.set_tags({"sentiment.pruned_checkpoints": ",".join(map(str, pruned)) or "none"})
+    if config.upload_state and not config.keep_state:
+        tracker.delete_artifacts("checkpoints")
+        tracker.set_tags({"sentiment.state": "deleted after a successful run (keep_state false)"})
+
+
+def _publish_card(prepared: Prepared, history: History, tracker, logged, table, metrics: dict, registered) -> None:
+    """The model card, from what the run logged: in the run and the LoggedModel as
+    ``model_card.md``, and as the registered version's description."""
+    last = history.epochs[-1] if history.epochs else None
+    facts = card.CardFacts(
+        config=prepared.config, run_id=tracker.run_id, datasets=tracking.dataset_facts(prepared.splits),
+        metrics={**metrics, **({"train/samples_per_s": last.samples_per_s} if last else {})},
+        hardware=prepared.runtime.tags(), minutes=(time.time() - prepared.started) / 60, test_table=table,
+        registered=(registered.name, registered.version) if registered else None,
+        promotion=registered.decision.line() if registered and registered.decision else "",
+    )  # fmt: skip
+    path = card.write(facts)
+    tracker.log_text(path.read_text(), card.CARD_FILE)
+    tracker.log_model_file(logged.model_id, path)
+    if registered:
+        tracking.set_version_description(registered.name, registered.version, path.read_text())
+
+
+def _test_table(prepared: Prepared, history: History) -> pd.DataFrame | None:
+    """The test predictions table of the best checkpoint (None without ``run_test``); under
+    torchrun each rank predicts its share and every rank gets the whole table."""
+    config = prepared.config
+    if not config.run_test:
+        return None
 
 
 def _log_calibration(calibrated: Calibrated, tracker: tracking.Tracker, step: int, model_id: str) -> None:

@@ -31,8 +31,41 @@ def test_a_run_records_config_metrics_datasets_tags_and_the_model(trained_in_mem
     assert [split for split, _, _ in tracker.datasets] == ["train", "val", "test"]
     assert tracker.tags["sentiment.kind"] == "train" and tracker.tags["sentiment.device"] == "cpu"
     assert {"figures/training_curves.png", "tables/layerwise_lr.parquet", "predictions/test.parquet", "metrics/test.json",
-            "figures/test_confusion_matrix.png", "checkpoints/state.pt", "checkpoints/best"} <= set(tracker.artifacts)
-    assert (trained_in_memory["workdir"] / STATE_FILE).is_file()
+            "figures/test_confusion_matrix.png", "model_card.md"} <= set(tracker.artifacts)
+    # the resumable state was uploaded while training and deleted once the run succeeded (keep_state false)
+    assert tracker.deleted_artifacts == ["checkpoints"] and not any(k.startswith("checkpoints/") for k in tracker.artifacts)
+    assert (trained_in_memory["workdir"] / STATE_FILE).is_file()  # the local copy stays
+
+
+def test_the_model_card_is_read_from_what_the_run_logged(trained_in_memory):
+    tracker, outcome = trained_in_memory["tracker"], trained_in_memory["outcome"]
+    card = tracker.artifacts["model_card.md"]
+    assert tracker.model_files["m-1"]["model_card.md"] == card  # logged with the model too
+    accuracy = outcome.test_metrics["test/accuracy"]
+    low, high = outcome.test_metrics["test/accuracy_ci_low"], outcome.test_metrics["test/accuracy_ci_high"]
+    assert f"| accuracy | {100 * accuracy:.2f}% (95% CI {100 * low:.2f}% to {100 * high:.2f}%) |" in card
+    table = tracker.artifacts["predictions/test.parquet"]
+    errors = int((table["label"] != table["prediction"]).sum())
+    assert f"- {errors:,} errors in {len(table):,} test reviews" in card
+    for split, _, rows in tracker.datasets:
+        assert f"| {split} | {rows:,} | `" in card
+    assert "max_length: 64" in card and "Reads at most 64 tokens per review" in card
+    assert "Not registered." in card
+
+
+def test_keep_state_and_keep_checkpoints(tiny_model, reviews_csv, tmp_path):
+    """keep_state true keeps the uploaded state; keep_checkpoints 2 of 4 prunes the two worst epochs."""
+    from sentiment.tracking import InMemoryTracker
+    from sentiment.train import run_train
+
+    tracker = InMemoryTracker("retention")
+    config = tiny_config(tiny_model, reviews_csv, **{"keep_state": True, "log_checkpoints": "all", "keep_checkpoints": 2, "run_test": False})
+    outcome = run_train(config, tracker, tmp_path)
+    assert not tracker.deleted_artifacts and "checkpoints/state.pt" in tracker.artifacts
+    scores = {e.epoch: e.val_accuracy for e in outcome.history.epochs}
+    kept = sorted(scores, key=lambda e: (-scores[e], e))[:2]
+    assert sorted(tracker.pruned_epochs) == sorted(set(scores) - set(kept)) and len(tracker.pruned_epochs) == 2
+    assert tracker.tags["sentiment.pruned_checkpoints"] == ",".join(map(str, sorted(tracker.pruned_epochs)))
 
 
 def test_validation_metrics_come_from_the_predictions_table(trained_in_memory):

@@ -1,4 +1,4 @@
-"""ablate.stats: McNemar, macro F1, Holm and the paired bootstrap, against hand-checked values."""
+"""sentiment.stats: McNemar, macro F1, Holm and the paired bootstrap, against hand-checked values."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from sentiment.ablate.stats import Paired, compare, holm, macro_f1, mcnemar
+from sentiment.stats import Paired, compare, holm, macro_f1, mcnemar
 
 
 def test_mcnemar_is_the_exact_binomial_test():

@@ -1,7 +1,7 @@
 """Statistics of paired comparisons, pure functions: McNemar's exact test, macro F1, a two-level
 bootstrap of the accuracy and macro-F1 deltas (seeds, then reviews), Holm's adjustment.
 
-    python -c "from sentiment.ablate.stats import holm; print(holm([0.01, 0.04, 0.03]))"
+    python -c "from sentiment.stats import holm; print(holm([0.01, 0.04, 0.03]))"
 """
 
 from __future__ import annotations
