@@ -18,8 +18,9 @@ PROTOCOL_METHODS = sorted(
 
 def test_the_protocol_is_small():
     assert PROTOCOL_METHODS == [
-        "close", "flush", "link_model", "log_artifact", "log_config", "log_dict", "log_figure", "log_metrics", "log_model",
-        "log_params", "log_splits", "log_table", "log_text", "set_tags",
+        "close", "delete_artifacts", "flush", "link_model", "log_artifact", "log_config", "log_dict", "log_figure",
+        "log_metrics", "log_model", "log_model_file", "log_params", "log_splits", "log_table", "log_text",
+        "prune_checkpoints", "set_tags",
     ]  # fmt: skip
 
 
