@@ -293,6 +293,8 @@ def run_promote(name: str, version: str, rule: str, alpha: float, against: str |
     table, run_id = candidate_reviews(name, version)
     if against is not None:
         tracking.version_info(name, against)  # exists
-    elif tracking.champion_version(name) is None and compare_only:
+    elif (champion := tracking.champion_version(name)) is None and compare_only:
         raise UserError(f"{name!r} has no champion to compare with; pass --against VERSION")
+    elif champion == str(version):
+        raise UserError(f"version {version} is the champion of {name!r}: nothing to compare it with; pass --against VERSION")
     return promote(name, str(version), table, run_id, rule, alpha, against=against, compare_only=compare_only)

@@ -123,6 +123,12 @@ def test_a_better_model_on_a_harder_set_is_promoted_and_a_worse_one_on_an_easier
     result = run_cli(["promote", "--name", "fair-ba", "--version", "2", "--compare-only", "--promote-if", "always"], tracking_env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "promoted to champion" in result.stdout and _champion("fair-ba") == "1"
+    # nothing to compare: the champion itself, a version that does not exist (one line, exit 2)
+    for args, message in ((["--name", "fair-ba", "--version", "1"], "version 1 is the champion of 'fair-ba'"),
+                          (["--name", "fair-ba", "--version", "9"], "model 'fair-ba' has no version '9'")):  # fmt: skip
+        result = run_cli(["promote", *args], tracking_env)
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_significant_refuses_an_advantage_a_small_test_set_cannot_show(tracking_env, tiny_model, files):
