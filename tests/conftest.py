@@ -182,3 +182,20 @@ def trained_in_memory(tiny_model, reviews_csv, tmp_path_factory):
     outcome = run_train(tiny_config(tiny_model, reviews_csv), tracker, workdir)
     (name, step, folder) = tracker.models[0]
     return {"outcome": outcome, "tracker": tracker, "package": folder, "workdir": workdir}
+
+
+# Short and long reviews for tokenization tests (the long one exceeds small max lengths).
+TEXTS = [
+    "A warm, funny and beautifully acted film.",
+    "Two hours of my life I will never get back; the plot is a mess and the acting is wooden. " * 8,
+    "Fine.",
+    "Gripping from start to finish, with a score that lingers long after the credits.",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model):
+    """The tiny model's tokenizer (MiniLM's real uncased WordPiece vocabulary)."""
+    from sentiment.model import load_tokenizer
+
+    return load_tokenizer(tiny_model)

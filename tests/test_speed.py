@@ -11,20 +11,7 @@ import torch
 from sentiment import tokens
 from sentiment import train as train_mod
 from sentiment.config import ModelConfig, build_config
-
-TEXTS = [
-    "A warm, funny and beautifully acted film.",
-    "Two hours of my life I will never get back; the plot is a mess and the acting is wooden. " * 8,
-    "Fine.",
-    "Gripping from start to finish, with a score that lingers long after the credits.",
-]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model):
-    from sentiment.model import load_tokenizer
-
-    return load_tokenizer(tiny_model)
+from tests.conftest import TEXTS
 
 
 # ----------------------------------------------------------------------------- compile, SDPA

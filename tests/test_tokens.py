@@ -9,20 +9,7 @@ import torch
 
 from sentiment import tokens
 from sentiment.errors import UserError
-
-TEXTS = [
-    "A warm, funny and beautifully acted film.",
-    "Two hours of my life I will never get back; the plot is a mess and the acting is wooden. " * 8,
-    "Fine.",
-    "Gripping from start to finish, with a score that lingers long after the credits.",
-]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model):
-    from sentiment.model import load_tokenizer
-
-    return load_tokenizer(tiny_model)
+from tests.conftest import TEXTS
 
 
 # ----------------------------------------------------------------------------- encode and truncate
