@@ -5,7 +5,6 @@ The token cache's tests live in test_tokens.py, the length-grouped sampler's in 
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from sentiment import tokens
