@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import sys
 from pathlib import Path
 
@@ -63,8 +65,35 @@ def overrides_from(values: dict) -> dict:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-def cli() -> None:
+@click.option("-v", "--verbose", count=True, help="show third-party logging: -v INFO, -vv DEBUG (or SENTIMENT_LOG_LEVEL)")
+def cli(verbose: int) -> None:
     """Fine-tune transformer encoders for movie-review sentiment, tracked in MLflow."""
+    from sentiment import logs
+
+    logs.configure(verbose)
+
+
+def _short(source: str) -> str:
+    """A model or data source in a run name: offline-minilm -> minilm, distilbert-base-uncased ->
+    distilbert, models:/imdb@champion -> imdb, /data/reviews.csv -> reviews."""
+    if source.startswith("models:/"):
+        source = source[len("models:/") :].split("@")[0].split("/")[0]
+    elif source.startswith("runs:/"):
+        source = "run-" + source[len("runs:/") :][:6]
+    name = Path(source.rstrip("/")).stem if "/" in source or "." in source else source
+    name = re.sub(r"-(base|uncased|cased)(?=-|$)", "", name.lower().removeprefix("offline-"))
+    return re.sub(r"[^a-z0-9.-]+", "-", name).strip("-")[:24] or "model"
+
+
+def default_run_name(*parts: str) -> str:
+    """``cpu-minilm-imdb-3f2a``: what ran on what, and a short random suffix to tell runs apart."""
+    return "-".join([*(p for p in parts if p), secrets.token_hex(2)])
+
+
+def _start_line(tracker, name: str) -> None:
+    from sentiment import tracking
+
+    click.echo(f"run {name} ({tracker.run_id}): {tracking.where_to_look(tracker.run_id)}")
 
 
 @cli.command()
@@ -80,13 +109,21 @@ def cli() -> None:
 @click.option("--resume", default="", help="continue this run id from its latest checkpoint (same run, no step twice)")
 def train(preset: str, register_as: str, promote_if: str, promote_alpha: float, run_name: str, output_dir: str, resume: str, **options) -> None:
     """Fine-tune, validate every epoch, log the best model, test it, optionally register it."""
-    from sentiment import distributed, tracking
-    from sentiment.train import StopOnSignal, run_train
+    from sentiment import hub
+    from sentiment.preflight import check_inputs
 
     overrides = overrides_from(options)
     if resume and any(v is not None for v in overrides.values()):
         raise UserError("--resume continues a run with its logged config; drop the other training options")
     config = None if resume else build_config(preset, overrides)
+    if config is not None and hub.is_hub_id(config.model.name):
+        hub.resolve_model(config.model.name)  # no internet and not cached: say so in seconds
+    inputs = None
+    if config is not None and ":/" not in config.model.name:  # (an MLflow model URI needs the server first)
+        inputs = check_inputs(config)  # everything that can be wrong, found before the run exists
+    from sentiment import distributed, tracking
+    from sentiment.train import StopOnSignal, run_train
+
     stop = StopOnSignal().install()
     dist = distributed.init()  # torchrun / accelerate launch: one process per rank
     if resume and dist.enabled:
@@ -94,18 +131,23 @@ def train(preset: str, register_as: str, promote_if: str, promote_alpha: float, 
     try:
         if not dist.is_main:  # only rank 0 talks to MLflow
             with distributed.rank_failures(dist):
-                run_train(config, tracking.NullTracker(), Path(output_dir) / f"rank-{dist.rank}", should_stop=stop, dist=dist)
+                run_train(config, tracking.NullTracker(), Path(output_dir) / f"rank-{dist.rank}", should_stop=stop, dist=dist, inputs=inputs)
             return
+        if config is not None:
+            tracking.connect()
+            inputs = inputs or check_inputs(config, dist)
+            run_name = run_name or default_run_name(preset, _short(config.model.name), _short(config.data.source))
         with tracking.open_run(
             run_name=run_name or None, system_metrics=True, resume_run_id=resume or None, journal_root=Path(output_dir),
             skip_logged_steps=bool(resume),  # a resumed run logs no metric step twice
         ) as tracker:  # fmt: skip
+            _start_line(tracker, run_name or f"resumed {resume}")
             config = config or tracking.read_run_config(tracker.run_id, required=True)
             workdir = Path(output_dir) / tracker.run_id
             with distributed.rank_failures(dist):
                 outcome = run_train(
                     config, tracker, workdir, register_as=register_as or None, resume=bool(resume), should_stop=stop, dist=dist,
-                    promote_if=promote_if, promote_alpha=promote_alpha,
+                    promote_if=promote_if, promote_alpha=promote_alpha, inputs=inputs,
                 )  # fmt: skip
         _report_train(outcome)
     finally:
@@ -152,11 +194,15 @@ def _report_train(outcome) -> None:
 def evaluate(model_uri: str, data: str, split: str, run_name: str, **options) -> None:
     """Evaluate a logged, registered, local or Hub model on a split, as a new run."""
     from sentiment import tracking
-    from sentiment.evaluate import run_evaluate
+    from sentiment.evaluate import plan_evaluate, run_evaluate
 
     overrides = overrides_from(options)
-    with tracking.open_run(run_name=run_name or None) as tracker:
-        metrics = run_evaluate(model_uri, tracker, data or None, split.lower(), overrides)
+    tracking.connect()
+    plan = plan_evaluate(model_uri, data or None, split.lower(), overrides)  # before the run exists
+    name = run_name or default_run_name("evaluate", _short(model_uri), _short(plan.config.data.source), plan.split)
+    with tracking.open_run(run_name=name) as tracker:
+        _start_line(tracker, name)
+        metrics = run_evaluate(plan, tracker)
     click.echo(f"run id:     {tracker.run_id}")
     for key in ("accuracy", "f1_macro", "roc_auc", "ece", "ece_calibrated", "loss"):
         name = f"{split}/{key}"
@@ -194,12 +240,16 @@ def analyze(model_uri: str, data: str, only: str, texts: str, predictions_run: s
 
     parts = analyze_mod.parse_parts(only)
     user_texts = analyze_mod.read_texts(texts) if texts else []
-    with tracking.open_run(run_name=run_name or None) as tracker:
-        outcome = analyze_mod.run_analyze(
-            tracker, model_uri=model_uri or None, data_source=data or None, parts=parts, split=split.lower(), texts=user_texts,
-            predictions_run=predictions_run or None, tokenizer_name=tokenizer or None, examples_per_group=attention_examples,
-            overrides=overrides_from(options),
-        )  # fmt: skip
+    tracking.connect()
+    plan = analyze_mod.plan_analyze(
+        model_uri=model_uri or None, data_source=data or None, parts=parts, split=split.lower(), texts=user_texts,
+        predictions_run=predictions_run or None, tokenizer_name=tokenizer or None, examples_per_group=attention_examples,
+        overrides=overrides_from(options),
+    )  # fmt: skip
+    name = run_name or default_run_name("analyze", _short(plan.model_uri or "data"), _short(plan.config.data.source))
+    with tracking.open_run(run_name=name) as tracker:
+        _start_line(tracker, name)
+        outcome = analyze_mod.run_analyze(plan, tracker)
     for line in analyze_mod.report_lines(outcome):
         click.echo(line)
     uri = tracking.tracking_uri()
@@ -220,9 +270,13 @@ def ablate(grid: str, max_parallel: int, resume: str, backend: str, backend_conf
 
     spec = ablate_mod.load_grid(grid, data=data or None)
     execution = ablate_mod.Execution(max_parallel=max_parallel, backend=backend or None, backend_config=backend_config or None)
+    tracking.connect()
     if resume:
         ablate_mod.check_resumable(resume, spec)
+    if not backend:  # a grid whose children would fail fails before its parent exists (a backend has its own data)
+        ablate_mod.check_children(spec)
     with tracking.open_run(run_name=f"ablation-{spec.name}", resume_run_id=resume or None) as parent:
+        _start_line(parent, f"ablation-{spec.name}")
         summary = ablate_mod.run_ablation(spec, parent, execution, resume=bool(resume), report=click.echo)
         click.echo(ablate_mod.format_summary(summary))
         click.echo(f"parent run:      {parent.run_id} ({summary.ran} children run, {summary.skipped} already finished)")

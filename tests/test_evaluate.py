@@ -330,7 +330,7 @@ def test_evaluate_stage_against_the_in_memory_tracker(trained_in_memory, reviews
 
     tracker = InMemoryTracker("evaluate-run")
     package = str(trained_in_memory["package"])
-    metrics = ev.run_evaluate(package, tracker, str(reviews_csv), "test")
+    metrics = ev.run_evaluate(ev.plan_evaluate(package, str(reviews_csv), "test"), tracker)
     trained = trained_in_memory["tracker"]
     assert metrics == {k: trained.metric(k)[0] for k in metrics}  # one prediction path, one table
     assert trained.artifacts["predictions/test.parquet"].equals(tracker.artifacts["predictions/test.parquet"])

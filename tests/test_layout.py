@@ -18,11 +18,11 @@ PACKAGE = REPO / "sentiment"
 BASE = {"sentiment.errors", "sentiment.config"}
 INFRASTRUCTURE = {
     "sentiment.tracking", "sentiment.distributed", "sentiment.device", "sentiment.plots", "sentiment.tokens", "sentiment.data",
-    "sentiment.stats",
+    "sentiment.stats", "sentiment.hub", "sentiment.logs",
 }  # fmt: skip
 STAGES = {
     "sentiment.model", "sentiment.heads", "sentiment.calibration", "sentiment.evaluate", "sentiment.train", "sentiment.analyze",
-    "sentiment.ablate", "sentiment.report", "sentiment.promote", "sentiment.card",
+    "sentiment.ablate", "sentiment.report", "sentiment.promote", "sentiment.card", "sentiment.preflight",
 }  # fmt: skip
 ENTRY = {"sentiment.cli", "sentiment.__main__"}
 

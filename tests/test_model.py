@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sentiment import hub
 from sentiment import model as model_mod
 from sentiment.config import ModelConfig
 from sentiment.errors import UserError
@@ -210,8 +211,22 @@ def test_resolve_source():
     folder = Path(resolve_source("offline-minilm"))
     assert folder.is_dir()
     assert (folder / "config.json").is_file()
-    assert resolve_source("distilbert-base-uncased") == "distilbert-base-uncased"
-    assert resolve_source("org/model") == "org/model"
+    assert hub.is_hub_id("distilbert-base-uncased") and hub.is_hub_id("org/model")
+    assert not any(hub.is_hub_id(name) for name in ("offline-minilm", "/no/such", "./m", "a/b/c", "models:/m@champion", "runs:/r/model"))
+
+
+def test_hub_id_without_the_hub_is_one_line(monkeypatch):
+    """Unreachable Hub (a closed local port), model not cached: the error names what works offline."""
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    hub.unreachable.cache_clear()
+    try:
+        with pytest.raises(UserError, match=r"'org/not-cached-anywhere' is not in the local Hugging Face cache .* offline-minilm"):
+            resolve_source("org/not-cached-anywhere")
+    finally:
+        hub.unreachable.cache_clear()
 
 
 def test_offline_minilm_loads_six_layers():

@@ -100,6 +100,29 @@ def _start_parent(grid: Grid, parent, resume: bool) -> int:
     return attempt
 
 
+def check_children(grid: Grid) -> None:
+    """Before the parent run exists: every child's model resolves and fits its options (no
+    weights loaded), and every distinct data setting loads and splits. A grid that would fail in
+    its first child fails here instead, with the same one-line message."""
+    from sentiment import data as data_mod
+    from sentiment import device as device_mod
+    from sentiment import model as model_mod
+
+    shapes: dict[tuple[str, bool], object] = {}
+    data_checked: set = set()
+    for child in grid.children():
+        config = child.config
+        key = (config.model.name, config.model.trust_remote_code)
+        if key not in shapes:
+            source = tracking.resolve_model_source(config.model.name)
+            shapes[key] = model_mod.source_config(source, config.model.trust_remote_code)
+        model_mod.check_shape(config.model, shapes[key], config.data.max_length)
+        device_mod.pick_runtime(config.train)
+        if config.data not in data_checked:
+            data_mod.load_splits(config.data, config.seed)
+            data_checked.add(config.data)
+
+
 def check_resumable(parent_run_id: str, grid: Grid) -> None:
     """The run to resume must be an ablation parent of the same grid, in the active experiment."""
     tracking.connect()

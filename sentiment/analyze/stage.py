@@ -74,8 +74,24 @@ def analysis_config(base: Config | None, data_source: str | None, overrides: dic
     return validate(apply_overrides(base, {"data.source": data_source, **(overrides or {})}))
 
 
-def run_analyze(
-    tracker: tracking.Tracker,
+@dataclass(frozen=True)
+class AnalyzePlan:
+    """What `plan_analyze` checked and loaded before any run exists."""
+
+    parts: tuple[str, ...]
+    split: str
+    model_uri: str | None
+    loaded: object | None  # model.LoadedPackage
+    config: Config
+    splits: data_mod.Splits | None  # None when a reused predictions table is all that is needed
+    texts: tuple[str, ...]
+    predictions_run: str | None
+    tokenizer_name: str
+    examples_per_group: int
+    reused: pd.DataFrame | None = None  # the predictions table of ``predictions_run``, when reused
+
+
+def plan_analyze(
     model_uri: str | None = None,
     data_source: str | None = None,
     parts: Sequence[str] = PARTS,
@@ -85,8 +101,9 @@ def run_analyze(
     tokenizer_name: str | None = None,
     examples_per_group: int = 1,
     overrides: dict | None = None,
-) -> AnalyzeOutcome:
-    """The analyze stage: exploration, failure analysis and attention maps in the tracker's run.
+) -> AnalyzePlan:
+    """Every problem with the inputs, found before the run exists: parts and texts, the model
+    (loaded), the reused run, the config, max_length against the model, the data (loaded).
 
     Args:
         model_uri: runs:/, models:/, a folder or Hub id; needed for attention, and for failures
@@ -103,31 +120,49 @@ def run_analyze(
         overrides: flat config fields (``data.max_length``, ``train.device``...).
     """
     model_uri, split = _check_inputs(parts, texts, examples_per_group, model_uri, split, predictions_run)
-    loaded = model_mod.load_package(model_uri, tracker) if model_uri else None
+    loaded = model_mod.load_package(model_uri) if model_uri else None
     tokenizer_name = tokenizer_name or model_mod.OFFLINE_MINILM
     base = loaded.config if loaded else (tracking.read_run_config(predictions_run) if predictions_run else None)
     config = analysis_config(base, data_source, overrides, tokenizer_name)
     if loaded:
         model_mod.check_max_length(loaded.model.config, config.data.max_length, model_uri)
-    tags = {"sentiment.kind": "analyze", "sentiment.parts": ",".join(parts), "sentiment.split": split, "sentiment.model_uri": model_uri,
-            "sentiment.model_run_id": tracking.model_run_id(model_uri, loaded.model_id) if loaded else None,
-            "sentiment.predictions_run_id": predictions_run}  # fmt: skip
+    elif "eda" in parts:
+        model_mod.load_tokenizer(tokenizer_name)  # an unknown --tokenizer fails here, not in the run
+    device_mod.pick_runtime(config.train)
+    splits = data_mod.load_splits(config.data, config.seed) if "eda" in parts or not predictions_run else None
+    reused = None
+    if predictions_run and ("failures" in parts or "attention" in parts):
+        hint = "pass an evaluate or train run that logged predictions"
+        reused = tracking.load_run_table(predictions_run, f"predictions/{split}.parquet", hint=hint)
+        check_table(reused)
+    return AnalyzePlan(
+        tuple(parts), split, model_uri, loaded, config, splits, tuple(texts), predictions_run, tokenizer_name, examples_per_group, reused
+    )
+
+
+def run_analyze(plan: AnalyzePlan, tracker: tracking.Tracker) -> AnalyzeOutcome:
+    """The analyze stage: exploration, failure analysis and attention maps in the tracker's run."""
+    p, loaded, config, parts, split = plan, plan.loaded, plan.config, plan.parts, plan.split
+    if loaded and loaded.model_id:
+        tracker.link_model(loaded.model_id)
+    tags = {"sentiment.kind": "analyze", "sentiment.parts": ",".join(parts), "sentiment.split": split, "sentiment.model_uri": p.model_uri,
+            "sentiment.model_run_id": tracking.model_run_id(p.model_uri, loaded.model_id) if loaded else None,
+            "sentiment.predictions_run_id": p.predictions_run}  # fmt: skip
     tracker.set_tags({k: v for k, v in tags.items() if v})
     tracker.log_config(config)
-    exploration = failures = attention = table = splits = None
-    if "eda" in parts or not predictions_run:
-        splits = data_mod.load_splits(config.data, config.seed)
-        tracker.log_splits(splits, only=None if "eda" in parts or split == "all" else split)
+    exploration = failures = attention = table = None
+    if p.splits is not None:
+        tracker.log_splits(p.splits, only=None if "eda" in parts or split == "all" else split)
     if "eda" in parts:
-        tokenizer = loaded.tokenizer if loaded else model_mod.load_tokenizer(tokenizer_name)
-        exploration = explore(splits, tokenizer, config.data.max_length, model_uri or tokenizer_name)
+        tokenizer = loaded.tokenizer if loaded else model_mod.load_tokenizer(p.tokenizer_name)
+        exploration = explore(p.splits, tokenizer, config.data.max_length, p.model_uri or p.tokenizer_name)
         log_exploration(exploration, tracker)
     if "failures" in parts or "attention" in parts:
-        table = _predictions(tracker, predictions_run, split, loaded, splits, config)
+        table = p.reused if p.reused is not None else _predictions(tracker, split, loaded, p.splits, config)
     if "failures" in parts:
         failures = log_failures(table, split, tracker)
     if "attention" in parts:
-        examples = attention_examples(table, texts, examples_per_group)
+        examples = attention_examples(table, p.texts, p.examples_per_group)
         attention = log_attention(loaded.model, loaded.tokenizer, examples, config, tracker)
     return AnalyzeOutcome(tracker.run_id, tuple(parts), split, exploration, failures, attention)
 
@@ -155,15 +190,8 @@ def _check_inputs(
     return model_uri, split
 
 
-def _predictions(
-    tracker: tracking.Tracker, predictions_run: str | None, split: str, loaded, splits, config: Config
-) -> pd.DataFrame:
-    """Reuse a run's predictions table, or predict the split and log it as evaluate does."""
-    if predictions_run:
-        hint = "pass an evaluate or train run that logged predictions"
-        table = tracking.load_run_table(predictions_run, f"predictions/{split}.parquet", hint=hint)
-        check_table(table)
-        return table
+def _predictions(tracker: tracking.Tracker, split: str, loaded, splits, config: Config) -> pd.DataFrame:
+    """Predict the split and log it as evaluate does."""
     runtime = device_mod.pick_runtime(config.train)
     frame = data_mod.select_split(splits, split)
     reviews = tokens.encode_reviews(frame, loaded.tokenizer, config.data.max_length, config.data.truncation)

@@ -21,6 +21,7 @@ from sentiment.tracking.connection import (
     one_line,
     reachable,
     tracking_uri,
+    where_to_look,
 )
 from sentiment.tracking.memory import InMemoryTracker
 from sentiment.tracking.outbox import Outbox, sync_journal

@@ -88,6 +88,18 @@ def connect() -> str:
     return uri
 
 
+def where_to_look(run_id: str) -> str:
+    """The run's page in the MLflow UI, or the command that serves a local store's UI."""
+    uri = tracking_uri()
+    try:
+        experiment_id = mlflow.get_run(run_id).info.experiment_id
+    except mlflow.exceptions.MlflowException:
+        experiment_id = None
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}" if experiment_id else uri
+    return f"mlflow ui --backend-store-uri {uri} (experiment {experiment_id})"
+
+
 def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:500]

@@ -9,9 +9,9 @@
 
 from sentiment.train.checkpoint import Checkpointer, StopOnSignal, load_resume_state, save_model
 from sentiment.train.loop import EpochResult, History, Hooks, fit, setup
-from sentiment.train.stage import Prepared, TrainOutcome, package_model, prepare, publish, run_train
+from sentiment.train.stage import Prepared, TrainInputs, TrainOutcome, check_inputs, package_model, prepare, publish, run_train
 
 __all__ = [
-    "Checkpointer", "EpochResult", "History", "Hooks", "Prepared", "StopOnSignal", "TrainOutcome", "fit",
+    "Checkpointer", "EpochResult", "History", "Hooks", "Prepared", "StopOnSignal", "TrainInputs", "TrainOutcome", "check_inputs", "fit",
     "load_resume_state", "package_model", "prepare", "publish", "run_train", "save_model", "setup",
 ]  # fmt: skip

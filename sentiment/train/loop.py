@@ -10,7 +10,6 @@ an epoch's end is up to the caller's `Hooks`.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,7 +17,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from sentiment import data as data_mod
 from sentiment import evaluate
@@ -27,6 +25,7 @@ from sentiment import tokens
 from sentiment.config import Config
 from sentiment.device import Runtime, pick_runtime
 from sentiment.errors import Interrupted, TrainingError
+from sentiment.train import console
 from sentiment.train.checkpoint import Checkpointer, restore_rng, rng_state, save_model
 
 
@@ -200,8 +199,11 @@ def fit(
         _train_epoch(parts, train, config, tracker, history, progress, hooks)
         result = _validate(parts, progress, val, config)
         history.epochs.append(result)
-        if result.val_accuracy > history.best_val_accuracy:
+        best = result.val_accuracy > history.best_val_accuracy
+        if best:
             _keep_best(parts, history, result, best_dir, hooks.checkpoints)
+        if parts.dist.is_main:
+            console.say(console.epoch_line(result, config.train.epochs, best))
         model_id = hooks.on_epoch_end(result, parts.net) if hooks.on_epoch_end is not None else None
         tracker.log_metrics(_epoch_metrics(result, parts.device), step=result.epoch, model_id=model_id)
         progress = Progress(epoch=progress.epoch + 1, step=progress.step)
@@ -244,10 +246,6 @@ def _keep_best(
         checkpoints.upload_best(best_dir)
 
 
-def _show_progress() -> bool:
-    return sys.stderr.isatty()
-
-
 def _train_epoch(
     parts: Parts, train: tokens.Reviews, config: Config, tracker, history: History, progress: Progress, hooks: Hooks
 ) -> None:
@@ -263,8 +261,8 @@ def _train_epoch(
         for name in ("loss_sum", "correct", "window_loss")
     }
     acc["nonfinite"] = torch.zeros((), device=parts.device, dtype=torch.bool)
-    started = time.perf_counter()
-    bar = tqdm(batches, desc=f"epoch {progress.epoch}/{t.epochs}", disable=not _show_progress(), leave=False)
+    started, seen_before = time.perf_counter(), progress.seen
+    bar = console.EpochProgress(batches, progress.epoch, t.epochs, len(parts.sampler), show=parts.dist.is_main)
     rank, world = parts.dist.rank, parts.dist.world_size
     for indices in bar:
         # Every rank walks the same global batches and trains on its own slice of each, so the
@@ -287,13 +285,15 @@ def _train_epoch(
             acc["window_loss"] += loss_sum / len(indices)
             acc["correct"] += correct
         if progress.step % t.log_every_steps == 0:
-            bar.set_postfix(loss=f"{_log_window(parts, acc, progress, tracker, history):.4f}")
+            bar.loss_is(_log_window(parts, acc, progress, tracker, history))
+        bar.step_done(progress.batches_done, progress.seen - seen_before)
         checkpoint_due = t.checkpoint_every_steps and progress.step % t.checkpoint_every_steps == 0
         signum = hooks.should_stop()
         if checkpoint_due or signum:
             started = _checkpoint_now(parts, acc, progress, history, hooks.checkpoints, started)
             if signum:
                 raise Interrupted(signum)
+    bar.close()
     _sync_progress(progress, acc, started)
     _check_finite(progress.loss_sum, bool(acc["nonfinite"]), progress)
 

@@ -29,6 +29,7 @@ from sentiment import model as model_mod
 from sentiment.config import Config, to_yaml
 from sentiment.device import Runtime, pick_runtime
 from sentiment.distributed import Dist
+from sentiment.preflight import TrainInputs, check_inputs
 from sentiment.train import loop
 from sentiment.train.checkpoint import Checkpointer, load_resume_state, save_model
 from sentiment.train.loop import EpochResult, History, Hooks
@@ -78,16 +79,18 @@ def run_train(
     promote_alpha: float = promote_mod.DEFAULT_ALPHA,
     should_stop=lambda: 0,
     dist: Dist | None = None,
+    inputs: TrainInputs | None = None,
 ) -> TrainOutcome | None:
     """The train stage: prepare, fit, publish in the tracker's run.
 
     With ``resume`` the run's latest checkpoint (local, else downloaded from the run) is loaded
     and training continues where it stopped. Under torchrun every rank calls this; only rank 0
     gets a real tracker, writes checkpoints and logs models (other ranks get a NullTracker and
-    return None).
+    return None). ``inputs`` are what `check_inputs` found before the run opened (checked here
+    when not given).
     """
     dist = dist or Dist()
-    prepared = prepare(config, tracker, workdir, resume, dist)
+    prepared = prepare(config, tracker, workdir, resume, dist, inputs)
     main, every_epoch = dist.is_main, config.log_checkpoints == "all"
     hooks = Hooks(
         should_stop=should_stop,
@@ -103,15 +106,17 @@ def run_train(
     return publish(prepared, history, calibrated, tracker, workdir, registry)
 
 
-def prepare(config: Config, tracker: tracking.Tracker, workdir: Path, resume: bool, dist: Dist) -> Prepared:
+def prepare(
+    config: Config, tracker: tracking.Tracker, workdir: Path, resume: bool, dist: Dist, inputs: TrainInputs | None = None
+) -> Prepared:
     """Everything before the first step, in the order that keeps runs reproducible: the seed
     first, then data, tokenizer and model (whose fresh head draws from the seeded RNG)."""
     from transformers import set_seed
 
     started = time.time()
     set_seed(config.seed)
-    model_source = tracking.resolve_model_source(config.model.name)  # every rank needs the weights
-    splits = data_mod.load_splits(config.data, config.seed)
+    inputs = inputs or check_inputs(config, dist)  # every rank needs the weights and the data
+    model_source, splits = inputs.model_source, inputs.splits
     tokenizer = model_mod.load_tokenizer(model_source, config.model.trust_remote_code)
     net = model_mod.build_model(replace(config.model, name=model_source), config.data.max_length)
     runtime = pick_runtime(config.train, dist)

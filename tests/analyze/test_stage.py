@@ -128,8 +128,9 @@ def test_analyze_reuses_the_evaluate_predictions(evaluated, tmp_path):
 def test_analyze_predicts_again_with_the_same_counts(evaluated, tracking_env):
     from sentiment import tracking
 
+    plan = analyze.plan_analyze(model_uri=evaluated["model_uri"], data_source=evaluated["data"], parts=("failures",), split="all")
     with tracking.open_run() as tracker:
-        outcome = analyze.run_analyze(tracker, model_uri=evaluated["model_uri"], data_source=evaluated["data"], parts=("failures",), split="all")
+        outcome = analyze.run_analyze(plan, tracker)
     evaluation = json.loads(mlflow.artifacts.load_text(f"runs:/{evaluated['run_id']}/metrics/all.json"))
     assert outcome.failures["confusion_matrix"] == evaluation["confusion_matrix"]
     assert mlflow.get_run(tracker.run_id).data.metrics["all/accuracy"] == pytest.approx(outcome.failures["accuracy"])
@@ -184,8 +185,8 @@ def test_analyze_stage_against_the_in_memory_tracker(trained_in_memory, reviews_
     from sentiment.tracking import InMemoryTracker
 
     tracker = InMemoryTracker("analyze-run")
-    outcome = analyze.run_analyze(tracker, model_uri=str(trained_in_memory["package"]), data_source=str(reviews_csv),
-                                  texts=["a wonderful film, loved it"])  # fmt: skip
+    plan = analyze.plan_analyze(model_uri=str(trained_in_memory["package"]), data_source=str(reviews_csv), texts=["a wonderful film, loved it"])
+    outcome = analyze.run_analyze(plan, tracker)
     table = tracker.artifacts["predictions/test.parquet"]
     assert outcome.failures["confusion_matrix"] == evaluate.confusion(table).tolist()
     assert tracker.metric("failures/errors") == [float((table["label"] != table["prediction"]).sum())]

@@ -1,0 +1,62 @@
+"""Checks before a run exists: a mistake that can be known up front ends `sentiment train`
+before MLflow holds a run for it, and quickly (this module imports neither torch nor MLflow
+until a check needs them).
+
+- the model source resolves: `offline-minilm`, a local folder with config.json, an MLflow model
+  URI that exists (downloaded, as training needs it anyway), a Hub id the Hub or the local cache
+  has (hub.py: one short probe);
+- the options that need the model's shape fit its config, read without loading weights:
+  max_length against its positions, keep_layers / freeze_layers against its depth, keep_heads
+  against its heads, from-scratch sizes (model.check_shape);
+- the data loads and splits: readable, the text and label columns, two classes, no empty text,
+  the sizes asked for (data.load_splits);
+- the precision suits the device (fp16 / bf16 need a GPU or a CPU that has it).
+
+What can only fail later (out of memory, a non-finite loss) still ends the run FAILED with
+its reason. evaluate and analyze plan the same way (evaluate.plan_evaluate,
+analyze.plan_analyze), ablate checks every child (ablate.check_children).
+
+    python -c "from sentiment.config import build_config; from sentiment.preflight import check_inputs; \
+print(check_inputs(build_config('quick', {})).splits.sizes())"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sentiment import data as data_mod
+from sentiment import model as model_mod
+from sentiment.config import Config
+
+
+@dataclass(frozen=True)
+class TrainInputs:
+    """What `check_inputs` found before the run exists (`train.prepare` takes them as they are)."""
+
+    model_source: str  # where from_pretrained finds the encoder (an MLflow model URI downloaded)
+    splits: data_mod.Splits
+
+
+def resolve_model(name: str) -> str:
+    """An MLflow model URI becomes its downloaded folder (this needs MLflow); anything else as is."""
+    if ":/" not in name:
+        return name
+    from sentiment import tracking
+
+    return tracking.resolve_model_source(name)
+
+
+def check_inputs(config: Config, dist=None) -> TrainInputs:
+    """Every check above, cheapest first; returns the model source and the loaded splits.
+
+    Raises:
+        UserError: the first problem, in one line that says how to fix it.
+    """
+    model_source = resolve_model(config.model.name)
+    hf_config = model_mod.source_config(model_source, config.model.trust_remote_code)
+    model_mod.check_shape(config.model, hf_config, config.data.max_length)
+    splits = data_mod.load_splits(config.data, config.seed)
+    from sentiment.device import pick_runtime  # (imports torch)
+
+    pick_runtime(config.train, dist)
+    return TrainInputs(model_source, splits)
