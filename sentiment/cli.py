@@ -110,7 +110,6 @@ def _start_line(tracker, name: str) -> None:
 def train(preset: str, register_as: str, promote_if: str, promote_alpha: float, run_name: str, output_dir: str, resume: str, **options) -> None:
     """Fine-tune, validate every epoch, log the best model, test it, optionally register it."""
     from sentiment import hub
-    from sentiment.preflight import check_inputs
 
     overrides = overrides_from(options)
     if resume and any(v is not None for v in overrides.values()):
@@ -118,6 +117,8 @@ def train(preset: str, register_as: str, promote_if: str, promote_alpha: float, 
     config = None if resume else build_config(preset, overrides)
     if config is not None and hub.is_hub_id(config.model.name):
         hub.resolve_model(config.model.name)  # no internet and not cached: say so in seconds
+    from sentiment.preflight import check_inputs
+
     inputs = None
     if config is not None and ":/" not in config.model.name:  # (an MLflow model URI needs the server first)
         inputs = check_inputs(config)  # everything that can be wrong, found before the run exists

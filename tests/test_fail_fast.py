@@ -139,7 +139,7 @@ def test_hub_unreachable_is_one_line_in_seconds(tracking_env, tmp_path):
     env["HF_HOME"] = str(cache)  # an empty cache: nothing to fall back on
     started = time.monotonic()
     result = run_cli(["train", "--model", "distilbert-base-uncased", "--data", "sample"], env, cwd=tmp_path, timeout=60)
-    assert time.monotonic() - started < 5 + 3  # the target is 5 s; a loaded CI machine gets 3 s more
+    assert time.monotonic() - started < 5  # one probe, not a minute of retries
     assert result.returncode == 2
     assert result.stderr.startswith("error: model 'distilbert-base-uncased' is not in the local Hugging Face cache and the Hub")
     assert "offline-minilm" in result.stderr and len(result.stderr.splitlines()) == 1
