@@ -321,6 +321,31 @@ def promote(name: str, version: str, against: str, promote_if: str, promote_alph
     click.echo(decision.line())
 
 
+@cli.command()
+@click.option("--model-uri", required=True, help="models:/name@alias, runs:/..., models:/m-..., or a packaged model folder")
+@click.option("--input", "input_path", required=True, help="reviews to score: .parquet, .csv or .jsonl, any size")
+@click.option("--output", required=True, help="the scored .parquet file (input columns + label, score, probability, reason)")
+@click.option("--text-column", default="", help="the column holding the reviews (default: text or review)")
+@click.option("--chunk-rows", default=10_000, show_default=True, type=int, help="rows read, scored and written at a time (bounds memory)")
+@click.option("--batch-size", default=64, show_default=True, type=int, help="reviews per forward pass (longest first inside a chunk)")
+@click.option("--precision", type=_choice(("auto", "fp32", "bf16", "native", "fp16")), default="auto", show_default=True,
+              help="auto: fp32 on CPU, bf16/fp16 on CUDA; bf16 autocasts on CPU too")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
+def score(model_uri: str, input_path: str, output: str, text_column: str, chunk_rows: int, batch_size: int, precision: str, device: str) -> None:
+    """Score a review file of any size in chunks; resumes after a crash from the last finished chunk."""
+    from sentiment import score as score_mod
+    from sentiment import tracking
+
+    job = score_mod.plan_score(model_uri, input_path, output, text_column, chunk_rows, batch_size)
+    if ":/" in model_uri:
+        tracking.connect()
+    scorer = score_mod.Scorer(model_uri, precision.lower(), device, batch_size)
+    outcome = score_mod.score_file(job, scorer, score_mod.progress_printer())
+    resumed = f", {outcome.resumed_chunks} chunks kept from an interrupted run" if outcome.resumed_chunks else ""
+    click.echo(f"wrote {outcome.output}: {outcome.rows:,} rows ({outcome.unscored:,} not scored, see column reason){resumed}; "
+               f"{outcome.reviews_per_s:.1f} reviews/s")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and an exit code, never a traceback."""
     try:
