@@ -346,6 +346,23 @@ def score(model_uri: str, input_path: str, output: str, text_column: str, chunk_
                f"{outcome.reviews_per_s:.1f} reviews/s")  # fmt: skip
 
 
+@cli.command()
+@click.option("--name", required=True, help="registered model name")
+@click.option("--version", "version", required=True, help="the version to export (measured on its own run's test reviews)")
+@click.option("--quantize", type=click.Choice(("int8",)), default="int8", show_default=True, help="dynamic int8 quantization of the Linear layers, for CPU")
+@click.option("--promote-if", type=click.Choice(PROMOTION_RULES), default="significant", show_default=True, help="the rule, as for train --register-as")
+@click.option("--promote-alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True, help="significance level of the rule significant")
+@click.option("--batch-size", default=32, show_default=True, type=int, help="reviews per forward pass while measuring")
+@click.option("--output-dir", default=".sentiment/exports", show_default=True, help="local folder for the exported package")
+def export(name: str, version: str, quantize: str, promote_if: str, promote_alpha: float, batch_size: int, output_dir: str) -> None:
+    """Register a faster CPU sibling (int8) of a version, with its accuracy delta and speed-up measured on the same reviews."""
+    from sentiment.export import run_export
+
+    outcome = run_export(name, version, quantize, promote_if, promote_alpha, Path(output_dir), batch_size)
+    click.echo(outcome.line())
+    click.echo(outcome.decision.line())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and an exit code, never a traceback."""
     try:

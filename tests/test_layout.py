@@ -22,7 +22,7 @@ INFRASTRUCTURE = {
 }  # fmt: skip
 STAGES = {
     "sentiment.model", "sentiment.heads", "sentiment.calibration", "sentiment.evaluate", "sentiment.train", "sentiment.analyze",
-    "sentiment.ablate", "sentiment.report", "sentiment.promote", "sentiment.card", "sentiment.preflight", "sentiment.score",
+    "sentiment.ablate", "sentiment.report", "sentiment.promote", "sentiment.card", "sentiment.preflight", "sentiment.score", "sentiment.export",
 }  # fmt: skip
 ENTRY = {"sentiment.cli", "sentiment.__main__"}
 
