@@ -326,7 +326,7 @@ def promote(name: str, version: str, against: str, promote_if: str, promote_alph
 @click.option("--input", "input_path", required=True, help="reviews to score: .parquet, .csv or .jsonl, any size")
 @click.option("--output", required=True, help="the scored .parquet file (input columns + label, score, probability, reason)")
 @click.option("--text-column", default="", help="the column holding the reviews (default: text or review)")
-@click.option("--chunk-rows", default=10_000, show_default=True, type=int, help="rows read, scored and written at a time (bounds memory)")
+@click.option("--chunk-rows", default=5_000, show_default=True, type=int, help="rows read, scored and written at a time (bounds memory)")
 @click.option("--batch-size", default=64, show_default=True, type=int, help="reviews per forward pass (longest first inside a chunk)")
 @click.option("--precision", type=_choice(("auto", "fp32", "bf16", "native", "fp16")), default="auto", show_default=True,
               help="auto: fp32 on CPU, bf16/fp16 on CUDA; bf16 autocasts on CPU too")

@@ -37,7 +37,7 @@ from sentiment import model as model_mod
 from sentiment.errors import UserError
 
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
-CHUNK_ROWS = 10_000
+CHUNK_ROWS = 5_000  # ~35 KB of token ids per real review while a chunk is scored: ~170 MB a chunk
 SCORE_COLUMNS = ("label", "score", "probability", "reason")
 
 
