@@ -251,16 +251,21 @@ class MlflowTracker:
             mlflow.MlflowClient().log_inputs(self.run_id, models=[LoggedModelInput(model_id)])
 
 
+# How SQL stores word a unique-constraint violation (SQLite, PostgreSQL, MySQL), lower case.
+_UNIQUE_VIOLATION = ("unique constraint", "integrityerror", "duplicate key", "duplicate entry")
+
+
 def _log_input(dataset, context: str, attempts: int = 5) -> None:
     """`mlflow.log_input`, safe when sibling runs log the same dataset at the same moment: the
     server's SQL store looks a dataset up and inserts it in two steps, so the loser of that race
-    gets a UNIQUE-constraint error; by the next try the row exists and is reused."""
+    gets a unique-constraint error (SQLite: "UNIQUE constraint failed", PostgreSQL: "duplicate
+    key value violates unique constraint"); by the next try the row exists and is reused."""
     for attempt in range(attempts):
         try:
             mlflow.log_input(dataset, context=context)
             return
         except mlflow.exceptions.MlflowException as error:
-            race = "UNIQUE constraint" in str(error) or "IntegrityError" in str(error)
+            race = any(sign in str(error).lower() for sign in _UNIQUE_VIOLATION)
             if not race or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
