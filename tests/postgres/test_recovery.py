@@ -86,7 +86,7 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(pg_tracking_env, tiny_m
     crash_dir = tmp_path / "crash"
     crash_dir.mkdir()
     proc = start_training(args, pg_tracking_env, crash_dir)
-    state = wait_for_checkpoint(crash_dir, proc)
+    state = wait_for_checkpoint(crash_dir, proc, timeout_s=600)  # generous: CPU starved under load
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     run_id = state.parent.name
