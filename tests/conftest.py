@@ -44,7 +44,8 @@ def start_server(
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env)
 
 
-def wait_healthy(uri: str, proc: subprocess.Popen, timeout_s: float = 90) -> None:
+def wait_healthy(uri: str, proc: subprocess.Popen, timeout_s: float = 180) -> None:
+    # generous: on 2 cores busy with other trainings a server can take over 90 s to start
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if proc.poll() is not None:

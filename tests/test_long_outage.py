@@ -33,7 +33,7 @@ class Server:
 
     def start(self) -> None:
         self.proc = start_server(self.root, self.port)
-        wait_healthy(self.uri, self.proc)
+        wait_healthy(self.uri, self.proc, timeout_s=180)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

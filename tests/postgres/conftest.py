@@ -44,8 +44,9 @@ def postgres_bin() -> Path | None:
     found = shutil.which("initdb")
     if found and Path(found).resolve().with_name("postgres").exists():
         return Path(found).resolve().parent
-    debian = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
-    return Path(debian[-1]).parent if debian else None
+    debian = [Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")]
+    version = lambda folder: int(folder.parent.name) if folder.parent.name.isdigit() else 0  # noqa: E731
+    return max(debian, key=version) if debian else None
 
 
 def cluster_owner() -> tuple[int, int]:

@@ -38,7 +38,7 @@ def test_server_restart_mid_run_keeps_every_step_once(pg_tracking_env, pg_server
     root, port = pg_server.root, free_port()
     uri = f"http://127.0.0.1:{port}"
     server = start_pg_server(root, port, pg_server.database_uri)
-    wait_healthy(uri, server)
+    wait_healthy(uri, server, timeout_s=180)
     experiment = pg_tracking_env["MLFLOW_EXPERIMENT_NAME"]
     env = {**pg_tracking_env, "MLFLOW_TRACKING_URI": uri, "SENTIMENT_SERVER_WAIT_S": "300"}
     args = ["--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--log-every-steps", "1"]
@@ -58,7 +58,7 @@ def test_server_restart_mid_run_keeps_every_step_once(pg_tracking_env, pg_server
         assert train.poll() is None, "training stopped with the server"
         assert postgres.proc.poll() is None  # only the tracking server went away
         server = start_pg_server(root, port, pg_server.database_uri)
-        wait_healthy(uri, server)
+        wait_healthy(uri, server, timeout_s=180)
         _, err = train.communicate(timeout=600)
         assert train.returncode == 0, err[-3000:]
     finally:
