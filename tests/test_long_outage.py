@@ -97,7 +97,7 @@ def test_server_away_a_minute_from_the_middle_of_an_epoch(tiny_model, tmp_path, 
     experiment = tracking_env["MLFLOW_EXPERIMENT_NAME"]
     args = ["--data", str(reviews), "--model", tiny_model, *TINY_TRAIN, "--epochs", "2", "--log-every-steps", "1", "--register-as", "away"]
     train = start_training(server, tracking_env, tmp_path, args)
-    client = MlflowClient(server.uri)
+    client = MlflowClient(server.uri, registry_uri=server.uri)
     try:
         run = wait_until(lambda: (r := first_run(client, experiment)) and "train/loss" in r.data.metrics and r, train, "its first step")
         server.stop()
@@ -127,7 +127,7 @@ def test_server_restarts_while_the_model_is_logged(tiny_model, reviews_csv, tmp_
     experiment = tracking_env["MLFLOW_EXPERIMENT_NAME"]
     args = ["--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--epochs", "2", "--log-every-steps", "1", "--register-as", "restarted"]
     train = start_training(server, tracking_env, tmp_path, args)
-    client = MlflowClient(server.uri)
+    client = MlflowClient(server.uri, registry_uri=server.uri)
 
     def model_being_logged():
         found = client.get_experiment_by_name(experiment)
