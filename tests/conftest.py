@@ -25,11 +25,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(root: Path, port: int, extra: list[str] | None = None, env: dict | None = None) -> subprocess.Popen:
+def start_server(
+    root: Path, port: int, extra: list[str] | None = None, env: dict | None = None, backend_store_uri: str | None = None
+) -> subprocess.Popen:
+    """`mlflow server` on ``port`` with proxied artifacts in ``root/artifacts``; its store is
+    ``backend_store_uri`` (tests/postgres: PostgreSQL), else SQLite in ``root/mlflow.db``."""
     root.mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--backend-store-uri", backend_store_uri or f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination", str(root / "artifacts"),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         *(extra or []),
@@ -40,7 +44,8 @@ def start_server(root: Path, port: int, extra: list[str] | None = None, env: dic
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env)
 
 
-def wait_healthy(uri: str, proc: subprocess.Popen, timeout_s: float = 90) -> None:
+def wait_healthy(uri: str, proc: subprocess.Popen, timeout_s: float = 180) -> None:
+    # generous: on 2 cores busy with other trainings a server can take over 90 s to start
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -75,16 +80,22 @@ def mlflow_server(tmp_path_factory) -> str:
 @pytest.fixture
 def tracking_env(mlflow_server, monkeypatch, tmp_path) -> dict[str, str]:
     """Point this test (and its subprocesses) at the server, in an experiment of its own."""
+    return point_tracking_at(mlflow_server, monkeypatch, tmp_path)
+
+
+def point_tracking_at(server: str, monkeypatch, tmp_path: Path) -> dict[str, str]:
+    """Point this test (and the environment it returns, for subprocesses) at ``server``, in a
+    new experiment of its own, working in ``tmp_path``."""
     import mlflow
 
     experiment = f"test-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)  # mlflow.set_experiment exports it
     monkeypatch.chdir(tmp_path)
-    mlflow.set_tracking_uri(mlflow_server)
-    mlflow.set_registry_uri(mlflow_server)
+    mlflow.set_tracking_uri(server)
+    mlflow.set_registry_uri(server)
     # `mlflow run` starts `python -m sentiment` from PATH: the interpreter running the tests,
     # as in a shell with the virtual environment activated.
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")

@@ -115,9 +115,10 @@ class Outbox:
         return True
 
     def drain(self, timeout_s: float) -> None:
-        """Wait (bounded) until the journal is replayed; the run can only end on the server."""
+        """Wait (bounded) until the server answers and the journal is replayed; the run can only
+        end on the server."""
         deadline = time.monotonic() + timeout_s
-        while not self.replay(force=True):
+        while not (self.replay(force=True) and reachable()):
             if time.monotonic() > deadline:
                 raise TrainingError(
                     f"tracking server {tracking_uri()} still unreachable after {timeout_s:.0f} s; everything is "

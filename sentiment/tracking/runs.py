@@ -21,8 +21,8 @@ import yaml
 
 from sentiment import config as config_mod
 from sentiment.errors import Interrupted, UserError
-from sentiment.tracking.connection import connect, one_line, tracking_uri
-from sentiment.tracking.outbox import Outbox
+from sentiment.tracking.connection import connect, one_line, reachable, tracking_uri
+from sentiment.tracking.outbox import Outbox, click_echo
 from sentiment.tracking.queries import get_run, last_logged_steps
 from sentiment.tracking.serving import PACKAGE_DIR, log_pyfunc_model
 from sentiment.tracking.tracker import CHECKPOINT_PREFIX, LoggedModelRef, epochs_to_prune
@@ -124,9 +124,14 @@ class MlflowTracker:
         self.outbox.replay()
 
     def wait_online(self) -> None:
-        """Calls that cannot be journaled (model logging, registry) first wait for the server."""
+        """Calls that cannot be journaled (model logging, registry) first wait for the server:
+        until it answers and the journal is replayed. It may have gone away with nothing
+        journaled yet, so its health is checked, not only the journal."""
         self.flush()
         if self.outbox.offline:
+            self.outbox.drain(float(os.environ.get("SENTIMENT_SERVER_WAIT_S", "600")))
+        elif not reachable():
+            click_echo(f"warning: tracking server {tracking_uri()} is unreachable; waiting for it before logging to it")
             self.outbox.drain(float(os.environ.get("SENTIMENT_SERVER_WAIT_S", "600")))
 
     def close(self, wait_s: float | None = None) -> None:
@@ -207,10 +212,35 @@ class MlflowTracker:
             _log_input(dataset, context)
 
     # -- models ------------------------------------------------------------------------
-    def log_model(self, folder: Path, name: str, step: int) -> LoggedModelRef:
-        """Log a packaged model folder as a servable pyfunc model (an MLflow 3 LoggedModel)."""
-        self.wait_online()
-        return log_pyfunc_model(folder, name, step, self._tmp)
+    def log_model(self, folder: Path, name: str, step: int, attempts: int = 3) -> LoggedModelRef:
+        """Log a packaged model folder as a servable pyfunc model (an MLflow 3 LoggedModel).
+
+        If the server goes away while the model is being logged (a restart longer than MLflow's
+        own request retries), wait for it and log the model again; the half-logged one, left
+        PENDING, is marked FAILED."""
+        for attempt in range(attempts):
+            self.wait_online()
+            if attempt:
+                self._fail_pending_models(name)
+            try:
+                return log_pyfunc_model(folder, name, step, self._tmp)
+            except Exception:
+                if attempt == attempts - 1 or reachable():
+                    raise
+                click_echo(f"warning: tracking server {tracking_uri()} went away while logging model {name!r}; logging it again when it answers")
+
+    def _fail_pending_models(self, name: str) -> None:
+        """Mark this run's models called ``name`` that a lost server left PENDING as FAILED."""
+        from mlflow.entities import LoggedModelStatus
+
+        with contextlib.suppress(mlflow.exceptions.MlflowException):
+            experiment_id = mlflow.get_run(self.run_id).info.experiment_id
+            found = mlflow.search_logged_models(
+                experiment_ids=[experiment_id], filter_string=f"source_run_id = '{self.run_id}' AND name = '{name}'", output_format="list"
+            )
+            for model in found:
+                if model.status == LoggedModelStatus.PENDING:
+                    mlflow.MlflowClient().finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
 
     def log_model_file(self, model_id: str, local_path: Path) -> None:
         """Add a file to a LoggedModel's artifacts (e.g. ``model_card.md``)."""
@@ -251,16 +281,21 @@ class MlflowTracker:
             mlflow.MlflowClient().log_inputs(self.run_id, models=[LoggedModelInput(model_id)])
 
 
+# How SQL stores word a unique-constraint violation (SQLite, PostgreSQL, MySQL), lower case.
+_UNIQUE_VIOLATION = ("unique constraint", "integrityerror", "duplicate key", "duplicate entry")
+
+
 def _log_input(dataset, context: str, attempts: int = 5) -> None:
     """`mlflow.log_input`, safe when sibling runs log the same dataset at the same moment: the
     server's SQL store looks a dataset up and inserts it in two steps, so the loser of that race
-    gets a UNIQUE-constraint error; by the next try the row exists and is reused."""
+    gets a unique-constraint error (SQLite: "UNIQUE constraint failed", PostgreSQL: "duplicate
+    key value violates unique constraint"); by the next try the row exists and is reused."""
     for attempt in range(attempts):
         try:
             mlflow.log_input(dataset, context=context)
             return
         except mlflow.exceptions.MlflowException as error:
-            race = "UNIQUE constraint" in str(error) or "IntegrityError" in str(error)
+            race = any(sign in str(error).lower() for sign in _UNIQUE_VIOLATION)
             if not race or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
