@@ -8,7 +8,7 @@ MODEL_NAME ?= imdb-sentiment
 # As if the venv were activated: `mlflow run` finds its python, and the tests' subprocesses too.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo test test-all test-fast clean
+.PHONY: install demo test test-tiers test-all test-fast clean
 
 $(BIN)/sentiment: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,13 @@ demo: install
 	$(BIN)/sentiment predict --model-uri models:/$(MODEL_NAME)@champion \
 		"A warm, funny and beautifully acted film." "Dull, clumsy and far too long; I nearly walked out."
 
-## The test suite CI runs: everything but re-running a whole shipped ablation grid.
+## The test suite (under 25 minutes on 2 cores): everything but the tiers below and a whole shipped grid.
 test: install
-	$(BIN)/python -m pytest -q -rs -m "not grid"
+	$(BIN)/python -m pytest -q -rs -m "not grid and not postgres and not long_outage"
+
+## The slow tiers CI runs after `make test`: the PostgreSQL-backed server and the long outages.
+test-tiers: install
+	$(BIN)/python -m pytest -q -rs -m "postgres or long_outage"
 
 ## Everything, including the shipped quick ablation grid end to end (about 8 more minutes).
 test-all: install

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import TINY_TRAIN, free_port, start_server, wait_healthy, write_reviews
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long_outage]
 
 OUTAGE_S = 65  # at least a minute away
 
