@@ -22,7 +22,7 @@ INFRASTRUCTURE = {
 }  # fmt: skip
 STAGES = {
     "sentiment.model", "sentiment.heads", "sentiment.calibration", "sentiment.evaluate", "sentiment.train", "sentiment.analyze",
-    "sentiment.ablate", "sentiment.report", "sentiment.promote", "sentiment.card", "sentiment.preflight",
+    "sentiment.ablate", "sentiment.report", "sentiment.promote", "sentiment.card", "sentiment.preflight", "sentiment.tune",
 }  # fmt: skip
 ENTRY = {"sentiment.cli", "sentiment.__main__"}
 
