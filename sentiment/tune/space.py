@@ -308,7 +308,7 @@ def _named(reader: Reader, node: yaml.Node | None, what: str, known: dict[str, t
     if isinstance(node, yaml.ScalarNode):
         fields_ = {"name": node}
     else:
-        fields_ = reader.mapping(node, what, ("name", *sorted({k for keys in known.values() for k in keys})), required=("name",))
+        fields_ = reader.mapping(node, what, (), required=("name",))  # settings are checked against the name below
     name = reader.text(fields_.get("name"), f"{what} name", default)
     if "name" in fields_ and name not in known:
         reader.problem(fields_["name"], f"unknown {what} {name!r}{suggest_name(name, tuple(known))}: choose one of {', '.join(known)}")

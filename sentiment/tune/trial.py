@@ -85,8 +85,8 @@ def run_trial(trial: optuna.Trial, values: dict, ctx: TrialContext) -> float:
     reporter = Reporter(trial, space.reported, config.train.epochs)
     started = (time.perf_counter(), time.process_time())
     tags = {
-        "sentiment.trial": trial.number, "sentiment.trial_state": "running", "sentiment.tune_study": trial.study.study_name,
-        "sentiment.tune_worker": ctx.worker,
+        "sentiment.trial": str(trial.number), "sentiment.trial_state": "running", "sentiment.tune_study": trial.study.study_name,
+        "sentiment.tune_worker": str(ctx.worker),
     }  # fmt: skip
     run_id, state, outcome = None, "failed", None
     try:
