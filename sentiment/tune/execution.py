@@ -157,10 +157,6 @@ def run_tune(plan: TunePlan, parent, should_stop=lambda: 0, report: Report = lam
     from sentiment.tune.summary import finish
 
     study = _start(plan, parent, report)
-    if plan.max_parallel > 1:
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // plan.max_parallel))  # the workers share the cores
     workers = _spawn_workers(plan, parent.run_id)
     try:
         ran = _work(study, plan, parent.run_id, should_stop, report)
@@ -171,11 +167,19 @@ def run_tune(plan: TunePlan, parent, should_stop=lambda: 0, report: Report = lam
 
 
 def join_study(plan: TunePlan, should_stop=lambda: 0, report: Report = lambda line: None) -> int:
-    """`--join`: run trials of the parent's study in this process until its budget is reached;
-    each is a child of the parent. Returns the number of trials run here."""
+    """`--join`: run trials of the parent's study in this process (and ``plan.max_parallel - 1``
+    more) until its budget is reached; each is a child of the parent. Returns the number of
+    trials this process ran."""
     worker = _worker_index()
     study = study_mod.load_study(plan.storage, study_mod.study_name(plan.parent_run_id), plan.space, sampler_offset(plan.attempt, worker))
-    return _work(study, plan, plan.parent_run_id, should_stop, report, worker)
+    workers = _spawn_workers(plan, plan.parent_run_id, first=worker * 100 + 1)
+    try:
+        ran = _work(study, plan, plan.parent_run_id, should_stop, report, worker)
+        for process, _ in workers:
+            process.wait()
+    finally:
+        _stop_workers(workers)
+    return ran
 
 
 def _start(plan: TunePlan, parent, report: Report) -> optuna.Study:
@@ -244,22 +248,30 @@ def _settle(study: optuna.Study, plan: TunePlan, parent_run_id: str, workers: li
     return ran
 
 
-def _spawn_workers(plan: TunePlan, parent_run_id: str) -> list[tuple[subprocess.Popen, Path]]:
-    """``max_parallel - 1`` processes of `sentiment tune --join PARENT` on this machine, sharing
-    the storage (passed in the environment, password included) and the CPU cores; their trial
-    lines go to this stdout, their progress to a log file each."""
+def _spawn_workers(plan: TunePlan, parent_run_id: str, first: int = 1) -> list[tuple[subprocess.Popen, Path]]:
+    """``max_parallel - 1`` processes of `sentiment tune --join PARENT` on this machine (worker
+    indices from ``first``), sharing the storage (passed in the environment, password included)
+    and the CPU cores; their trial lines go to this stdout, their progress to a log file each."""
+    if plan.max_parallel > 1:
+        import torch
+
+        torch.set_num_threads(_threads(plan))  # this process is one of the workers that share the cores
     folder = plan.output_dir / parent_run_id
     folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, study_mod.STORAGE_VARIABLE: plan.storage_url, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // plan.max_parallel))}
+    env = {**os.environ, study_mod.STORAGE_VARIABLE: plan.storage_url, "OMP_NUM_THREADS": str(_threads(plan))}
     env.pop("MLFLOW_RUN_ID", None)
     cmd = [sys.executable, "-m", "sentiment", "tune", "--join", parent_run_id, "--output-dir", str(plan.output_dir)]
     workers = []
-    for index in range(1, plan.max_parallel):
+    for index in range(first, first + plan.max_parallel - 1):
         log = folder / f"worker-{index}.log"
         with open(log, "w") as handle:  # (the child keeps its own copy of the descriptor)
             process = subprocess.Popen(cmd, env={**env, WORKER_VARIABLE: str(index)}, stderr=handle)
         workers.append((process, log))
     return workers
+
+
+def _threads(plan: TunePlan) -> int:
+    return max(1, (os.cpu_count() or 1) // plan.max_parallel)
 
 
 def _stop_workers(workers: list) -> None:

@@ -8,7 +8,6 @@ the test split (the same predictions table and metrics as `sentiment evaluate`),
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -202,12 +201,11 @@ def report_lines(result: TuneResult, trials: int) -> list[str]:
             f"test accuracy:   {t['test/accuracy']:.4f} (95% CI {t['test/accuracy_ci_low']:.4f}-{t['test/accuracy_ci_high']:.4f}) "
             f"on {int(t.get('test/examples', 0)):,} reviews: the best trial's model, tested once"
         )
-    saved = m["tune/cpu_minutes_saved_by_pruning"]
-    lines.append(f"CPU minutes:     {m['tune/cpu_minutes']:.1f} spent in trials; pruning saved about {saved:.1f}" if not math.isnan(saved) else "")
+    lines.append(f"CPU minutes:     {m['tune/cpu_minutes']:.1f} spent in trials; pruning saved about {m['tune/cpu_minutes_saved_by_pruning']:.1f}")
     if result.registered is not None:
         reg = result.registered
         lines.append(f"registered:      {reg.uri} (aliases: {'candidate, champion' if reg.champion else 'candidate'})")
         if reg.decision is not None:
             lines.append(reg.decision.line())
     lines.append(f"parent run:      {result.parent_run_id}")
-    return [line for line in lines if line]
+    return lines
