@@ -385,7 +385,8 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {message}{hint}", err=True)
         sys.exit(exc.exit_code)
     except Interrupted as exc:
-        click.echo(f"error: {exc}; the training state is saved; resume with: {exc.resume_hint or 'sentiment train --resume RUN_ID'}", err=True)
+        kept = "finished trials are kept" if exc.resume_hint.startswith("sentiment tune") else "the training state is saved"
+        click.echo(f"error: {exc}; {kept}; resume with: {exc.resume_hint or 'sentiment train --resume RUN_ID'}", err=True)
         sys.exit(exc.exit_code)
     except (UserError, TrainingError) as exc:
         message = " ".join(str(exc).split())
