@@ -2,6 +2,7 @@
 
     sentiment train --preset quick --register-as imdb-sentiment
     sentiment evaluate --model-uri models:/imdb-sentiment@champion --data sample --split test
+    sentiment tune --space experiments/search/cpu.yaml --trials 30
 """
 
 from __future__ import annotations
@@ -286,6 +287,53 @@ def ablate(grid: str, max_parallel: int, resume: str, backend: str, backend_conf
             raise TrainingError(f"{len(summary.failed)} of {len(spec.children())} children failed ({names}); re-run them with: sentiment ablate --grid {grid} --resume {parent.run_id}")
 
 
+@cli.command()
+@click.option("--space", default="", help="a search space file (experiments/search/*.yaml); --resume and --join use the parent's own copy")
+@click.option("--trials", type=Maybe(int), default="", help="trials in the study in all (default: the space's `trials`, else 20; with --resume or --join: the parent's)")
+@click.option("--direction", type=Maybe(_choice(("maximize", "minimize"))), default="", help="maximize or minimize the objective (default: the space's, else the objective's own)")
+@click.option("--max-parallel", default=1, show_default=True, type=int, help="trials at once on this machine (worker processes sharing the study's storage)")
+@click.option("--resume", default="", help="tune parent run id: continue its study; finished trials are kept, trials left running by a killed process run again")
+@click.option("--join", default="", help="tune parent run id: run trials of its study in this process too (e.g. on another machine, with --storage)")
+@click.option("--storage", default="", help="the study's database URL (default: SQLite .sentiment/tune/optuna.db; postgresql://... to share it; env SENTIMENT_TUNE_STORAGE)")
+@click.option("--data", default="", help="data source for every trial instead of the space's (e.g. a local copy of IMDB)")
+@click.option("--register-as", default="", help="register the best trial's model under this name (alias candidate; champion by --promote-if)")
+@click.option("--promote-if", type=click.Choice(PROMOTION_RULES), default="significant", show_default=True, help="the rule, as for train --register-as")
+@click.option("--promote-alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True, help="significance level of --promote-if significant")
+@click.option("--run-name", default="", help="name of the parent run")
+@click.option("--output-dir", default=".sentiment/tune", show_default=True, help="local folder for the default study database, trial checkpoints and worker logs")
+def tune(
+    space: str, trials: int | None, direction: str | None, max_parallel: int, resume: str, join: str, storage: str, data: str,
+    register_as: str, promote_if: str, promote_alpha: float, run_name: str, output_dir: str,
+) -> None:  # fmt: skip
+    """Search hyperparameters with Optuna: a parent run, one child train run per trial (pruned when hopeless), the best trial tested once."""
+    from sentiment import tracking
+    from sentiment import tune as tune_mod
+    from sentiment.promote import RegisterRequest
+    from sentiment.train import StopOnSignal
+
+    tune_mod.configure_logging()
+    if join and register_as:
+        raise UserError("--register-as belongs to the process that started (or resumes) the search, not to --join")
+    register = RegisterRequest(register_as, promote_if, promote_alpha) if register_as else None
+    plan = tune_mod.plan_tune(
+        space or None, trials, direction, max_parallel, resume or None, join or None,
+        storage or os.environ.get("SENTIMENT_TUNE_STORAGE") or None, data or None, register, Path(output_dir),
+    )  # fmt: skip
+    stop = StopOnSignal().install()
+    if plan.mode == "join":
+        ran = tune_mod.join_study(plan, stop, click.echo)
+        click.echo(f"joined run {join}: {ran} trials run here; the parent's own process (or --resume) writes the summary")
+        return
+    name = run_name or default_run_name("tune", plan.space.name)
+    with tracking.open_run(run_name=name, resume_run_id=resume or None, resume_command="sentiment tune --resume {run_id}") as parent:
+        _start_line(parent, name if not resume else f"resumed {resume}")
+        result = tune_mod.run_tune(plan, parent, stop, click.echo)
+    for line in tune_mod.report_lines(result, plan.trials):
+        click.echo(line)
+    uri = tracking.tracking_uri()
+    click.echo(f"MLflow UI:       {f'open {uri}' if uri.startswith('http') else f'mlflow ui --backend-store-uri {uri}'} (the parent's child runs are the trials)")
+
+
 def _run_ids(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
@@ -380,7 +428,8 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {message}{hint}", err=True)
         sys.exit(exc.exit_code)
     except Interrupted as exc:
-        click.echo(f"error: {exc}; the training state is saved; resume with: {exc.resume_hint or 'sentiment train --resume RUN_ID'}", err=True)
+        kept = "finished trials are kept" if exc.resume_hint.startswith("sentiment tune") else "the training state is saved"
+        click.echo(f"error: {exc}; {kept}; resume with: {exc.resume_hint or 'sentiment train --resume RUN_ID'}", err=True)
         sys.exit(exc.exit_code)
     except (UserError, TrainingError) as exc:
         message = " ".join(str(exc).split())

@@ -358,6 +358,14 @@ def plan_evaluate(model_uri: str, data_source: str | None, split: str, overrides
     return EvaluatePlan(model_uri, split, loaded, config, splits)
 
 
+def predict_plan(plan: EvaluatePlan, runtime: Runtime) -> pd.DataFrame:
+    """The predictions table of the planned split by the planned model (with its own temperature)."""
+    config, loaded = plan.config, plan.loaded
+    frame = data_mod.select_split(plan.splits, plan.split)
+    reviews = tokens.encode_reviews(frame, loaded.tokenizer, config.data.max_length, config.data.truncation)
+    return predict_table(loaded.model.to(runtime.device), reviews, runtime, config.train.eval_batch_size)
+
+
 def run_evaluate(plan: EvaluatePlan, tracker) -> dict[str, float]:
     """The evaluate stage: predict the planned split with the planned model, log it all.
 
@@ -375,9 +383,7 @@ def run_evaluate(plan: EvaluatePlan, tracker) -> dict[str, float]:
     tracker.set_tags({**runtime.tags(), **kind})
     tracker.log_config(config)
     tracker.log_splits(plan.splits, only=None if split == "all" else split)
-    frame = data_mod.select_split(plan.splits, split)
-    reviews = tokens.encode_reviews(frame, loaded.tokenizer, config.data.max_length, config.data.truncation)
-    table = predict_table(loaded.model.to(runtime.device), reviews, runtime, config.train.eval_batch_size)
+    table = predict_plan(plan, runtime)
     # the temperature the model applies (1 for models packaged before calibration or from the Hub)
     temperature = model_mod.temperature_of(loaded.model)
     tracker.log_metrics({"calibration/temperature": temperature}, step=0, model_id=loaded.model_id)

@@ -112,11 +112,11 @@ def child_config(grid: Grid, variant: Variant, seed: int) -> Config:
 
 def option_fields(options: dict[str, Any]) -> dict[str, Any]:
     """CLI option names -> flat config fields (``freeze_layers`` -> ``model.freeze_layers``)."""
-    known = _known_options()
+    known = known_options()
     return {known[name]: value for name, value in options.items()}
 
 
-def _known_options() -> dict[str, str]:
+def known_options() -> dict[str, str]:
     # The config's option table is the one source of option names: the CLI's, and the grids'.
     return {name: option.field for name, option in options().items() if name != "seed"}
 
@@ -125,11 +125,20 @@ def _show(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-class _Reader:
-    """Walks the YAML node tree so every problem can name its line."""
+class Reader:
+    """Walks the YAML node tree so every problem can name its line (grids, and the search spaces
+    of `sentiment tune`, which are written in the same style).
 
-    def __init__(self, path: Path) -> None:
+    Args:
+        path: the file, named in the one-line error.
+        kind: what the file is (``grid``, ``space``), the error's first word.
+        seed_rule: where the file sets the training seed instead of in options.
+    """
+
+    def __init__(self, path: Path, kind: str = "grid", seed_rule: str = "the grid's seeds list") -> None:
         self.path = path
+        self.kind = kind
+        self.seed_rule = seed_rule
         self.problems: list[str] = []
         self._constructor = yaml.SafeLoader("")
 
@@ -149,7 +158,7 @@ class _Reader:
             if key in out:
                 self.problem(key_node, f"duplicate key {key!r} in {what}")
             elif allowed and key not in allowed:
-                self.problem(key_node, f"unknown key {key!r} in {what}{_suggest(key, allowed)} (allowed: {', '.join(allowed)})")
+                self.problem(key_node, f"unknown key {key!r} in {what}{suggest_name(key, allowed)} (allowed: {', '.join(allowed)})")
             else:
                 out[key] = value_node
         for key in required:
@@ -182,14 +191,14 @@ class _Reader:
         """Option overrides, each checked for a known name and a value of the right type."""
         if node is None:
             return {}
-        known = _known_options()
+        known = known_options()
         out: dict[str, tuple[Any, yaml.Node]] = {}
         for name, value_node in self.mapping(node, what, ()).items():
             if name == "seed":
-                self.problem(value_node, f"seed is set by the grid's seeds list, not in {what}")
+                self.problem(value_node, f"seed is set by {self.seed_rule}, not in {what}")
                 continue
             if name not in known:
-                self.problem(value_node, f"unknown option {name!r} in {what}{_suggest(name, tuple(known))}")
+                self.problem(value_node, f"unknown option {name!r} in {what}{suggest_name(name, tuple(known))}")
                 continue
             value = self.value(value_node)
             if value is None or isinstance(value, (list, dict)):
@@ -198,7 +207,7 @@ class _Reader:
             try:
                 apply_overrides(Config(), {known[name]: value})  # the type; ranges are checked per variant
             except UserError as exc:
-                self.problem(value_node, f"bad value for {name!r} in {what}: {_strip_prefix(str(exc))}")
+                self.problem(value_node, f"bad value for {name!r} in {what}: {strip_prefix(str(exc))}")
                 continue
             out[name] = (value, value_node)
         return out
@@ -214,16 +223,38 @@ class _Reader:
 
     def fail_if_problems(self) -> None:
         if self.problems:
-            raise UserError(f"grid {self.path}: " + "; ".join(self.problems))
+            raise UserError(f"{self.kind} {self.path}: " + "; ".join(self.problems))
 
 
-def _suggest(name: str, choices: tuple[str, ...]) -> str:
+def suggest_name(name: str, choices: tuple[str, ...]) -> str:
     close = difflib.get_close_matches(name, choices, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _strip_prefix(message: str) -> str:
+def strip_prefix(message: str) -> str:
     return message.removeprefix("invalid configuration: ")
+
+
+def compose(path: Path, kind: str, example: str, text: str | None = None) -> tuple[str, yaml.Node]:
+    """The file's text (``text`` when given: a copy a run logged) and YAML node tree (nodes keep
+    their lines).
+
+    Raises:
+        UserError: the file cannot be read, is not YAML, or is empty; ``example`` shows the format.
+    """
+    try:
+        text = path.read_text() if text is None else text
+    except OSError as exc:
+        raise UserError(f"{kind} {path}: cannot read it ({exc.strerror or exc}); pass a file such as {example}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise UserError(f"{kind} {path}: {where}not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    if root is None:
+        raise UserError(f"{kind} {path}: the file is empty; see {example} for the format")
+    return text, root
 
 
 def load_grid(path: str | Path, data: str | None = None) -> Grid:
@@ -237,19 +268,8 @@ def load_grid(path: str | Path, data: str | None = None) -> Grid:
             variant names, or a variant whose whole config does not validate.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(f"grid {path}: cannot read it ({exc.strerror or exc}); pass a file such as experiments/quick.yaml") from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        raise UserError(f"grid {path}: {where}not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
-    if root is None:
-        raise UserError(f"grid {path}: the file is empty; see experiments/quick.yaml for the format")
-    reader = _Reader(path)
+    text, root = compose(path, "grid", "experiments/quick.yaml")
+    reader = Reader(path)
     top = reader.mapping(root, "the grid", _GRID_KEYS, required=("name", "base", "seeds", "groups"))
     reader.fail_if_problems()
     name = reader.name(top["name"], "grid name")
@@ -286,7 +306,7 @@ def load_grid(path: str | Path, data: str | None = None) -> Grid:
     return Grid(name, path, text, description, preset, tuple(seeds), tuple(variants), tuple(groups), data or "", published_source)
 
 
-def _seeds(reader: _Reader, node: yaml.Node) -> list[int]:
+def _seeds(reader: Reader, node: yaml.Node) -> list[int]:
     seeds: list[int] = []
     for item in reader.sequence(node, "seeds"):
         value = reader.value(item)
@@ -299,7 +319,7 @@ def _seeds(reader: _Reader, node: yaml.Node) -> list[int]:
     return seeds or [0]
 
 
-def _group(reader: _Reader, node: yaml.Node, common: dict, variants: list[Variant], nodes: dict) -> tuple[str, str, str] | None:
+def _group(reader: Reader, node: yaml.Node, common: dict, variants: list[Variant], nodes: dict) -> tuple[str, str, str] | None:
     """Parse one group; its variants are appended to ``variants``, their nodes kept in ``nodes``."""
     fields_ = reader.mapping(node, "a group", _GROUP_KEYS, required=("name", "variants"))
     if "name" not in fields_ or "variants" not in fields_:
@@ -326,7 +346,7 @@ def _group(reader: _Reader, node: yaml.Node, common: dict, variants: list[Varian
     return group, reader.text(fields_.get("description"), f"description of group {group!r}", ""), reference
 
 
-def _resolve_references(reader: _Reader, variants: list[Variant], groups: list, groups_node: yaml.Node) -> list[Variant]:
+def _resolve_references(reader: Reader, variants: list[Variant], groups: list, groups_node: yaml.Node) -> list[Variant]:
     """A group's `baseline` may name any variant of the grid. Its members are compared with it;
     the named variant itself, when it is a member, is compared with the grid's baseline."""
     names = {v.name for v in variants}
@@ -341,14 +361,14 @@ def _values(options: dict[str, tuple[Any, yaml.Node]]) -> dict[str, Any]:
     return {name: value for name, (value, _) in options.items()}
 
 
-def _check_configs(reader: _Reader, preset: str, seed: int, variants: list[Variant], nodes: dict) -> None:
+def _check_configs(reader: Reader, preset: str, seed: int, variants: list[Variant], nodes: dict) -> None:
     """Each variant's whole config must validate; a problem points at the option that caused it."""
-    known = _known_options()
+    known = known_options()
     for variant in variants:
         try:
             build_config(preset, {**option_fields(variant.merged), "seed": seed})
         except UserError as exc:
-            message = _strip_prefix(str(exc))
+            message = strip_prefix(str(exc))
             own, common = nodes[variant.name], nodes[BASELINE]
             culprit = next((n for n in variant.options if known[n] in message), None)
             node = own[culprit] if culprit else next((common[n] for n in variant.merged if n in common and known[n] in message), own[""])

@@ -124,6 +124,19 @@ def read_run_config(run_id: str, required: bool = False) -> config_mod.Config | 
         return None
 
 
+def load_run_text(run_id: str, path: str, hint: str = "") -> str:
+    """A text artifact of a run (e.g. the search space a tune parent logged).
+
+    Raises:
+        UserError: the run has no such artifact (then ``hint``).
+    """
+    try:
+        return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
+    except Exception as exc:
+        advice = f"; {hint}" if hint else ""
+        raise UserError(f"run {run_id} has no readable {path} ({one_line(exc)[:150]}){advice}") from None
+
+
 def load_run_table(run_id: str, path: str, columns: list[str] | None = None, hint: str = "") -> pd.DataFrame:
     """A Parquet table a run logged (e.g. ``predictions/test.parquet``), optionally some columns.
 

@@ -69,7 +69,9 @@ def version_info(name: str, version: str) -> VersionInfo:
         found = mlflow.MlflowClient().get_model_version(name, str(version))
     except mlflow.exceptions.MlflowException:
         raise UserError(f"model {name!r} has no version {version!r}; see the versions in the MLflow UI's Models page") from None
-    return VersionInfo(name, str(found.version), found.run_id or found.tags.get("run_id"), dict(found.tags))
+    # The run that registered it (tag run_id) holds its test predictions: the training run
+    # itself, or for a `sentiment tune` winner the tune parent; the model's own run otherwise.
+    return VersionInfo(name, str(found.version), found.tags.get("run_id") or found.run_id, dict(found.tags))
 
 
 def champion_version(name: str) -> str | None:

@@ -37,6 +37,7 @@ def open_run(
     resume_run_id: str | None = None,
     journal_root: Path | None = None,
     skip_logged_steps: bool = False,
+    resume_command: str = "sentiment train --resume {run_id}",
 ) -> Iterator["MlflowTracker"]:
     """Start (or, under `mlflow run`, reuse) a run; end it FINISHED, FAILED or KILLED.
 
@@ -44,7 +45,8 @@ def open_run(
     left RUNNING whatever happens inside. With ``resume_run_id`` the run is reopened; with
     ``skip_logged_steps`` as well, the tracker drops metric points the run already holds (same
     key, step not later): a resumed training replays the steps after its checkpoint, and some
-    of them reached the server before it stopped.
+    of them reached the server before it stopped. An interrupted run gets the tag
+    ``sentiment.resume``: ``resume_command`` with its run id (a tune parent resumes differently).
     """
     connect()
     if resume_run_id:
@@ -70,7 +72,7 @@ def open_run(
         yield tracker
     except (KeyboardInterrupt, Interrupted) as exc:
         signum = getattr(exc, "signum", 2)
-        hint = f"sentiment train --resume {tracker.run_id}"
+        hint = resume_command.format(run_id=tracker.run_id)
         if hasattr(exc, "resume_hint"):
             exc.resume_hint = hint
         tracker.set_tags({"sentiment.resume": hint})

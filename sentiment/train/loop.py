@@ -106,6 +106,9 @@ class Hooks:
     on_epoch_end: Callable[[EpochResult, torch.nn.Module], str | None] | None = None
     """Called with the epoch's result and the model; may return the id of a LoggedModel (an epoch
     checkpoint) that the epoch's metrics then rank."""
+    after_epoch: Callable[[EpochResult], None] | None = None
+    """Called once the epoch's metrics are logged and its state saved; may raise to stop training
+    there, every epoch so far kept (`sentiment tune` prunes a trial this way)."""
 
 
 @dataclass
@@ -209,6 +212,8 @@ def fit(
         progress = Progress(epoch=progress.epoch + 1, step=progress.step)
         if hooks.checkpoints is not None:
             hooks.checkpoints.save(capture_state(parts, progress, history), upload=True)
+        if hooks.after_epoch is not None:
+            hooks.after_epoch(result)
     history.best_dir = best_dir
     return history
 

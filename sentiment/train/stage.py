@@ -80,6 +80,7 @@ def run_train(
     should_stop=lambda: 0,
     dist: Dist | None = None,
     inputs: TrainInputs | None = None,
+    after_epoch=None,
 ) -> TrainOutcome | None:
     """The train stage: prepare, fit, publish in the tracker's run.
 
@@ -87,7 +88,8 @@ def run_train(
     and training continues where it stopped. Under torchrun every rank calls this; only rank 0
     gets a real tracker, writes checkpoints and logs models (other ranks get a NullTracker and
     return None). ``inputs`` are what `check_inputs` found before the run opened (checked here
-    when not given).
+    when not given). ``after_epoch`` (`Hooks.after_epoch`) sees each epoch's result once it is
+    logged; an exception it raises ends training there (a pruned `sentiment tune` trial).
     """
     dist = dist or Dist()
     prepared = prepare(config, tracker, workdir, resume, dist, inputs)
@@ -96,6 +98,7 @@ def run_train(
         should_stop=should_stop,
         checkpoints=Checkpointer(workdir, tracker, config.upload_state) if main else None,
         on_epoch_end=_epoch_checkpoint(prepared, tracker, workdir) if every_epoch and main else None,
+        after_epoch=after_epoch,
     )
     p = prepared
     history = loop.fit(p.model, p.train, p.val, config, tracker, workdir, p.runtime, hooks, p.state)
