@@ -102,15 +102,17 @@ def test_ablate_parent_and_children_end_to_end(tracking_env, tiny_model, reviews
 
 
 def test_failed_child_is_reported_and_resume_reruns_only_it(tracking_env, tiny_model, reviews_csv, tmp_path):
-    def groups(freeze: int) -> list[dict]:
+    def groups(lr: float) -> list[dict]:
         return [{"name": "freezing", "variants": [
             {"name": "freeze_1", "options": {"freeze_layers": 1}},
-            {"name": "freeze_bad", "options": {"freeze_layers": freeze}},
+            {"name": "freeze_bad", "options": {"freeze_layers": 1, "lr": lr, "max_grad_norm": 1.0e30}},
         ]}]  # fmt: skip
 
     grid = tmp_path / "resume.yaml"
-    grid.write_text(yaml.safe_dump(tiny_grid("resume", reviews_csv, tiny_model, [3], groups(5)), sort_keys=False))
-    # children as subprocesses (the --max-parallel path); the tiny model has 2 layers, so freeze 5 fails
+    grid.write_text(yaml.safe_dump(tiny_grid("resume", reviews_csv, tiny_model, [3], groups(1.0e30)), sort_keys=False))
+    # children as subprocesses (the --max-parallel path); a child that diverges fails while it
+    # runs (mistakes known up front, such as freezing more layers than the model has, stop the
+    # grid before its parent exists: tests/test_fail_fast.py)
     result = run_cli(["ablate", "--grid", str(grid), "--max-parallel", "2", "--data", str(reviews_csv)], tracking_env)
     assert result.returncode == 1, result.stderr[-3000:]
     experiment = tracking_env["MLFLOW_EXPERIMENT_NAME"]
@@ -120,13 +122,13 @@ def test_failed_child_is_reported_and_resume_reruns_only_it(tracking_env, tiny_m
     assert f"--resume {parent_id}" in result.stderr and "1 of 3 children failed (freeze_bad/seed 3)" in result.stderr
     children = {c.data.tags["sentiment.variant"]: c for c in children_of(parent_id, experiment)}
     assert children["freeze_bad"].info.status == "FAILED"
-    assert "above the model's depth" in children["freeze_bad"].data.tags["sentiment.error"]
+    assert children["freeze_bad"].data.tags["sentiment.failure"] == "non-finite"
     assert children["baseline"].info.status == children["freeze_1"].info.status == "FINISHED"
     summary = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=parent_id, artifact_path="ablation/summary.parquet"))
     assert dict(zip(summary["variant"], summary["seeds"])) == {"baseline": 1, "freeze_1": 1, "freeze_bad": 0}
 
     # fix the grid and resume: only the failed child runs again, in the same parent
-    grid.write_text(yaml.safe_dump(tiny_grid("resume", reviews_csv, tiny_model, [3], groups(2)), sort_keys=False))
+    grid.write_text(yaml.safe_dump(tiny_grid("resume", reviews_csv, tiny_model, [3], groups(3.0e-3)), sort_keys=False))
     result = run_cli(["ablate", "--grid", str(grid), "--resume", parent_id], tracking_env)  # without the first attempt's --data
     assert result.returncode == 2 and f"pass --data {reviews_csv} so every child sees the same reviews" in result.stderr
     result = run_cli(["ablate", "--grid", str(grid), "--resume", parent_id, "--data", str(reviews_csv)], tracking_env)
