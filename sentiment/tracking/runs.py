@@ -107,6 +107,7 @@ class MlflowTracker:
     Beyond the protocol: `wait_online`, which registration and model logging call first."""
 
     metrics_every_s = 1.0  # batch metric points: at most about one request a second
+    model_log_attempts = 3  # a model whose logging a lost server interrupted is logged again
 
     def __init__(self, run_id: str, journal_dir: Path | None = None, logged_up_to: dict[str, int] | None = None) -> None:
         self.run_id = run_id
@@ -214,20 +215,20 @@ class MlflowTracker:
             _log_input(dataset, context)
 
     # -- models ------------------------------------------------------------------------
-    def log_model(self, folder: Path, name: str, step: int, attempts: int = 3) -> LoggedModelRef:
+    def log_model(self, folder: Path, name: str, step: int) -> LoggedModelRef:
         """Log a packaged model folder as a servable pyfunc model (an MLflow 3 LoggedModel).
 
         If the server goes away while the model is being logged (a restart longer than MLflow's
         own request retries), wait for it and log the model again; the half-logged one, left
         PENDING, is marked FAILED."""
-        for attempt in range(attempts):
+        for attempt in range(self.model_log_attempts):
             self.wait_online()
             if attempt:
                 self._fail_pending_models(name)
             try:
                 return log_pyfunc_model(folder, name, step, self._tmp)
             except Exception:
-                if attempt == attempts - 1 or reachable():
+                if attempt == self.model_log_attempts - 1 or reachable():
                     raise
                 click_echo(f"warning: tracking server {tracking_uri()} went away while logging model {name!r}; logging it again when it answers")
 
