@@ -8,14 +8,12 @@
 from __future__ import annotations
 
 import os
-import re
-import secrets
 import sys
 from pathlib import Path
 
 import click
 
-from sentiment.config import PRESETS, PROMOTION_RULES, build_config
+from sentiment.config import PRESETS, PROMOTION_RULES, build_config, default_run_name, short_name
 from sentiment.config import options as option_table
 from sentiment.errors import Interrupted, TrainingError, UserError
 
@@ -74,23 +72,6 @@ def cli(verbose: int) -> None:
     logs.configure(verbose)
 
 
-def _short(source: str) -> str:
-    """A model or data source in a run name: offline-minilm -> minilm, distilbert-base-uncased ->
-    distilbert, models:/imdb@champion -> imdb, /data/reviews.csv -> reviews."""
-    if source.startswith("models:/"):
-        source = source[len("models:/") :].split("@")[0].split("/")[0]
-    elif source.startswith("runs:/"):
-        source = "run-" + source[len("runs:/") :][:6]
-    name = Path(source.rstrip("/")).stem if "/" in source or "." in source else source
-    name = re.sub(r"-(base|uncased|cased)(?=-|$)", "", name.lower().removeprefix("offline-"))
-    return re.sub(r"[^a-z0-9.-]+", "-", name).strip("-")[:24] or "model"
-
-
-def default_run_name(*parts: str) -> str:
-    """``cpu-minilm-imdb-3f2a``: what ran on what, and a short random suffix to tell runs apart."""
-    return "-".join([*(p for p in parts if p), secrets.token_hex(2)])
-
-
 def _start_line(tracker, name: str) -> None:
     from sentiment import tracking
 
@@ -138,7 +119,7 @@ def train(preset: str, register_as: str, promote_if: str, promote_alpha: float, 
         if config is not None:
             tracking.connect()
             inputs = inputs or check_inputs(config, dist)
-            run_name = run_name or default_run_name(preset, _short(config.model.name), _short(config.data.source))
+            run_name = run_name or default_run_name(preset, short_name(config.model.name), short_name(config.data.source))
         with tracking.open_run(
             run_name=run_name or None, system_metrics=True, resume_run_id=resume or None, journal_root=Path(output_dir),
             skip_logged_steps=bool(resume),  # a resumed run logs no metric step twice
@@ -201,7 +182,7 @@ def evaluate(model_uri: str, data: str, split: str, run_name: str, **options) ->
     overrides = overrides_from(options)
     tracking.connect()
     plan = plan_evaluate(model_uri, data or None, split.lower(), overrides)  # before the run exists
-    name = run_name or default_run_name("evaluate", _short(model_uri), _short(plan.config.data.source), plan.split)
+    name = run_name or default_run_name("evaluate", short_name(model_uri), short_name(plan.config.data.source), plan.split)
     with tracking.open_run(run_name=name) as tracker:
         _start_line(tracker, name)
         metrics = run_evaluate(plan, tracker)
@@ -248,7 +229,7 @@ def analyze(model_uri: str, data: str, only: str, texts: str, predictions_run: s
         predictions_run=predictions_run or None, tokenizer_name=tokenizer or None, examples_per_group=attention_examples,
         overrides=overrides_from(options),
     )  # fmt: skip
-    name = run_name or default_run_name("analyze", _short(plan.model_uri or "data"), _short(plan.config.data.source))
+    name = run_name or default_run_name("analyze", short_name(plan.model_uri or "data"), short_name(plan.config.data.source))
     with tracking.open_run(run_name=name) as tracker:
         _start_line(tracker, name)
         outcome = analyze_mod.run_analyze(plan, tracker)

@@ -14,8 +14,11 @@ import ast
 import dataclasses
 import functools
 import inspect
+import re
+import secrets
 import textwrap
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, get_type_hints
 
 import yaml
@@ -408,3 +411,23 @@ def build_config(preset: str = "seed", overrides: dict[str, Any] | None = None) 
         raise UserError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
     config = apply_overrides(Config(preset=preset), PRESETS[preset])
     return validate(apply_overrides(config, overrides or {}))
+
+
+# ----------------------------------------------------------------------------- run names
+
+
+def short_name(source: str) -> str:
+    """A model or data source in a run name: offline-minilm -> minilm, distilbert-base-uncased ->
+    distilbert, models:/imdb@champion -> imdb, /data/reviews.csv -> reviews."""
+    if source.startswith("models:/"):
+        source = source[len("models:/") :].split("@")[0].split("/")[0]
+    elif source.startswith("runs:/"):
+        source = "run-" + source[len("runs:/") :][:6]
+    name = Path(source.rstrip("/")).stem if "/" in source or "." in source else source
+    name = re.sub(r"-(base|uncased|cased)(?=-|$)", "", name.lower().removeprefix("offline-"))
+    return re.sub(r"[^a-z0-9.-]+", "-", name).strip("-")[:24] or "model"
+
+
+def default_run_name(*parts: str) -> str:
+    """``cpu-minilm-imdb-3f2a``: what ran on what, and a short random suffix to tell runs apart."""
+    return "-".join([*(p for p in parts if p), secrets.token_hex(2)])

@@ -83,3 +83,13 @@ def test_unknown_preset():
 
 def test_defaults_equal_seed_preset():
     assert build_config("seed") == Config()
+
+
+def test_default_run_names_say_what_ran_on_what():
+    from sentiment.config import default_run_name, short_name
+
+    assert [short_name(s) for s in ("offline-minilm", "distilbert-base-uncased", "models:/imdb-sentiment@champion", "/data/reviews.csv", "imdb")] == [
+        "minilm", "distilbert", "imdb-sentiment", "reviews", "imdb",
+    ]  # fmt: skip
+    name = default_run_name("cpu", "minilm", "imdb")
+    assert name.startswith("cpu-minilm-imdb-") and len(name.rsplit("-", 1)[1]) == 4 and name != default_run_name("cpu", "minilm", "imdb")

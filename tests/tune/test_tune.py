@@ -64,6 +64,7 @@ def test_a_bad_space_fails_before_any_run_in_one_line(tracking_env, tmp_path):
     assert "line 6: unknown pruner 'hyperband'" in lines[0]
     experiment = mlflow.get_experiment_by_name(tracking_env["MLFLOW_EXPERIMENT_NAME"])
     assert experiment is None or runs_of(experiment.name) == []
+    mlflow.set_experiment(tracking_env["MLFLOW_EXPERIMENT_NAME"])  # (not an experiment an earlier test made active)
     with mlflow.start_run() as run:  # --resume of a run that is not a tune parent
         pass
     result = run_cli(["tune", "--resume", run.info.run_id], tracking_env, timeout=120)
