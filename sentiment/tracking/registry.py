@@ -58,7 +58,8 @@ def register_version(tracker, model_uri: str, name: str, score: float) -> str:
     version = str(_retry(lambda: mlflow.register_model(model_uri, name).version))
     client.set_model_version_tag(name, version, "test_accuracy", f"{score:.6f}")
     client.set_model_version_tag(name, version, "run_id", tracker.run_id)
-    client.set_registered_model_alias(name, "candidate", version)
+    # PostgreSQL reports two processes moving one alias at once as a unique violation: retry
+    _retry(lambda: client.set_registered_model_alias(name, "candidate", version))
     tracker.set_tags({"sentiment.registered_model": name, "sentiment.registered_version": version})
     return version
 
@@ -83,7 +84,7 @@ def champion_version(name: str) -> str | None:
 
 
 def set_champion(name: str, version: str) -> None:
-    mlflow.MlflowClient().set_registered_model_alias(name, "champion", version)
+    _retry(lambda: mlflow.MlflowClient().set_registered_model_alias(name, "champion", version))
 
 
 def set_version_tags(name: str, version: str, tags: dict) -> None:
