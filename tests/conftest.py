@@ -44,6 +44,16 @@ def start_server(
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env)
 
 
+def stop_server(proc: subprocess.Popen, timeout_s: float = 30) -> None:
+    """Terminate a server process; kill it if it does not exit in ``timeout_s``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_healthy(uri: str, proc: subprocess.Popen, timeout_s: float = 180) -> None:
     # generous: on 2 cores busy with other trainings a server can take over 90 s to start
     deadline = time.time() + timeout_s
@@ -70,11 +80,7 @@ def mlflow_server(tmp_path_factory) -> str:
         wait_healthy(uri, proc)
         yield uri
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import REPO, TINY_TRAIN, free_port, run_cli, start_server, wait_healthy
+from tests.conftest import REPO, TINY_TRAIN, free_port, run_cli, start_server, stop_server, wait_healthy
 
 SECRET = "hf_planted_secret_7f3a9c21"
 
@@ -44,8 +44,7 @@ def auth_server(tmp_path_factory):
         wait_healthy(uri, proc, timeout_s=180)
         yield uri
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_server(proc)
 
 
 def test_basic_auth_server_good_and_bad_credentials(auth_server, tiny_model, reviews_csv, tmp_path):

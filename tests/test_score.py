@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psutil
 import pytest
 
+from benchmarks.scoring import peak_rss
 from sentiment.errors import UserError
 from tests.conftest import FILLER, NEGATIVE, POSITIVE, REPO
 
@@ -101,30 +101,16 @@ def test_kill_9_then_resume_scores_every_row_exactly_once(trained_in_memory, tmp
     pd.testing.assert_frame_equal(resumed, reference)
 
 
-def _peak_rss_mb(cmd: list[str], env: dict) -> float:
-    proc = psutil.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            peak = max(peak, proc.memory_info().rss)
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.02)
-    assert proc.returncode == 0
-    return peak / 2**20
-
-
 @pytest.mark.slow
 def test_memory_stays_flat_as_the_file_grows(trained_in_memory, tmp_path):
     """A 4x larger file (about 64 MB of review text more) costs no more than a few MB of peak
     memory: the file is streamed, never held whole."""
     package = trained_in_memory["package"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     long_reviews = reviews(500, seed=2, words=(1200, 1400))  # about 8 KB each
     peaks = {}
     for copies in (2, 8):
         source = tmp_path / f"in_{copies}.parquet"
         pd.concat([long_reviews] * copies, ignore_index=True).to_parquet(source, row_group_size=500)
-        peaks[copies] = _peak_rss_mb(score_cmd(package, source, tmp_path / f"out_{copies}.parquet", "--chunk-rows", "500"), env)
+        peaks[copies] = peak_rss(score_cmd(package, source, tmp_path / f"out_{copies}.parquet", "--chunk-rows", "500"))[1]
     grown = peaks[8] - peaks[2]
     assert grown < 30, f"peak RSS {peaks[2]:.0f} MB -> {peaks[8]:.0f} MB"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, point_tracking_at, start_server, wait_healthy
+from tests.conftest import free_port, point_tracking_at, start_server, stop_server, wait_healthy
 
 ROLE = "mlflow"
 
@@ -198,11 +198,7 @@ def pg_server(postgres, tmp_path_factory) -> PgServer:
         wait_healthy(uri, proc, timeout_s=180)  # the first start runs every schema migration
         yield PgServer(uri, database_uri, root)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
 
 
 @pytest.fixture

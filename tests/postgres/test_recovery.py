@@ -15,20 +15,11 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import TINY_TRAIN, free_port, run_cli, wait_healthy
+from tests.conftest import TINY_TRAIN, free_port, run_cli, stop_server, wait_healthy
 from tests.postgres.conftest import start_pg_server
 from tests.test_fault_tolerance import KEYS, TRAIN, histories, start_training, wait_for_checkpoint
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-def stop(server: subprocess.Popen) -> None:
-    server.terminate()
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
 
 
 def test_server_restart_mid_run_keeps_every_step_once(pg_tracking_env, pg_server, postgres, tiny_model, reviews_csv, tmp_path):
@@ -53,7 +44,7 @@ def test_server_restart_mid_run_keeps_every_step_once(pg_tracking_env, pg_server
                 run_id = runs[0].info.run_id
             time.sleep(0.2)
         assert run_id, "training never logged a step"
-        stop(server)
+        stop_server(server)
         time.sleep(4)
         assert train.poll() is None, "training stopped with the server"
         assert postgres.proc.poll() is None  # only the tracking server went away
@@ -63,7 +54,7 @@ def test_server_restart_mid_run_keeps_every_step_once(pg_tracking_env, pg_server
         assert train.returncode == 0, err[-3000:]
     finally:
         train.kill()
-        stop(server)
+        stop_server(server)
     client = MlflowClient()  # the session's server: the same database
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
