@@ -86,3 +86,29 @@ def test_served_model_input_errors_are_clear():
         _texts_of(["a", 3])
     with pytest.raises(ValueError, match="input 0 is an empty text"):
         _texts_of([" "])
+
+
+def test_serving_limits_apply_only_in_the_scoring_server(trained_in_memory, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    from sentiment.tracking.serving import IN_SERVER, SentimentPyfunc, _check_request
+
+    _check_request(["a"] * 1000, max_reviews=1000, max_review_chars=10)
+    with pytest.raises(MlflowException, match="1,001 reviews, more than this server's limit of 1,000"):
+        _check_request(["a"] * 1001, max_reviews=1000, max_review_chars=10)
+    with pytest.raises(ValueError, match="input 1 has 11 characters"):  # also a ValueError for Python callers
+        _check_request(["a", "b" * 11], max_reviews=1000, max_review_chars=10)
+    with pytest.raises(MlflowException, match="no reviews"):
+        _check_request([], max_reviews=1000, max_review_chars=10)
+
+    class Context:
+        artifacts = {"hf_model": str(trained_in_memory["package"])}
+        model_config = {"max_reviews": 2}
+
+    model = SentimentPyfunc()
+    model.load_context(Context())
+    assert len(model.predict(None, ["good", "bad", "fine"])) == 3  # Python / Spark callers: no limit
+    monkeypatch.setenv(IN_SERVER, "true")
+    with pytest.raises(MlflowException, match="3 reviews, more than this server's limit of 2"):
+        model.predict(None, ["good", "bad", "fine"])
+    assert len(model.predict(None, ["good", "bad"])) == 2

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import warnings
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from sentiment.tracking.tracker import LoggedModelRef
 
@@ -33,6 +36,13 @@ PROBABILITY_SCORES = "sentiment.evaluate:probability_metrics"
 # evaluator of mlflow.models.evaluate needs, as it takes the whole output as the predicted class).
 OUTPUT = "output"
 OUTPUTS = ("all", "label")
+# Limits of one request to the scoring server (`mlflow models serve`), model_config keys with
+# their defaults: a request past them is answered 400 with the reason. They apply only where
+# MLflow's scoring server runs the model (it sets the variable below); Python callers and
+# `mlflow.pyfunc.spark_udf` (Arrow batches of up to 10,000 rows) are not limited. Override at
+# serve time with MLflow's SERVING_MODEL_CONFIG='{"max_reviews": 5000}' (README, Serving).
+SERVING_LIMITS = {"max_reviews": 1000, "max_review_chars": 100_000}  # IMDB's longest review: ~13,700 chars
+IN_SERVER = "_MLFLOW_IS_IN_SERVING_ENVIRONMENT"  # set to "true" by mlflow.pyfunc.scoring_server.init
 # The same entry file for every model, before and after the tracking package was split: an
 # older model's copy of it loads with this package too.
 _SERVING_ENTRY = '''"""Models-from-code entry point of a sentiment model (written by sentiment.tracking)."""
@@ -59,14 +69,19 @@ class SentimentPyfunc(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context) -> None:
-        self.output = (getattr(context, "model_config", None) or {}).get(OUTPUT, "all")
+        config = getattr(context, "model_config", None) or {}
+        self.output = config.get(OUTPUT, "all")
         if self.output not in OUTPUTS:
             raise ValueError(f"model_config output {self.output!r} is not one of {', '.join(OUTPUTS)}")
+        self.limits = {key: int(config.get(key, default)) for key, default in SERVING_LIMITS.items()}
         self.classify = _import(CLASSIFIER)(Path(context.artifacts[MODEL_ARTIFACT]))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame | pd.Series:
         # (the logged signature validates inputs; this hint only tells MLflow not to infer one)
-        probability = np.asarray(self.classify(_texts_of(model_input)), dtype=np.float64)
+        texts = _texts_of(model_input)
+        if os.environ.get(IN_SERVER, "").lower() == "true":
+            _check_request(texts, **self.limits)
+        probability = np.asarray(self.classify(texts), dtype=np.float64)
         positive = probability > 0.5  # as the predictions table's prediction column
         label = np.where(positive, "positive", "negative")
         if self.output == "label":
@@ -80,6 +95,31 @@ def _import(target: str):
     return getattr(importlib.import_module(module), name)
 
 
+class InvalidReviews(MlflowException, ValueError):
+    """Input the model cannot classify. A ValueError for Python callers; an MlflowException with
+    INVALID_PARAMETER_VALUE so that MLflow's scoring server answers 400 with this message (it
+    answers any other exception with a generic one)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def _check_request(texts: list[str], max_reviews: int, max_review_chars: int) -> None:
+    if not texts:
+        raise InvalidReviews("the request has no reviews: send a list of one or more review texts")
+    if len(texts) > max_reviews:
+        raise InvalidReviews(
+            f"the request has {len(texts):,} reviews, more than this server's limit of {max_reviews:,}: "
+            "split it into smaller requests (or score a file with `sentiment score`)"
+        )
+    for i, text in enumerate(texts):
+        if len(text) > max_review_chars:
+            raise InvalidReviews(
+                f"input {i} has {len(text):,} characters, more than this server's limit of {max_review_chars:,}: "
+                "send review texts, not whole documents (the model reads at most its max length in tokens)"
+            )
+
+
 def _texts_of(model_input) -> list[str]:
     if isinstance(model_input, pd.DataFrame):
         column = "text" if "text" in model_input.columns else model_input.columns[0]
@@ -91,10 +131,12 @@ def _texts_of(model_input) -> list[str]:
     else:
         values = list(model_input)
     for i, value in enumerate(values):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            raise InvalidReviews(f"input {i} is missing (null): send a list of review texts")
         if not isinstance(value, str):
-            raise ValueError(f"input {i} is {type(value).__name__}, not a string: send a list of review texts")
+            raise InvalidReviews(f"input {i} is {type(value).__name__}, not a string: send a list of review texts")
         if not value.strip():
-            raise ValueError(f"input {i} is an empty text: send non-empty review texts")
+            raise InvalidReviews(f"input {i} is an empty text: send non-empty review texts")
     return values
 
 
@@ -103,11 +145,15 @@ def log_pyfunc_model(folder: Path, name: str, step: int, tmp: Path) -> LoggedMod
     as a servable pyfunc LoggedModel, with the package's code, a signature and an input example."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
 
     entry = tmp / "sentiment_pyfunc.py"
     entry.write_text(_SERVING_ENTRY)
     signature = ModelSignature(
-        inputs=Schema([ColSpec("string")]),
+        # any, not string: with a string column MLflow's scoring server turns JSON numbers into
+        # text and a null into the text "None" before predict sees them; the model checks that
+        # every review is a non-empty string itself (`_texts_of`), so such requests get a 400
+        inputs=Schema([ColSpec(AnyType())]),
         outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score"), ColSpec("double", "probability")]),
     )
     info = mlflow.pyfunc.log_model(

@@ -1,0 +1,39 @@
+"""The served model under load (benchmarks/serving.py, smoke size): `mlflow models serve` of a
+registered model answers concurrent clients without errors, answers every malformed payload 4xx
+with its reason, and keeps serving after each."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import serving
+from tests.conftest import TINY_TRAIN, run_cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.scale]
+
+
+def test_served_model_under_load_and_malformed_payloads(tracking_env, tiny_model, reviews_csv, tmp_path):
+    trained = run_cli(["train", "--model", tiny_model, "--data", str(reviews_csv), *TINY_TRAIN, "--register-as", "served"], tracking_env, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    out = tmp_path / "load.json"
+    args = ["--model-uri", "models:/served@champion", "--data", str(reviews_csv), "--clients", "3", "--requests", "30", "--duration", "120"]
+    report = serving.main([*args, "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+
+    load = report["load"]
+    assert load["requests"] == 30 and load["errors"] == 0, load
+    assert 30 <= load["reviews"] <= 30 * 8 and load["p50_ms"] <= load["p95_ms"] <= load["p99_ms"]
+
+    answers = {row["payload"]: row for row in report["malformed"]}
+    assert set(answers) == set(serving.MALFORMED)
+    for row in answers.values():
+        assert 400 <= row["status"] < 500 and row["message"], row
+        assert row["next_good_request"] == 200, row
+    assert "more than this server's limit of 1,000" in answers["10,000 reviews in one request"]["message"]
+    assert "characters, more than this server's limit of 100,000" in answers["a 5 MB review"]["message"]
+    assert "missing inputs" in answers["empty list"]["message"]  # MLflow answers this one itself
+    assert "input 1 is missing (null)" in answers["a null review"]["message"]
+    assert "input 0 is int, not a string" in answers["non-string reviews"]["message"]
+    assert report["alive_after"]
