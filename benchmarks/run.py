@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import corpus
+from benchmarks.sections import kept_sections
 from benchmarks.sides import Spec, evaluate_all, padded_tokens_sentiment, train_sentiment, train_trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -1070,8 +1071,9 @@ def write_results(path: Path, args: argparse.Namespace, command: str, facts: dic
         parts += [f"## Corpus: {label}", "", f"Skipped: {reason}.", ""]
     parts += [METHOD, ""]
     text = "\n".join(parts)
+    kept = kept_sections(path)  # the sections other commands own (scoring, serving)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_text(text + ("\n" + kept if kept else ""))
     return text
 
 

@@ -30,6 +30,8 @@ from pathlib import Path
 import pandas as pd
 import psutil
 
+from benchmarks.sections import write_section
+
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data" / "imdb_reviews.parquet"
 
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--json", default="", help="also write the numbers here")
+    parser.add_argument("--output", default="", help="also write the tables as the `scoring` section of this Markdown file (e.g. benchmarks/RESULTS.md)")
     args = parser.parse_args(argv)
     from sentiment import tracking
     from sentiment.config import from_yaml
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     folder = str(tracking.fetch_model(args.model)[0]) if ":/" in args.model else args.model
     config = from_yaml((Path(folder) / "sentiment_config.yaml").read_text())
     reviews = pd.read_parquet(args.data, columns=["text"])
-    results: dict = {"command": " ".join([sys.executable, "-m", "benchmarks.scoring", *(argv or sys.argv[1:])])}
+    results: dict = {"command": " ".join(["python -m benchmarks.scoring", *(sys.argv[1:] if argv is None else argv)])}
     with tempfile.TemporaryDirectory() as tmp:
         sample = Path(tmp) / "sample.parquet"
         reviews.head(args.reviews).to_parquet(sample, row_group_size=10_000)
@@ -108,7 +111,34 @@ def main(argv: list[str] | None = None) -> dict:
     print(json.dumps(results, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+    if args.output:
+        write_section(Path(args.output), "scoring", markdown(results, args.model, memory_model))
     return results
+
+
+def markdown(results: dict, model: str, memory_model: str) -> str:
+    t = results["throughput"]
+    lines = [
+        "## Scoring files: `sentiment score` vs `transformers.pipeline`",
+        "",
+        f"Written by `{results['command']}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        f"Throughput: model `{model}`, the first {t['reviews']:,} real reviews, max length {t['max_length']}, "
+        f"{t['precision']}, CPU, both timed after loading the model and a warm-up pass.",
+        "",
+        "| side | reviews/s | ratio |",
+        "|---|---:|---:|",
+        f"| `sentiment score` (streamed, length-sorted batches, read + score + write) | {t['ours_reviews_per_s']:.1f} | {t['ratio']:.2f}x |",
+        f"| `transformers.pipeline('text-classification')`, batched | {t['pipeline_reviews_per_s']:.1f} | 1.00x |",
+        "",
+        f"Memory: `sentiment score` on the real reviews repeated to each size (Parquet row groups of 10,000), model `{memory_model}`; "
+        "peak RSS of the whole process sampled every 20 ms.",
+        "",
+        "| rows | file MiB | peak RSS MiB | seconds |",
+        "|---:|---:|---:|---:|",
+        *[f"| {m['rows']:,} | {m['file_mib']:.0f} | {m['peak_rss_mib']:.0f} | {m['seconds']:.0f} |" for m in results["memory"]],
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

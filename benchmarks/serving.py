@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.sections import write_section
+
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data" / "imdb_reviews.parquet"
 
@@ -164,9 +166,13 @@ def real_texts(data: str, n: int, seed: int) -> list[str]:
     return frame[column].sample(n=min(n, len(frame)), random_state=seed).tolist()
 
 
-def markdown(model_uri: str, result: dict, rows: list[dict], texts: list[str]) -> str:
+def markdown(command: str, model_uri: str, result: dict, rows: list[dict], texts: list[str]) -> str:
     chars = np.asarray([len(t) for t in texts])
     lines = [
+        "## Served model under load",
+        "",
+        f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} against `mlflow models serve` on loopback.",
+        "",
         f"Model `{model_uri}`; {result['clients']} concurrent clients, requests of 1 to {result['max_batch']} real reviews "
         f"({len(texts):,} reviews drawn from, median {int(np.median(chars)):,} characters, longest {int(chars.max()):,}).",
         "",
@@ -192,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=1, help="scoring server workers")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default="", help="also write the numbers here")
-    parser.add_argument("--output", default="", help="also write the markdown tables here")
+    parser.add_argument("--output", default="", help="also write the tables as the `serving` section of this Markdown file (e.g. benchmarks/RESULTS.md)")
     args = parser.parse_args(argv)
     if not Path(args.data).exists():
         raise SystemExit(f"error: --data {args.data} does not exist: pass a parquet/csv of reviews")
@@ -207,12 +213,13 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         server.stop()
     report = {"model_uri": args.model_uri, "load": result, "malformed": rows, "alive_after": alive}
-    text = markdown(args.model_uri, result, rows, texts)
+    command = " ".join(["python -m benchmarks.serving", *(sys.argv[1:] if argv is None else argv)])
+    text = markdown(command, args.model_uri, result, rows, texts)
     print(text)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     if args.output:
-        Path(args.output).write_text(text)
+        write_section(Path(args.output), "serving", text)
     return report
 
 

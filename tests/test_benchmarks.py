@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from benchmarks import corpus
+from benchmarks.sections import write_section
 from tests.conftest import REPO
 
 
@@ -51,6 +52,7 @@ def test_lexicon_words_lean_the_right_way():
 
 def test_benchmark_command_smoke(tiny_model, tmp_path):
     out, raw, work = tmp_path / "RESULTS.md", tmp_path / "results.json", tmp_path / "work"
+    write_section(out, "serving", "## Served model under load\nkept")  # another command's section survives
     cmd = [
         sys.executable, "-m", "benchmarks.run", "--tiny", "--model", tiny_model, "--data", "generated",
         "--output", str(out), "--json", str(raw), "--workdir", str(work),
@@ -58,6 +60,7 @@ def test_benchmark_command_smoke(tiny_model, tmp_path):
     done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
+    assert text.count("## Served model under load\nkept") == 1
     for expected in ("## Machine", "## Corpus: generated", "`sentiment train`", "`Trainer` + mlflow", "transformers.pipeline",
                      "pad every review to 512", "MLflow share of our training wall time", "## How it is measured"):  # fmt: skip
         assert expected in text, expected
@@ -197,3 +200,35 @@ def test_gpu_check_script_refuses_without_cuda():
     done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh")], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "no CUDA GPU" in done.stderr
+
+
+def test_sections_replace_their_own_block_only(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# Benchmark results\nbody\n")
+    write_section(out, "scoring", "## Scoring\nfirst")
+    write_section(out, "serving", "## Serving\none")
+    write_section(out, "scoring", "## Scoring\nsecond")
+    text = out.read_text()
+    assert text.startswith("# Benchmark results\nbody\n") and "first" not in text
+    assert text.index("## Scoring\nsecond") < text.index("## Serving\none") and text.count("## Scoring") == 1
+
+
+def test_scoring_benchmark_smoke(trained_in_memory, tmp_path):
+    """benchmarks.scoring end to end at toy size: both sides measured, memory rows, its section."""
+    from tests.test_score import reviews
+
+    package = trained_in_memory["package"]
+    data = tmp_path / "reviews.parquet"
+    reviews(200).rename(columns={"review": "text"}).to_parquet(data)
+    out = tmp_path / "RESULTS.md"
+    cmd = [sys.executable, "-m", "benchmarks.scoring", "--model", str(package), "--data", str(data), "--reviews", "64",
+           "--rows", "300,600", "--batch-size", "16", "--output", str(out), "--json", str(tmp_path / "s.json")]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "s.json").read_text())
+    throughput = result["throughput"]
+    assert throughput["ours_reviews_per_s"] > 0 and throughput["pipeline_reviews_per_s"] > 0
+    assert throughput["ratio"] == pytest.approx(throughput["ours_reviews_per_s"] / throughput["pipeline_reviews_per_s"])
+    assert [m["rows"] for m in result["memory"]] == [300, 600] and all(m["peak_rss_mib"] > 50 for m in result["memory"])
+    text = out.read_text()
+    assert "<!-- begin section scoring -->" in text and "| 600 |" in text and "python -m benchmarks.scoring --model" in text
