@@ -275,7 +275,7 @@ def ablate(grid: str, max_parallel: int, resume: str, backend: str, backend_conf
 @click.option("--max-parallel", default=1, show_default=True, type=int, help="trials at once on this machine (worker processes sharing the study's storage)")
 @click.option("--resume", default="", help="tune parent run id: continue its study; finished trials are kept, trials left running by a killed process run again")
 @click.option("--join", default="", help="tune parent run id: run trials of its study in this process too (e.g. on another machine, with --storage)")
-@click.option("--storage", default="", help="the study's database URL (default: SQLite .sentiment/tune/optuna.db; postgresql://... to share it; env SENTIMENT_TUNE_STORAGE)")
+@click.option("--storage", default="", envvar="SENTIMENT_TUNE_STORAGE", show_envvar=True, help="the study's database URL (default: SQLite .sentiment/tune/optuna.db; postgresql://... to share it)")
 @click.option("--data", default="", help="data source for every trial instead of the space's (e.g. a local copy of IMDB)")
 @click.option("--register-as", default="", help="register the best trial's model under this name (alias candidate; champion by --promote-if)")
 @click.option("--promote-if", type=click.Choice(PROMOTION_RULES), default="significant", show_default=True, help="the rule, as for train --register-as")
@@ -298,7 +298,7 @@ def tune(
     register = RegisterRequest(register_as, promote_if, promote_alpha) if register_as else None
     plan = tune_mod.plan_tune(
         space or None, trials, direction, max_parallel, resume or None, join or None,
-        storage or os.environ.get("SENTIMENT_TUNE_STORAGE") or None, data or None, register, Path(output_dir),
+        storage or None, data or None, register, Path(output_dir),
     )  # fmt: skip
     stop = StopOnSignal().install()
     if plan.mode == "join":

@@ -106,7 +106,7 @@ def _plan_existing(
     if space_file and Path(space_file).read_text() != text:
         raise UserError(f"{space_file} is not the space run {parent_id} searched (its copy is the run's {SPACE_ARTIFACT}); drop --space to use it")
     url = storage or run.tags.get("sentiment.tune.storage", "")
-    if not url or url != study_mod.redact(url):  # the tag hides a password: the URL must come again
+    if not storage and (not url or url != study_mod.redact(url)):  # the tag hides a password: the URL must come again
         raise UserError(f"run {parent_id}'s study storage needs its password: pass --storage URL (or set {study_mod.STORAGE_VARIABLE})")
     check_trial_inputs(space)
     opened = study_mod.open_storage(url)

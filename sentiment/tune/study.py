@@ -9,6 +9,7 @@ whose process died (failed, their parameters enqueued again, their MLflow runs e
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -22,10 +23,12 @@ RUN_ATTR = "mlflow_run_id"  # user attribute of a trial: its child run
 MODEL_ATTR = "model_uri"  # user attribute of a complete trial: its logged model
 RETRY_OF = "retry_of"  # user attribute of a re-enqueued trial: the number of the trial it replaces
 STORAGE_VARIABLE = "SENTIMENT_TUNE_STORAGE"  # --storage's environment variable (keeps passwords out of argv)
-# A running trial writes a heartbeat this often; one silent for GRACE_S is taken as dead (its
-# process was killed) by the next process that starts a trial: failed and enqueued again.
+# A running trial writes a heartbeat every HEARTBEAT_S seconds (SENTIMENT_TUNE_HEARTBEAT_S); one
+# silent for six of them (2 minutes by default) is taken as dead (its process was killed) by the
+# next process that starts a trial or waits for others: failed and enqueued again.
+HEARTBEAT_VARIABLE = "SENTIMENT_TUNE_HEARTBEAT_S"
 HEARTBEAT_S = 20
-GRACE_S = 120
+GRACE_HEARTBEATS = 6
 STUDY_PREFIX = "tune-"
 
 
@@ -57,6 +60,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     Raises:
         UserError: the URL does not parse, its driver is missing, or the database does not answer.
     """
+    heartbeat = _heartbeat_s()
     sqlite = url.startswith("sqlite")
     # SQLite: several processes share one file, so wait for its lock instead of failing at once.
     engine = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
@@ -64,12 +68,21 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
             return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, heartbeat_stale_trial_callback=_on_stale
+                url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=GRACE_HEARTBEATS * heartbeat, heartbeat_stale_trial_callback=_on_stale
             )  # fmt: skip
     except ModuleNotFoundError as exc:
-        raise UserError(f"--storage {redact(url)}: its database driver is not installed ({exc.name}); e.g. pip install psycopg2-binary") from None
+        raise UserError(f"--storage {redact(url)}: its database driver is not installed ({exc.name}); e.g. pip install 'psycopg[binary]' for postgresql://") from None
     except Exception as exc:
         raise UserError(f"--storage {redact(url)}: cannot open it ({tracking.one_line(exc)[:200]})") from None
+
+
+def _heartbeat_s() -> int:
+    value = os.environ.get(HEARTBEAT_VARIABLE, "").strip()
+    if not value:
+        return HEARTBEAT_S
+    if not value.isdigit() or int(value) < 1:
+        raise UserError(f"{HEARTBEAT_VARIABLE}={value!r}: give whole seconds, at least 1 (default {HEARTBEAT_S})")
+    return int(value)
 
 
 def build_sampler(space, offset: int) -> optuna.samplers.BaseSampler:
@@ -155,7 +168,7 @@ def end_trial_run(run_id: str, why: str) -> None:
 
 
 def _on_stale(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Optuna's heartbeat callback: a trial silent for GRACE_S was just failed by this process."""
+    """Optuna's heartbeat callback: a trial silent for its grace period was just failed by this process."""
     requeue(study, trial, f"trial {trial.number}'s process stopped sending heartbeats")
 
 

@@ -130,3 +130,15 @@ def test_the_budget_counts_started_trials_but_not_replaced_failures_or_waiting_o
     retry = study.ask()
     assert counted(study) == 1 and retry.user_attrs["retry_of"] == first.number  # the retry runs in its place
     assert redact("postgresql://me:secret@db:5432/optuna") == "postgresql://me:***@db:5432/optuna"
+
+
+def test_heartbeat_variable_is_checked(monkeypatch, tmp_path):
+    from sentiment.errors import UserError
+    from sentiment.tune import study
+
+    monkeypatch.setenv(study.HEARTBEAT_VARIABLE, "0")
+    with pytest.raises(UserError, match="SENTIMENT_TUNE_HEARTBEAT_S='0': give whole seconds, at least 1"):
+        study.open_storage(f"sqlite:///{tmp_path}/optuna.db")
+    monkeypatch.setenv(study.HEARTBEAT_VARIABLE, "3")
+    opened = study.open_storage(f"sqlite:///{tmp_path}/optuna.db")
+    assert opened.heartbeat_interval == 3 and opened.grace_period == 18
