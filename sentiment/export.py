@@ -5,7 +5,8 @@ served pyfunc, evaluate, score) gets its Linear layers dynamically quantized to 
 same tokenizer, temperature and pyfunc interface. In one run (`export-int8-NAME-vV`), both the
 parent (fp32) and the sibling predict the parent's own test reviews (the ids of its run's
 predictions table): the paired accuracy delta with its bootstrap interval and McNemar's p, and
-each side's CPU throughput on those reviews, timed back to back. The sibling is registered as a
+each side's CPU throughput on those reviews, timed back to back (and, on a CPU with native
+bf16, the parent with bf16 autocast too: the other fast option there). The sibling is registered as a
 new version of the same name, tagged with its parent version and measurements, and then
 promoted like any candidate (`promote.promote`: compared with the champion on the same reviews).
 
@@ -25,7 +26,7 @@ from sentiment import evaluate, tokens, tracking
 from sentiment import model as model_mod
 from sentiment import promote as promote_mod
 from sentiment.config import from_yaml
-from sentiment.device import Runtime, pick_precision
+from sentiment.device import Runtime, cpu_has_native_bf16, pick_precision
 from sentiment.errors import UserError
 from sentiment.stats import Paired, compare
 
@@ -49,16 +50,17 @@ class ExportOutcome:
             f"delta {100 * m['export/delta']:+.2f} points [{100 * m['export/delta_low']:+.2f}, {100 * m['export/delta_high']:+.2f}], "
             f"McNemar p {m['export/p_value']:.3g}; {m['export/speedup']:.2f}x the fp32 CPU throughput "
             f"({m['export/reviews_per_s']:.1f} vs {m['export/parent_reviews_per_s']:.1f} reviews/s)"
+            + (f"; the parent with bf16 autocast: {m['export/parent_bf16_reviews_per_s']:.1f} reviews/s" if "export/parent_bf16_reviews_per_s" in m else "")
         )
 
 
-def timed_table(model, reviews: tokens.Reviews, warm_up: tokens.Reviews, batch_size: int) -> tuple[pd.DataFrame, float]:
-    """The predictions table on CPU in fp32 (int8 matmuls for a quantized model) and its seconds
-    (after a warm-up pass on a few reviews, so neither side pays first-call costs)."""
+def timed_table(model, reviews: tokens.Reviews, warm_up: tokens.Reviews, batch_size: int, precision: str = "fp32") -> tuple[pd.DataFrame, float]:
+    """The predictions table on CPU in ``precision`` (int8 matmuls for a quantized model) and its
+    seconds (after a warm-up pass on a few reviews, so neither side pays first-call costs)."""
     import torch
 
     device = torch.device("cpu")
-    runtime = Runtime(device, pick_precision("fp32", device))
+    runtime = Runtime(device, pick_precision(precision, device))
     evaluate.predict_table(model, warm_up, runtime, batch_size)
     started = time.perf_counter()
     table = evaluate.predict_table(model, reviews, runtime, batch_size)
@@ -87,9 +89,14 @@ def run_export(name: str, version: str, kind: str, rule: str, alpha: float, work
         warm_up = tokens.encode_reviews(reviews[["id", "text", "label"]].head(batch_size), tokenizer, d.max_length, d.truncation)
         if parent_model_id:
             tracker.link_model(parent_model_id)
-        parent_table, parent_seconds = timed_table(model_mod.load_trained(folder).eval(), encoded, warm_up, batch_size)
+        parent = model_mod.load_trained(folder).eval()
+        parent_table, parent_seconds = timed_table(parent, encoded, warm_up, batch_size)
         table, seconds = timed_table(model_mod.load_trained(package).eval(), encoded, warm_up, batch_size)
         metrics = _measure(table, parent_table, seconds, parent_seconds)
+        if cpu_has_native_bf16():  # what the parent does with bf16 autocast on this CPU: the other fast option
+            bf16_table, bf16_seconds = timed_table(parent, encoded, warm_up, batch_size, "bf16")
+            metrics.update({"export/parent_bf16_reviews_per_s": len(bf16_table) / bf16_seconds, "export/speedup_vs_bf16": bf16_seconds / seconds,
+                            "export/parent_bf16_accuracy": float((bf16_table["label"] == bf16_table["prediction"]).mean())})  # fmt: skip
         tracker.log_metrics(metrics, step=0)
         logged = tracker.log_model(package, name="model", step=0)
         evaluate.log_evaluation(table, "test", tracker, model_id=logged.model_id, seed=config.seed)

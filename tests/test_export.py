@@ -31,6 +31,13 @@ def test_int8_sibling_is_registered_loads_and_carries_its_measurements(tracking_
     assert run.data.tags["sentiment.kind"] == "export" and metrics["export/reviews"] == 48.0  # the parent's test reviews
     assert metrics["export/delta_low"] <= metrics["export/delta"] <= metrics["export/delta_high"]
     assert metrics["export/speedup"] > 0 and float(version.tags["export.speedup"]) == pytest.approx(metrics["export/speedup"], rel=1e-5)
+    from sentiment.device import cpu_has_native_bf16
+
+    # on a CPU with native bf16 the parent is also timed with bf16 autocast (the other fast option)
+    assert ("export/parent_bf16_reviews_per_s" in metrics) == cpu_has_native_bf16()
+    if cpu_has_native_bf16():
+        assert metrics["export/speedup_vs_bf16"] == pytest.approx(metrics["export/reviews_per_s"] / metrics["export/parent_bf16_reviews_per_s"])
+        assert "the parent with bf16 autocast" in result.stdout
 
     # the same reviews as the parent's own test table, and accuracies computed from those tables
     parent_run = client.get_model_version("exported", "1").run_id
