@@ -101,6 +101,13 @@ def _review_bootstrap(pair: Paired, rng: np.random.Generator, resamples: int, ch
     return out
 
 
+def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of an accuracy measured on ``n`` reviews."""
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
 def holm(p_values: list[float]) -> list[float]:
     """Holm-Bonferroni adjusted p-values (NaN stays NaN)."""
     values = np.asarray(p_values, dtype=float)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from sentiment.errors import UserError
 from sentiment.report.document import Code, Document, Image, Section, render_html, render_markdown
-from sentiment.report.sections import build, wilson_interval
+from sentiment.report.sections import build
+from sentiment.stats import wilson_interval
 
 FORMATS = ("md", "html")
 

@@ -11,6 +11,7 @@ import pandas as pd
 from sentiment import evaluate, plots
 from sentiment.errors import UserError
 from sentiment.report.document import Code, Document, Image, Section
+from sentiment.stats import wilson_interval
 
 CURVE_OPTION = "train_size"  # a grid whose variants change only this draws a learning curve
 
@@ -190,13 +191,6 @@ def _recipe_table(run, what: str = "recipe") -> pd.DataFrame:
                               + (f" (native bf16: {run.tags['sentiment.cpu_native_bf16']})" if "sentiment.cpu_native_bf16" in run.tags else "")),
     ]  # fmt: skip
     return pd.DataFrame(rows, columns=[f"{what} (run `{run.run_id}`)", "value"])
-
-
-def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of an accuracy measured on ``n`` reviews."""
-    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 def _val_cell(row: dict, reviews: int | None) -> str:

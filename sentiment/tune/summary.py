@@ -1,13 +1,16 @@
 """The end of a search, on the parent run: the trials table, the counts and minutes (spent, and
 saved by pruning), Optuna's figures, the best trial's params and value, its model tested once on
-the test split (the same predictions table and metrics as `sentiment evaluate`), and, with
-`--register-as`, its registration through the promotion rule.
+the test split (the same predictions table and metrics as `sentiment evaluate`), the baseline
+(the space's first enqueued trial, e.g. the preset's own recipe) compared with it on the same
+validation and test reviews, and, with `--register-as`, its registration through the promotion
+rule.
 
     sentiment tune --space experiments/search/cpu.yaml --register-as imdb-sentiment
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -19,6 +22,7 @@ from sentiment import evaluate, tracking
 from sentiment import device as device_mod
 from sentiment import promote as promote_mod
 from sentiment.errors import TrainingError
+from sentiment.stats import Paired, compare, wilson_interval
 from sentiment.tune import study as study_mod
 from sentiment.tune.trial import Report, show
 
@@ -39,6 +43,8 @@ class TuneResult:
     best_run_id: str | None = None
     objective: str = "val/best_accuracy"
     test_metrics: dict[str, float] = field(default_factory=dict)
+    baseline: dict[str, float] = field(default_factory=dict)  # see versus_baseline
+    baseline_note: str = ""
     registered: tracking.Registration | None = None
 
 
@@ -68,10 +74,11 @@ def finish(study: optuna.Study, plan, parent, ran: int, report: Report = lambda 
     parent.log_metrics({"tune/best_value": best.value, "tune/best_trial": best.number}, step=plan.attempt)
     parent.set_tags({"sentiment.tune.best_trial": best.number, "sentiment.tune.best_run": best_run, "sentiment.tune.objective": plan.space.objective})
     metrics, table, logged = test_best(best, parent)
+    baseline, note = versus_baseline(trials, plan, best, table, parent)
     registered = None
     if plan.register is not None:
         registered = promote_mod.register(plan.register, parent, logged, table, metrics)
-    return TuneResult(parent.run_id, counts, ran, minutes, best, best_run, plan.space.objective, metrics, registered)
+    return TuneResult(parent.run_id, counts, ran, minutes, best, best_run, plan.space.objective, metrics, baseline, note, registered)
 
 
 def trials_table(trials: list[FrozenTrial], searched: list[str]) -> pd.DataFrame:
@@ -165,6 +172,78 @@ def _log_new_params(parent, params: dict) -> None:
     parent.log_params({k: v for k, v in params.items() if k not in existing})
 
 
+def baseline_trial(trials: list[FrozenTrial], enqueued: tuple[dict, ...]) -> FrozenTrial | None:
+    """The space's first enqueued trial, the recipe the search has to beat: the first trial that
+    ended (complete or pruned) with exactly those values (a re-run after a killed process counts)."""
+    if not enqueued:
+        return None
+    wanted = enqueued[0]
+
+    def same(value, target) -> bool:
+        return math.isclose(value, target, rel_tol=1e-9) if isinstance(target, float) else value == target
+
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and all(k in t.params and same(t.params[k], v) for k, v in wanted.items()):
+            return t
+    return None
+
+
+def versus_baseline(trials: list[FrozenTrial], plan, best: FrozenTrial, best_table: pd.DataFrame, parent) -> tuple[dict[str, float], str]:
+    """The best trial against the baseline trial (see `baseline_trial`), on the parent: both
+    objective values, with 95% Wilson intervals over the validation reviews when the objective is
+    an accuracy (``tune/best_value_ci_*``, ``tune/baseline_value*``); then, when the baseline
+    completed and is not the best, its model tested on the best's test reviews
+    (``test_baseline/*``, ``predictions/test_baseline``) and the paired delta best - baseline with
+    its bootstrap interval and McNemar's p (``test/delta_vs_baseline*``). Tested once: a resume
+    reads the table back. Returns the metrics and a one-line note (also the tag
+    ``sentiment.tune.baseline``)."""
+    baseline = baseline_trial(trials, plan.space.enqueue)
+    if baseline is None:
+        return {}, ""
+    state = STATES.get(baseline.state, "?")
+    value = baseline.value if baseline.state == TrialState.COMPLETE else _last_reported(baseline)
+    metrics = {"tune/baseline_trial": float(baseline.number), "tune/baseline_value": value}
+    best_run = best.user_attrs.get(study_mod.RUN_ATTR, "")
+    reviews = tracking.dataset_rows(best_run).get("validation") if best_run else None
+    if reviews and "accuracy" in plan.space.objective:
+        for name, v in (("best", best.value), ("baseline", value)):
+            if math.isfinite(v):
+                metrics[f"tune/{name}_value_ci_low"], metrics[f"tune/{name}_value_ci_high"] = wilson_interval(v, reviews)
+        metrics["tune/val_reviews"] = float(reviews)
+    if baseline.number == best.number:
+        note = f"the baseline (trial {baseline.number}) is the best trial: the search did not beat it on validation"
+    elif baseline.state != TrialState.COMPLETE:
+        note = f"the baseline (trial {baseline.number}) was {state} at {plan.space.objective} {value:.4f}: not tested"
+    else:
+        table = _tested_baseline(baseline, parent)
+        paired = compare([Paired.join(best_table, table)])
+        metrics.update({
+            "test/delta_vs_baseline": paired["delta_test_accuracy"], "test/delta_vs_baseline_low": paired["delta_test_accuracy_low"],
+            "test/delta_vs_baseline_high": paired["delta_test_accuracy_high"], "test/delta_vs_baseline_p_value": paired["p_value"],
+            "test/paired_reviews_vs_baseline": float(paired["paired_reviews"]),
+        })  # fmt: skip
+        note = (
+            f"best trial {best.number} vs baseline trial {baseline.number} on the same {paired['paired_reviews']:,} test reviews: "
+            f"{100 * paired['delta_test_accuracy']:+.2f} points [{100 * paired['delta_test_accuracy_low']:+.2f}, "
+            f"{100 * paired['delta_test_accuracy_high']:+.2f}], McNemar p {paired['p_value']:.2g}"
+        )
+    parent.log_metrics(metrics, step=plan.attempt)
+    parent.set_tags({"sentiment.tune.baseline_trial": baseline.number, "sentiment.tune.baseline": note})
+    return metrics, note
+
+
+def _tested_baseline(baseline: FrozenTrial, parent) -> pd.DataFrame:
+    """The baseline trial's model on the test split (as `test_best`), logged as ``test_baseline``."""
+    model_uri = baseline.user_attrs[study_mod.MODEL_ATTR]
+    if tracking.run_tags(parent.run_id).get("sentiment.tune.tested_baseline") == model_uri:
+        return tracking.load_run_table(parent.run_id, "predictions/test_baseline.parquet")
+    plan = evaluate.plan_evaluate(model_uri, None, "test")
+    table = evaluate.predict_plan(plan, device_mod.pick_runtime(plan.config.train))
+    evaluate.log_evaluation(table, "test_baseline", parent, seed=plan.config.seed)
+    parent.set_tags({"sentiment.tune.tested_baseline": model_uri})
+    return table
+
+
 def test_best(best: FrozenTrial, parent) -> tuple[dict[str, float], pd.DataFrame, tracking.LoggedModelRef]:
     """The best trial's model on the test split, once: planned and predicted as `sentiment
     evaluate` does (its own config's split, length and temperature) and logged on the parent
@@ -201,6 +280,8 @@ def report_lines(result: TuneResult, trials: int) -> list[str]:
             f"test accuracy:   {t['test/accuracy']:.4f} (95% CI {t['test/accuracy_ci_low']:.4f}-{t['test/accuracy_ci_high']:.4f}) "
             f"on {int(t.get('test/examples', 0)):,} reviews: the best trial's model, tested once"
         )
+    if result.baseline_note:
+        lines.append(f"baseline:        {result.baseline_note}")
     lines.append(f"CPU minutes:     {m['tune/cpu_minutes']:.1f} spent in trials; pruning saved about {m['tune/cpu_minutes_saved_by_pruning']:.1f}")
     if result.registered is not None:
         reg = result.registered

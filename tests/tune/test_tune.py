@@ -16,6 +16,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from sentiment.stats import wilson_interval
 from tests.conftest import run_cli
 
 # The tiny model learns the review file only from its third epoch on, so these searches do not
@@ -164,7 +165,9 @@ def test_resume_after_kill_9_reruns_nothing_finished_and_ends_with_the_trials_as
     assert by_trial["0"].info.run_id == first["0"].info.run_id and by_trial["0"].info.status == "FINISHED"  # not re-run
     table = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=pid, artifact_path="tune/trials.parquet"))
     retry = int(table.loc[table["retry_of"] == 1, "trial"].item())
-    assert by_trial[str(retry)].data.params["train.lr"] == killed.data.params["train.lr"]
+    # the same parameters again (from the study: a run killed this early may not have logged its params yet)
+    assert table.loc[table["trial"] == retry, "lr"].item() == table.loc[table["trial"] == 1, "lr"].item()
+    assert float(by_trial[str(retry)].data.params["train.lr"]) == pytest.approx(table.loc[table["trial"] == 1, "lr"].item())
     complete = [c for c in children if c.data.tags["sentiment.trial_state"] == "complete"]
     assert len(complete) == 3 and all(c.info.status == "FINISHED" for c in complete)
     parent = MlflowClient().get_run(pid)
@@ -186,3 +189,43 @@ def test_two_processes_share_one_study_under_one_parent(tracking_env, tiny_model
     study = parent.data.tags["sentiment.tune.study"]
     assert {c.data.tags["sentiment.tune_study"] for c in children} == {study}
     assert parent.data.metrics["tune/trials_complete"] == 4
+
+
+@pytest.mark.slow
+def test_the_best_trial_is_compared_with_the_baseline_on_the_same_test_reviews(tracking_env, tiny_model, reviews_csv, tmp_path):
+    # the first enqueued trial is the baseline: 1 epoch (the tiny model has not learned yet);
+    # the second trains 4 epochs at the recipe that learns the file, so it is the best trial
+    space = write_space(tmp_path, tiny_model, reviews_csv, {"epochs": {"choice": [1, 4]}}, trials=2, pruner={"name": "none"},
+                        enqueue=[{"epochs": 1}, {"epochs": 4}], fixed={"lr": 3e-3})  # fmt: skip
+    result = run_cli(["tune", "--space", str(space)], tracking_env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    parent = parent_of(tracking_env["MLFLOW_EXPERIMENT_NAME"])
+    pid, metrics, tags = parent.info.run_id, parent.data.metrics, parent.data.tags
+    children = {int(c.data.tags["sentiment.trial"]): c for c in children_of(tracking_env["MLFLOW_EXPERIMENT_NAME"], pid)}
+    assert tags["sentiment.tune.best_trial"] == "1" and tags["sentiment.tune.baseline_trial"] == "0"
+    assert metrics["tune/baseline_value"] == pytest.approx(children[0].data.metrics["val/best_accuracy"])
+    assert metrics["tune/val_reviews"] == 38  # the Wilson intervals: over the validation reviews (0.2 of the 192 not tested)
+    for name in ("best", "baseline"):
+        interval = (metrics[f"tune/{name}_value_ci_low"], metrics[f"tune/{name}_value_ci_high"])
+        assert interval == pytest.approx(wilson_interval(metrics[f"tune/{name}_value"], 38))
+    assert metrics["tune/best_value"] > metrics["tune/baseline_value"]
+    # the baseline's model, tested once on the best's test reviews, paired
+    client = MlflowClient()
+    best = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=pid, artifact_path="predictions/test.parquet"))
+    base = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=pid, artifact_path="predictions/test_baseline.parquet"))
+    assert sorted(best["id"]) == sorted(base["id"]) and metrics["test/paired_reviews_vs_baseline"] == len(best) == 48
+    assert metrics["test_baseline/accuracy"] == pytest.approx((base["label"] == base["prediction"]).mean())
+    delta = (best["label"] == best["prediction"]).mean() - (base["label"] == base["prediction"]).mean()
+    assert metrics["test/delta_vs_baseline"] == pytest.approx(delta)
+    assert metrics["test/delta_vs_baseline_low"] <= delta <= metrics["test/delta_vs_baseline_high"]
+    assert 0 <= metrics["test/delta_vs_baseline_p_value"] <= 1
+    assert tags["sentiment.tune.baseline"].startswith("best trial 1 vs baseline trial 0 on the same 48 test reviews: ")
+    assert f"baseline:        {tags['sentiment.tune.baseline']}" in result.stdout
+    # a resume after the end tests nothing again: the tables are read back, the numbers unchanged
+    before = {a.path: a.file_size for a in client.list_artifacts(pid, "predictions")}
+    again = run_cli(["tune", "--resume", pid], tracking_env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = client.get_run(pid).data.metrics
+    assert after["test/delta_vs_baseline"] == metrics["test/delta_vs_baseline"]
+    assert {a.path: a.file_size for a in client.list_artifacts(pid, "predictions")} == before
+    assert len(client.get_metric_history(pid, "test_baseline/accuracy")) == 1
