@@ -320,7 +320,7 @@ def _run_ids(value: str) -> list[str]:
 
 
 @cli.command()
-@click.option("--run", default="", help="ablation parent or train/evaluate run id; comma-separate several")
+@click.option("--run", default="", help="ablation or tune parent, or train/evaluate run id; comma-separate several")
 @click.option("--with-run", default="", help="training run(s) to add to a learning-curve grid, scored on the grid's test reviews")
 @click.option("--format", type=_choice(("md", "html")), default="md", show_default=True, help="Markdown (figures in <output>_figures/) or self-contained HTML")
 @click.option("--output", default="", help="file to write (default: report.md or report.html here)")

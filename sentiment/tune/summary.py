@@ -82,8 +82,9 @@ def finish(study: optuna.Study, plan, parent, ran: int, report: Report = lambda 
 
 
 def trials_table(trials: list[FrozenTrial], searched: list[str]) -> pd.DataFrame:
-    """One row per trial: number, state, value, each searched option, its run, epochs trained of
-    planned, wall and CPU seconds, and the trial it re-ran (-1: none)."""
+    """One row per trial: number, state, value, each searched option (``epochs`` too, when it is
+    searched), its run, epochs trained of planned, wall and CPU seconds, and the trial it re-ran
+    (-1: none)."""
     rows = []
     for t in trials:
         attrs = t.user_attrs
@@ -91,7 +92,7 @@ def trials_table(trials: list[FrozenTrial], searched: list[str]) -> pd.DataFrame
             "trial": t.number, "state": STATES.get(t.state, t.state.name.lower()),
             "value": t.value if t.state == TrialState.COMPLETE else _last_reported(t),
             **{name: t.params.get(name) for name in searched},
-            "run_id": attrs.get(study_mod.RUN_ATTR, ""), "epochs": attrs.get("epochs", 0), "epochs_planned": attrs.get("epochs_planned", 0),
+            "run_id": attrs.get(study_mod.RUN_ATTR, ""), "epochs_trained": attrs.get("epochs", 0), "epochs_planned": attrs.get("epochs_planned", 0),
             "wall_s": attrs.get("wall_s", float("nan")), "cpu_s": attrs.get("cpu_s", float("nan")),
             "retry_of": attrs.get(study_mod.RETRY_OF, -1), "started": str(t.datetime_start or ""),
         })  # fmt: skip

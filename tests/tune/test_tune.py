@@ -5,6 +5,7 @@ processes sharing one study, and a bad space refused before any run exists."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -112,6 +113,8 @@ def test_tiny_search_parent_children_pruning_best_tested_once_and_registered(tra
     assert metrics["tune/cpu_minutes"] > 0 and metrics["tune/cpu_minutes_saved_by_pruning"] > 0
     table = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=pid, artifact_path="tune/trials.parquet"))
     assert sorted(table["trial"]) == [0, 1, 2] and set(table["run_id"]) == {c.info.run_id for c in children}
+    by_run = {c.info.run_id: c for c in children}  # the searched epochs beside the epochs each trial trained
+    assert all(str(row.epochs) == by_run[row.run_id].data.params["train.epochs"] and row.epochs_trained == 1 for row in table.itertuples())
     figures = {a.path for a in MlflowClient().list_artifacts(pid, "figures/tune")}
     assert {"figures/tune/optimization_history.png", "figures/tune/parallel_coordinate.png", "figures/tune/intermediate_values.png"} <= figures
     assert "predictions/test.parquet" in {a.path for a in MlflowClient().list_artifacts(pid, "predictions")}
@@ -229,3 +232,16 @@ def test_the_best_trial_is_compared_with_the_baseline_on_the_same_test_reviews(t
     assert after["test/delta_vs_baseline"] == metrics["test/delta_vs_baseline"]
     assert {a.path: a.file_size for a in client.list_artifacts(pid, "predictions")} == before
     assert len(client.get_metric_history(pid, "test_baseline/accuracy")) == 1
+    # the report renders the same numbers from the parent
+    out = tmp_path / "report" / "search.md"
+    rendered = run_cli(["report", "--run", pid, "--output", str(out)], tracking_env)
+    assert rendered.returncode == 0, rendered.stderr[-3000:]
+    text = out.read_text()
+    assert "## Search `tiny`" in text and "2 trials of 2 (2 complete, 0 pruned, 0 failed)" in text
+    best_row = next(line for line in text.splitlines() if line.startswith(f"| best (trial 1, run `{children[1].info.run_id}`)"))
+    assert f"{100 * metrics['test/accuracy']:.2f}%" in best_row and f"{100 * metrics['tune/best_value']:.2f}%" in best_row
+    base_row = next(line for line in text.splitlines() if line.startswith(f"| baseline (trial 0, run `{children[0].info.run_id}`)"))
+    assert f"{100 * metrics['test_baseline/accuracy']:.2f}%" in base_row
+    assert f"Verdict: {tags['sentiment.tune.baseline']}." in text
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert any("optimization_history" in link for link in linked) and all((out.parent / link).is_file() for link in linked)
