@@ -158,7 +158,7 @@ def test_report_refuses_runs_it_cannot_describe(tracking_env, tiny_model, review
     with mlflow.start_run() as run:
         pass
     result = run_cli(["report", "--run", run.info.run_id], tracking_env)
-    assert result.returncode == 2 and "is neither an ablation parent nor a train/evaluate run" in result.stderr
+    assert result.returncode == 2 and "is neither an ablation or tune parent nor a train/evaluate run" in result.stderr
     with mlflow.start_run(tags={"sentiment.kind": "train"}) as train_run:
         pass
     result = run_cli(["report", "--run", train_run.info.run_id, "--with-run", train_run.info.run_id], tracking_env)
