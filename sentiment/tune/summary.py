@@ -238,11 +238,17 @@ def _tested_baseline(baseline: FrozenTrial, parent) -> pd.DataFrame:
     model_uri = baseline.user_attrs[study_mod.MODEL_ATTR]
     if tracking.run_tags(parent.run_id).get("sentiment.tune.tested_baseline") == model_uri:
         return tracking.load_run_table(parent.run_id, "predictions/test_baseline.parquet")
-    plan = evaluate.plan_evaluate(model_uri, None, "test")
-    table = evaluate.predict_plan(plan, device_mod.pick_runtime(plan.config.train))
+    plan, table = _predict_test(model_uri)
     evaluate.log_evaluation(table, "test_baseline", parent, seed=plan.config.seed)
     parent.set_tags({"sentiment.tune.tested_baseline": model_uri})
     return table
+
+
+def _predict_test(model_uri: str) -> tuple[evaluate.EvaluatePlan, pd.DataFrame]:
+    """A trial's model on the test split, planned and predicted as `sentiment evaluate` does (its
+    own config's split, length and temperature)."""
+    plan = evaluate.plan_evaluate(model_uri, None, "test")
+    return plan, evaluate.predict_plan(plan, device_mod.pick_runtime(plan.config.train))
 
 
 def test_best(best: FrozenTrial, parent) -> tuple[dict[str, float], pd.DataFrame, tracking.LoggedModelRef]:
@@ -256,9 +262,7 @@ def test_best(best: FrozenTrial, parent) -> tuple[dict[str, float], pd.DataFrame
         table = tracking.load_run_table(parent.run_id, "predictions/test.parquet")
         metrics = tracking.get_run(parent.run_id).metrics
         return {k: v for k, v in metrics.items() if k.startswith("test/")}, table, tracking.LoggedModelRef(tags["sentiment.tune.tested_model_id"], model_uri)
-    plan = evaluate.plan_evaluate(model_uri, None, "test")
-    runtime = device_mod.pick_runtime(plan.config.train)
-    table = evaluate.predict_plan(plan, runtime)
+    plan, table = _predict_test(model_uri)
     model_id = plan.loaded.model_id or ""
     if model_id:
         parent.link_model(model_id)
