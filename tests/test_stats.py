@@ -1,4 +1,5 @@
-"""sentiment.stats: McNemar, macro F1, Holm and the paired bootstrap, against hand-checked values."""
+"""sentiment.stats: McNemar, macro F1, Holm, the paired bootstrap, the Student-t interval over
+seeds and the verdict on a published change, against hand-checked values."""
 
 from __future__ import annotations
 
@@ -9,7 +10,21 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from sentiment.stats import Paired, compare, holm, macro_f1, mcnemar
+from sentiment.stats import (
+    BOOTSTRAP,
+    CONFIRMED,
+    CONTRADICTED,
+    NOT_CONFIRMED,
+    SEEDS,
+    Paired,
+    compare,
+    holm,
+    macro_f1,
+    mcnemar,
+    seed_interval,
+    verdict,
+    wider_interval,
+)
 
 
 def test_mcnemar_is_the_exact_binomial_test():
@@ -51,3 +66,67 @@ def test_paired_join_uses_the_same_reviews():
     reference = pd.DataFrame({"id": ["c", "a", "z"], "label": [1, 1, 0], "prediction": [0, 1, 0]})
     pair = Paired.join(variant, reference)
     assert list(pair.labels) == [1, 1] and list(pair.variant) == [1, 1] and list(pair.reference) == [1, 0]
+
+
+def _pair(n: int, variant_right: int, reference_right: int) -> Paired:
+    """n positive reviews; the variant gets the first ``variant_right`` right, the reference the first ``reference_right``."""
+    labels = np.ones(n, dtype=int)
+    return Paired(labels, (np.arange(n) < variant_right).astype(int), (np.arange(n) < reference_right).astype(int))
+
+
+def test_seed_interval_is_student_t_over_the_seed_deltas():
+    from scipy.stats import t
+
+    deltas = [-0.016, -0.0084, -0.006]
+    low, high = seed_interval(deltas)
+    expected = t.interval(0.95, 2, loc=np.mean(deltas), scale=np.std(deltas, ddof=1) / math.sqrt(3))
+    assert (low, high) == pytest.approx(expected)
+    assert high - low == pytest.approx(2 * 4.3027 * np.std(deltas, ddof=1) / math.sqrt(3), rel=1e-4)  # t(0.975, 2) = 4.30
+    assert all(math.isnan(x) for x in seed_interval([0.01])) and all(math.isnan(x) for x in seed_interval([]))
+    assert seed_interval([0.02, 0.02, 0.02]) == pytest.approx((0.02, 0.02))
+
+
+def test_three_seeds_bootstrap_is_narrower_than_the_seed_interval():
+    # Seed deltas -1, +0.5 and +2 points on 2,000 reviews: the two-level bootstrap cannot leave
+    # the range of the three deltas (and review noise barely widens it); Student-t does.
+    pairs = [_pair(2000, 1600 + d, 1600) for d in (-20, 10, 40)]
+    assert [p.accuracy_delta for p in pairs] == pytest.approx([-0.01, 0.005, 0.02])
+    stats = compare(pairs)
+    seeds = seed_interval([p.accuracy_delta for p in pairs])
+    assert stats["delta_test_accuracy_high"] - stats["delta_test_accuracy_low"] < seeds[1] - seeds[0]
+    assert stats["delta_test_accuracy_low"] > -0.02 and stats["delta_test_accuracy_high"] < 0.035
+    low, high, which = wider_interval((stats["delta_test_accuracy_low"], stats["delta_test_accuracy_high"]), seeds)
+    assert (low, high, which) == (seeds[0], seeds[1], SEEDS)
+
+
+def test_wider_interval_falls_back_to_the_bootstrap():
+    assert wider_interval((-0.01, 0.03), (float("nan"), float("nan"))) == (-0.01, 0.03, BOOTSTRAP)  # one seed
+    assert wider_interval((-0.01, 0.03), (0.0, 0.02)) == (-0.01, 0.03, BOOTSTRAP)  # seeds agree closely
+    assert wider_interval((-0.01, 0.03), (-0.05, 0.05)) == (-0.05, 0.05, SEEDS)
+
+
+@pytest.mark.parametrize(
+    ("published", "low", "high", "word", "reason"),
+    [
+        (-0.02, -0.03, -0.01, CONFIRMED, "includes the published size"),
+        (-0.05, -0.03, -0.01, CONFIRMED, "confirmed in direction, smaller than published"),
+        (-0.005, -0.03, -0.01, CONFIRMED, "confirmed in direction, larger than published"),
+        (0.01, 0.002, 0.02, CONFIRMED, "includes the published size"),
+        (0.03, 0.002, 0.02, CONFIRMED, "smaller than published"),
+        (-0.02, 0.005, 0.02, CONTRADICTED, "opposite direction"),
+        (0.02, -0.03, -0.001, CONTRADICTED, "opposite direction"),
+        (0.0, 0.005, 0.02, CONTRADICTED, "no change was published"),
+        (-0.0145, -0.006, 0.006, CONTRADICTED, "includes 0 but excludes the published change"),
+        (0.003, -0.007, 0.004, NOT_CONFIRMED, "includes 0"),
+        (-0.01, -0.01, 0.0, NOT_CONFIRMED, "includes 0"),  # closed: bounds at 0 and at the published change include them
+        (0.0, -0.01, 0.01, NOT_CONFIRMED, "includes 0"),
+    ],
+)
+def test_verdict_rules(published, low, high, word, reason):
+    judged = verdict(published, low, high)
+    assert judged.word == word and reason in judged.reason
+
+
+def test_verdict_needs_numbers():
+    with pytest.raises(ValueError, match="finite"):
+        verdict(-0.02, float("nan"), float("nan"))
