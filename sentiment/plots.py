@@ -258,7 +258,7 @@ def ablation_bars(panels: list[dict], ylabel: str, title: str, baseline: float |
     widths = [max(2, len(p["bars"])) for p in panels] or [2]
     width_in = max(6.0, 1.6 * sum(widths) + 1.5)
     fig = Figure(figsize=(width_in, 5.2), layout="constrained")
-    fig.suptitle(textwrap.fill(title, int(width_in * 11)), fontsize=11)
+    fig.suptitle(textwrap.fill(title, int(width_in * 11), break_on_hyphens=False), fontsize=11)  # "Holm-adjusted" stays whole
     axes = fig.subplots(1, len(widths), sharey=True, squeeze=False, width_ratios=widths)[0]
     values = [b["value"] for p in panels for b in p["bars"] if np.isfinite(b["value"])]
     low = min([b["value"] - b["low"] for p in panels for b in p["bars"] if np.isfinite(b["value"])] or [0.0])

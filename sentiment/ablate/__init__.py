@@ -9,10 +9,10 @@
 
 from sentiment.ablate.execution import Execution, check_children, check_resumable, run_ablation
 from sentiment.ablate.grid import BASELINE, Child, Grid, Variant, load_grid
-from sentiment.ablate.summary import Summary, format_summary, summarise
+from sentiment.ablate.summary import Summary, format_summary, summarise, with_seed_columns
 from sentiment.stats import Paired, compare, holm, macro_f1, mcnemar
 
 __all__ = [
     "BASELINE", "Child", "Execution", "Grid", "Paired", "Summary", "Variant", "check_children", "check_resumable", "compare", "format_summary",
-    "holm", "load_grid", "macro_f1", "mcnemar", "run_ablation", "summarise",
+    "holm", "load_grid", "macro_f1", "mcnemar", "run_ablation", "summarise", "with_seed_columns",
 ]  # fmt: skip

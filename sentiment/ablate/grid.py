@@ -23,7 +23,7 @@ from sentiment.errors import UserError
 
 BASELINE = "baseline"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_GRID_KEYS = ("name", "description", "base", "shared", "seeds", "groups", "published_source")
+_GRID_KEYS = ("name", "description", "base", "shared", "seeds", "groups", "published_source", "published_setup")
 _BASE_KEYS = ("preset", "options", "description", "published")
 _GROUP_KEYS = ("name", "description", "baseline", "options", "variants")
 _VARIANT_KEYS = ("name", "description", "options", "published")
@@ -91,6 +91,10 @@ class Grid:
     groups: tuple[tuple[str, str, str], ...]  # (name, description, reference variant) in file order
     data: str = ""  # `--data`: the data source every child uses instead of the grid's ("" = the grid's)
     published_source: str = ""  # where the variants' `published` accuracies come from
+    published_setup: str = ""
+    """How the published accuracies were measured (model, max length, data, seeds, validation or
+    test), e.g. "DistilBERT, 512 tokens, one seed, validation accuracy"; reports print it beside
+    every published number so a different setup is never compared silently ("" = not stated)."""
 
     def children(self) -> list[Child]:
         """Variant x seed, variant-major: every seed of the baseline first."""
@@ -287,6 +291,7 @@ def load_grid(path: str | Path, data: str | None = None) -> Grid:
         reader.accuracy(base.get("published"), "published accuracy of the base"),
     )  # fmt: skip
     published_source = reader.text(top.get("published_source"), "published_source", "")
+    published_setup = reader.text(top.get("published_setup"), "published_setup", "")
     variants, groups = [baseline], []
     nodes: dict[str, dict[str, yaml.Node]] = {BASELINE: {"": top["base"], **{k: n for k, (_, n) in common.items()}}}
     for group_node in reader.sequence(top["groups"], "groups"):
@@ -303,7 +308,7 @@ def load_grid(path: str | Path, data: str | None = None) -> Grid:
     if any(v.published is not None for v in variants) and not published_source:
         reader.problem(root, "variants have published accuracies but the grid has no published_source saying where they come from")
         reader.fail_if_problems()
-    return Grid(name, path, text, description, preset, tuple(seeds), tuple(variants), tuple(groups), data or "", published_source)
+    return Grid(name, path, text, description, preset, tuple(seeds), tuple(variants), tuple(groups), data or "", published_source, published_setup)
 
 
 def _seeds(reader: Reader, node: yaml.Node) -> list[int]:

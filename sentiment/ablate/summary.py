@@ -17,7 +17,7 @@ import pandas as pd
 
 from sentiment import plots, tracking
 from sentiment.ablate.grid import BASELINE, Grid, Variant
-from sentiment.stats import Paired, compare, holm
+from sentiment.stats import Paired, compare, holm, seed_interval, wider_interval
 
 
 @dataclass
@@ -92,11 +92,7 @@ def _variant_row(grid: Grid, variant: Variant, per_child: pd.DataFrame, tables: 
     for column in ("val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro", "train_seconds"):
         row[f"{column}_mean"] = float(mine[column].mean()) if len(mine) else np.nan
         row[f"{column}_std"] = float(mine[column].std(ddof=1)) if len(mine) > 1 else np.nan
-    pairs = [
-        Paired.join(tables[(variant.name, seed)], tables[(variant.reference, seed)])
-        for seed in grid.seeds
-        if variant.name != variant.reference and (variant.name, seed) in tables and (variant.reference, seed) in tables
-    ]
+    pairs = _pairs(variant.name, variant.reference, grid.seeds, tables)
     stats = compare(pairs, seed=grid.seeds[0]) if pairs else {}
     for key in ("delta_test_accuracy", "delta_test_accuracy_low", "delta_test_accuracy_high", "delta_test_f1_macro",
                 "delta_test_f1_macro_low", "delta_test_f1_macro_high", "p_value"):  # fmt: skip
@@ -104,7 +100,42 @@ def _variant_row(grid: Grid, variant: Variant, per_child: pd.DataFrame, tables: 
     row["paired_seeds"] = len(pairs)
     row["mcnemar_variant_only"] = stats.get("mcnemar_variant_only", np.nan)
     row["mcnemar_reference_only"] = stats.get("mcnemar_reference_only", np.nan)
+    row.update(seed_columns(row["delta_test_accuracy_low"], row["delta_test_accuracy_high"], [p.accuracy_delta for p in pairs]))
     return row
+
+
+def _pairs(name: str, reference: str, seeds, tables: dict) -> list[Paired]:
+    """One Paired per seed where both the variant and its reference have a predictions table."""
+    if not reference or name == reference:
+        return []
+    return [Paired.join(tables[(name, seed)], tables[(reference, seed)]) for seed in seeds if (name, seed) in tables and (reference, seed) in tables]
+
+
+def seed_columns(bootstrap_low: float, bootstrap_high: float, seed_deltas: list[float]) -> dict[str, Any]:
+    """A summary row's seed-level columns: the Student-t interval over the per-seed paired accuracy
+    deltas (NaN with one seed), and the interval verdicts rest on, the wider of it and the
+    bootstrap's (``verdict_interval``: ``seeds`` or ``bootstrap``; "" when nothing was paired)."""
+    seed_low, seed_high = seed_interval(seed_deltas)
+    low, high, which = wider_interval((bootstrap_low, bootstrap_high), (seed_low, seed_high))
+    return {
+        "seed_ci_low": seed_low, "seed_ci_high": seed_high,
+        "verdict_low": low, "verdict_high": high, "verdict_interval": which if math.isfinite(low) else "",
+    }  # fmt: skip
+
+
+def with_seed_columns(table: pd.DataFrame, children: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """A summary table logged before the seed-level columns existed, with them computed as
+    ``summarise`` computes them, from the children (``ablation/children``) and their predictions
+    tables (run id -> table); a summary that has them is returned unchanged."""
+    if "seed_ci_low" in table.columns:
+        return table
+    by_key = {(r["variant"], int(r["seed"])): tables[r["run_id"]] for r in children.to_dict("records") if r["run_id"] in tables}
+    seeds = sorted({int(seed) for seed in children["seed"]})
+    rows = []
+    for row in table.to_dict("records"):
+        pairs = _pairs(row["variant"], row["reference"], seeds, by_key)
+        rows.append({**row, **seed_columns(row["delta_test_accuracy_low"], row["delta_test_accuracy_high"], [p.accuracy_delta for p in pairs])})
+    return pd.DataFrame(rows, columns=[*table.columns, "seed_ci_low", "seed_ci_high", "verdict_low", "verdict_high", "verdict_interval"])
 
 
 def log_summary(summary: Summary, parent, attempt: int = 1) -> None:
@@ -119,7 +150,8 @@ def log_summary(summary: Summary, parent, attempt: int = 1) -> None:
     metrics: dict[str, float] = {"ablation/children_finished": float(len(summary.children)), "ablation/children_failed": float(len(summary.failed))}
     for row in summary.table.to_dict("records"):
         for key in ("test_accuracy_mean", "test_accuracy_std", "val_accuracy_mean", "val_f1_macro_mean", "test_f1_macro_mean", "delta_test_accuracy",
-                    "delta_test_accuracy_low", "delta_test_accuracy_high", "p_value", "p_value_holm", "trainable_parameters"):  # fmt: skip
+                    "delta_test_accuracy_low", "delta_test_accuracy_high", "seed_ci_low", "seed_ci_high", "p_value", "p_value_holm",
+                    "trainable_parameters"):  # fmt: skip
             value = row.get(key)
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
                 metrics[f"ablation/{row['variant']}/{key}"] = float(value)
@@ -140,11 +172,12 @@ def comparison_figure(summary: Summary):
             low, high = _error(summary.children, name, row, several)
             note = ""
             if not math.isnan(row["delta_test_accuracy"]):  # a group's own reference: against its reference
-                note = f"{row['delta_test_accuracy']:+.3f}" + (f" vs {row['reference']}" if name == reference else "") + f"\np={row['p_value']:.2g}"
+                note = f"{row['delta_test_accuracy']:+.3f}" + (f" vs {row['reference']}" if name == reference else "") + f"\nHolm p={row['p_value_holm']:.2g}"
             bars.append({"label": name, "value": row["test_accuracy_mean"], "low": low, "high": high, "reference": name == reference, "note": note})
         panels.append({"title": f"{group}: {description}" if description else group, "bars": bars})
     spread = "±1 std over seeds" if several else "95% bootstrap CI over test reviews"
-    title = f"Ablation {summary.grid.name}: test accuracy, {len(summary.grid.seeds)} seed(s); error bars {spread}; above the bars: delta and McNemar p against the hatched reference"
+    title = (f"Ablation {summary.grid.name}: test accuracy, {len(summary.grid.seeds)} seed(s); error bars {spread}; "
+             "above the bars: delta and McNemar p (Holm-adjusted, review-level) against the hatched reference")
     return plots.ablation_bars(panels, ylabel="test accuracy", title=title, baseline=table.loc[BASELINE, "test_accuracy_mean"])
 
 
@@ -161,16 +194,18 @@ def _error(children: pd.DataFrame, name: str, row, several: bool) -> tuple[float
 
 def format_summary(summary: Summary) -> str:
     """The summary as text for the terminal."""
-    lines = [f"{'variant':<22}{'changed':<34}{'seeds':>6}  {'val acc':>15}  {'test acc':>15}  {'macro F1':>15}  {'delta acc [95% CI]':>26}  {'p (Holm)':>9}"]
+    lines = [f"{'variant':<22}{'changed':<34}{'seeds':>6}  {'val acc':>15}  {'test acc':>15}  {'macro F1':>15}  {'delta acc [95% bootstrap]':>26}  "
+             f"{'[95% t, seeds]':>18}  {'p (Holm)':>9}"]
     for row in summary.table.to_dict("records"):
         delta = "reference" if not row["reference"] else (
             "n/a" if math.isnan(row["delta_test_accuracy"]) else
             f"{row['delta_test_accuracy']:+.4f} [{row['delta_test_accuracy_low']:+.4f}, {row['delta_test_accuracy_high']:+.4f}]"
         )  # fmt: skip
+        seeds = "" if math.isnan(row["seed_ci_low"]) else f"[{row['seed_ci_low']:+.4f}, {row['seed_ci_high']:+.4f}]"
         p = "" if math.isnan(row["p_value_holm"]) else f"{row['p_value_holm']:.3g}"
         lines.append(
             f"{row['variant']:<22}{row['changed'][:33]:<34}{row['seeds']:>3}/{row['seeds_planned']:<2}  "
-            f"{_pm(row, 'val_accuracy'):>15}  {_pm(row, 'test_accuracy'):>15}  {_pm(row, 'test_f1_macro'):>15}  {delta:>26}  {p:>9}"
+            f"{_pm(row, 'val_accuracy'):>15}  {_pm(row, 'test_accuracy'):>15}  {_pm(row, 'test_f1_macro'):>15}  {delta:>26}  {seeds:>18}  {p:>9}"
         )
     for variant, seed, error in summary.failed:
         lines.append(f"FAILED {variant} seed {seed}: {error}")

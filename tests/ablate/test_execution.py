@@ -84,12 +84,18 @@ def test_ablate_parent_and_children_end_to_end(tracking_env, tiny_model, reviews
     row = summary.iloc[1]
     assert row["delta_test_accuracy_low"] <= row["delta_test_accuracy"] <= row["delta_test_accuracy_high"]
     assert 0 <= row["p_value"] <= row["p_value_holm"] <= 1 and row["paired_seeds"] == 2
+    # 2 seeds: the Student-t interval over the per-seed deltas is logged beside the bootstrap's, verdicts use the wider
+    assert row["seed_ci_low"] <= row["delta_test_accuracy"] <= row["seed_ci_high"]
+    assert row["verdict_interval"] in ("seeds", "bootstrap") and row["verdict_high"] - row["verdict_low"] == pytest.approx(
+        max(row["seed_ci_high"] - row["seed_ci_low"], row["delta_test_accuracy_high"] - row["delta_test_accuracy_low"])
+    )
     table = mlflow.load_table("ablation/summary.json", run_ids=[run_id])
     assert len(table) == 3
     csv = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="ablation/summary.csv"))
     assert list(csv["variant"]) == list(summary["variant"])
     metrics = client.get_run(run_id).data.metrics
     assert metrics["ablation/keep_layers_1/delta_test_accuracy"] == pytest.approx(row["delta_test_accuracy"])
+    assert metrics["ablation/keep_layers_1/seed_ci_low"] == pytest.approx(row["seed_ci_low"])
     assert metrics["ablation/children_failed"] == 0 and metrics["ablation/children_finished"] == 6
     artifacts = {a.path for folder in ("figures", "grid", "ablation") for a in client.list_artifacts(run_id, folder)}
     assert {"figures/ablation_test_accuracy.png", "grid/tiny.yaml", "ablation/summary.csv"} <= artifacts

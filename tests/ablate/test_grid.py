@@ -38,6 +38,15 @@ def test_seed_report_grid_is_the_reports_baseline_and_seven_variants():
     assert sorted(c.train.batch_size for c in configs.values()) == [8, 16, 16, 16, 16, 16, 16, 32]
 
 
+@pytest.mark.parametrize("name", ["seed_report.yaml", "seed_report_cpu.yaml"])
+def test_published_numbers_state_their_setup(name):
+    # the reference report's numbers are one DistilBERT run's validation accuracies: a report must say so
+    grid = load_grid(REPO / "experiments" / name)
+    published = {v.name: v.published for v in grid.variants if v.published is not None}
+    assert published["baseline"] == 0.9157 and published["freeze_2"] == 0.8923 and len(published) == 7
+    assert grid.published_source and all(word in grid.published_setup for word in ("DistilBERT", "512 tokens", "one seed", "validation"))
+
+
 def test_architecture_grid_labels_from_scratch_and_covers_the_skipped_ablations():
     grid = load_grid(REPO / "experiments" / "architecture.yaml")
     models = {c.variant.name: c.config.model for c in grid.children() if c.seed == grid.seeds[0]}
@@ -80,6 +89,7 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("preset: quick", "preset: fast", ["line 3", "unknown preset 'fast'"]),
         ("seeds: [1]", "seeds: [1, 1]", ["line 4", "duplicate seed 1"]),
         ("seeds: [1]", "seeds: [1]\nseed: 3", ["line 5", "unknown key 'seed'", "did you mean 'seeds'"]),
+        ("seeds: [1]", "seeds: [1]\npublished_setup: ''", ["line 5", "published_setup must be a non-empty string"]),
         ("    variants:", "    baseline: nope\n    variants:", ["line 7", "baseline 'nope' of group 'g' is not a variant"]),
         ("{freeze_layers: 1}", "{seed: 3}", ["line 9", "seed is set by the grid's seeds list"]),
         ("- name: a", "- name: a b", ["line 8", "may only use letters"]),
