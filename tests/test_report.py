@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 
 from sentiment import evaluate
 from sentiment.report.sections import _points
+from sentiment.stats import Paired, seed_interval, verdict, wider_interval
 from tests.conftest import TINY_TRAIN, run_cli
 from tests.ablate.test_execution import children_of, parent_of, tiny_grid
 
@@ -22,19 +23,12 @@ def _predictions(run_id: str) -> pd.DataFrame:
     return pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="predictions/test.parquet"))
 
 
-def _expected_verdict(delta: float, low: float, high: float, claimed: float) -> str:
-    if low <= 0 <= high:
-        return "does not hold"
-    if (delta > 0) != (claimed > 0):
-        return "is reversed"
-    return "holds, direction and size" if low <= claimed <= high else "holds in direction, but"
-
-
 def test_ablation_report_sets_published_numbers_beside_paired_results(tracking_env, tiny_model, reviews_csv, tmp_path):
     grid = tiny_grid("reported", reviews_csv, tiny_model, [1, 2], [
         {"name": "freezing", "variants": [{"name": "freeze_1", "options": {"freeze_layers": 1}, "published": 0.70}]},
     ])  # fmt: skip
-    grid["published_source"] = "a paper's table 3 (one seed)"
+    grid["published_source"] = "a paper's table 3"
+    grid["published_setup"] = "a larger model, one seed, validation accuracy"
     grid["base"]["published"] = 0.80
     grid["shared"].update({"test_size": 40, "split_seed": 0})
     path = tmp_path / "reported.yaml"
@@ -58,11 +52,22 @@ def test_ablation_report_sets_published_numbers_beside_paired_results(tracking_e
     interval = f"{_points(row['delta_test_accuracy'])} [{_points(row['delta_test_accuracy_low'])}, {_points(row['delta_test_accuracy_high'])}]"
     table_row = next(line for line in text.splitlines() if line.startswith("| freeze_1 |"))
     assert interval in table_row and "| 70.00% | -10.00 |" in table_row
-    # the verdict is the one the interval implies
-    verdict = next(line for line in text.splitlines() if line.startswith("- `freeze_1`"))
-    assert "published -10.00 points (one run)" in verdict and interval in verdict
-    assert _expected_verdict(row["delta_test_accuracy"], row["delta_test_accuracy_low"], row["delta_test_accuracy_high"], -0.10) in verdict
-    assert "Published numbers: a paper's table 3 (one seed)" in text
+    header = next(line for line in text.splitlines() if line.startswith("| variant | changed |"))
+    assert "| McNemar p (Holm, review-level) |" in header and "| published (a larger model, one seed, validation accuracy) |" in header
+    # the seed-level interval: Student-t over the per-seed deltas, recomputed here from the children's predictions
+    tables = {(c.data.tags["sentiment.variant"], c.data.tags["sentiment.seed"]): _predictions(c.info.run_id) for c in children}
+    deltas = [Paired.join(tables[("freeze_1", seed)], tables[("baseline", seed)]).accuracy_delta for seed in ("1", "2")]
+    assert (row["seed_ci_low"], row["seed_ci_high"]) == pytest.approx(seed_interval(deltas))
+    assert f"[{_points(row['seed_ci_low'])}, {_points(row['seed_ci_high'])}] over 2 seeds" in table_row
+    # the verdict is the one the wider of the two intervals implies, and it names the published setup
+    wider = wider_interval((row["delta_test_accuracy_low"], row["delta_test_accuracy_high"]), (row["seed_ci_low"], row["seed_ci_high"]))
+    assert (row["verdict_low"], row["verdict_high"], row["verdict_interval"]) == wider
+    line = next(line for line in text.splitlines() if line.startswith("- `freeze_1`"))
+    assert "published -10.00 points vs `baseline` (a larger model, one seed, validation accuracy); here" in line
+    expected = verdict(0.70 - 0.80, wider[0], wider[1])
+    assert f": {expected.word}, {expected.reason}." in line
+    assert f"[{_points(wider[0])}, {_points(wider[1])}]" in line
+    assert "Published numbers: a paper's table 3, measured as a larger model, one seed, validation accuracy" in text
     # figures beside the document, linked relatively; the grid as logged
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert linked and all((out.parent / link).is_file() for link in linked)
@@ -163,6 +168,46 @@ def test_report_refuses_runs_it_cannot_describe(tracking_env, tiny_model, review
         pass
     result = run_cli(["report", "--run", train_run.info.run_id, "--with-run", train_run.info.run_id], tracking_env)
     assert result.returncode == 2 and "--with-run adds points to a learning curve" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("seed_deltas", "word", "interval"),
+    [
+        # -2, -0.5, -0.25 points: the bootstrap excludes 0, the wider Student-t interval does not
+        ({42: -40, 43: -10, 44: -5}, "not confirmed", "95% Student-t interval over 3 seeds"),
+        ({42: 20, 43: 30, 44: 40}, "contradicted", "95% Student-t interval over 3 seeds"),
+        ({42: -46}, "confirmed", "95% bootstrap interval over the test reviews"),
+    ],
+)
+def test_verdicts_rest_on_the_wider_interval_and_name_the_published_setup(seed_deltas, word, interval):
+    from dataclasses import replace
+
+    from sentiment.report.sections import _summary_table, _verdict_rules, _verdicts
+    from sentiment.stats import verdict
+    from tests.ablate.test_summary import _summary
+
+    summary, tables = _summary(seed_deltas)
+    grid = replace(summary.grid, published_setup="DistilBERT, 512 tokens, one seed, validation accuracy")
+    row = summary.table.set_index("variant").loc["freeze_2"]
+    (line,) = _verdicts(summary.table, grid, tables)
+    assert line.startswith("`freeze_2` (freeze_layers=2): published -2.34 points vs `baseline` (DistilBERT, 512 tokens, one seed, validation accuracy); ")
+    assert f": {word}, " in line and interval in line
+    assert verdict(0.8923 - 0.9157, row["verdict_low"], row["verdict_high"]).word == word
+    if len(seed_deltas) == 1:
+        assert "no seed-level interval, the verdict rests on the bootstrap alone" in line
+    else:
+        bootstrap = verdict(0.8923 - 0.9157, row["delta_test_accuracy_low"], row["delta_test_accuracy_high"]).word
+        assert row["verdict_interval"] == "seeds" and (bootstrap == "confirmed") == (word == "not confirmed")
+    assert "Confirmed: the interval excludes 0 in the published direction" in _verdict_rules(grid)
+    assert "measured as DistilBERT, 512 tokens, one seed, validation accuracy" in _verdict_rules(grid)
+    assert "review-level evidence only" in _verdict_rules(grid)
+
+    table = _summary_table(summary.table, grid).set_index("variant")
+    assert {"McNemar p (Holm, review-level)", "published (DistilBERT, 512 tokens, one seed, validation accuracy)"} <= set(table.columns)
+    cell = table.loc["freeze_2", "[95% Student-t CI over seeds]"]
+    assert cell == ("n/a (1 seed)" if len(seed_deltas) == 1 else f"[{_points(row['seed_ci_low'])}, {_points(row['seed_ci_high'])}] over 3 seeds")
+    assert table.loc["freeze_2", "published Δ vs reference, points"] == "-2.34" and table.loc["baseline", "published Δ vs reference, points"] == ""
+    assert "published (setup not stated)" in _summary_table(summary.table, replace(grid, published_setup="")).columns
 
 
 def test_wilson_interval_matches_scipy():

@@ -14,7 +14,7 @@ from sentiment.errors import UserError
 from sentiment.report.document import Code, Document, Image, Section
 from sentiment.report.numbers import _num, _pct, _pm, _points
 from sentiment.report.tune import tune_sections
-from sentiment.stats import wilson_interval
+from sentiment.stats import SEEDS, verdict, wilson_interval
 
 CURVE_OPTION = "train_size"  # a grid whose variants change only this draws a learning curve
 
@@ -79,14 +79,15 @@ def _grid_of(parent, workdir: Path):
 
 def ablation_sections(parent, extra: list, workdir: Path) -> tuple[list[Section], bool]:
     """The sections of one ablation parent, and whether it drew a learning curve."""
-    from sentiment import tracking
+    from sentiment import ablate, tracking
 
-    summary = tracking.load_run_table(parent.run_id, "ablation/summary.parquet")
     children = tracking.load_run_table(parent.run_id, "ablation/children.parquet")
     grid, grid_text = _grid_of(parent, workdir)
     runs = {run_id: tracking.get_run(run_id) for run_id in children["run_id"]}
     tables = {run_id: tracking.load_run_table(run_id, "predictions/test.parquet", columns=["id", "label", "prediction"])
               for run_id, run in runs.items() if "test/accuracy" in run.metrics}  # fmt: skip
+    # a parent summarised before the seed-level interval existed gets it from the same tables
+    summary = ablate.with_seed_columns(tracking.load_run_table(parent.run_id, "ablation/summary.parquet"), children, tables)
     name = parent.tags.get("sentiment.grid", "?")
     section = Section(f"Ablation `{name}`")
     planned = parent.params.get("ablation.children", "?")
@@ -102,8 +103,7 @@ def ablation_sections(parent, extra: list, workdir: Path) -> tuple[list[Section]
     section.blocks.append(_summary_table(summary, grid, val_reviews))
     verdicts = _verdicts(summary, grid, tables)
     if verdicts:
-        section.blocks.append(f"Published numbers: {grid.published_source}. Each row's verdict compares the published change "
-                              "with our paired interval:")  # fmt: skip
+        section.blocks.append(_verdict_rules(grid))
         section.blocks.append("\n".join(f"- {line}" for line in verdicts))
     if tables:
         figure = tracking.download_artifact(parent.run_id, "figures/ablation_test_accuracy.png", workdir / parent.run_id)
@@ -186,9 +186,20 @@ def _val_cell(row: dict, reviews: int | None) -> str:
     return _pm(mean, std)
 
 
+BOOTSTRAP_HEADER = "Δ test accuracy, points [95% bootstrap CI, seeds × reviews]"
+SEEDS_HEADER = "[95% Student-t CI over seeds]"
+P_HEADER = "McNemar p (Holm, review-level)"
+
+
+def _published_header(grid) -> str:
+    """The published column's header names the published setup: never compared silently."""
+    return f"published ({grid.published_setup})" if grid.published_setup else "published (setup not stated)"
+
+
 def _summary_table(summary: pd.DataFrame, grid, val_reviews: dict | None = None) -> pd.DataFrame:
+    """One row per variant: validation and test accuracy, the delta with both intervals (the
+    bootstrap's and the Student-t over seeds), Holm-adjusted McNemar p, and published numbers."""
     published = {v.name: v.published for v in grid.variants} if grid is not None else {}
-    base_published = published.get("baseline")
     tested = summary["test_accuracy_mean"].notna().any()
     rows = []
     for row in summary.to_dict("records"):
@@ -204,44 +215,74 @@ def _summary_table(summary: pd.DataFrame, grid, val_reviews: dict | None = None)
         }  # fmt: skip
         if tested:
             out["test accuracy"] = _pm(row["test_accuracy_mean"], row["test_accuracy_std"])
-            out["Δ test accuracy, points [95% CI]"] = delta
+            out[BOOTSTRAP_HEADER] = delta
+            out[SEEDS_HEADER] = _seeds_cell(row) if reference else ""
             p = _num(row["p_value_holm"])
-            out["McNemar p (Holm)"] = "" if not math.isfinite(p) else f"{p:.2g}"
+            out[P_HEADER] = "" if not math.isfinite(p) else f"{p:.2g}"
         out["train min"] = f"{row['train_seconds_mean'] / 60:.1f}" if math.isfinite(_num(row["train_seconds_mean"])) else "n/a"
         if any(v is not None for v in published.values()):
-            mine = published.get(row["variant"])
-            out["published"] = _pct(mine) if mine is not None else ""
-            out["published Δ"] = _points(mine - base_published) if mine is not None and base_published is not None and reference else ""
+            mine, theirs = published.get(row["variant"]), published.get(reference)
+            out[_published_header(grid)] = _pct(mine) if mine is not None else ""
+            out["published Δ vs reference, points"] = _points(mine - theirs) if mine is not None and theirs is not None else ""
         rows.append(out)
     return pd.DataFrame(rows)
 
 
+def _seeds_cell(row: dict) -> str:
+    low, high = _num(row.get("seed_ci_low")), _num(row.get("seed_ci_high"))
+    if math.isfinite(low) and math.isfinite(high):
+        return f"[{_points(low)}, {_points(high)}] over {row['paired_seeds']} seeds"
+    return f"n/a ({row['paired_seeds']} seed)" if row["paired_seeds"] == 1 else "n/a"
+
+
+def _verdict_rules(grid) -> str:
+    """The paragraph before the verdicts: where the published numbers come from, how they were
+    measured, and the rules the verdict words follow (stats.verdict)."""
+    setup = f"measured as {grid.published_setup}" if grid.published_setup else "measured in a setup the grid does not state"
+    return (
+        f"Published numbers: {grid.published_source}, {setup}; they are set beside ours, not taken as measured the same way. "
+        "Each verdict judges the published change (variant minus its reference, as published) by the wider of our two 95% "
+        "intervals of the same change: the two-level bootstrap over seeds and test reviews, and the Student-t interval over the "
+        "per-seed paired deltas (none with one seed: the bootstrap alone). Confirmed: the interval excludes 0 in the published "
+        "direction; not confirmed: it includes 0 and the published change; contradicted: it excludes 0 in the opposite direction, "
+        "or includes 0 but excludes the published change. McNemar's p (Holm-adjusted) is review-level evidence only (these "
+        "trained models differ on these reviews, not that another seed would): no verdict uses it."
+    )
+
+
 def _verdicts(summary: pd.DataFrame, grid, tables: dict) -> list[str]:
-    """One generated sentence per variant with a published number: does its conclusion hold?"""
+    """One generated sentence per variant whose reference has a published number too: the
+    published change judged by stats.verdict on the wider of our two intervals."""
     if grid is None or not tables:
         return []
-    base = grid.variant("baseline").published
+    setup = grid.published_setup or "setup not stated"
     lines = []
     for row in summary.to_dict("records"):
-        variant = grid.variant(row["variant"])
-        if variant.published is None or base is None or not row["reference"]:
+        variant, reference = grid.variant(row["variant"]), row["reference"]
+        theirs = grid.variant(reference).published if reference else None
+        if variant.published is None or theirs is None:
             continue
-        claimed = variant.published - base
-        delta, low, high = (_num(row[k]) for k in ("delta_test_accuracy", "delta_test_accuracy_low", "delta_test_accuracy_high"))
-        if not math.isfinite(delta):
-            lines.append(f"`{variant.name}`: published {_points(claimed)} points; not measured here (no finished pair).")
+        claimed = variant.published - theirs
+        head = f"`{variant.name}` ({variant.changed}): published {_points(claimed)} points vs `{reference}` ({setup})"
+        low, high = _num(row.get("verdict_low")), _num(row.get("verdict_high"))
+        if not (math.isfinite(low) and math.isfinite(high)):
+            lines.append(f"{head}; not measured here (no finished pair).")
             continue
-        ours = f"{_points(delta)} [{_points(low)}, {_points(high)}] points over {row['paired_seeds']} seed(s)"
-        if low <= 0 <= high:
-            verdict = "does not hold: the interval includes no change" + (", and the published change lies outside it" if not low <= claimed <= high else "")
-        elif (delta > 0) != (claimed > 0):
-            verdict = "is reversed: the change goes the other way"
-        elif low <= claimed <= high:
-            verdict = "holds, direction and size (the published change lies inside our interval)"
-        else:
-            verdict = f"holds in direction, but the published size lies outside our interval ({'larger' if abs(claimed) > max(abs(low), abs(high)) else 'smaller'})"
-        lines.append(f"`{variant.name}` ({variant.changed}): published {_points(claimed)} points (one run); here {ours}: the conclusion {verdict}.")
+        judged = verdict(claimed, low, high)
+        lines.append(f"{head}; here {_points(row['delta_test_accuracy'])} points, {_interval_words(row)}: {judged.word}, {judged.reason}.")
     return lines
+
+
+def _interval_words(row: dict) -> str:
+    """Which interval a verdict rests on, and the other one."""
+    boot = f"[{_points(row['delta_test_accuracy_low'])}, {_points(row['delta_test_accuracy_high'])}]"
+    seeds = f"[{_points(_num(row.get('seed_ci_low')))}, {_points(_num(row.get('seed_ci_high')))}]"
+    n = row["paired_seeds"]
+    if row.get("verdict_interval") == SEEDS:
+        return f"95% Student-t interval over {n} seeds {seeds} (wider than the bootstrap's {boot})"
+    if math.isfinite(_num(row.get("seed_ci_low"))):
+        return f"95% bootstrap interval over seeds and reviews {boot} (wider than the Student-t interval over {n} seeds, {seeds})"
+    return f"95% bootstrap interval over the test reviews {boot} ({n} seed: no seed-level interval, the verdict rests on the bootstrap alone)"
 
 
 def _is_learning_curve(grid) -> bool:
