@@ -15,6 +15,7 @@ import click
 
 from sentiment.config import PRESETS, PROMOTION_RULES, build_config, default_run_name, short_name
 from sentiment.config import options as option_table
+from sentiment.cli_evidence import evidence
 from sentiment.errors import Interrupted, TrainingError, UserError
 
 
@@ -313,6 +314,9 @@ def tune(
         click.echo(line)
     uri = tracking.tracking_uri()
     click.echo(f"MLflow UI:       {f'open {uri}' if uri.startswith('http') else f'mlflow ui --backend-store-uri {uri}'} (the parent's child runs are the trials)")
+
+
+cli.add_command(evidence)
 
 
 def _run_ids(value: str) -> list[str]:

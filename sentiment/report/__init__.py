@@ -34,6 +34,7 @@ def run_report(run_ids: list[str], with_runs: list[str], fmt: str, output: Path,
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not run_ids:
         raise UserError("pass at least one --run (an ablation parent or a training run id)")
+    tracking.connect()
     with tempfile.TemporaryDirectory(prefix="sentiment-report-") as tmp:
         work = Path(tmp)
         document = build(run_ids, with_runs, work, title)

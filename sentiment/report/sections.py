@@ -22,19 +22,19 @@ CURVE_OPTION = "train_size"  # a grid whose variants change only this draws a le
 # ----------------------------------------------------------------------------- building
 
 
-def build(run_ids: list[str], with_runs: list[str], workdir: Path, title: str = "") -> Document:
+def build(run_ids: list[str], with_runs: list[str], workdir: Path, title: str = "", source: str = "") -> Document:
     """Read every run (and what it logged) and lay out the document.
 
     Args:
         run_ids: ablation parents and training/evaluate runs, in the order to show them.
         with_runs: training runs to add to a learning-curve grid's points, scored on its test reviews.
         workdir: where downloaded figures are kept until rendering.
+        source: who rendered it from where (the document's first sentence); the tracking server by default.
     Raises:
         UserError: an unknown run, a run of another kind, or ``with_runs`` without a learning curve.
     """
     from sentiment import tracking
 
-    tracking.connect()
     runs = [tracking.get_run(run_id) for run_id in run_ids]  # all exist before any work
     extra = [tracking.get_run(run_id) for run_id in with_runs]
     sections: list[Section] = []
@@ -57,8 +57,9 @@ def build(run_ids: list[str], with_runs: list[str], workdir: Path, title: str = 
     if extra and not curves:
         raise UserError(f"--with-run adds points to a learning curve, and none of the runs is a grid that varies only {CURVE_OPTION}")
     names = ", ".join(f"`{r.run_id}`" for r in runs)
-    intro = Section("", [f"Rendered by `sentiment report` from the tracking server's records of run(s) {names}; every number below is read "
-                         "from those runs (their metrics, summary tables and predictions tables), none is typed in."])  # fmt: skip
+    source = source or "Rendered by `sentiment report` from the tracking server's records of"
+    intro = Section("", [f"{source} run(s) {names}; every number below is read from those runs (their metrics, summary tables and "
+                         "predictions tables), none is typed in."])  # fmt: skip
     return Document(title or "Results", [intro, *sections])
 
 
@@ -163,11 +164,16 @@ def _review_counts(run) -> str:
     return " / ".join("?" if n is None else f"{n:,}" for n in counts)
 
 
+def data_name(source: str) -> str:
+    """A data source as a reader elsewhere can use it: a local file by its name, not this machine's path."""
+    return Path(source).name if "/" in source or "\\" in source else source
+
+
 def _recipe_table(run, what: str = "recipe") -> pd.DataFrame:
     p = run.params
     rows = [
         ("model", p.get("model.name", "?")),
-        ("data", p.get("data.source", "?")),
+        ("data", data_name(p.get("data.source", "?"))),
         ("reviews train / validation / test", _review_counts(run)),
         ("max length, truncation", f"{p.get('data.max_length', '?')} tokens, {p.get('data.truncation', '?')}"),
         ("epochs, batch, lr, layer decay", f"{p.get('train.epochs', '?')}, {p.get('train.batch_size', '?')}, {p.get('train.lr', '?')}, {p.get('train.layer_decay', '?')}"),
@@ -370,7 +376,7 @@ def run_sections(run, workdir: Path) -> list[Section]:
         timing += f" ({train_seconds / 60:.1f} of them training"
         timing += f", {m['test/seconds'] / 60:.1f} testing)" if "test/seconds" in m else ")"
     section.blocks.append(f"Run `{run.run_id}` (experiment `{tracking.experiment_name(run.experiment_id)}`), model `{p.get('model.name', '?')}` "
-                          f"on `{p.get('data.source', '?')}`. {timing}.")  # fmt: skip
+                          f"on `{data_name(p.get('data.source', '?'))}`. {timing}.")  # fmt: skip
     if kind == "train":
         section.blocks.append(_recipe_table(run))
     table = tracking.load_run_table(run.run_id, f"predictions/{split}.parquet", columns=["id", "label", "prediction"]) if f"{split}/accuracy" in m else None

@@ -8,6 +8,7 @@ imports no stage module (train, evaluate, analyze, ablate, ...).
 - outbox.py      the outage journal (`Outbox`) and `sentiment sync`
 - registry.py    registration and promotion (aliases, races), downloading logged models
 - serving.py     the served pyfunc, how it is logged, its extra metrics for mlflow.models.evaluate
+- evidence.py    the evidence store in the repository (runs copied with their ids, read without a server)
 - queries.py     reading runs: records, children, metric histories, logged configs and tables
 
     MLFLOW_TRACKING_URI=http://127.0.0.1:5000 sentiment train --preset quick
@@ -23,6 +24,12 @@ from sentiment.tracking.connection import (
     tracking_uri,
     where_to_look,
 )
+from sentiment.tracking.evidence import Published
+from sentiment.tracking.evidence import open_ui_database as open_evidence_ui_database
+from sentiment.tracking.evidence import publish as publish_evidence
+from sentiment.tracking.evidence import run_ids as evidence_run_ids
+from sentiment.tracking.evidence import run_sizes as evidence_run_sizes
+from sentiment.tracking.evidence import use_store
 from sentiment.tracking.memory import InMemoryTracker
 from sentiment.tracking.outbox import Outbox, sync_journal
 from sentiment.tracking.queries import (
@@ -82,4 +89,5 @@ __all__ = [
     "reachable", "read_run_config", "register_version", "resolve_model_source", "run_tags", "submit_project_run",
     "sync_journal", "tracking_uri", "VersionInfo", "champion_version", "set_champion", "set_version_description",
     "set_version_tags", "settle_pause", "version_info", "log_to_run", "side_run", "dataset_facts",
+    "Published", "evidence_run_ids", "evidence_run_sizes", "open_evidence_ui_database", "publish_evidence", "use_store",
 ]  # fmt: skip

@@ -19,6 +19,7 @@ import pandas as pd
 from sentiment import config as config_mod
 from sentiment.errors import UserError
 from sentiment.tracking.connection import one_line, tracking_uri
+from sentiment.tracking.evidence import local_artifact
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,8 @@ def last_logged_steps(run_id: str) -> dict[str, int]:
 def read_run_config(run_id: str, required: bool = False) -> config_mod.Config | None:
     """The config a run logged (``config.yaml``); None when it has none, unless ``required``."""
     try:
-        return config_mod.from_yaml(mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml"))
+        local = local_artifact(run_id, "config.yaml")  # a run of the evidence store: read from disk
+        return config_mod.from_yaml(local.read_text() if local else mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml"))
     except Exception as exc:
         if required:
             raise UserError(f"run {run_id} has no readable config.yaml ({one_line(exc)[:150]}); it was not started by sentiment train") from None
@@ -131,7 +133,8 @@ def load_run_text(run_id: str, path: str, hint: str = "") -> str:
         UserError: the run has no such artifact (then ``hint``).
     """
     try:
-        return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
+        local = local_artifact(run_id, path)  # a run of the evidence store: read from disk
+        return local.read_text() if local else mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
     except Exception as exc:
         advice = f"; {hint}" if hint else ""
         raise UserError(f"run {run_id} has no readable {path} ({one_line(exc)[:150]}){advice}") from None
@@ -143,6 +146,9 @@ def load_run_table(run_id: str, path: str, columns: list[str] | None = None, hin
     Raises:
         UserError: the run has no such table (the message lists the tables beside it, then ``hint``).
     """
+    stored = local_artifact(run_id, path)  # a run of the evidence store: read from disk
+    if stored is not None and stored.exists():
+        return pd.read_parquet(stored, columns=columns)
     target = tempfile.mkdtemp(prefix="sentiment-table-")
     try:
         try:
@@ -162,6 +168,9 @@ def load_run_table(run_id: str, path: str, columns: list[str] | None = None, hin
 def download_artifact(run_id: str, path: str, dst: Path) -> Path | None:
     """Download one artifact of a run into ``dst``; None when the run has no such artifact."""
     dst.mkdir(parents=True, exist_ok=True)
+    stored = local_artifact(run_id, path)  # a run of the evidence store: read from disk
+    if stored is not None:
+        return stored if stored.exists() else None
     try:
         return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst)))
     except (mlflow.exceptions.MlflowException, OSError):

@@ -1,0 +1,189 @@
+"""`make results`: every results document, and the result numbers README shows, rendered from the
+evidence store alone (experiments/evidence/: no tracking server, no network, no training).
+
+`experiments/results.yaml` says what goes where: each document's runs, and README's generated
+blocks (between ``<!-- results:NAME start ... -->`` and ``<!-- results:NAME end -->``). Rendering
+is deterministic, so a clean clone gets byte-identical documents, and `--check` (run by the tests)
+fails on any difference and on any run id a document names that the store lacks.
+
+    sentiment evidence render            # rewrite the documents
+    sentiment evidence render --check    # exit 1 and say what differs
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from sentiment import stats
+from sentiment.errors import UserError
+from sentiment.report.document import render_markdown
+from sentiment.report.numbers import _pct, _points
+from sentiment.report.sections import build, data_name
+
+MANIFEST = Path("experiments") / "results.yaml"
+COMMAND = "make results"
+SOURCE = f"Rendered by `{COMMAND}` (`sentiment evidence render`) from the evidence store `experiments/evidence/`, which holds"
+BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) start[^>]*-->\n)(?P<body>.*?)(<!-- results:(?P=name) end -->)", re.S)
+RUN_ID = re.compile(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])")
+
+
+@dataclass
+class Rendered:
+    """One file as the store renders it (and the figures beside it, for Markdown documents)."""
+
+    path: Path
+    text: str
+    figures: dict[str, bytes] = field(default_factory=dict)
+    figures_dir: Path | None = None
+
+
+def render(root: Path = Path("."), manifest: Path = MANIFEST) -> list[Rendered]:
+    """Every document of the manifest, rendered from the store (paths relative to ``root``)."""
+    from sentiment import tracking
+
+    spec = _load_manifest(root / manifest)
+    tracking.use_store(store_of(root, spec))
+    out = []
+    with tempfile.TemporaryDirectory(prefix="sentiment-results-") as tmp:
+        work = Path(tmp)
+        for doc in spec.get("documents", []):
+            path = Path(doc["output"])
+            document = build(doc["runs"], doc.get("with_runs", []), work / path.stem, doc.get("title", ""), source=SOURCE)
+            figures = work / "figures" / path.stem
+            text = render_markdown(document, figures, f"{path.stem}_figures")
+            pngs = {f.name: f.read_bytes() for f in sorted(figures.glob("*.png"))}
+            out.append(Rendered(path, text, pngs, path.parent / f"{path.stem}_figures"))
+    for name, blocks in spec.get("readme", {}).items():
+        current = (root / name).read_text()
+        out.append(Rendered(Path(name), _fill_blocks(current, {key: _block(key, value) for key, value in blocks.items()})))
+    return out
+
+
+def store_of(root: Path, spec: dict | None = None) -> Path:
+    """The evidence store the manifest names (experiments/evidence by default)."""
+    spec = spec if spec is not None else _load_manifest(root / MANIFEST)
+    return root / spec.get("store", "experiments/evidence")
+
+
+def _load_manifest(path: Path) -> dict:
+    if not path.exists():
+        raise UserError(f"{path} does not exist; run from the repository root")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path} is not valid YAML ({str(exc).splitlines()[0]}); fix it") from None
+
+
+def _fill_blocks(text: str, blocks: dict[str, str]) -> str:
+    missing = set(blocks) - {m.group("name") for m in BLOCK.finditer(text)}
+    if missing:
+        raise UserError(f"README has no generated block {', '.join(sorted(missing))}; add <!-- results:NAME start --> ... <!-- results:NAME end -->")
+    return BLOCK.sub(lambda m: m.group(1) + blocks.get(m.group("name"), m.group("body")) + m.group(4), text)
+
+
+def write(rendered: list[Rendered], root: Path = Path(".")) -> list[Path]:
+    """Write what `render` made; returns the files written."""
+    written = []
+    for item in rendered:
+        (root / item.path).write_text(item.text)
+        written.append(item.path)
+        if item.figures_dir is not None:
+            folder = root / item.figures_dir
+            shutil.rmtree(folder, ignore_errors=True)
+            if item.figures:
+                folder.mkdir(parents=True)
+            for name, data in item.figures.items():
+                (folder / name).write_bytes(data)
+    return written
+
+
+def check(rendered: list[Rendered], root: Path = Path(".")) -> list[str]:
+    """What differs between the committed files and the render, and run ids the store lacks."""
+    from sentiment import tracking
+
+    problems = []
+    stored = tracking.evidence_run_ids(store_of(root))
+    for item in rendered:
+        committed = root / item.path
+        if not committed.exists() or committed.read_text() != item.text:
+            problems.append(f"{item.path} differs from its render (a hand edit or a stale number)")
+        if item.figures_dir is not None:
+            have = {f.name for f in (root / item.figures_dir).glob("*.png")}
+            if have != set(item.figures):
+                problems.append(f"{item.figures_dir} holds {sorted(have ^ set(item.figures))} unlike the render")
+        lacking = sorted(set(RUN_ID.findall(committed.read_text() if committed.exists() else "")) - stored)
+        if lacking:
+            problems.append(f"{item.path} names run(s) the evidence store lacks: {', '.join(lacking)}")
+    return problems
+
+
+# ----------------------------------------------------------------------------- README blocks
+
+
+def _block(name: str, spec) -> str:
+    if name == "headline":
+        return _headline(spec)
+    raise UserError(f"experiments/results.yaml: unknown README block {name!r} (known: headline)")
+
+
+def _headline(rows: list[dict]) -> str:
+    """Per budget: our best model and the baseline beside it, paired on the same test reviews."""
+    lines = []
+    for row in rows:
+        ours, base = _side(row["runs"]), _side(row["baseline"])
+        pairs = [stats.Paired.join(table, base["tables"][0]) for table in ours["tables"]]
+        delta = stats.compare(pairs)
+        lines.append({
+            "budget": row["budget"],
+            "our model": f"{ours['name']} ({_seeds(ours)})",
+            "test accuracy [95% CI]": _accuracy_cell(ours),
+            "minutes per run": _minutes(ours),
+            "baseline": base["name"],
+            "baseline accuracy [95% CI]": _accuracy_cell(base),
+            "baseline minutes": _minutes(base),
+            "Δ points, paired [95% CI]": f"{_points(delta['delta_test_accuracy'])} [{_points(delta['delta_test_accuracy_low'])}, "
+                                         f"{_points(delta['delta_test_accuracy_high'])}]",
+            "test reviews": f"{delta['paired_reviews'] // len(pairs):,}",
+            "runs": ", ".join(f"`{r}`" for r in row["runs"] + row["baseline"]),
+        })  # fmt: skip
+    from sentiment.report.document import _md_table
+
+    return _md_table(pd.DataFrame(lines)) + "\n"
+
+
+def _side(run_ids: list[str]) -> dict:
+    from sentiment import tracking
+
+    runs = [tracking.get_run(run_id) for run_id in run_ids]
+    tables = [tracking.load_run_table(r.run_id, "predictions/test.parquet", columns=["id", "label", "prediction"]) for r in runs]
+    first = runs[0]
+    name = f"{first.params.get('model.name', '?')} on {data_name(first.params.get('data.source', '?'))}"
+    return {"runs": runs, "tables": tables, "name": name}
+
+
+def _seeds(side: dict) -> str:
+    seeds = [r.params.get("seed", "?") for r in side["runs"]]
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(seeds)}"
+
+
+def _accuracy_cell(side: dict) -> str:
+    runs = side["runs"]
+    if len(runs) == 1:
+        m = runs[0].metrics
+        return f"{_pct(m['test/accuracy'])} [{_pct(m['test/accuracy_ci_low'])}, {_pct(m['test/accuracy_ci_high'])}]"
+    values = [r.metrics["test/accuracy"] for r in runs]
+    low, high = stats.seed_interval(values)
+    return f"{_pct(float(np.mean(values)))} [{_pct(low)}, {_pct(high)}] over seeds"
+
+
+def _minutes(side: dict) -> str:
+    minutes = [r.minutes for r in side["runs"] if r.minutes]
+    return f"{np.mean(minutes):.1f}" if minutes else "?"
