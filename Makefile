@@ -8,7 +8,7 @@ MODEL_NAME ?= imdb-sentiment
 # As if the venv were activated: `mlflow run` finds its python, and the tests' subprocesses too.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo test test-tiers test-all test-fast clean
+.PHONY: install demo test test-tiers test-all test-fast results evidence-ui clean
 
 $(BIN)/sentiment: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,15 @@ test-all: install
 ## Everything but the slow end-to-end tests.
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+## Re-render experiments/RESULTS.md and README's result block from the evidence store alone
+## (experiments/evidence/: no server, no network, no training; experiments/results.yaml says what goes where).
+results: install
+	$(BIN)/sentiment evidence render
+
+## The evidence store in the MLflow UI at http://127.0.0.1:5050 (the runs of every results document, ids kept).
+evidence-ui: install
+	$(BIN)/sentiment evidence ui --port 5050
 
 clean:
 	rm -rf .sentiment mlflow.db mlruns mlartifacts .pytest_cache
