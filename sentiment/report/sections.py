@@ -334,7 +334,11 @@ def _curve_point(label: str, run, table: pd.DataFrame, ids: pd.Series) -> dict:
         raise UserError(f"run {run.run_id} was not tested on the learning curve's test reviews ({int(shared['label'].isna().sum())} missing); "
                         "add runs tested on the same data source")  # fmt: skip
     correct = (shared["label"].to_numpy() == shared["prediction"].to_numpy()).astype(float)
-    low, high = evaluate.bootstrap_accuracy_ci(correct, seed=0)
+    m = run.metrics
+    if len(table) == len(ids) and "test/accuracy_ci_low" in m:  # its own test reviews: the interval it logged
+        low, high = m["test/accuracy_ci_low"], m["test/accuracy_ci_high"]
+    else:  # a run tested on more reviews, scored on the curve's: an interval over these reviews
+        low, high = evaluate.bootstrap_accuracy_ci(correct, seed=0)
     reviews = run.metrics.get("data/train_reviews", _num(run.params.get("data.train_size")))
     return {"label": label, "run_id": run.run_id, "reviews": int(reviews), "minutes": run.minutes or float("nan"),
             "accuracy": float(correct.mean()), "low": low, "high": high}  # fmt: skip
