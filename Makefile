@@ -13,7 +13,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 $(BIN)/sentiment: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[test]'
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[test,docs]'
 	touch $@
 
 install: $(BIN)/sentiment
