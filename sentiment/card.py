@@ -20,7 +20,7 @@ import pandas as pd
 
 from sentiment import data as data_mod
 from sentiment.analyze.failures import failure_stats
-from sentiment.config import Config, to_yaml
+from sentiment.config import MINILM_LOGREG, TFIDF_LOGREG, Config, to_yaml
 
 CARD_FILE = "model_card.md"
 
@@ -62,9 +62,7 @@ def render(facts: CardFacts) -> str:
     out += [
         f"- Binary sentiment ({' / '.join(data_mod.LABELS)}) of English movie reviews, like the IMDB reviews it was trained on; "
         "other domains, languages or neutral/mixed classes are out of scope.",
-        f"- Reads at most {c.data.max_length} tokens per review (tokens of the `{c.model.name}` tokenizer, truncation `{c.data.truncation}`); "
-        "longer reviews are judged on that part only"
-        + (f" ({_pct(m['test/truncated_share'])} of its test reviews were truncated)." if "test/truncated_share" in m else "."),
+        _reading(c, m),
         "- Returns `label`, `score` (confidence of the label) and `probability` (of positive).",
         "",
     ]
@@ -94,6 +92,18 @@ def render(facts: CardFacts) -> str:
         out.append(f"- Training throughput {m['train/samples_per_s']:.2f} reviews/s.")
     out += ["", "## Config", "", "```yaml", to_yaml(c).rstrip(), "```", ""]
     return "\n".join(out + facts.extra)
+
+
+def _reading(c: Config, m: dict) -> str:
+    """How much of a review the model reads."""
+    if c.model.name == TFIDF_LOGREG:
+        return "- A TF-IDF + logistic regression baseline: reads every word of a review (word 1-2-grams), however long."
+    tokenizer = "offline-minilm" if c.model.name == MINILM_LOGREG else c.model.name  # its frozen encoder
+    return (
+        f"- Reads at most {c.data.max_length} tokens per review (tokens of the `{tokenizer}` tokenizer, truncation `{c.data.truncation}`); "
+        "longer reviews are judged on that part only"
+        + (f" ({_pct(m['test/truncated_share'])} of its test reviews were truncated)." if "test/truncated_share" in m else ".")
+    )
 
 
 def _calibration_lines(m: dict) -> list[str]:

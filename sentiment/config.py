@@ -30,6 +30,9 @@ PRECISIONS = ("auto", "native", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 CHECKPOINT_POLICIES = ("best", "all")
 PROMOTION_RULES = ("better", "significant", "never", "always")  # sentiment.promote, --promote-if
+# `--model` names of the classical baselines (sentiment/baselines.py): scikit-learn pipelines, no encoder to fine-tune.
+BASELINES = TFIDF_LOGREG, MINILM_LOGREG = ("tfidf-logreg", "minilm-logreg")
+_ENCODER_ONLY = ("freeze_layers", "keep_layers", "keep_heads", "from_scratch", "num_layers", "num_heads", "hidden_size")
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "distilbert-base-uncased"
-    """Hub id, local directory, MLflow model URI, or the alias `offline-minilm`."""
+    """Hub id, local directory, MLflow model URI, the alias `offline-minilm`, or a baseline:
+    `tfidf-logreg` (TF-IDF + logistic regression) or `minilm-logreg` (frozen MiniLM embeddings + logistic regression)."""
     dropout: float = 0.3
     """Dropout before the classification layer."""
     freeze_layers: int = 0
@@ -364,6 +368,8 @@ def validate(config: Config) -> Config:
         not (m.from_scratch and (m.keep_layers or m.keep_heads)),
         "model.keep_layers and model.keep_heads prune a pretrained encoder; with model.from_scratch use num_layers and num_heads",
     )
+    shaped = [name for name in _ENCODER_ONLY if getattr(m, name)]
+    check(m.name not in BASELINES or not shaped, f"model.{', model.'.join(shaped)} reshape an encoder; the {m.name} baseline fine-tunes none")
     if m.num_heads and m.hidden_size:
         check(m.hidden_size % m.num_heads == 0, f"model.hidden_size {m.hidden_size} must be a multiple of model.num_heads {m.num_heads}")
     check(t.epochs > 0, f"train.epochs must be > 0, got {t.epochs}")

@@ -1,8 +1,9 @@
 """Predict, then compute every metric and figure from ONE predictions table.
 
 The one prediction path: `predict_table` turns a model and encoded reviews into the predictions
-table, for training's validation and test, `evaluate`, `analyze` alike. Every metric is computed
-from it. One row per review:
+table, for training's validation and test, `evaluate`, `analyze` alike (a classical baseline's
+comes from `baseline_table`, `predict_split` picks by family; both build it in `margin_table`).
+Every metric is computed from it. One row per review:
 
 - id, text, label (0/1), n_tokens (before truncation), truncated;
 - the answer of the model as served, with its temperature T applied (`model.temperature_of`;
@@ -33,6 +34,7 @@ from matplotlib.figure import Figure
 from scipy.special import expit, log_expit
 from sklearn import metrics as skm
 
+from sentiment import baselines
 from sentiment import data as data_mod
 from sentiment import device as device_mod
 from sentiment import model as model_mod
@@ -104,8 +106,16 @@ def predictions_table(
 ) -> pd.DataFrame:
     """The table's columns from a split's rows, the model's logits (N, 2), its encoding and the
     temperature the served model applies."""
+    lengths = encoded.full_lengths
+    return margin_table(frame, logit_margin(logits), lengths, lengths > max_length, temperature)
+
+
+def margin_table(
+    frame: pd.DataFrame, logit: np.ndarray, n_tokens: np.ndarray, truncated: np.ndarray, temperature: float = 1.0
+) -> pd.DataFrame:
+    """The predictions table of any model family: a split's rows, the logit before temperature
+    scaling (N,), the reviews' lengths in the model's tokens, whether it cut them, and T."""
     labels = frame["label"].to_numpy().astype(int)
-    logit = logit_margin(logits)
     table = pd.DataFrame(
         {
             "id": frame["id"].astype(str).to_numpy(),
@@ -115,13 +125,31 @@ def predictions_table(
             "probability": np.zeros(len(labels)),
             "confidence": np.zeros(len(labels)),
             "loss": -log_expit(np.where(labels == 1, logit, -logit)),  # cross-entropy before T
-            "n_tokens": encoded.full_lengths,
-            "truncated": encoded.full_lengths > max_length,
+            "n_tokens": np.asarray(n_tokens),
+            "truncated": np.asarray(truncated, dtype=bool),
             "logit": logit,
             "probability_uncalibrated": expit(logit),
         }
     )
     return apply_temperature(table, temperature)
+
+
+def baseline_table(baseline: baselines.Baseline, frame: pd.DataFrame, temperature: float | None = None) -> pd.DataFrame:
+    """The predictions table of a classical baseline (`baselines.Baseline`) for a split's rows
+    (its own temperature unless ``temperature``): the columns of `predict_table`, n_tokens in
+    the baseline's own tokens (TF-IDF: words, never truncated)."""
+    scores = baselines.score(baseline.pipeline, frame["text"].tolist(), baseline.temperature)
+    temperature = baseline.temperature if temperature is None else temperature
+    return margin_table(frame, scores.logit, scores.n_tokens, scores.truncated, temperature)
+
+
+def predict_split(loaded: model_mod.LoadedPackage, frame: pd.DataFrame, config: Config, runtime: Runtime) -> pd.DataFrame:
+    """The predictions table of a split's rows by a loaded model of any family (`baselines.load_package`),
+    with its own temperature; an encoder reads them at ``config``'s max length and truncation."""
+    if isinstance(loaded.model, baselines.Baseline):
+        return baseline_table(loaded.model, frame)
+    reviews = tokens.encode_reviews(frame, loaded.tokenizer, config.data.max_length, config.data.truncation)
+    return predict_table(loaded.model.to(runtime.device), reviews, runtime, config.train.eval_batch_size)
 
 
 def apply_temperature(table: pd.DataFrame, temperature: float) -> pd.DataFrame:
@@ -155,7 +183,9 @@ def load_classifier(folder: Path) -> Callable[[list[str]], np.ndarray]:
     """What the served model predicts with (see tracking.serving): the packaged model in
     ``folder`` on CPU (``SENTIMENT_DEVICE=cuda`` for a GPU), texts -> P(positive) with the
     model's temperature applied (the `probability` column of its predictions tables), each text
-    cleaned and truncated as in training."""
+    cleaned and truncated as in training. A classical baseline's package: `baselines.load_classifier`."""
+    if baselines.is_package(folder):
+        return baselines.load_classifier(folder)
     config = from_yaml((folder / "sentiment_config.yaml").read_text())
     device = torch.device(os.environ.get("SENTIMENT_DEVICE", "cpu"))
     model = model_mod.load_trained(folder).to(device).eval()
@@ -350,9 +380,10 @@ def plan_evaluate(model_uri: str, data_source: str | None, split: str, overrides
     with the model unless overridden; a Hub id or plain folder uses the defaults.
     """
     data_mod.check_split(split)
-    loaded = model_mod.load_package(model_uri)
+    loaded = baselines.load_package(model_uri)
     config = validate(apply_overrides(loaded.config, {"data.source": data_source, **(overrides or {})}))
-    model_mod.check_max_length(loaded.model.config, config.data.max_length, model_uri)
+    if not isinstance(loaded.model, baselines.Baseline):  # (a baseline reads reviews its own way)
+        model_mod.check_max_length(loaded.model.config, config.data.max_length, model_uri)
     device_mod.pick_runtime(config.train)  # e.g. fp16 on a CPU: before the run, too
     splits = data_mod.load_splits(config.data, config.seed)
     return EvaluatePlan(model_uri, split, loaded, config, splits)
@@ -360,10 +391,7 @@ def plan_evaluate(model_uri: str, data_source: str | None, split: str, overrides
 
 def predict_plan(plan: EvaluatePlan, runtime: Runtime) -> pd.DataFrame:
     """The predictions table of the planned split by the planned model (with its own temperature)."""
-    config, loaded = plan.config, plan.loaded
-    frame = data_mod.select_split(plan.splits, plan.split)
-    reviews = tokens.encode_reviews(frame, loaded.tokenizer, config.data.max_length, config.data.truncation)
-    return predict_table(loaded.model.to(runtime.device), reviews, runtime, config.train.eval_batch_size)
+    return predict_split(plan.loaded, data_mod.select_split(plan.splits, plan.split), plan.config, runtime)
 
 
 def run_evaluate(plan: EvaluatePlan, tracker) -> dict[str, float]:
@@ -385,6 +413,7 @@ def run_evaluate(plan: EvaluatePlan, tracker) -> dict[str, float]:
     tracker.log_splits(plan.splits, only=None if split == "all" else split)
     table = predict_plan(plan, runtime)
     # the temperature the model applies (1 for models packaged before calibration or from the Hub)
-    temperature = model_mod.temperature_of(loaded.model)
+    baseline = isinstance(loaded.model, baselines.Baseline)
+    temperature = loaded.model.temperature if baseline else model_mod.temperature_of(loaded.model)
     tracker.log_metrics({"calibration/temperature": temperature}, step=0, model_id=loaded.model_id)
     return log_evaluation(table, split, tracker, model_id=loaded.model_id, seed=config.seed)

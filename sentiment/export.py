@@ -75,6 +75,8 @@ def run_export(name: str, version: str, kind: str, rule: str, alpha: float, work
     tracking.connect()
     reviews, parent_run = promote_mod.candidate_reviews(name, version)  # before the run: it must exist
     folder, parent_model_id = tracking.fetch_model(f"models:/{name}/{version}")
+    if (folder / tracking.BASELINE_FILE).is_file():
+        raise UserError(f"version {version} of {name!r} is a scikit-learn baseline: int8 export quantizes an encoder's Linear layers")
     tags = {"sentiment.kind": "export", "sentiment.parent_version": version, "sentiment.quantization": kind,
             "sentiment.registered_model": name, "sentiment.parent_run_id": parent_run}  # fmt: skip
     with tracking.open_run(run_name=f"export-{kind}-{name}-v{version}", tags=tags) as tracker:

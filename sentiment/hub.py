@@ -17,6 +17,7 @@ import sys
 import urllib.error
 import urllib.request
 
+from sentiment.config import BASELINES
 from sentiment.errors import UserError
 
 PROBE_TIMEOUT_S = 3.0
@@ -60,8 +61,8 @@ def cached_model(repo_id: str) -> str | None:
 
 
 def is_hub_id(name: str) -> bool:
-    """``name`` or ``org/name`` that is not a local path, an alias or an MLflow URI."""
-    if name == "offline-minilm" or ":/" in name or name.startswith(("/", ".", "~")) or name.count("/") > 1:
+    """``name`` or ``org/name`` that is not a local path, an alias, a baseline or an MLflow URI."""
+    if name == "offline-minilm" or name in BASELINES or ":/" in name or name.startswith(("/", ".", "~")) or name.count("/") > 1:
         return False
     return not os.path.exists(os.path.expanduser(name))
 

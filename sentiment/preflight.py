@@ -4,7 +4,8 @@ until a check needs them).
 
 - the model source resolves: `offline-minilm`, a local folder with config.json, an MLflow model
   URI that exists (downloaded, as training needs it anyway), a Hub id the Hub or the local cache
-  has (hub.py: one short probe);
+  has (hub.py: one short probe); a classical baseline (`tfidf-logreg`, `minilm-logreg`) has no
+  weights to find (minilm-logreg's frozen `offline-minilm` is checked);
 - the options that need the model's shape fit its config, read without loading weights:
   max_length against its positions, keep_layers / freeze_layers against its depth, keep_heads
   against its heads, from-scratch sizes (model.check_shape);
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 from sentiment import data as data_mod
 from sentiment import model as model_mod
-from sentiment.config import Config
+from sentiment.config import BASELINES, MINILM_LOGREG, Config
 
 
 @dataclass(frozen=True)
@@ -46,15 +47,28 @@ def resolve_model(name: str) -> str:
     return tracking.resolve_model_source(name)
 
 
+def check_model(config: Config) -> str:
+    """The model source resolves and the options that need its shape fit it; returns the source.
+    A classical baseline (`config.BASELINES`) has no encoder to check, except minilm-logreg's
+    frozen one (its position limit against max_length)."""
+    name = config.model.name
+    if name in BASELINES:
+        if name == MINILM_LOGREG:  # its frozen encoder
+            model_mod.check_max_length(model_mod.source_config(model_mod.OFFLINE_MINILM), config.data.max_length, model_mod.OFFLINE_MINILM)
+        return name
+    model_source = resolve_model(name)
+    hf_config = model_mod.source_config(model_source, config.model.trust_remote_code)
+    model_mod.check_shape(config.model, hf_config, config.data.max_length)
+    return model_source
+
+
 def check_inputs(config: Config, dist=None) -> TrainInputs:
     """Every check above, cheapest first; returns the model source and the loaded splits.
 
     Raises:
         UserError: the first problem, in one line that says how to fix it.
     """
-    model_source = resolve_model(config.model.name)
-    hf_config = model_mod.source_config(model_source, config.model.trust_remote_code)
-    model_mod.check_shape(config.model, hf_config, config.data.max_length)
+    model_source = check_model(config)
     splits = data_mod.load_splits(config.data, config.seed)
     from sentiment.device import pick_runtime  # (imports torch)
 

@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from sentiment import baselines, evaluate, tracking
 from sentiment import device as device_mod
-from sentiment import evaluate, tokens, tracking
-from sentiment import model as model_mod
 from sentiment.config import PROMOTION_RULES
 from sentiment.errors import UserError
 from sentiment.stats import Paired, compare
@@ -177,18 +176,17 @@ def decide(name: str, candidate: str, champion: str, rule: str, alpha: float, ta
 
 def evaluate_version(name: str, version: str, reviews: pd.DataFrame, experiment_id: str, for_run: str) -> tuple[pd.DataFrame, str]:
     """The version's predictions table on ``reviews`` (id, text, label), each model with its own
-    max length and truncation, logged as an evaluate run linked to the version."""
+    max length and truncation (any family: a classical baseline reads them its own way), logged as an evaluate run linked to the version."""
     uri = f"models:/{name}/{version}"
     tags = {"sentiment.kind": "evaluate", "sentiment.model_uri": uri, "sentiment.split": "test",
             "sentiment.promotion_for_run": for_run, "sentiment.registered_model": name, "sentiment.registered_version": version}  # fmt: skip
     with tracking.side_run(experiment_id, f"promotion-eval-{name}-v{version}", tags) as tracker:
-        loaded = model_mod.load_package(uri, tracker)
+        loaded = baselines.load_package(uri, tracker)  # any family: an encoder or a classical baseline
         config = loaded.config
         runtime = device_mod.pick_runtime(config.train)
         tracker.set_tags(runtime.tags())
         tracker.log_config(config)
-        encoded = tokens.encode_reviews(reviews[["id", "text", "label"]], loaded.tokenizer, config.data.max_length, config.data.truncation)
-        table = evaluate.predict_table(loaded.model.to(runtime.device), encoded, runtime, config.train.eval_batch_size)
+        table = evaluate.predict_split(loaded, reviews[["id", "text", "label"]], config, runtime)
         evaluate.log_evaluation(table, "test", tracker, seed=config.seed)
         return table, tracker.run_id
 

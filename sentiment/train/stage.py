@@ -5,9 +5,9 @@
 - `fit` (loop.py): the epochs, with hooks for the stop signal, checkpoints and epoch ends.
 - `calibrate_and_test`: the best model predicts the validation split, a temperature T is fitted
   on those logits (calibration.py), and the model with T predicts the test split.
-- `publish`: training curves, the best model (with T in its config) as a LoggedModel, the
-  calibration metrics and the validation table, the test predictions table and its metrics,
-  registration.
+- `publish`: training curves, the best model (with T in its config) as a LoggedModel, then
+  (publish.py, shared with the classical baselines of baseline.py) the calibration metrics and
+  the validation table, the test predictions table and its metrics, registration, the card.
 
     sentiment train --preset quick --register-as imdb-sentiment
 """
@@ -23,35 +23,18 @@ from pathlib import Path
 import pandas as pd
 
 from sentiment import data as data_mod
-from sentiment import calibration, card, evaluate, heads, plots, tokens, tracking
+from sentiment import calibration, evaluate, heads, plots, tokens, tracking
 from sentiment import promote as promote_mod
 from sentiment import model as model_mod
-from sentiment.config import Config, to_yaml
+from sentiment.config import BASELINES, Config, to_yaml
 from sentiment.device import Runtime, pick_runtime
 from sentiment.distributed import Dist
 from sentiment.preflight import TrainInputs, check_inputs
 from sentiment.train import loop
+from sentiment.train.baseline import run_baseline
 from sentiment.train.checkpoint import Checkpointer, load_resume_state, save_model
 from sentiment.train.loop import EpochResult, History, Hooks
-
-
-@dataclass(frozen=True)
-class TrainOutcome:
-    run_id: str
-    model_uri: str
-    history: History
-    test_metrics: dict[str, float]
-    registered: tracking.Registration | None  # when --register-as was given (with its promotion decision)
-
-
-@dataclass(frozen=True)
-class Calibrated:
-    """The best model's predictions tables under its fitted temperature (`calibrate_and_test`)."""
-
-    temperature: float
-    val: pd.DataFrame
-    test: pd.DataFrame | None  # None without run_test
-    test_seconds: float  # tokenizing (or the token cache) and predicting the test split
+from sentiment.train.publish import Calibrated, Trained, TrainOutcome, package_bytes, publish_logged
 
 
 @dataclass
@@ -92,6 +75,9 @@ def run_train(
     logged; an exception it raises ends training there (a pruned `sentiment tune` trial).
     """
     dist = dist or Dist()
+    registry = promote_mod.RegisterRequest(register_as, promote_if, promote_alpha) if register_as else None
+    if config.model.name in BASELINES:  # a scikit-learn pipeline: train/baseline.py
+        return run_baseline(config, tracker, workdir, registry, resume, dist, inputs, after_epoch)
     prepared = prepare(config, tracker, workdir, resume, dist, inputs)
     main, every_epoch = dist.is_main, config.log_checkpoints == "all"
     hooks = Hooks(
@@ -105,7 +91,6 @@ def run_train(
     calibrated = calibrate_and_test(prepared, history)  # every rank predicts its share
     if not dist.is_main:
         return None
-    registry = promote_mod.RegisterRequest(register_as, promote_if, promote_alpha) if register_as else None
     return publish(prepared, history, calibrated, tracker, workdir, registry)
 
 
@@ -173,30 +158,19 @@ def publish(
     prepared: Prepared, history: History, calibrated: Calibrated, tracker: tracking.Tracker, workdir: Path,
     registry: promote_mod.RegisterRequest | None,
 ) -> TrainOutcome:
-    """After training: curves, the best model with its temperature as a LoggedModel (its
-    validation scores linked), calibration, the test predictions table and its metrics,
+    """After training: curves, the best model with its temperature as a LoggedModel (its size,
+    ``model/size_bytes``, and validation scores linked), calibration, the test predictions table and its metrics,
     registration (with promotion) when asked, the model card, and checkpoint retention."""
     config = prepared.config
     tracker.log_figure(plots.training_curves(history), "figures/training_curves.png")
     tracker.log_table(pd.DataFrame(history.lr_groups), "tables/layerwise_lr")
     package = package_model(history.best_dir, prepared.tokenizer, config, workdir / "package_best", calibrated.temperature)
     logged = tracker.log_model(package, name="model", step=history.best_epoch)
-    best = {"val/best_accuracy": history.best_val_accuracy, "train/best_epoch": history.best_epoch}
-    best_f1 = next((e.val_f1_macro for e in history.epochs if e.epoch == history.best_epoch), float("nan"))
-    if not math.isnan(best_f1):
-        best["val/best_f1_macro"] = best_f1
-    tracker.log_metrics(best, step=history.best_epoch, model_id=logged.model_id)
-    _log_calibration(calibrated, tracker, history.best_epoch, logged.model_id)
-    test_metrics: dict[str, float] = {}
-    if calibrated.test is not None:
-        test_metrics = evaluate.log_evaluation(calibrated.test, "test", tracker, model_id=logged.model_id, seed=config.seed)
-        tracker.log_metrics({"test/seconds": calibrated.test_seconds}, step=history.best_epoch)
-    registered = promote_mod.register(registry, tracker, logged, calibrated.test, test_metrics) if registry else None
-    metrics = {**best, **test_metrics, "calibration/temperature": calibrated.temperature}
-    metrics |= {f"val/{k}": v for k, v in evaluate.calibration_metrics(calibrated.val).items()}
-    _publish_card(prepared, history, tracker, logged, calibrated.test, metrics, registered)
+    tracker.log_metrics({"model/size_bytes": package_bytes(package)}, step=history.best_epoch, model_id=logged.model_id)
+    trained = Trained(config, prepared.splits, prepared.runtime.tags(), prepared.started)
+    outcome = publish_logged(trained, history, calibrated, tracker, logged, registry)
     _retain(config, history, tracker)
-    return TrainOutcome(tracker.run_id, logged.model_uri, history, test_metrics, registered)
+    return outcome
 
 
 def _retain(config: Config, history: History, tracker) -> None:
@@ -211,40 +185,12 @@ def _retain(config: Config, history: History, tracker) -> None:
         tracker.set_tags({"sentiment.state": "deleted after a successful run (keep_state false)"})
 
 
-def _publish_card(prepared: Prepared, history: History, tracker, logged, table, metrics: dict, registered) -> None:
-    """The model card, from what the run logged: in the run and the LoggedModel as
-    ``model_card.md``, and as the registered version's description."""
-    last = history.epochs[-1] if history.epochs else None
-    facts = card.CardFacts(
-        config=prepared.config, run_id=tracker.run_id, datasets=tracking.dataset_facts(prepared.splits),
-        metrics={**metrics, **({"train/samples_per_s": last.samples_per_s} if last else {})},
-        hardware=prepared.runtime.tags(), minutes=(time.time() - prepared.started) / 60, test_table=table,
-        registered=(registered.name, registered.version) if registered else None,
-        promotion=registered.decision.line() if registered and registered.decision else "",
-    )  # fmt: skip
-    path = card.write(facts)
-    tracker.log_text(path.read_text(), card.CARD_FILE)
-    tracker.log_model_file(logged.model_id, path)
-    if registered:
-        tracking.set_version_description(registered.name, registered.version, path.read_text())
-
-
 def _test_table(prepared: Prepared, history: History) -> pd.DataFrame | None:
     """The test predictions table of the best checkpoint (None without ``run_test``); under
     torchrun each rank predicts its share and every rank gets the whole table."""
     config = prepared.config
     if not config.run_test:
         return None
-
-
-def _log_calibration(calibrated: Calibrated, tracker: tracking.Tracker, step: int, model_id: str) -> None:
-    """``calibration/temperature``, the validation table it was fitted on (``predictions/val``),
-    its calibration before and after (``val/ece``, ``val/ece_calibrated``, ``val/brier``, ...)
-    and ``figures/calibration_val.png``; at the best epoch's step, linked to the model."""
-    scores = {f"val/{k}": v for k, v in evaluate.calibration_metrics(calibrated.val).items()}
-    tracker.log_metrics({"calibration/temperature": calibrated.temperature, **scores}, step=step, model_id=model_id)
-    tracker.log_table(calibrated.val, "predictions/val")
-    tracker.log_figure(evaluate.calibration_figure(calibrated.val, "val"), "figures/calibration_val.png")
 
 
 def calibrate_and_test(prepared: Prepared, history: History) -> Calibrated:
