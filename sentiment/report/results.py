@@ -24,7 +24,7 @@ import yaml
 
 from sentiment import stats
 from sentiment.errors import UserError
-from sentiment.report.document import render_markdown
+from sentiment.report.document import Section, render_markdown
 from sentiment.report.numbers import _pct, _points
 from sentiment.report.sections import build, data_name
 
@@ -57,6 +57,8 @@ def render(root: Path = Path("."), manifest: Path = MANIFEST) -> list[Rendered]:
         for doc in spec.get("documents", []):
             path = Path(doc["output"])
             document = build(doc["runs"], doc.get("with_runs", []), work / path.stem, doc.get("title", ""), source=SOURCE)
+            if doc.get("pending"):  # grids whose runs are not in the store yet: their commands, no numbers
+                document.sections.append(Section("Not in the store yet", [_pending_list(doc["pending"])]))
             figures = work / "figures" / path.stem
             text = render_markdown(document, figures, f"{path.stem}_figures")
             pngs = {f.name: f.read_bytes() for f in sorted(figures.glob("*.png"))}
@@ -71,6 +73,11 @@ def store_of(root: Path, spec: dict | None = None) -> Path:
     """The evidence store the manifest names (experiments/evidence by default)."""
     spec = spec if spec is not None else _load_manifest(root / MANIFEST)
     return root / spec.get("store", "experiments/evidence")
+
+
+def _pending_list(pending: list[dict]) -> str:
+    return "\n".join(f"- `{item['grid']}`: {item['what']} Run it with `{item['command']}`, then `sentiment evidence add PARENT_RUN_ID`."
+                     for item in pending)  # fmt: skip
 
 
 def _load_manifest(path: Path) -> dict:
@@ -143,6 +150,7 @@ def _headline(rows: list[dict]) -> str:
         delta = stats.compare(pairs)
         lines.append({
             "budget": row["budget"],
+            "training reviews": _train_reviews(ours),
             "our model": f"{ours['name']} ({_seeds(ours)})",
             "test accuracy [95% CI]": _accuracy_cell(ours),
             "minutes per run": _minutes(ours),
@@ -182,6 +190,11 @@ def _accuracy_cell(side: dict) -> str:
     values = [r.metrics["test/accuracy"] for r in runs]
     low, high = stats.seed_interval(values)
     return f"{_pct(float(np.mean(values)))} [{_pct(low)}, {_pct(high)}] over seeds"
+
+
+def _train_reviews(side: dict) -> str:
+    counts = {int(r.metrics["data/train_reviews"]) for r in side["runs"] if "data/train_reviews" in r.metrics}
+    return " / ".join(f"{n:,}" for n in sorted(counts)) or "?"
 
 
 def _minutes(side: dict) -> str:
