@@ -26,12 +26,12 @@ demo: install
 
 ## The test suite (under 25 minutes on 2 cores): everything but the tiers below and a whole shipped grid.
 test: install
-	$(BIN)/python -m pytest -q -rs -m "not grid and not postgres and not long_outage and not scale"
+	$(BIN)/python -m pytest -q -rs -m "not grid and not postgres and not long_outage and not scale and not extended"
 
-## The slow tiers CI runs after `make test`: the PostgreSQL-backed server, the long outages, Spark
-## and the served model under load.
+## The slow tiers CI runs after `make test`: the PostgreSQL-backed server, the long outages, Spark,
+## the served model under load, and the extended end-to-end paths.
 test-tiers: install
-	$(BIN)/python -m pytest -q -rs -m "postgres or long_outage or scale"
+	$(BIN)/python -m pytest -q -rs -m "postgres or long_outage or scale or extended"
 
 ## Everything, including the shipped quick ablation grid end to end (about 8 more minutes).
 test-all: install

@@ -87,6 +87,7 @@ def test_tfidf_logreg_trains_serves_registers_and_a_worse_candidate_stays_candid
     assert client.get_model_version_by_alias(name, "candidate").version == "2"
 
 
+@pytest.mark.extended
 @pytest.mark.slow  # five CLI processes: about 1.5 minutes on 2 busy cores
 def test_a_baseline_is_evaluated_scored_and_predicted_like_an_encoder(tracking_env, tmp_path):
     name = "tfidf-cli"
@@ -155,6 +156,7 @@ def test_encoder_options_are_refused_for_a_baseline():
         build_config("seed", {"model.name": "tfidf-logreg", "model.freeze_layers": 2})
 
 
+@pytest.mark.extended
 @pytest.mark.slow  # MiniLM embeds 390 reviews on the CPU: about 2 minutes on 2 busy cores
 def test_minilm_logreg_embeds_with_the_frozen_encoder_and_loads_as_sklearn(tracking_env, monkeypatch):
     result = run_cli(["train", "--model", "minilm-logreg", "--data", "sample", "--max-length", "128"], tracking_env)

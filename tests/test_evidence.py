@@ -39,7 +39,7 @@ def _store_env(env: dict, store: Path) -> dict:
 
 
 def test_published_runs_keep_ids_and_render_the_same_report(tracking_env, tiny_model, reviews_csv, tmp_path):
-    grid = tiny_grid("evidence", reviews_csv, tiny_model, [1, 2], [
+    grid = tiny_grid("evidence", reviews_csv, tiny_model, [1], [
         {"name": "freezing", "variants": [{"name": "freeze_1", "options": {"freeze_layers": 1}}]},
     ])  # fmt: skip
     grid["shared"].update({"test_size": 40, "split_seed": 0})

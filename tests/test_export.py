@@ -15,6 +15,7 @@ from tests.conftest import TINY_TRAIN, run_cli
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.extended
 def test_int8_sibling_is_registered_loads_and_carries_its_measurements(tracking_env, tiny_model, reviews_csv, tmp_path):
     trained = run_cli(["train", "--model", tiny_model, "--data", str(reviews_csv), *TINY_TRAIN, "--register-as", "exported"], tracking_env, cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr

@@ -175,6 +175,12 @@ def _recipe_table(run, what: str = "recipe") -> pd.DataFrame:
         ("model", p.get("model.name", "?")),
         ("data", data_name(p.get("data.source", "?"))),
         ("reviews train / validation / test", _review_counts(run)),
+    ]  # fmt: skip
+    settings = {k.removeprefix("baseline."): v for k, v in sorted(p.items()) if k.startswith("baseline.")}
+    if settings:  # a classical baseline: its pipeline's settings, not an encoder's recipe
+        rows += [(name, value) for name, value in settings.items()]
+        return pd.DataFrame(rows, columns=[f"{what} (run `{run.run_id}`)", "value"])
+    rows += [
         ("max length, truncation", f"{p.get('data.max_length', '?')} tokens, {p.get('data.truncation', '?')}"),
         ("epochs, batch, lr, layer decay", f"{p.get('train.epochs', '?')}, {p.get('train.batch_size', '?')}, {p.get('train.lr', '?')}, {p.get('train.layer_decay', '?')}"),
         ("precision, device", f"{run.tags.get('sentiment.precision', '?')} on {run.tags.get('sentiment.device', '?')}"

@@ -177,6 +177,7 @@ def test_resume_after_kill_9_reruns_nothing_finished_and_ends_with_the_trials_as
     assert parent.info.status == "FINISHED" and parent.data.tags["sentiment.tune.attempt"] == "2"
     assert parent.data.metrics["tune/trials_complete"] == 3 and parent.data.metrics["tune/trials_failed"] == 1
 
+@pytest.mark.extended
 @pytest.mark.slow
 def test_two_processes_share_one_study_under_one_parent(tracking_env, tiny_model, reviews_csv, tmp_path):
     space = write_space(tmp_path, tiny_model, reviews_csv, {"lr": {"log_uniform": [1e-3, 1e-2]}}, trials=4, pruner={"name": "none"})
