@@ -18,6 +18,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from sentiment.tracking.evidence import PREDICTION_COLUMNS
 from tests.ablate.test_execution import children_of, parent_of, tiny_grid
 from tests.conftest import REPO, free_port, run_cli, stop_server, wait_healthy
 
@@ -84,8 +85,8 @@ def test_published_runs_keep_ids_and_render_the_same_report(tracking_env, tiny_m
     assert not any(p.startswith("checkpoints/") or p.endswith((".safetensors", ".bin", ".pt", "MLmodel")) for p in kept)
     assert not any(p.startswith("figures/") for p in kept)  # a child's figures are not read by any report
     stored = pd.read_parquet(store / child.info.experiment_id / child.info.run_id / "artifacts" / "predictions" / "test.parquet")
-    assert "text" not in stored.columns and "text" in server_predictions.columns
-    pd.testing.assert_frame_equal(stored, server_predictions.drop(columns=["text"]))
+    assert "text" in server_predictions.columns and list(stored.columns) == [c for c in server_predictions.columns if c in PREDICTION_COLUMNS]
+    pd.testing.assert_frame_equal(stored, server_predictions[list(stored.columns)], check_dtype=False, atol=1e-6)
     assert sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) < 2_000_000
 
     # a document rendered from the store alone is the server's report, line for line

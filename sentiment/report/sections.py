@@ -16,7 +16,9 @@ from sentiment.report.numbers import _num, _pct, _pm, _points
 from sentiment.report.tune import tune_sections
 from sentiment.stats import SEEDS, verdict, wilson_interval
 
-CURVE_OPTION = "train_size"  # a grid whose variants change only this draws a learning curve
+CURVE_OPTION = "train_size"
+# A classical baseline's settings worth a reader's eye (the rest are scikit-learn defaults, in its params).
+BASELINE_SETTINGS = ("ngram_range", "sublinear_tf", "min_df", "max_df", "C", "solver", "max_iter", "name", "max_length", "pooling")  # a grid whose variants change only this draws a learning curve
 
 
 # ----------------------------------------------------------------------------- building
@@ -176,9 +178,13 @@ def _recipe_table(run, what: str = "recipe") -> pd.DataFrame:
         ("data", data_name(p.get("data.source", "?"))),
         ("reviews train / validation / test", _review_counts(run)),
     ]  # fmt: skip
-    settings = {k.removeprefix("baseline."): v for k, v in sorted(p.items()) if k.startswith("baseline.")}
-    if settings:  # a classical baseline: its pipeline's settings, not an encoder's recipe
-        rows += [(name, value) for name, value in settings.items()]
+    steps: dict[str, list[str]] = {}
+    for key, value in sorted(p.items()):  # baseline.<step>.<setting>: a classical baseline's pipeline
+        step, _, setting = key.removeprefix("baseline.").partition(".")
+        if key.startswith("baseline.") and setting in BASELINE_SETTINGS:
+            steps.setdefault(step, []).append(f"{setting}={value}")
+    if steps:  # the settings that make the recipe, not every scikit-learn default
+        rows += [(step, ", ".join(settings)) for step, settings in steps.items()]
         return pd.DataFrame(rows, columns=[f"{what} (run `{run.run_id}`)", "value"])
     rows += [
         ("max length, truncation", f"{p.get('data.max_length', '?')} tokens, {p.get('data.truncation', '?')}"),

@@ -57,7 +57,11 @@ KEEP_TOP_LEVEL = (
     "figures/tune/*.png",
 )
 TEXT_COLUMNS = ("text", "review")  # review text never enters the store
-MAX_ARTIFACT_BYTES = 5_000_000  # a guard: anything larger is not a summary
+# A predictions table keeps what no other column can give back (confidence, loss and the
+# uncalibrated probability follow from logit, label and the logged temperature), floats as float32:
+# about 10 bytes a review with zstd instead of about 60.
+PREDICTION_COLUMNS = ("id", "label", "prediction", "probability", "logit", "n_tokens", "truncated")
+MAX_ARTIFACT_BYTES = 5_000_000  # a guard on what is written: anything larger is not a summary
 
 
 @dataclass(frozen=True)
@@ -150,12 +154,15 @@ def publish(run_ids: list[str], root: Path = STORE) -> list[Published]:
     if running:
         raise UserError(f"run(s) {', '.join(running)} are still running; publish them when they have ended")
     store = _file_store(root)
-    _portable_default_experiment(root)
+    _portable_default_experiment(store, root)
     return [_copy_run(client, store, root, run) for run in runs]
 
 
-def _portable_default_experiment(root: Path) -> None:
+def _portable_default_experiment(store, root: Path) -> None:
+    """MLflow's Default experiment (0) with store-relative artifacts; created in a folder that exists."""
     meta = root / "0" / "meta.yaml"
+    if not meta.exists():  # the folder existed (e.g. with its README) so the store made no Default
+        store._create_experiment_with_id("Default", "0", f"{ARTIFACT_SCHEME}0", None)
     text = meta.read_text()
     lines = [f"artifact_location: {ARTIFACT_SCHEME}0" if line.startswith("artifact_location:") else line for line in text.splitlines()]
     meta.write_text("\n".join(lines) + "\n")
@@ -235,28 +242,37 @@ def _artifact_paths(client, run_id: str, path: str = "") -> list:
 
 def _copy_artifacts(client, run, dst: Path, top_level: bool) -> tuple[int, int]:
     files = size = 0
-    wanted = [a for a in _artifact_paths(client, run.info.run_id) if kept(a.path, top_level) and (a.file_size or 0) <= MAX_ARTIFACT_BYTES]
+    wanted = [a for a in _artifact_paths(client, run.info.run_id) if kept(a.path, top_level)]
     with tempfile.TemporaryDirectory(prefix="sentiment-evidence-") as tmp:
         for item in wanted:
             local = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=item.path, dst_path=tmp))
             target = dst / item.path
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.suffix == ".parquet":
-                _without_text(local, target)
+                _without_text(local, target, predictions=item.path.startswith("predictions/"))
             else:
                 shutil.copyfile(local, target)
+            if target.stat().st_size > MAX_ARTIFACT_BYTES:
+                target.unlink()
+                raise UserError(f"{item.path} of run {run.info.run_id} is over {MAX_ARTIFACT_BYTES / 1e6:.0f} MB even without text; "
+                                "it is not a summary a report reads: leave it out of the store")  # fmt: skip
             files, size = files + 1, size + target.stat().st_size
     return files, size
 
 
-def _without_text(source: Path, target: Path) -> None:
-    """A table without review text (and without any other long free-text column)."""
+def _without_text(source: Path, target: Path, predictions: bool) -> None:
+    """A table without review text (nor any other long free-text column); a predictions table
+    keeps only `PREDICTION_COLUMNS`, its floats as float32."""
     frame = pd.read_parquet(source)
-    drop = [c for c in frame.columns if c in TEXT_COLUMNS]
+    drop = [c for c in frame.columns if c in TEXT_COLUMNS or (predictions and c not in PREDICTION_COLUMNS)]
     for column in frame.columns.difference(drop):
-        if frame[column].dtype == object and frame[column].astype(str).str.len().max() > 200:
+        if frame[column].dtype == object and len(frame) and frame[column].astype(str).str.len().max() > 200:
             drop.append(column)
-    frame.drop(columns=drop).to_parquet(target, index=False)
+    frame = frame.drop(columns=drop)
+    if predictions:
+        floats = frame.select_dtypes("float64").columns
+        frame[floats] = frame[floats].astype("float32")
+    frame.to_parquet(target, index=False, compression="zstd")
 
 
 # ----------------------------------------------------------------------------- what is in it
