@@ -143,28 +143,41 @@ def _block(name: str, spec) -> str:
 
 def _headline(rows: list[dict]) -> str:
     """Per budget: our best model and the baseline beside it, paired on the same test reviews."""
-    lines = []
-    for row in rows:
-        ours, base = _side(row["runs"]), _side(row["baseline"])
-        pairs = [stats.Paired.join(table, base["tables"][0]) for table in ours["tables"]]
-        delta = stats.compare(pairs)
-        lines.append({
-            "budget": row["budget"],
-            "training reviews": _train_reviews(ours),
-            "our model": f"{ours['name']} ({_seeds(ours)})",
-            "test accuracy [95% CI]": _accuracy_cell(ours),
-            "minutes per run": _minutes(ours),
-            "baseline": base["name"],
-            "baseline accuracy [95% CI]": _accuracy_cell(base),
-            "baseline minutes": _minutes(base),
-            "Δ points, paired [95% CI]": f"{_points(delta['delta_test_accuracy'])} [{_points(delta['delta_test_accuracy_low'])}, "
-                                         f"{_points(delta['delta_test_accuracy_high'])}]",
-            "test reviews": f"{delta['paired_reviews'] // len(pairs):,}",
-            "runs": ", ".join(f"`{r}`" for r in row["runs"] + row["baseline"]),
-        })  # fmt: skip
     from sentiment.report.document import _md_table
 
-    return _md_table(pd.DataFrame(lines)) + "\n"
+    return _md_table(pd.DataFrame([_headline_row(row) for row in rows])) + "\n"
+
+
+def _headline_row(row: dict) -> dict:
+    base = _side(row["baseline"])
+    out = {"budget": row["budget"], "training reviews": _train_reviews(base)}
+    if not row.get("runs"):  # our model for this budget is not in the store yet: say how to make it
+        out.update({"our model": f"not in the store yet: `{row['command']}`", "test accuracy [95% CI]": "", "minutes per run": ""})
+    else:
+        ours = _side(row["runs"])
+        out.update({"training reviews": _train_reviews(ours), "our model": f"{ours['name']} ({_seeds(ours)})",
+                    "test accuracy [95% CI]": _accuracy_cell(ours), "minutes per run": _minutes(ours)})  # fmt: skip
+    out.update({"baseline": base["name"], "baseline accuracy [95% CI]": _accuracy_cell(base), "baseline minutes": _minutes(base)})
+    if row.get("runs"):
+        out.update(_paired_delta(ours, base))
+    else:
+        out.update({"Δ points, paired [95% CI]": "", "test reviews": f"{len(base['tables'][0]):,}"})
+    out["runs"] = ", ".join(f"`{r}`" for r in row.get("runs", []) + row["baseline"])
+    return out
+
+
+def _paired_delta(ours: dict, base: dict) -> dict:
+    """Ours minus the baseline on the same reviews; with several seeds, the wider of the review
+    bootstrap and the Student-t interval over the seeds' deltas."""
+    pairs = [stats.Paired.join(table, base["tables"][0]) for table in ours["tables"]]
+    delta = stats.compare(pairs)
+    low, high = delta["delta_test_accuracy_low"], delta["delta_test_accuracy_high"]
+    if len(pairs) > 1:
+        low, high, _ = stats.wider_interval((low, high), stats.seed_interval([p.accuracy_delta for p in pairs]))
+    return {
+        "Δ points, paired [95% CI]": f"{_points(delta['delta_test_accuracy'])} [{_points(low)}, {_points(high)}]",
+        "test reviews": f"{delta['paired_reviews'] // len(pairs):,}",
+    }
 
 
 def _side(run_ids: list[str]) -> dict:

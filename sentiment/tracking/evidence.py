@@ -33,6 +33,7 @@ STORE = Path("experiments") / "evidence"
 ARTIFACT_SCHEME = "mlflow-artifacts:/"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_FOLDERS = ("metrics", "params", "tags", "artifacts")
+KIND_TAG = "mlflow.experimentKind"
 # What a report reads, and nothing else. Patterns match artifact paths (fnmatch, `*` spans `/`).
 KEEP = (
     "config.yaml",  # the run's whole config: the recipe tables of a report
@@ -184,6 +185,11 @@ def _experiment_id(client, store, source_id: str) -> str:
             f"artifact_location: {ARTIFACT_SCHEME}{new_id}\n" if line.startswith("artifact_location:") else line
             for line in meta.read_text().splitlines(keepends=True)
         ))  # fmt: skip
+    from mlflow.entities import ExperimentTag
+
+    tags = {**source.tags, KIND_TAG: source.tags.get(KIND_TAG, "custom_model_development")}
+    for key, value in sorted(tags.items()):  # the UI opens a training experiment in its model-training view
+        store.set_experiment_tag(new_id, ExperimentTag(key, value))
     return new_id
 
 
