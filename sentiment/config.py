@@ -59,6 +59,11 @@ class DataConfig:
     split_seed: int = -1
     """Seeds the validation split and the size/fraction samples; -1 uses the run's `seed`. Fix it
     (e.g. 0) so runs with different seeds still share their train, validation and test reviews."""
+    train_sample_by_seed: bool = False
+    """Draw the `train_size` / `train_fraction` sample with the run's `seed` even when `split_seed`
+    is fixed: seeds then see different training reviews (a learning curve's spread over samples)
+    while sharing their validation and test reviews. A deterministic model such as TF-IDF + logistic
+    regression varies with its sample only."""
 
 
 @dataclass(frozen=True)

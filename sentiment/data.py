@@ -233,9 +233,11 @@ def make_splits(frame: pd.DataFrame, config: DataConfig, seed: int, source: str 
     first. ``train_fraction`` < 1 then subsamples the training split, still stratified, and
     ``train_size`` / ``val_size`` / ``test_size`` sample each split down to that many reviews.
     Everything but the test split of a source that has one is seeded with ``config.split_seed``
-    (``seed`` when it is -1), so runs sharing a split seed share their reviews.
+    (``seed`` when it is -1), so runs sharing a split seed share their reviews; with
+    ``train_sample_by_seed`` the training sample is drawn with ``seed`` all the same.
     """
     cols = ["id", "text", "label"]
+    train_seed = seed if config.train_sample_by_seed or config.split_seed < 0 else config.split_seed
     seed = seed if config.split_seed < 0 else config.split_seed
     if (frame["split"] == "test").any():
         pool, test = frame[frame["split"] != "test"][cols], frame[frame["split"] == "test"][cols]
@@ -244,8 +246,8 @@ def make_splits(frame: pd.DataFrame, config: DataConfig, seed: int, source: str 
         pool, test = _stratified(frame[cols], config.test_fraction, seed)
     train, val = _stratified(pool, config.val_fraction, seed)
     if config.train_fraction < 1:
-        _, train = _stratified(train, config.train_fraction, seed)
-    train = _sample(train, config.train_size, seed, "train")
+        _, train = _stratified(train, config.train_fraction, train_seed)
+    train = _sample(train, config.train_size, train_seed, "train")
     val = _sample(val, config.val_size, seed, "val")
     test = _sample(test, config.test_size, seed, "test")
     return Splits(train=train, val=val, test=test, source=source)

@@ -134,6 +134,11 @@ def test_learning_curve_scores_an_extra_run_on_the_grids_test_reviews(tracking_e
     low, high = evaluate.bootstrap_accuracy_ci((full["label"] == full["prediction"]).to_numpy().astype(float), seed=0)
     row = next(line for line in text.splitlines() if line.startswith(f"| all-reviews (`{full_id}`)"))
     assert f"{100 * accuracy:.2f}% [{100 * low:.2f}%, {100 * high:.2f}%]" in row
+    # a child tested on exactly these reviews carries the interval it logged, in every table (one run, one interval)
+    m = child.data.metrics
+    logged = f"[{100 * m['test/accuracy_ci_low']:.2f}%, {100 * m['test/accuracy_ci_high']:.2f}%]"
+    rows = [line for line in text.splitlines() if child.info.run_id in line and "%" in line]
+    assert len(rows) >= 2 and all(logged in line for line in rows), rows
     assert "every point is scored on the same 30 test reviews" in text and "curve_learning_curve.png" in text
     assert (tmp_path / "curve_figures" / "curve_learning_curve.png").is_file()
 
