@@ -34,6 +34,7 @@ ARTIFACT_SCHEME = "mlflow-artifacts:/"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_FOLDERS = ("metrics", "params", "tags", "artifacts")
 KIND_TAG = "mlflow.experimentKind"
+BATCH = 1000
 # What a report reads, and nothing else. Patterns match artifact paths (fnmatch, `*` spans `/`).
 KEEP = (
     "config.yaml",  # the run's whole config: the recipe tables of a report
@@ -228,7 +229,9 @@ def _copy_data(client, store, run) -> None:
     for key in sorted(run.data.metrics):
         history = client.get_metric_history(run_id, key)
         metrics += [Metric(m.key, m.value, m.timestamp, m.step) for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
-    store.log_batch(run_id, metrics=metrics, params=params, tags=tags)
+    store.log_batch(run_id, metrics=[], params=params, tags=tags)
+    for start in range(0, len(metrics), BATCH):  # MLflow takes at most 1,000 metrics a batch
+        store.log_batch(run_id, metrics=metrics[start:start + BATCH], params=[], tags=[])
     if run.inputs and run.inputs.dataset_inputs:
         store.log_inputs(run_id, datasets=list(run.inputs.dataset_inputs))
 
