@@ -165,9 +165,15 @@ def _portable_default_experiment(store, root: Path) -> None:
     meta = root / "0" / "meta.yaml"
     if not meta.exists():  # the folder existed (e.g. with its README) so the store made no Default
         store._create_experiment_with_id("Default", "0", f"{ARTIFACT_SCHEME}0", None)
-    text = meta.read_text()
-    lines = [f"artifact_location: {ARTIFACT_SCHEME}0" if line.startswith("artifact_location:") else line for line in text.splitlines()]
-    meta.write_text("\n".join(lines) + "\n")
+    _artifacts_in_store(root, "0")
+
+
+def _artifacts_in_store(root: Path, experiment_id: str) -> None:
+    """Point an experiment's artifact location at the store (``mlflow-artifacts:/<id>``), whoever made it."""
+    meta = root / experiment_id / "meta.yaml"
+    lines = meta.read_text().splitlines()
+    meta.write_text("\n".join(f"artifact_location: {ARTIFACT_SCHEME}{experiment_id}" if line.startswith("artifact_location:") else line
+                              for line in lines) + "\n")  # fmt: skip
 
 
 def _experiment_id(client, store, source_id: str) -> str:
@@ -181,11 +187,7 @@ def _experiment_id(client, store, source_id: str) -> str:
     if not taken:
         store._create_experiment_with_id(source.name, source_id, f"{ARTIFACT_SCHEME}{source_id}", None)
     else:  # a random id was drawn: point its artifacts at the store too
-        meta = Path(store.root_directory) / new_id / "meta.yaml"
-        meta.write_text("".join(
-            f"artifact_location: {ARTIFACT_SCHEME}{new_id}\n" if line.startswith("artifact_location:") else line
-            for line in meta.read_text().splitlines(keepends=True)
-        ))  # fmt: skip
+        _artifacts_in_store(Path(store.root_directory), new_id)
     from mlflow.entities import ExperimentTag
 
     tags = {**source.tags, KIND_TAG: source.tags.get(KIND_TAG, "custom_model_development")}
@@ -289,7 +291,7 @@ def _without_text(source: Path, target: Path, predictions: bool) -> None:
 
 def run_ids(root: Path = STORE) -> set[str]:
     """Every run id the store holds."""
-    return {meta.parent.name for meta in root.glob("*/*/meta.yaml") if meta.parent.name != "datasets"}
+    return {meta.parent.name for meta in root.glob("*/*/meta.yaml")}
 
 
 def run_sizes(root: Path = STORE) -> dict[str, int]:
