@@ -6,7 +6,8 @@ threads and tracking store for every side:
   2. evaluation throughput: `sentiment evaluate` vs `pipeline(...)` batched vs padding to 512;
   3. the share of training wall time spent in MLflow calls;
   4. peak memory (RSS; GPU memory on CUDA);
-and the test accuracy each side reaches. Prints a table and writes benchmarks/RESULTS.md.
+and the test accuracy each side reaches. Prints the tables and logs them as one MLflow run
+(benchmarks/record.py), from which `make results` renders benchmarks/RESULTS.md.
 
 On the real corpus (`--data real`: the shared parquet, else the Hub's imdb) our side runs the
 `cpu` preset's settings, in fp32 and at the preset's precision, against Trainer in fp32 and with
@@ -34,13 +35,14 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
+from types import SimpleNamespace
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks import corpus
-from benchmarks.sections import kept_sections
+from benchmarks import record
 from benchmarks.sides import Spec, evaluate_all, padded_tokens_sentiment, train_sentiment, train_trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile on both sides (ours: --compile true; Trainer: torch_compile)")
     p.add_argument("--tracking-uri", default="", help="tracking store for both sides (default: a fresh SQLite store in the work dir)")
     p.add_argument("--workdir", default="", help="scratch folder (default: a temporary one, removed after)")
-    p.add_argument("--output", default=str(REPO / "benchmarks" / "RESULTS.md"), help="where to write the results (Markdown)")
+    p.add_argument("--record-uri", default="", help="tracking server the benchmark's own run goes to (default: --tracking-uri, else MLFLOW_TRACKING_URI)")
+    p.add_argument("--output", default="", help="also write this run's section as Markdown here (benchmarks/RESULTS.md itself is rendered by make results)")
     p.add_argument("--json", default="", help="also write the raw numbers as JSON here")
     isolate = p.add_mutually_exclusive_group()
     isolate.add_argument("--isolate", dest="isolate", action="store_true", default=None, help="each phase in a fresh process (default unless --tiny)")
@@ -95,7 +98,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, name, TINY[name] if args.tiny and name in TINY else default)
     if args.isolate is None:
         args.isolate = not args.tiny
-    args.output = str(Path(args.output).resolve())
+    args.output = str(Path(args.output).resolve()) if args.output else ""
     args.json = str(Path(args.json).resolve()) if args.json else ""
     if Path(args.model).expanduser().exists():
         args.model = str(Path(args.model).expanduser().resolve())
@@ -1019,28 +1022,52 @@ def setup_line(args: argparse.Namespace, results: dict) -> str:
     )
 
 
-def write_results(path: Path, args: argparse.Namespace, command: str, facts: dict, load: LoadMonitor, results: dict, skipped: dict, elapsed_s: float) -> str:
-    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    busy = load.busy
+def build_payload(args: argparse.Namespace, command: str, facts: dict, load: LoadMonitor, results: dict, skipped: dict, elapsed_s: float) -> dict:
+    """Everything the document's section renders from, as its MLflow run stores it (benchmark.json)."""
+    return record.plain({
+        "kind": "run", "command": command, "commit": record.commit(), "elapsed_s": elapsed_s,
+        "when": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "facts": facts, "load": {"summary": load.summary(), "busy": load.busy},
+        "args": vars(args), "results": results, "skipped": skipped,
+    })  # fmt: skip
+
+
+def run_metrics(payload: dict) -> dict[str, float]:
+    """The run's metrics: every corpus's ratios and each side's rates and accuracies."""
+    out: dict[str, float] = {}
+    for label, result in payload["results"].items():
+        out.update(record.numbers(result.get("ratios", {}), f"{label}/"))
+        for side in ("sentiment", "sentiment_bf16", "sentiment_fp32", "trainer", "trainer_bf16"):
+            if isinstance(result.get(side), dict):
+                out.update(record.numbers({k: v for k, v in result[side].items() if not isinstance(v, (dict, list))}, f"{label}/{side}/"))
+    out["elapsed_s"] = float(payload["elapsed_s"])
+    return out
+
+
+def render_body(payload: dict, run_id: str | None = None) -> str:
+    """The benchmark's part of benchmarks/RESULTS.md, from its stored payload alone."""
+    args = SimpleNamespace(**payload["args"])
+    results, skipped, load = payload["results"], payload["skipped"], payload["load"]
+    where = f"; MLflow run `{run_id}` (experiment `{record.EXPERIMENT}`)" if run_id else ""
     parts = [
-        "# Benchmark results",
-        "",
-        f"Written by `{command}` on {when} in {elapsed_s / 60:.1f} minutes (one run of the command; every number below comes from it).",
+        f"Measured by `{payload['command']}` on {payload['when']} in {payload['elapsed_s'] / 60:.1f} minutes "
+        f"(one run of the command; every number down to the next command's section comes from it), at commit "
+        f"`{payload['commit']}`{where}.",
         "",
         "## Machine",
         "",
-        *[f"- {key}: {value}" for key, value in facts.items()],
-        f"- while it ran: {load.summary()}",
+        *[f"- {key}: {value}" for key, value in payload["facts"].items() if key != "commit"],
+        f"- while it ran: {load['summary']}",
         "",
         ("**The machine was shared with other processes during this run**, so absolute times are noisy and the sides, "
-         "which ran one after the other, did not see exactly the same contention; read the ratios with that in mind." if busy else
+         "which ran one after the other, did not see exactly the same contention; read the ratios with that in mind." if load["busy"] else
          "No other process used noticeable CPU while it ran."),
         "",
         "## Setup",
         "",
         setup_line(args, results),
         "",
-    ]
+    ]  # fmt: skip
     for label, result in results.items():
         if label == "real":
             parts += real_section(result)
@@ -1069,12 +1096,8 @@ def write_results(path: Path, args: argparse.Namespace, command: str, facts: dic
         ]
     for label, reason in skipped.items():
         parts += [f"## Corpus: {label}", "", f"Skipped: {reason}.", ""]
-    parts += [METHOD, ""]
-    text = "\n".join(parts)
-    kept = kept_sections(path)  # the sections other commands own (scoring, serving)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + ("\n" + kept if kept else ""))
-    return text
+    parts += [METHOD]
+    return "\n".join(parts)
 
 
 METHOD = """## How it is measured
@@ -1191,11 +1214,15 @@ def main(argv: list[str] | None = None) -> int:
             log(why_lines(result, result["ratios"]))
             log("")
     elapsed = time.perf_counter() - started
-    output = Path(args.output)
-    write_results(output, args, command, facts, load, results, skipped, elapsed)
+    payload = build_payload(args, command, facts, load, results, skipped, elapsed)
+    run_id = record.log("run", payload, run_metrics(payload), args.record_uri or args.tracking_uri) if results else None
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text("# Benchmark results\n\n" + render_body(payload, run_id))
+        log(f"wrote {args.output}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"facts": facts, "results": results, "skipped": skipped}, indent=2, default=str))
-    log(f"wrote {output} ({elapsed / 60:.1f} minutes)")
+        Path(args.json).write_text(json.dumps(payload, indent=2))
+    log(f"done in {elapsed / 60:.1f} minutes")
     if not args.workdir:
         import shutil
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 
-from benchmarks.sections import write_section
+from benchmarks import record
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data" / "imdb_reviews.parquet"
@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--json", default="", help="also write the numbers here")
-    parser.add_argument("--output", default="", help="also write the tables as the `scoring` section of this Markdown file (e.g. benchmarks/RESULTS.md)")
+    parser.add_argument("--output", default="", help="also write this run's section as Markdown here (benchmarks/RESULTS.md is rendered by make results)")
+    parser.add_argument("--record-uri", default="", help="tracking server the benchmark's run goes to (default: MLFLOW_TRACKING_URI)")
     args = parser.parse_args(argv)
     from sentiment import tracking
     from sentiment.config import from_yaml
@@ -86,7 +87,9 @@ def main(argv: list[str] | None = None) -> dict:
     folder = str(tracking.fetch_model(args.model)[0]) if ":/" in args.model else args.model
     config = from_yaml((Path(folder) / "sentiment_config.yaml").read_text())
     reviews = pd.read_parquet(args.data, columns=["text"])
-    results: dict = {"command": " ".join(["python -m benchmarks.scoring", *(sys.argv[1:] if argv is None else argv)])}
+    results: dict = {"kind": "scoring", "command": " ".join(["python -m benchmarks.scoring", *(sys.argv[1:] if argv is None else argv)]),
+                     "commit": record.commit(), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                     "model": record.pinned(args.model), "memory_model": record.pinned(args.memory_model or args.model)}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         sample = Path(tmp) / "sample.parquet"
         reviews.head(args.reviews).to_parquet(sample, row_group_size=10_000)
@@ -108,20 +111,25 @@ def main(argv: list[str] | None = None) -> dict:
             del repeated
             seconds, peak = peak_rss(score_cmd(memory_model, source, Path(tmp) / f"out_{rows}.parquet", "fp32", args.batch_size))
             results["memory"].append({"rows": rows, "file_mib": source.stat().st_size / 2**20, "peak_rss_mib": peak, "seconds": seconds})
+    results = record.plain(results)
     print(json.dumps(results, indent=2))
+    run_id = record.log("scoring", results, record.numbers({"throughput": results["throughput"],
+                        **{f"memory/{m['rows']}": m for m in results["memory"]}}), args.record_uri)  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     if args.output:
-        write_section(Path(args.output), "scoring", markdown(results, args.model, memory_model))
+        Path(args.output).write_text(markdown(results, run_id))
     return results
 
 
-def markdown(results: dict, model: str, memory_model: str) -> str:
-    t = results["throughput"]
+def markdown(results: dict, run_id: str | None = None) -> str:
+    """The section of benchmarks/RESULTS.md, from the run's stored payload alone."""
+    t, model, memory_model = results["throughput"], results["model"], results["memory_model"]
+    where = f"; MLflow run `{run_id}` (experiment `{record.EXPERIMENT}`)" if run_id else ""
     lines = [
         "## Scoring files: `sentiment score` vs `transformers.pipeline`",
         "",
-        f"Written by `{results['command']}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"Measured by `{results['command']}` on {results['when']} at commit `{results['commit']}`{where}.",
         "",
         f"Throughput: model `{model}`, the first {t['reviews']:,} real reviews, max length {t['max_length']}, "
         f"{t['precision']}, CPU, both timed after loading the model and a warm-up pass.",

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.sections import write_section
+from benchmarks import record
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data" / "imdb_reviews.parquet"
@@ -166,15 +166,18 @@ def real_texts(data: str, n: int, seed: int) -> list[str]:
     return frame[column].sample(n=min(n, len(frame)), random_state=seed).tolist()
 
 
-def markdown(command: str, model_uri: str, result: dict, rows: list[dict], texts: list[str]) -> str:
-    chars = np.asarray([len(t) for t in texts])
+def markdown(report: dict, run_id: str | None = None) -> str:
+    """The section of benchmarks/RESULTS.md, from the run's stored payload alone."""
+    result, rows, texts = report["load"], report["malformed"], report["texts"]
+    where = f"; MLflow run `{run_id}` (experiment `{record.EXPERIMENT}`)" if run_id else ""
     lines = [
         "## Served model under load",
         "",
-        f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} against `mlflow models serve` on loopback.",
+        f"Measured by `{report['command']}` on {report['when']} against `mlflow models serve` on loopback, "
+        f"at commit `{report['commit']}`{where}.",
         "",
-        f"Model `{model_uri}`; {result['clients']} concurrent clients, requests of 1 to {result['max_batch']} real reviews "
-        f"({len(texts):,} reviews drawn from, median {int(np.median(chars)):,} characters, longest {int(chars.max()):,}).",
+        f"Model `{report['model_uri']}`; {result['clients']} concurrent clients, requests of 1 to {result['max_batch']} real reviews "
+        f"({texts['count']:,} reviews drawn from, median {texts['median_chars']:,} characters, longest {texts['max_chars']:,}).",
         "",
         "| clients | requests | reviews | requests/s | reviews/s | p50 ms | p95 ms | p99 ms | errors |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -198,12 +201,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=1, help="scoring server workers")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default="", help="also write the numbers here")
-    parser.add_argument("--output", default="", help="also write the tables as the `serving` section of this Markdown file (e.g. benchmarks/RESULTS.md)")
+    parser.add_argument("--output", default="", help="also write this run's section as Markdown here (benchmarks/RESULTS.md is rendered by make results)")
+    parser.add_argument("--record-uri", default="", help="tracking server the benchmark's run goes to (default: MLFLOW_TRACKING_URI)")
     args = parser.parse_args(argv)
     if not Path(args.data).exists():
         raise SystemExit(f"error: --data {args.data} does not exist: pass a parquet/csv of reviews")
     texts = real_texts(args.data, 2000, args.seed)
-    server = Server(args.model_uri, free_port(), Path(args.json or "serving").with_suffix(".server.log"), args.workers)
+    pinned_uri = pinned(args.model_uri)
+    server = Server(pinned_uri, free_port(), Path(args.json or "serving").with_suffix(".server.log"), args.workers)
     try:
         server.invoke({"inputs": texts[:2]})  # warm-up
         result = load(server, texts, args.clients, args.requests, args.duration, args.max_batch, args.seed)
@@ -212,15 +217,31 @@ def main(argv: list[str] | None = None) -> dict:
         alive = server.request("GET", "/ping", b"")[0] == 200
     finally:
         server.stop()
-    report = {"model_uri": args.model_uri, "load": result, "malformed": rows, "alive_after": alive}
+    chars = np.asarray([len(t) for t in texts])
     command = " ".join(["python -m benchmarks.serving", *(sys.argv[1:] if argv is None else argv)])
-    text = markdown(command, args.model_uri, result, rows, texts)
+    report = record.plain({
+        "kind": "serving", "command": command, "commit": record.commit(), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "model_uri": pinned_uri, "load": result, "malformed": rows, "alive_after": alive,
+        "texts": {"count": len(texts), "median_chars": int(np.median(chars)), "max_chars": int(chars.max())},
+    })  # fmt: skip
+    run_id = record.log("serving", report, record.numbers(report["load"]), args.record_uri)
+    text = markdown(report, run_id)
     print(text)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     if args.output:
-        write_section(Path(args.output), "serving", text)
+        Path(args.output).write_text(text)
     return report
+
+
+def pinned(model_uri: str) -> str:
+    """The model version an alias points at now, read from MLFLOW_TRACKING_URI's registry."""
+    if "@" not in model_uri:
+        return model_uri
+    from sentiment import tracking
+
+    tracking.connect()
+    return record.pinned(model_uri)
 
 
 if __name__ == "__main__":

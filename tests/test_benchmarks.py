@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from benchmarks import corpus
-from benchmarks.sections import write_section
 from tests.conftest import REPO
 
 
@@ -51,16 +50,18 @@ def test_lexicon_words_lean_the_right_way():
 
 
 def test_benchmark_command_smoke(tiny_model, tmp_path):
+    """benchmarks.run at toy size: both sides measured and logged to one store, and the benchmark's
+    own run (benchmark.json) from which make results renders the very section --output wrote."""
     out, raw, work = tmp_path / "RESULTS.md", tmp_path / "results.json", tmp_path / "work"
-    write_section(out, "serving", "## Served model under load\nkept")  # another command's section survives
+    record_uri = f"sqlite:///{tmp_path / 'record.db'}"
     cmd = [
         sys.executable, "-m", "benchmarks.run", "--tiny", "--model", tiny_model, "--data", "generated",
-        "--output", str(out), "--json", str(raw), "--workdir", str(work),
+        "--output", str(out), "--json", str(raw), "--workdir", str(work), "--record-uri", record_uri,
     ]  # fmt: skip
     done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
-    assert text.count("## Served model under load\nkept") == 1
+    _renders_from_the_store(tmp_path, record_uri, text, "run")
     for expected in ("## Machine", "## Corpus: generated", "`sentiment train`", "`Trainer` + mlflow", "transformers.pipeline",
                      "pad every review to 512", "MLflow share of our training wall time", "## How it is measured"):  # fmt: skip
         assert expected in text, expected
@@ -89,6 +90,39 @@ def test_benchmark_command_smoke(tiny_model, tmp_path):
         params = {row[0] for row in db.execute("select key from params")}
     assert {"bench-sentiment-generated", "bench-trainer-generated"} <= names
     assert {"train.lr", "learning_rate"} <= params
+
+
+def _renders_from_the_store(tmp_path, record_uri: str, written: str, kind: str) -> None:
+    """The benchmark's run, published into an evidence store, renders what the command wrote."""
+    import mlflow
+    import yaml
+
+    from sentiment.report import results
+    from sentiment.tracking import evidence
+
+    client = mlflow.MlflowClient(tracking_uri=record_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("benchmark").experiment_id])
+    assert run.data.tags["sentiment.benchmark"] == kind and run.data.tags["mlflow.source.git.commit"]
+    assert run.data.metrics and "benchmark.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert f"MLflow run `{run.info.run_id}`" in written
+    store, root = tmp_path / "store", tmp_path / "repo"
+    (root / "experiments").mkdir(parents=True)
+    previous = mlflow.get_tracking_uri()
+    try:
+        mlflow.set_tracking_uri(record_uri)
+        evidence.publish([run.info.run_id], store)
+        manifest = {"store": str(store), "documents": [{"output": "RESULTS.md", "renderer": "benchmarks.render:document", "runs": [run.info.run_id]}]}
+        (root / "experiments" / "results.yaml").write_text(yaml.safe_dump(manifest))
+        (rendered,) = results.render(REPO, root / "experiments" / "results.yaml")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    body = written.removeprefix("# Benchmark results\n\n")
+    assert rendered.text.startswith("# Benchmark results\n\nRendered by `make results`")
+    if body.strip() not in rendered.text:
+        import difflib
+
+        diff = difflib.unified_diff(body.splitlines(), rendered.text.splitlines(), "written", "rendered", lineterm="", n=0)
+        pytest.fail("the store renders a different section than the command wrote:\n" + "\n".join(list(diff)[:40]))
 
 
 def write_real_reviews(path, train: int = 160, test: int = 64):
@@ -145,10 +179,12 @@ def test_benchmark_real_corpus_smoke(tiny_model, tmp_path):
     cmd = [
         sys.executable, "-m", "benchmarks.run", "--tiny", "--model", tiny_model, "--data", "real",
         "--real-data", str(data), "--output", str(out), "--json", str(raw), "--workdir", str(work),
+        "--record-uri", f"sqlite:///{tmp_path / 'record.db'}",
     ]  # fmt: skip
     done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
+    _renders_from_the_store(tmp_path, f"sqlite:///{tmp_path / 'record.db'}", text, "run")
     for expected in ("## Corpus: real", f"Source: `{data}`", "`cpu` preset", "`Trainer` + mlflow, its defaults (fp32)",
                      "headline: training samples/s", "which change bought what", "### Time to accuracy",
                      "time-to-accuracy row: sentiment - Trainer at the same wall-clock budget",
@@ -202,17 +238,6 @@ def test_gpu_check_script_refuses_without_cuda():
     assert "no CUDA GPU" in done.stderr
 
 
-def test_sections_replace_their_own_block_only(tmp_path):
-    out = tmp_path / "RESULTS.md"
-    out.write_text("# Benchmark results\nbody\n")
-    write_section(out, "scoring", "## Scoring\nfirst")
-    write_section(out, "serving", "## Serving\none")
-    write_section(out, "scoring", "## Scoring\nsecond")
-    text = out.read_text()
-    assert text.startswith("# Benchmark results\nbody\n") and "first" not in text
-    assert text.index("## Scoring\nsecond") < text.index("## Serving\none") and text.count("## Scoring") == 1
-
-
 def test_scoring_benchmark_smoke(trained_in_memory, tmp_path):
     """benchmarks.scoring end to end at toy size: both sides measured, memory rows, its section."""
     from tests.test_score import reviews
@@ -231,4 +256,5 @@ def test_scoring_benchmark_smoke(trained_in_memory, tmp_path):
     assert throughput["ratio"] == pytest.approx(throughput["ours_reviews_per_s"] / throughput["pipeline_reviews_per_s"])
     assert [m["rows"] for m in result["memory"]] == [300, 600] and all(m["peak_rss_mib"] > 50 for m in result["memory"])
     text = out.read_text()
-    assert "<!-- begin section scoring -->" in text and "| 600 |" in text and "python -m benchmarks.scoring --model" in text
+    assert text.startswith("## Scoring files") and "| 600 |" in text and "python -m benchmarks.scoring --model" in text
+    assert "benchmark not recorded: set MLFLOW_TRACKING_URI" in done.stdout  # no server given: said, not silently lost

@@ -37,3 +37,12 @@ def test_served_model_under_load_and_malformed_payloads(tracking_env, tiny_model
     assert "input 1 is missing (null)" in answers["a null review"]["message"]
     assert "input 0 is int, not a string" in answers["non-string reviews"]["message"]
     assert report["alive_after"]
+    # the benchmark's run on the server: what it measured, the version the alias pointed at
+    import mlflow
+
+    assert report["model_uri"] == "models:/served/1"
+    runs = mlflow.search_runs(experiment_names=["benchmark"], output_format="list")
+    (run,) = [r for r in runs if r.data.tags.get("sentiment.benchmark") == "serving"]
+    assert run.data.metrics["requests"] == 30 and run.data.metrics["errors"] == 0
+    assert json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/benchmark.json")) == report
+    assert f"MLflow run `{run.info.run_id}`" in serving.markdown(report, run.info.run_id)

@@ -32,6 +32,7 @@ MANIFEST = Path("experiments") / "results.yaml"
 COMMAND = "make results"
 SOURCE = f"Rendered by `{COMMAND}` (`sentiment evidence render`) from the evidence store `experiments/evidence/`, which holds"
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) start[^>]*-->\n)(?P<body>.*?)(<!-- results:(?P=name) end -->)", re.S)
+BENCHMARK_ARTIFACT, BENCHMARK_TAG = "benchmark.json", "sentiment.benchmark"  # a benchmark command's run (benchmarks/record.py)
 RUN_ID = re.compile(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])")
 
 
@@ -56,6 +57,9 @@ def render(root: Path = Path("."), manifest: Path = MANIFEST) -> list[Rendered]:
         work = Path(tmp)
         for doc in spec.get("documents", []):
             path = Path(doc["output"])
+            if doc.get("renderer"):  # a document the repository renders itself (benchmarks/RESULTS.md)
+                out.append(Rendered(path, _rendered_by(root, doc)))
+                continue
             document = build(doc["runs"], doc.get("with_runs", []), work / path.stem, doc.get("title", ""), source=SOURCE)
             if doc.get("pending"):  # grids whose runs are not in the store yet: their commands, no numbers
                 document.sections.append(Section("Not in the store yet", [_pending_list(doc["pending"])]))
@@ -67,6 +71,31 @@ def render(root: Path = Path("."), manifest: Path = MANIFEST) -> list[Rendered]:
         current = (root / name).read_text()
         out.append(Rendered(Path(name), _fill_blocks(current, {key: _block(key, value) for key, value in blocks.items()})))
     return out
+
+
+def _rendered_by(root: Path, doc: dict) -> str:
+    """``renderer: module:function`` (a module of the repository at ``root``) called with the
+    manifest's runs, each with its MLflow run and, for a benchmark command's run (tag
+    ``sentiment.benchmark``), its ``benchmark.json``."""
+    import importlib
+    import json
+    import sys
+
+    from sentiment import tracking
+
+    module_name, _, function = doc["renderer"].partition(":")
+    if str(root.resolve()) not in sys.path:
+        sys.path.insert(0, str(root.resolve()))
+    renderer = getattr(importlib.import_module(module_name), function)
+    records = []
+    for run_id in doc["runs"]:
+        run = tracking.get_run(run_id)
+        payload = None
+        if run.tags.get(BENCHMARK_TAG):
+            payload = json.loads(tracking.load_run_text(run_id, BENCHMARK_ARTIFACT))
+        records.append({"run_id": run_id, "run": run, "payload": payload})
+    source = f"{SOURCE} the runs each section names (their commands, commits and model versions with them)."
+    return renderer(records, source)
 
 
 def store_of(root: Path, spec: dict | None = None) -> Path:

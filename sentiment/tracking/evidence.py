@@ -49,6 +49,7 @@ KEEP = (
     "failures/error_rates.parquet",
     "eda/exploration.json",
     "eda/summary.parquet",
+    "benchmark.json",  # a benchmark command's measurements (benchmarks/record.py)
 )
 # Figures only where a report embeds them: a top-level run's, never an ablation child's.
 KEEP_TOP_LEVEL = (
