@@ -97,7 +97,15 @@ INVOCATIONS = {
 }
 
 
-@pytest.mark.parametrize("name", list(INVOCATIONS))
+# One mistake of each kind runs in make test; the others (each a CLI start-up of several seconds)
+# run in the extended tier.
+EVERY_KIND = {
+    "missing data file", "three label values", "unknown Hub model, no internet", "freeze above depth", "fp16 on a cpu",
+    "resume unknown run", "unregistered model", "empty texts file", "attention without a model", "grid unknown option",
+}
+
+
+@pytest.mark.parametrize("name", [n if n in EVERY_KIND else pytest.param(n, marks=pytest.mark.extended) for n in INVOCATIONS])
 def test_mistake_fails_in_one_line_before_any_run(name, mistakes, tracking_env, tmp_path):
     args, fragment = INVOCATIONS[name]
     args = [a.format(**mistakes) if "{" in a else a for a in args]

@@ -21,6 +21,7 @@ pytestmark = [
 ]
 
 
+@pytest.mark.extended  # the cpu recipe on real reviews (minutes); the recipe's code paths run in make test on the tiny model
 def test_cpu_recipe_on_real_reviews_clears_the_floor(tracking_env):
     result = run_cli(
         ["train", "--preset", "cpu", "--data", str(REAL_DATA), "--train-size", "400", "--val-size", "200", "--test-size", "1000",

@@ -107,6 +107,7 @@ def test_ablate_parent_and_children_end_to_end(tracking_env, tiny_model, reviews
     assert all(by_run[r] == pytest.approx(a) for r, a in zip(per_child["run_id"], per_child["test_accuracy"]))
 
 
+@pytest.mark.extended  # a grid run twice; test_ablate_parent_and_children_end_to_end crosses the grid in make test
 def test_failed_child_is_reported_and_resume_reruns_only_it(tracking_env, tiny_model, reviews_csv, tmp_path):
     def groups(lr: float) -> list[dict]:
         return [{"name": "freezing", "variants": [
@@ -168,6 +169,7 @@ def test_resume_refuses_another_grid_or_a_non_ablation_run(tracking_env, tiny_mo
     assert result.returncode == 2 and "--backend-config needs --backend" in result.stderr
 
 
+@pytest.mark.extended  # each child through `mlflow run`; test_e2e's test_mlflow_run_reuses_the_project_run crosses MLflow Projects in make test
 def test_backend_local_runs_each_child_through_mlflow_projects(tracking_env, tiny_model, reviews_csv, tmp_path):
     """The --backend path with the one backend this machine has (kubernetes needs a cluster)."""
     groups = [{"name": "depth", "variants": [{"name": "keep_layers_1", "options": {"keep_layers": 1}}]}]

@@ -134,6 +134,7 @@ def _wait_for(condition, timeout_s: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.extended  # a search killed and resumed; the tiny search test crosses tune in make test
 @pytest.mark.slow
 def test_resume_after_kill_9_reruns_nothing_finished_and_ends_with_the_trials_asked(tracking_env, tiny_model, reviews_csv, tmp_path):
     space = write_space(tmp_path, tiny_model, reviews_csv, {"lr": {"log_uniform": [1e-3, 1e-2]}}, trials=3, pruner={"name": "none"})
@@ -195,6 +196,7 @@ def test_two_processes_share_one_study_under_one_parent(tracking_env, tiny_model
     assert parent.data.metrics["tune/trials_complete"] == 4
 
 
+@pytest.mark.extended  # a search whose baseline is re-tested; the tiny search test crosses tune in make test
 @pytest.mark.slow
 def test_the_best_trial_is_compared_with_the_baseline_on_the_same_test_reviews(tracking_env, tiny_model, reviews_csv, tmp_path):
     # the first enqueued trial is the baseline: 1 epoch (the tiny model has not learned yet);
