@@ -55,7 +55,8 @@ class Server:
         command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
                    "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]  # fmt: skip
         self.log = open(log, "w")
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        # mlflow models serve starts uvicorn from PATH: this interpreter's, as an activated venv would
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
         self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
