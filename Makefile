@@ -8,7 +8,7 @@ MODEL_NAME ?= imdb-sentiment
 # As if the venv were activated: `mlflow run` finds its python, and the tests' subprocesses too.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo test test-tiers test-all test-fast results evidence-ui clean
+.PHONY: install demo lint test test-tiers test-all test-fast results evidence-ui clean
 
 $(BIN)/sentiment: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,12 @@ demo: install
 	$(BIN)/sentiment predict --model-uri models:/$(MODEL_NAME)@champion \
 		"A warm, funny and beautifully acted film." "Dull, clumsy and far too long; I nearly walked out."
 
+## The formatter and linter: ruff (configured in pyproject.toml), format check and lint, no file changed.
+lint: install
+	$(BIN)/ruff format --check . && $(BIN)/ruff check .
+
 ## The test suite (under 25 minutes on 2 cores): everything but the tiers below and a whole shipped grid.
-test: install
+test: install lint
 	$(BIN)/python -m pytest -q -rs -m "not grid and not postgres and not long_outage and not scale and not extended"
 
 ## The slow tiers CI runs after `make test`: the PostgreSQL-backed server, the long outages, Spark,

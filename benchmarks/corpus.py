@@ -119,10 +119,24 @@ def generate(n: int, seed: int, mean_words: float = MEAN_WORDS, sigma: float = S
 def length_profile(texts: list[str], tokenizer=None, limit: int = 512) -> dict[str, float]:
     """Word counts (mean, median, p90) and, with a tokenizer, token counts and the share over ``limit``."""
     words = np.array([len(t.split()) for t in texts])
-    out = {"reviews": float(len(texts)), "mean_words": float(words.mean()), "median_words": float(np.median(words)), "p90_words": float(np.quantile(words, 0.9))}
+    out = {
+        "reviews": float(len(texts)),
+        "mean_words": float(words.mean()),
+        "median_words": float(np.median(words)),
+        "p90_words": float(np.quantile(words, 0.9)),
+    }
     if tokenizer is not None:
-        tokens = np.array([len(ids) for ids in tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]])
-        out.update(mean_tokens=float(tokens.mean()), over_limit_share=float((tokens > limit).mean()), tokens_per_word=float(tokens.sum() / words.sum()))
+        tokens = np.array(
+            [
+                len(ids)
+                for ids in tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+            ]
+        )
+        out.update(
+            mean_tokens=float(tokens.mean()),
+            over_limit_share=float((tokens > limit).mean()),
+            tokens_per_word=float(tokens.sum() / words.sum()),
+        )
     return out
 
 

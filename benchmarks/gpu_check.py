@@ -28,12 +28,36 @@ from benchmarks import corpus, measure
 
 # Dense bf16/fp16 tensor-core peaks (no sparsity), TFLOP/s. Override with GPU_PEAK_TFLOPS.
 PEAK_TFLOPS = {
-    "H200": 989.0, "H100 SXM": 989.0, "H100 NVL": 835.0, "H100 PCIe": 756.0, "H100": 756.0, "GH200": 989.0,
-    "A100": 312.0, "A800": 312.0, "L40S": 362.0, "L40": 181.0, "L4": 121.0, "A10G": 70.0, "A10": 125.0,
-    "A6000": 155.0, "V100": 125.0, "T4": 65.0, "RTX 4090": 165.0, "RTX 3090": 71.0,
-}  # fmt: skip
+    "H200": 989.0,
+    "H100 SXM": 989.0,
+    "H100 NVL": 835.0,
+    "H100 PCIe": 756.0,
+    "H100": 756.0,
+    "GH200": 989.0,
+    "A100": 312.0,
+    "A800": 312.0,
+    "L40S": 362.0,
+    "L40": 181.0,
+    "L4": 121.0,
+    "A10G": 70.0,
+    "A10": 125.0,
+    "A6000": 155.0,
+    "V100": 125.0,
+    "T4": 65.0,
+    "RTX 4090": 165.0,
+    "RTX 3090": 71.0,
+}
 # The reference recipe (README, preset `seed`): DistilBERT-base, IMDB at max length 512.
-REFERENCE = {"layers": 6, "hidden": 768, "ffn": 3072, "train": 18_750, "val": 6_250, "test": 25_000, "epochs": 3, "t4_minutes": 47}
+REFERENCE = {
+    "layers": 6,
+    "hidden": 768,
+    "ffn": 3072,
+    "train": 18_750,
+    "val": 6_250,
+    "test": 25_000,
+    "epochs": 3,
+    "t4_minutes": 47,
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -94,9 +118,8 @@ def run_once(args: argparse.Namespace, compile_model: bool, workdir: Path, frame
     """Two epochs of `fit` with MLflow tracking; the second epoch's throughput."""
     import torch
 
-    from sentiment import tokens
     from sentiment import device as device_mod
-    from sentiment import evaluate, tracking
+    from sentiment import evaluate, tokens, tracking
     from sentiment import model as model_mod
     from sentiment import train as train_mod
     from sentiment.config import build_config
@@ -104,10 +127,16 @@ def run_once(args: argparse.Namespace, compile_model: bool, workdir: Path, frame
     config = build_config(
         "seed",
         {
-            "model.name": args.model, "data.max_length": args.max_length, "train.epochs": 2, "train.batch_size": args.batch_size,
-            "train.eval_batch_size": args.eval_batch_size, "train.device": args.device, "train.compile": compile_model, "seed": args.seed,
+            "model.name": args.model,
+            "data.max_length": args.max_length,
+            "train.epochs": 2,
+            "train.batch_size": args.batch_size,
+            "train.eval_batch_size": args.eval_batch_size,
+            "train.device": args.device,
+            "train.compile": compile_model,
+            "seed": args.seed,
         },
-    )  # fmt: skip
+    )
     train_frame, val_frame = frames
     source = model_mod.resolve_source(args.model)
     tokenizer = model_mod.load_tokenizer(source)
@@ -154,23 +183,35 @@ def run_once(args: argparse.Namespace, compile_model: bool, workdir: Path, frame
     }
 
 
-def report(args, device_name: str, runs: list[dict], peak: float | None, peak_source: str, profile: dict, lengths_512: np.ndarray) -> str:
+def report(
+    args,
+    device_name: str,
+    runs: list[dict],
+    peak: float | None,
+    peak_source: str,
+    profile: dict,
+    lengths_512: np.ndarray,
+) -> str:
     lines = [
         "# GPU check",
         "",
         f"`{' '.join(['bash benchmarks/gpu_check.sh', *sys.argv[1:]])}` on {device_name}; model `{args.model}`, "
-        f"{args.reviews} training reviews x 2 epochs (second epoch measured), batch {args.batch_size}, max length {args.max_length}; "
+        f"{args.reviews} training reviews x 2 epochs (second epoch measured), batch {args.batch_size}, max length "
+        f"{args.max_length}; "
         f"corpus mean {profile['mean_tokens']:.0f} tokens, {profile['over_limit_share']:.1%} over 512.",
         f"Peak used for MFU: {f'{peak:.0f} TFLOP/s' if peak else 'unknown'} ({peak_source}).",
         "",
-        "| run | precision | attention | samples/s | tokens/s | achieved TFLOP/s | MFU | first epoch s | MLflow share | eval reviews/s | peak GPU MB | val acc |",
+        "| run | precision | attention | samples/s | tokens/s | achieved TFLOP/s | MFU | first epoch s | MLflow share "
+        "| eval reviews/s | peak GPU MB | val acc |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
         mfu = run["achieved_tflops"] / peak if peak else float("nan")
         lines.append(
-            f"| {'torch.compile' if run['compile'] else 'eager'} | {run['precision']} | {run['attention']} | {run['samples_per_s']:.1f} | "
-            f"{run['tokens_per_s']:,.0f} | {run['achieved_tflops']:.1f} | {mfu:.1%} | {run['first_epoch_s']:.1f} | {run['mlflow_share']:.2%} | "
+            f"| {'torch.compile' if run['compile'] else 'eager'} | {run['precision']} | {run['attention']} | "
+            f"{run['samples_per_s']:.1f} | "
+            f"{run['tokens_per_s']:,.0f} | {run['achieved_tflops']:.1f} | {mfu:.1%} | {run['first_epoch_s']:.1f} | "
+            f"{run['mlflow_share']:.2%} | "
             f"{run['eval_reviews_per_s']:.0f} | {run['peak_gpu_mb'] or 0:,.0f} | {run['val_accuracy']:.3f} |"
         )
     best = max(runs, key=lambda r: r["achieved_tflops"])
@@ -179,10 +220,12 @@ def report(args, device_name: str, runs: list[dict], peak: float | None, peak_so
         projection = project_reference(lengths_512, mfu, peak)
         lines += [
             "",
-            f"Projected reference recipe (DistilBERT, {REFERENCE['train']:,} x {REFERENCE['epochs']} epochs + validation + "
+            f"Projected reference recipe (DistilBERT, {REFERENCE['train']:,} x {REFERENCE['epochs']} epochs + "
+            "validation + "
             f"{REFERENCE['test']:,} test, max length 512) at the best measured MFU {mfu:.1%}: "
             f"{projection['flops'] / 1e15:.0f} PFLOP -> **{projection['seconds'] / 60:.1f} minutes** "
-            f"(the reference took {REFERENCE['t4_minutes']} minutes on a T4). DistilBERT's wider layers usually reach a higher "
+            f"(the reference took {REFERENCE['t4_minutes']} minutes on a T4). DistilBERT's wider layers usually reach "
+            "a higher "
             "MFU than MiniLM's, so this is an upper bound.",
         ]
     return "\n".join(lines)
@@ -211,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     frames = (frame.iloc[: args.reviews].reset_index(drop=True), frame.iloc[args.reviews :].reset_index(drop=True))
     tokenizer = model_mod.load_tokenizer(model_mod.resolve_source(args.model))
     profile = corpus.length_profile(frame["text"].tolist()[:2000], tokenizer)
-    full = np.array([len(ids) for ids in tokenizer(frame["text"].tolist()[:2000], truncation=True, max_length=512)["input_ids"]])
+    full = np.array(
+        [len(ids) for ids in tokenizer(frame["text"].tolist()[:2000], truncation=True, max_length=512)["input_ids"]]
+    )
     peak, peak_source = peak_tflops(device_name) if args.device == "cuda" else (None, "CPU dry run")
     runs: list[dict] = []
     for compile_model in (False, True) if args.compile else (False,):

@@ -25,10 +25,27 @@ import psutil
 
 # Functions whose wall time counts as "time in MLflow": everything a training run calls.
 _FLUENT = (
-    "start_run", "end_run", "set_experiment", "log_metric", "log_metrics", "log_param", "log_params",
-    "set_tag", "set_tags", "log_artifact", "log_artifacts", "log_text", "log_dict", "log_figure",
-    "log_table", "log_input", "log_inputs", "flush_async_logging", "register_model", "get_run",
-)  # fmt: skip
+    "start_run",
+    "end_run",
+    "set_experiment",
+    "log_metric",
+    "log_metrics",
+    "log_param",
+    "log_params",
+    "set_tag",
+    "set_tags",
+    "log_artifact",
+    "log_artifacts",
+    "log_text",
+    "log_dict",
+    "log_figure",
+    "log_table",
+    "log_input",
+    "log_inputs",
+    "flush_async_logging",
+    "register_model",
+    "get_run",
+)
 _SUBMODULE = (("pyfunc", "log_model"), ("data", "from_pandas"), ("artifacts", "download_artifacts"))
 _THREAD_PREFIXES = ("MLflow", "SystemMetricsMonitor")
 
@@ -88,7 +105,11 @@ class MlflowClock:
 def _mlflow_threads() -> dict[int, float]:
     """CPU seconds so far of each live MLflow background thread, by native thread id."""
     names = {t.native_id: t.name for t in threading.enumerate()}
-    return {t.id: t.user_time + t.system_time for t in psutil.Process().threads() if names.get(t.id, "").startswith(_THREAD_PREFIXES)}
+    return {
+        t.id: t.user_time + t.system_time
+        for t in psutil.Process().threads()
+        if names.get(t.id, "").startswith(_THREAD_PREFIXES)
+    }
 
 
 def mlflow_thread_cpu_seconds() -> float:

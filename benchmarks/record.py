@@ -30,8 +30,16 @@ _KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
 def commit() -> str:
     """The commit the benchmark ran at, marked when the work tree had uncommitted changes."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (head or "unknown") + (" (with uncommitted changes)" if dirty else "")
@@ -95,7 +103,11 @@ def log(kind: str, payload: dict, metrics: dict[str, float], tracking_uri: str =
         experiment_id = client.create_experiment(EXPERIMENT, artifact_location=location)
     else:
         experiment_id = experiment.experiment_id
-    tags = {KIND_TAG: kind, "mlflow.source.git.commit": payload.get("commit", ""), "sentiment.command": payload.get("command", "")[:5000]}
+    tags = {
+        KIND_TAG: kind,
+        "mlflow.source.git.commit": payload.get("commit", ""),
+        "sentiment.command": payload.get("command", "")[:5000],
+    }
     run = client.create_run(experiment_id, run_name=f"benchmark-{kind}", tags=tags)
     run_id = run.info.run_id
     try:
@@ -113,5 +125,8 @@ def log(kind: str, payload: dict, metrics: dict[str, float], tracking_uri: str =
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
-    print(f"benchmark recorded as run {run_id} on {uri} (experiment {EXPERIMENT!r}); publish it with: sentiment evidence add {run_id}")
+    print(
+        f"benchmark recorded as run {run_id} on {uri} (experiment {EXPERIMENT!r}); publish it with: sentiment evidence "
+        f"add {run_id}"
+    )
     return run_id

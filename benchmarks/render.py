@@ -52,26 +52,34 @@ def export_section(run) -> str:
     rows = [
         "| model | reviews/s | test accuracy |",
         "|---|---:|---:|",
-        f"| `models:/{name}/{parent}` (fp32, the parent) | {m['export/parent_reviews_per_s']:.1f} | {100 * m['export/parent_accuracy']:.2f}% |",
-        f"| its int8 export (`torch.ao.quantization.quantize_dynamic`) | {m['export/reviews_per_s']:.1f} | {100 * m['export/accuracy']:.2f}% |",
+        f"| `models:/{name}/{parent}` (fp32, the parent) | {m['export/parent_reviews_per_s']:.1f} | "
+        f"{100 * m['export/parent_accuracy']:.2f}% |",
+        f"| its int8 export (`torch.ao.quantization.quantize_dynamic`) | {m['export/reviews_per_s']:.1f} | "
+        f"{100 * m['export/accuracy']:.2f}% |",
     ]
     if "export/parent_bf16_reviews_per_s" in m:
-        rows.append(f"| the parent with bf16 autocast | {m['export/parent_bf16_reviews_per_s']:.1f} | {100 * m['export/parent_bf16_accuracy']:.2f}% |")
+        rows.append(
+            f"| the parent with bf16 autocast | {m['export/parent_bf16_reviews_per_s']:.1f} | "
+            f"{100 * m['export/parent_bf16_accuracy']:.2f}% |"
+        )
     lines = [
         "## A faster CPU model: int8 export",
         "",
         f"Measured by `sentiment export --name {name} --version {parent} --quantize int8` on "
         f"{_when(run.start_ms)} at commit `{tags.get('mlflow.source.git.commit', 'unknown')}`; MLflow run "
-        f"`{run.run_id}` (`{run.name}`). Both models scored the parent's {m['export/reviews']:,.0f} test reviews on CPU, "
+        f"`{run.run_id}` (`{run.name}`). Both models scored the parent's {m['export/reviews']:,.0f} test reviews on "
+        "CPU, "
         "each after a warm-up batch.",
         "",
         *rows,
         "",
         "| ratio | measured | target | |",
         "|---|---:|---:|---|",
-        f"| speed, int8 / parent | {m['export/speedup']:.2f}x | >= {TARGETS['speedup']}x | {'met' if speed_met else 'NOT met'} |",
+        f"| speed, int8 / parent | {m['export/speedup']:.2f}x | >= {TARGETS['speedup']}x | "
+        f"{'met' if speed_met else 'NOT met'} |",
         f"| accuracy, int8 - parent (paired 95% interval) | {delta:+.2f} points [{100 * m['export/delta_low']:+.2f}, "
-        f"{100 * m['export/delta_high']:+.2f}], McNemar p {m['export/p_value']:.3g} | within {TARGETS['delta_points']} | "
+        f"{100 * m['export/delta_high']:+.2f}], McNemar p {m['export/p_value']:.3g} | within {TARGETS['delta_points']} "
+        "| "
         f"{'met' if accuracy_met else 'NOT met'} |",
         f"| predictions the two agree on | {100 * m['export/agreement']:.2f}% | | |",
     ]

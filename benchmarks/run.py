@@ -35,28 +35,45 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
-from types import SimpleNamespace
 from multiprocessing import get_context
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
-from benchmarks import corpus
-from benchmarks import record
+from benchmarks import corpus, record
 from benchmarks.sides import Spec, evaluate_all, padded_tokens_sentiment, train_sentiment, train_trainer
 
 REPO = Path(__file__).resolve().parents[1]
-TARGETS = {"train_speedup": 1.5, "accuracy_points": 1.0, "eval_vs_pipeline": 2.0, "eval_vs_pad512": 2.5, "mlflow_share": 0.03}
+TARGETS = {
+    "train_speedup": 1.5,
+    "accuracy_points": 1.0,
+    "eval_vs_pipeline": 2.0,
+    "eval_vs_pad512": 2.5,
+    "mlflow_share": 0.03,
+}
 REAL_DATA = REPO.parent / "shared" / "data" / "imdb_reviews.parquet"
 # Settings left unset on the command line take these values (the generated and imdb corpora) ...
 DEFAULTS = {
-    "model": "offline-minilm", "train_size": 512, "val_size": 128, "test_size": 512, "max_length": 512,
-    "batch_size": 16, "eval_batch_size": 32, "epochs": 1, "lr": 2e-4,
-}  # fmt: skip
+    "model": "offline-minilm",
+    "train_size": 512,
+    "val_size": 128,
+    "test_size": 512,
+    "max_length": 512,
+    "batch_size": 16,
+    "eval_batch_size": 32,
+    "epochs": 1,
+    "lr": 2e-4,
+}
 # ... or these with --tiny (every corpus) ...
 TINY = {
-    "train_size": 48, "val_size": 16, "test_size": 32, "max_length": 128, "batch_size": 8, "eval_batch_size": 16,
-}  # fmt: skip
+    "train_size": 48,
+    "val_size": 16,
+    "test_size": 32,
+    "max_length": 128,
+    "batch_size": 8,
+    "eval_batch_size": 16,
+}
 # ... and on the real corpus these sizes; its other settings come from PRESETS["cpu"].
 REAL_SIZES = {"train_size": 2000, "val_size": 500, "test_size": 1000}
 
@@ -65,12 +82,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--tiny", action="store_true", help="toy sizes and in-process phases (a smoke test; seconds)")
     p.add_argument("--model", help="encoder for both sides (default: offline-minilm; real: the preset's)")
-    p.add_argument("--data", choices=("auto", "generated", "real", "imdb"), default="auto",
-                   help="auto: generated, plus real when its parquet exists or the Hub is reachable; "
-                        "imdb: the Hub's imdb at the generated corpus's settings")  # fmt: skip
-    p.add_argument("--real-data", default=str(REAL_DATA),
-                   help="Parquet of real reviews (id, text, label, split train/test) for --data real; "
-                        f"absent: the Hub's imdb (default: {REAL_DATA})")  # fmt: skip
+    p.add_argument(
+        "--data",
+        choices=("auto", "generated", "real", "imdb"),
+        default="auto",
+        help="auto: generated, plus real when its parquet exists or the Hub is reachable; "
+        "imdb: the Hub's imdb at the generated corpus's settings",
+    )
+    p.add_argument(
+        "--real-data",
+        default=str(REAL_DATA),
+        help="Parquet of real reviews (id, text, label, split train/test) for --data real; "
+        f"absent: the Hub's imdb (default: {REAL_DATA})",
+    )
     p.add_argument("--train-size", type=int, help="training reviews (default 512; real 2000; tiny 48)")
     p.add_argument("--val-size", type=int, help="validation reviews (default 128; real 500; tiny 16)")
     p.add_argument("--test-size", type=int, help="test reviews (default 512; real 1000; tiny 32)")
@@ -82,14 +106,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=0, help="torch threads for every side (default: all cores)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--compile", action="store_true", help="torch.compile on both sides (ours: --compile true; Trainer: torch_compile)")
-    p.add_argument("--tracking-uri", default="", help="tracking store for both sides (default: a fresh SQLite store in the work dir)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile on both sides (ours: --compile true; Trainer: torch_compile)",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default="",
+        help="tracking store for both sides (default: a fresh SQLite store in the work dir)",
+    )
     p.add_argument("--workdir", default="", help="scratch folder (default: a temporary one, removed after)")
-    p.add_argument("--record-uri", default="", help="tracking server the benchmark's own run goes to (default: --tracking-uri, else MLFLOW_TRACKING_URI)")
-    p.add_argument("--output", default="", help="also write this run's section as Markdown here (benchmarks/RESULTS.md itself is rendered by make results)")
+    p.add_argument(
+        "--record-uri",
+        default="",
+        help="tracking server the benchmark's own run goes to (default: --tracking-uri, else MLFLOW_TRACKING_URI)",
+    )
+    p.add_argument(
+        "--output",
+        default="",
+        help="also write this run's section as Markdown here (benchmarks/RESULTS.md itself is rendered by make "
+        "results)",
+    )
     p.add_argument("--json", default="", help="also write the raw numbers as JSON here")
     isolate = p.add_mutually_exclusive_group()
-    isolate.add_argument("--isolate", dest="isolate", action="store_true", default=None, help="each phase in a fresh process (default unless --tiny)")
+    isolate.add_argument(
+        "--isolate",
+        dest="isolate",
+        action="store_true",
+        default=None,
+        help="each phase in a fresh process (default unless --tiny)",
+    )
     isolate.add_argument("--in-process", dest="isolate", action="store_false", help="every phase in this process")
     args = p.parse_args(argv)
     args.explicit = sorted(name for name in DEFAULTS if getattr(args, name) is not None)
@@ -134,7 +181,8 @@ def machine_facts(device: str) -> dict[str, str]:
         "mlflow": mlflow.__version__,
         "accelerate": accelerate.__version__,
         "datasets": datasets.__version__,
-        "commit": _git("rev-parse", "--short", "HEAD") + (" (with uncommitted changes)" if _git("status", "--porcelain", "--untracked-files=no") else ""),
+        "commit": _git("rev-parse", "--short", "HEAD")
+        + (" (with uncommitted changes)" if _git("status", "--porcelain", "--untracked-files=no") else ""),
     }
     return facts
 
@@ -210,9 +258,12 @@ class LoadMonitor:
             return "not sampled"
         top = sorted(self.busiest.items(), key=lambda kv: -kv[1])[:4]
         return (
-            f"processes outside the benchmark used {np.mean(self.other_cores):.2f} cores on average (max {max(self.other_cores):.2f}) "
-            f"of {os.cpu_count()}; 1-min load average mean {np.mean(self.load):.1f}, max {max(self.load):.1f} ({len(self.load)} samples, "
-            f"every {self.interval_s:.0f} s). Busiest others: {'; '.join(f'`{cmd}` up to {pct:.0f}%' for cmd, pct in top) or 'none above 20%'}"
+            f"processes outside the benchmark used {np.mean(self.other_cores):.2f} cores on average (max "
+            f"{max(self.other_cores):.2f}) "
+            f"of {os.cpu_count()}; 1-min load average mean {np.mean(self.load):.1f}, max {max(self.load):.1f} "
+            f"({len(self.load)} samples, "
+            f"every {self.interval_s:.0f} s). Busiest others: "
+            f"{'; '.join(f'`{cmd}` up to {pct:.0f}%' for cmd, pct in top) or 'none above 20%'}"
         )
 
 
@@ -221,7 +272,9 @@ class LoadMonitor:
 
 def imdb_reachable() -> tuple[bool, str]:
     """Whether the Hub's imdb can be loaded: a cached copy in offline mode, else a quick connect."""
-    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    offline = any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
     if not offline:
         try:
             socket.create_connection(("huggingface.co", 443), timeout=3).close()
@@ -299,11 +352,25 @@ def setting(args: argparse.Namespace, name: str, default):
 def generated_spec(args: argparse.Namespace, path: Path, label: str, shared: dict) -> Spec:
     """The spec of the generated and imdb corpora: the command line's settings on both sides."""
     return Spec(
-        model=args.model, data_path=str(path), val_fraction=args.val_size / (args.train_size + args.val_size),
-        max_length=args.max_length, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, epochs=args.epochs,
-        lr=args.lr, warmup_ratio=0.1, weight_decay=0.01, max_grad_norm=1.0, dropout=0.1, seed=args.seed,
-        threads=args.threads, device=args.device, compile=args.compile, label=label, **shared,
-    )  # fmt: skip
+        model=args.model,
+        data_path=str(path),
+        val_fraction=args.val_size / (args.train_size + args.val_size),
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size,
+        epochs=args.epochs,
+        lr=args.lr,
+        warmup_ratio=0.1,
+        weight_decay=0.01,
+        max_grad_norm=1.0,
+        dropout=0.1,
+        seed=args.seed,
+        threads=args.threads,
+        device=args.device,
+        compile=args.compile,
+        label=label,
+        **shared,
+    )
 
 
 def real_spec(args: argparse.Namespace, path: Path, source: str, shared: dict) -> Spec:
@@ -320,24 +387,40 @@ def real_spec(args: argparse.Namespace, path: Path, source: str, shared: dict) -
     if train_size + val_size > pool:
         raise ValueError(f"{train_size} train + {val_size} validation reviews asked; the train split has {pool}")
     return Spec(
-        model=setting(args, "model", m.name), data_path=str(path), val_fraction=val_size / pool,
+        model=setting(args, "model", m.name),
+        data_path=str(path),
+        val_fraction=val_size / pool,
         max_length=setting(args, "max_length", d.max_length),
-        batch_size=setting(args, "batch_size", t.batch_size), eval_batch_size=args.eval_batch_size,
-        epochs=setting(args, "epochs", t.epochs), lr=setting(args, "lr", t.lr),
-        warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
-        dropout=m.dropout, seed=args.seed, threads=args.threads, device=args.device, compile=args.compile,
-        label="real", precision=t.precision, preset="cpu", truncation=d.truncation,
-        layer_decay=t.layer_decay, train_size=train_size, trainer_ids="encode", **shared,
-    )  # fmt: skip
+        batch_size=setting(args, "batch_size", t.batch_size),
+        eval_batch_size=args.eval_batch_size,
+        epochs=setting(args, "epochs", t.epochs),
+        lr=setting(args, "lr", t.lr),
+        warmup_ratio=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        dropout=m.dropout,
+        seed=args.seed,
+        threads=args.threads,
+        device=args.device,
+        compile=args.compile,
+        label="real",
+        precision=t.precision,
+        preset="cpu",
+        truncation=d.truncation,
+        layer_decay=t.layer_decay,
+        train_size=train_size,
+        trainer_ids="encode",
+        **shared,
+    )
 
 
 def data_profile(spec: Spec) -> dict:
     """Length profile of the training split under the benchmark tokenizer, and how many training
     reviews the source offers (``train_pool_reviews``: the split before sampling ``train_size``)."""
+    from benchmarks.sides import sentiment_config
     from sentiment import data as data_mod
     from sentiment import model as model_mod
     from sentiment import tokens
-    from benchmarks.sides import sentiment_config
 
     config = sentiment_config(spec)
     frame = data_mod.load_source(config.data.source)
@@ -392,8 +475,11 @@ def init_tracking(uri: str, experiment: str, artifacts: Path) -> None:
 
 def run_corpus(spec: Spec, isolate: bool, log, load: "LoadMonitor") -> dict:
     profile = data_profile(spec)
-    log(f"[{spec.label}] {profile['train_reviews']} train / {profile['val_reviews']} val / {profile['test_reviews']} test reviews, "
-        f"mean {profile['mean_words']:.0f} words, {profile['over_limit_share']:.1%} over 512 tokens")  # fmt: skip
+    log(
+        f"[{spec.label}] {profile['train_reviews']} train / {profile['val_reviews']} val / {profile['test_reviews']} "
+        "test reviews, "
+        f"mean {profile['mean_words']:.0f} words, {profile['over_limit_share']:.1%} over 512 tokens"
+    )
     log(f"[{spec.label}] training with sentiment ...")
     ours = timed_call(isolate, load, train_sentiment, spec)
     log(f"[{spec.label}]   {ours['train_wall_s']:.1f} s")
@@ -406,8 +492,17 @@ def run_corpus(spec: Spec, isolate: bool, log, load: "LoadMonitor") -> dict:
         bf16 = timed_call(isolate, load, train_sentiment, replace(spec, precision="bf16"))
         log(f"[{spec.label}]   {bf16['train_wall_s']:.1f} s")
     log(f"[{spec.label}] evaluating: sentiment evaluate, pipeline, pad to 512 ...")
-    evaluation = timed_call(isolate, load, evaluate_all, spec, ours["model_dir"], theirs["model_dir"], bf16["model_dir"] if bf16 else None)
-    return {"spec": asdict(spec), "profile": profile, "sentiment": ours, "trainer": theirs, "sentiment_bf16": bf16, "evaluation": evaluation}
+    evaluation = timed_call(
+        isolate, load, evaluate_all, spec, ours["model_dir"], theirs["model_dir"], bf16["model_dir"] if bf16 else None
+    )
+    return {
+        "spec": asdict(spec),
+        "profile": profile,
+        "sentiment": ours,
+        "trainer": theirs,
+        "sentiment_bf16": bf16,
+        "evaluation": evaluation,
+    }
 
 
 def cpu_bf16(spec: Spec) -> bool:
@@ -426,10 +521,12 @@ def run_real_corpus(spec: Spec, isolate: bool, log, load: "LoadMonitor") -> dict
 
     precision = pick_precision(spec.precision, pick_device(spec.device)).name
     profile = data_profile(spec)
-    log(f"[{spec.label}] {profile['train_reviews']} train (of {profile['train_pool_reviews']}) / "
+    log(
+        f"[{spec.label}] {profile['train_reviews']} train (of {profile['train_pool_reviews']}) / "
         f"{profile['val_reviews']} val / {profile['test_reviews']} test reviews, mean "
         f"{profile['mean_words']:.0f} words, {profile['truncated_share']:.1%} of training reviews over "
-        f"{spec.max_length} tokens")  # fmt: skip
+        f"{spec.max_length} tokens"
+    )
 
     def train(what: str, fn, side: Spec) -> dict:
         log(f"[{spec.label}] training with {what} ...")
@@ -452,14 +549,26 @@ def run_real_corpus(spec: Spec, isolate: bool, log, load: "LoadMonitor") -> dict
     log(f"[{spec.label}] evaluating: sentiment evaluate, pipeline, pad to 512; each model's accuracy ...")
     others = {"trainer_bf16": theirs_mixed and theirs_mixed["model_dir"], "time_budget": timed["model_dir"]}
     evaluation = timed_call(
-        isolate, load, evaluate_all, replace(spec, precision="auto"), ours["model_dir"], theirs["model_dir"],
-        preset["model_dir"] if preset else None, others,
-    )  # fmt: skip
+        isolate,
+        load,
+        evaluate_all,
+        replace(spec, precision="auto"),
+        ours["model_dir"],
+        theirs["model_dir"],
+        preset["model_dir"] if preset else None,
+        others,
+    )
     return {
-        "spec": asdict(spec), "profile": profile, "preset_precision": precision, "sentiment": ours,
-        "sentiment_bf16": preset, "trainer": theirs, "trainer_bf16": theirs_mixed, "time_budget": timed,
+        "spec": asdict(spec),
+        "profile": profile,
+        "preset_precision": precision,
+        "sentiment": ours,
+        "sentiment_bf16": preset,
+        "trainer": theirs,
+        "trainer_bf16": theirs_mixed,
+        "time_budget": timed,
         "evaluation": evaluation,
-    }  # fmt: skip
+    }
 
 
 def time_budget(profile: dict, spec: Spec, ours: dict, theirs: dict) -> dict:
@@ -498,7 +607,8 @@ def derive(result: dict) -> dict:
         "ours_mlflow_share": ours["mlflow_s"] / ours["train_wall_s"],
         "ours_mlflow_share_with_threads": (ours["mlflow_s"] + ours["mlflow_thread_cpu_s"]) / ours["train_wall_s"],
         "trainer_mlflow_share": theirs["mlflow_s"] / theirs["train_wall_s"],
-        "trainer_mlflow_share_with_threads": (theirs["mlflow_s"] + theirs["mlflow_thread_cpu_s"]) / theirs["train_wall_s"],
+        "trainer_mlflow_share_with_threads": (theirs["mlflow_s"] + theirs["mlflow_thread_cpu_s"])
+        / theirs["train_wall_s"],
         "accuracy_points": 100 * (ev["sentiment_accuracy"] - ev["trainer_accuracy"]),
     }
     out["train_speedup"] = out["ours_samples_per_s"] / out["trainer_samples_per_s"]
@@ -507,14 +617,20 @@ def derive(result: dict) -> dict:
     ours_s = rows["sentiment evaluate"]["seconds"]
     out["eval_vs_pipeline"] = rows["transformers.pipeline"]["seconds"] / ours_s
     out["eval_vs_pad512"] = rows["pad every review to 512"]["seconds"] / ours_s
-    out["eval_warm_vs_pipeline"] = rows["transformers.pipeline"]["seconds"] / rows["sentiment evaluate (token cache warm)"]["seconds"]
+    out["eval_warm_vs_pipeline"] = (
+        rows["transformers.pipeline"]["seconds"] / rows["sentiment evaluate (token cache warm)"]["seconds"]
+    )
     # What padding alone allows: if time were proportional to computed (padded) tokens.
     ours_padded = rows["sentiment evaluate"]["padded_tokens"]
-    out["train_padding_bound"] = theirs["padded_tokens"] / profile["sentiment_padded_tokens"] if theirs["padded_tokens"] else float("nan")
+    out["train_padding_bound"] = (
+        theirs["padded_tokens"] / profile["sentiment_padded_tokens"] if theirs["padded_tokens"] else float("nan")
+    )
     out["eval_pipeline_padding_bound"] = rows["transformers.pipeline"]["padded_tokens"] / ours_padded
     out["eval_pad512_padding_bound"] = rows["pad every review to 512"]["padded_tokens"] / ours_padded
     # bf16 on both sides (CPU; on CUDA our default row already autocasts to bf16)
-    ours_bf16 = rows.get("sentiment evaluate --precision bf16", rows["sentiment evaluate"] if ev["device"].startswith("cuda") else None)
+    ours_bf16 = rows.get(
+        "sentiment evaluate --precision bf16", rows["sentiment evaluate"] if ev["device"].startswith("cuda") else None
+    )
     pipe_bf16 = rows.get("transformers.pipeline, bf16 weights")
     if ours_bf16 is not None:
         out["eval_bf16_vs_pipeline"] = rows["transformers.pipeline"]["seconds"] / ours_bf16["seconds"]
@@ -661,7 +777,8 @@ def evaluation_table(result: dict) -> str:
     ]
     for name, row in ev["rows"].items():
         lines.append(
-            f"| {name} | {row['seconds']:.2f} | {ev['reviews'] / row['seconds']:.1f} | {ev['real_tokens'] / row['seconds']:,.0f} | "
+            f"| {name} | {row['seconds']:.2f} | {ev['reviews'] / row['seconds']:.1f} | "
+            f"{ev['real_tokens'] / row['seconds']:,.0f} | "
             f"{row['padded_tokens']:,} | {_mb(row['peak_rss_mb'])} | {row['accuracy']:.4f} |"
         )
     return "\n".join(lines)
@@ -671,11 +788,20 @@ def tables(result: dict, ratios: dict) -> str:
     """The training and evaluation tables of a generated (or imdb) corpus."""
     ours, theirs, ev = result["sentiment"], result["trainer"], result["evaluation"]
     rows = [
-        _train_row("`sentiment train`", ours, _rates(ratios, "ours", ratios["ours_padding_share"]),
-                   f"{ev['sentiment_accuracy']:.4f}", ratios["ours_samples_per_s_with_validation"]),
-        _train_row("`Trainer` + mlflow", theirs, _rates(ratios, "trainer", ratios["trainer_padding_share"]),
-                   f"{ev['trainer_accuracy']:.4f}"),
-    ]  # fmt: skip
+        _train_row(
+            "`sentiment train`",
+            ours,
+            _rates(ratios, "ours", ratios["ours_padding_share"]),
+            f"{ev['sentiment_accuracy']:.4f}",
+            ratios["ours_samples_per_s_with_validation"],
+        ),
+        _train_row(
+            "`Trainer` + mlflow",
+            theirs,
+            _rates(ratios, "trainer", ratios["trainer_padding_share"]),
+            f"{ev['trainer_accuracy']:.4f}",
+        ),
+    ]
     if result.get("sentiment_bf16"):
         bf16 = _rates(ratios, "bf16", ratios["ours_padding_share"])
         accuracy = f"{ev['bf16_trained_accuracy']:.4f}"
@@ -690,17 +816,23 @@ def _mark(ratios: dict, key: str) -> str:
 def _eval_ratio_rows(ratios: dict) -> list[str]:
     """The evaluation rows of a ratio table (fp32, then bf16)."""
     return [
-        f"| evaluation, pipeline time / sentiment evaluate time (cold token cache) | {ratios['eval_vs_pipeline']:.2f}x | {ratios['eval_pipeline_padding_bound']:.2f}x | >= 2x | {_mark(ratios, 'eval_vs_pipeline')} |",
-        f"| evaluation, pad-to-512 time / sentiment evaluate time | {ratios['eval_vs_pad512']:.2f}x | {ratios['eval_pad512_padding_bound']:.2f}x | >= 2.5x | {_mark(ratios, 'eval_vs_pad512')} |",
-        f"| evaluation, pipeline / sentiment evaluate with the token cache warm | {ratios['eval_warm_vs_pipeline']:.2f}x | | | |",
+        f"| evaluation, pipeline time / sentiment evaluate time (cold token cache) | {ratios['eval_vs_pipeline']:.2f}x "
+        f"| {ratios['eval_pipeline_padding_bound']:.2f}x | >= 2x | {_mark(ratios, 'eval_vs_pipeline')} |",
+        f"| evaluation, pad-to-512 time / sentiment evaluate time | {ratios['eval_vs_pad512']:.2f}x | "
+        f"{ratios['eval_pad512_padding_bound']:.2f}x | >= 2.5x | {_mark(ratios, 'eval_vs_pad512')} |",
+        "| evaluation, pipeline / sentiment evaluate with the token cache warm | "
+        f"{ratios['eval_warm_vs_pipeline']:.2f}x | | | |",
         *bf16_lines(ratios),
     ]
 
 
 def _mlflow_ratio_rows(ratios: dict) -> list[str]:
     return [
-        f"| MLflow share of our training wall time: blocking calls (+ background threads' CPU) | {ratios['ours_mlflow_share']:.2%} ({ratios['ours_mlflow_share_with_threads']:.2%}) | | < 3% | {_mark(ratios, 'mlflow_share')} |",
-        f"| the same for Trainer's MLflowCallback | {ratios['trainer_mlflow_share']:.2%} ({ratios['trainer_mlflow_share_with_threads']:.2%}) | | | |",
+        "| MLflow share of our training wall time: blocking calls (+ background threads' CPU) | "
+        f"{ratios['ours_mlflow_share']:.2%} ({ratios['ours_mlflow_share_with_threads']:.2%}) | | < 3% | "
+        f"{_mark(ratios, 'mlflow_share')} |",
+        f"| the same for Trainer's MLflowCallback | {ratios['trainer_mlflow_share']:.2%} "
+        f"({ratios['trainer_mlflow_share_with_threads']:.2%}) | | | |",
     ]
 
 
@@ -716,14 +848,25 @@ def ratio_lines(ratios: dict) -> str:
     return "\n".join(
         [
             RATIO_HEADER,
-            f"| training samples/s, sentiment / Trainer (our per-epoch validation excluded; Trainer runs none) | {ratios['train_speedup']:.2f}x | {ratios['train_padding_bound']:.2f}x | >= 1.5x | {_mark(ratios, 'train_speedup')} |",
+            "| training samples/s, sentiment / Trainer (our per-epoch validation excluded; Trainer runs none) | "
+            f"{ratios['train_speedup']:.2f}x | {ratios['train_padding_bound']:.2f}x | >= 1.5x | "
+            f"{_mark(ratios, 'train_speedup')} |",
             f"| the same with our validation time included | {ratios['train_speedup_with_validation']:.2f}x | | | |",
-            *([f"| training samples/s, sentiment --precision bf16 / Trainer (fp32) | {ratios['train_bf16_speedup']:.2f}x | | >= 1.5x | "
-               f"{'met with bf16' if ratios['train_bf16_speedup'] >= TARGETS['train_speedup'] else 'NOT met with bf16'} |",
-               f"| training samples/s, sentiment bf16 / sentiment fp32 | {ratios['train_bf16_vs_fp32']:.2f}x | | | |",
-               f"| test accuracy, sentiment trained in bf16 - in fp32 (both predicted in fp32) | {ratios['bf16_accuracy_points']:+.2f} points | | | |"]
-              if "train_bf16_speedup" in ratios else []),
-            f"| test accuracy, sentiment - Trainer | {ratios['accuracy_points']:+.2f} points | | within 1 | {_mark(ratios, 'accuracy_points')} |",
+            *(
+                [
+                    "| training samples/s, sentiment --precision bf16 / Trainer (fp32) | "
+                    f"{ratios['train_bf16_speedup']:.2f}x | | >= 1.5x | "
+                    f"{'met' if ratios['train_bf16_speedup'] >= TARGETS['train_speedup'] else 'NOT met'} with bf16 |",
+                    f"| training samples/s, sentiment bf16 / sentiment fp32 | {ratios['train_bf16_vs_fp32']:.2f}x | | "
+                    "| |",
+                    "| test accuracy, sentiment trained in bf16 - in fp32 (both predicted in fp32) | "
+                    f"{ratios['bf16_accuracy_points']:+.2f} points | | | |",
+                ]
+                if "train_bf16_speedup" in ratios
+                else []
+            ),
+            f"| test accuracy, sentiment - Trainer | {ratios['accuracy_points']:+.2f} points | | within 1 | "
+            f"{_mark(ratios, 'accuracy_points')} |",
             *_eval_ratio_rows(ratios),
             *_mlflow_ratio_rows(ratios),
             "",
@@ -742,19 +885,25 @@ def bf16_lines(ratios: dict) -> list[str]:
         return "met with bf16" if value >= TARGETS[key] else "NOT met with bf16"
 
     lines = [
-        f"| evaluation, pipeline (fp32) time / sentiment evaluate --precision bf16 time | {ratios['eval_bf16_vs_pipeline']:.2f}x | | >= 2x | {mark(ratios['eval_bf16_vs_pipeline'], 'eval_vs_pipeline')} |",
-        f"| evaluation, pad-to-512 (fp32) time / sentiment evaluate --precision bf16 time | {ratios['eval_bf16_vs_pad512']:.2f}x | | >= 2.5x | {mark(ratios['eval_bf16_vs_pad512'], 'eval_vs_pad512')} |",
+        "| evaluation, pipeline (fp32) time / sentiment evaluate --precision bf16 time | "
+        f"{ratios['eval_bf16_vs_pipeline']:.2f}x | | >= 2x | "
+        f"{mark(ratios['eval_bf16_vs_pipeline'], 'eval_vs_pipeline')} |",
+        "| evaluation, pad-to-512 (fp32) time / sentiment evaluate --precision bf16 time | "
+        f"{ratios['eval_bf16_vs_pad512']:.2f}x | | >= 2.5x | {mark(ratios['eval_bf16_vs_pad512'], 'eval_vs_pad512')} |",
         f"| test accuracy, sentiment evaluate bf16 - fp32 | {ratios['eval_bf16_accuracy_points']:+.2f} points | | | |",
     ]
     if "eval_bf16_vs_pipeline_bf16" in ratios:
-        lines.append(f"| evaluation, pipeline with bf16 weights / sentiment evaluate --precision bf16 (bf16 on both sides) | {ratios['eval_bf16_vs_pipeline_bf16']:.2f}x | | | |")
+        lines.append(
+            "| evaluation, pipeline with bf16 weights / sentiment evaluate --precision bf16 (bf16 on both sides) | "
+            f"{ratios['eval_bf16_vs_pipeline_bf16']:.2f}x | | | |"
+        )
     return lines
 
 
 def why_lines(result: dict, ratios: dict, training: bool = True) -> str:
     """For each target not met, what the measurements say about why; ``training=False`` leaves the
     training and accuracy targets out (the real corpus explains its headline itself)."""
-    ev, profile = result["evaluation"], result["profile"]
+    ev = result["evaluation"]
     cost = {int(k): v for k, v in ev["ms_per_1k_tokens"].items()}
     widths = sorted(cost)
     per_width = ", ".join(f"{w}: {cost[w]:.2f} ms" for w in widths)
@@ -762,42 +911,68 @@ def why_lines(result: dict, ratios: dict, training: bool = True) -> str:
     mean_len = ev["real_tokens"] / ev["reviews"]
     growth = cost[widths[-1]] / cost[min(widths, key=lambda w: abs(w - mean_len))]
     lines[0] += f" A token at width {widths[-1]} costs {growth:.2f}x one near our mean length ({mean_len:.0f} tokens)"
-    lines[0] += ": time follows the number of computed tokens, so the padding bound is about the reachable ratio." if 0.8 <= growth <= 1.25 else "."
+    lines[0] += (
+        ": time follows the number of computed tokens, so the padding bound is about the reachable ratio."
+        if 0.8 <= growth <= 1.25
+        else "."
+    )
     met = ratios["met"]
     comparisons = (
         ("train_speedup", "Training against Trainer", ratios["train_padding_bound"], ratios["train_speedup"]),
-        ("eval_vs_pipeline", "Evaluation against pipeline", ratios["eval_pipeline_padding_bound"], ratios["eval_vs_pipeline"]),
-        ("eval_vs_pad512", "Evaluation against pad-to-512", ratios["eval_pad512_padding_bound"], ratios["eval_vs_pad512"]),
+        (
+            "eval_vs_pipeline",
+            "Evaluation against pipeline",
+            ratios["eval_pipeline_padding_bound"],
+            ratios["eval_vs_pipeline"],
+        ),
+        (
+            "eval_vs_pad512",
+            "Evaluation against pad-to-512",
+            ratios["eval_pad512_padding_bound"],
+            ratios["eval_vs_pad512"],
+        ),
     )
     for key, name, bound, measured in comparisons:
         if met[key] or (key == "train_speedup" and not training):
             continue
         if bound * max(growth, 1.0) < TARGETS[key]:
             lines.append(
-                f"Why {name.lower()} is below {TARGETS[key]}x (measured {measured:.2f}x): the other side computes only {bound:.2f}x "
-                f"the tokens we compute, and its long tokens cost about {growth:.2f}x ours (above), so batching cannot take the "
-                f"ratio much past {bound * max(growth, 1.0):.2f}x on this length profile. Padding is all that separates the "
-                "two here in fp32; more needs cheaper FLOPs per real token, which is what `--precision bf16` gives (bf16 "
-                "matmuls, native on CPUs with AVX512-BF16 or AMX): the bf16 rows above show the ratios it reaches and what it "
+                f"Why {name.lower()} is below {TARGETS[key]}x (measured {measured:.2f}x): the other side computes only "
+                f"{bound:.2f}x "
+                f"the tokens we compute, and its long tokens cost about {growth:.2f}x ours (above), so batching cannot "
+                "take the "
+                f"ratio much past {bound * max(growth, 1.0):.2f}x on this length profile. Padding is all that "
+                "separates the "
+                "two here in fp32; more needs cheaper FLOPs per real token, which is what `--precision bf16` gives "
+                "(bf16 "
+                "matmuls, native on CPUs with AVX512-BF16 or AMX): the bf16 rows above show the ratios it reaches and "
+                "what it "
                 "does to accuracy, against both the fp32 defaults and `pipeline` in bf16."
             )
         else:
             lines.append(
-                f"{name}: the padding bound ({bound:.2f}x) allows {TARGETS[key]}x but {measured:.2f}x was measured: per-run fixed costs "
+                f"{name}: the padding bound ({bound:.2f}x) allows {TARGETS[key]}x but {measured:.2f}x was measured: "
+                "per-run fixed costs "
                 "(loading, Python overhead, logging) or contention from other processes, which dominate small runs."
             )
     ours_cores, their_cores = result["sentiment"].get("other_cores"), result["trainer"].get("other_cores")
     if ours_cores is not None and their_cores is not None and abs(ours_cores - their_cores) > 0.25:
         lines.append(
-            f"Contention differed between the training phases (other processes used {ours_cores:.2f} cores during ours, "
-            f"{their_cores:.2f} during Trainer's), so the wall-time ratio ({ratios['train_speedup']:.2f}x) is skewed by it. The "
-            f"robust figures are the padded tokens each side computes (padding bound {ratios['train_padding_bound']:.2f}x) and the "
+            f"Contention differed between the training phases (other processes used {ours_cores:.2f} cores during "
+            "ours, "
+            f"{their_cores:.2f} during Trainer's), so the wall-time ratio ({ratios['train_speedup']:.2f}x) is skewed "
+            "by it. The "
+            "robust figures are the padded tokens each side computes (padding bound "
+            f"{ratios['train_padding_bound']:.2f}x) and the "
             "rate at which each computes them (padded tokens/s), which is the same for both in a quiet machine."
         )
     if not met["accuracy_points"] and training:
         p = ev["sentiment_accuracy"]
         half = 196 * (p * (1 - p) / ev["reviews"]) ** 0.5
-        lines.append(f"Accuracy: {ratios['accuracy_points']:+.2f} points on {ev['reviews']} test reviews; one accuracy alone has a 95% interval of about +-{half:.1f} points.")
+        lines.append(
+            f"Accuracy: {ratios['accuracy_points']:+.2f} points on {ev['reviews']} test reviews; one accuracy alone "
+            f"has a 95% interval of about +-{half:.1f} points."
+        )
     if not met["mlflow_share"]:
         lines.append(f"MLflow: {result['sentiment']['mlflow_top']}.")
     return " ".join(lines[:1]) + ("\n\n" + "\n\n".join(lines[1:]) if len(lines) > 1 else "")
@@ -820,15 +995,17 @@ def real_setup(result: dict) -> str:
     spec, profile = result["spec"], result["profile"]
     config = build_config("cpu")
     preset = {
-        "max_length": config.data.max_length, "batch_size": config.train.batch_size,
-        "epochs": config.train.epochs, "lr": config.train.lr,
-    }  # fmt: skip
+        "max_length": config.data.max_length,
+        "batch_size": config.train.batch_size,
+        "epochs": config.train.epochs,
+        "lr": config.train.lr,
+    }
     replaced = ", ".join(f"{k} {spec[k]} (preset {value})" for k, value in preset.items() if spec[k] != value)
     return (
         f"Source: {result['source']}. {profile['train_reviews']} training reviews, a stratified seeded "
         f"sample of the {profile['train_pool_reviews']} its train split keeps after {profile['val_reviews']} "
         f"are held out for validation; {profile['test_reviews']} test reviews, a stratified seeded sample of "
-        f"its test split. Settings of the `cpu` preset, read from `PRESETS[\"cpu\"]` at run time: max length "
+        f'its test split. Settings of the `cpu` preset, read from `PRESETS["cpu"]` at run time: max length '
         f"{spec['max_length']} ({spec['truncation']} truncation), batch {spec['batch_size']}, "
         f"{spec['epochs']} epoch(s), learning rate {spec['lr']} with {spec['warmup_ratio']:.0%} linear warmup "
         f"then linear decay, weight decay {spec['weight_decay']}, clipping {spec['max_grad_norm']}, dropout "
@@ -847,15 +1024,24 @@ def real_tables(result: dict, ratios: dict) -> str:
         ("`sentiment train --precision fp32`", "sentiment", "ours", ratios["ours_padding_share"]),
         (f"`sentiment train`, `cpu` preset ({precision})", "sentiment_bf16", "bf16", ratios["ours_padding_share"]),
         ("`Trainer` + mlflow, its defaults (fp32)", "trainer", "trainer", ratios["trainer_padding_share"]),
-        (f"`Trainer` + mlflow, `{precision}=True`", "trainer_bf16", "trainer_bf16",
-         ratios.get("trainer_bf16_padding_share")),
-    ]  # fmt: skip
+        (
+            f"`Trainer` + mlflow, `{precision}=True`",
+            "trainer_bf16",
+            "trainer_bf16",
+            ratios.get("trainer_bf16_padding_share"),
+        ),
+    ]
     rows = [
-        _train_row(name, result[key], _rates(ratios, prefix, padding), _accuracy_cell(ratios, key),
-                   ratios["ours_samples_per_s_with_validation"] if key == "sentiment" else None)
+        _train_row(
+            name,
+            result[key],
+            _rates(ratios, prefix, padding),
+            _accuracy_cell(ratios, key),
+            ratios["ours_samples_per_s_with_validation"] if key == "sentiment" else None,
+        )
         for name, key, prefix, padding in sides
         if result[key]
-    ]  # fmt: skip
+    ]
     note = "Test accuracy with its 95% bootstrap interval over the test reviews; every model predicted in fp32."
     return "\n".join([training_intro(result), "", TRAIN_HEADER, *rows, "", note, "", evaluation_table(result)])
 
@@ -878,32 +1064,72 @@ def real_ratio_lines(result: dict, ratios: dict) -> str:
     return "\n".join(
         [
             RATIO_HEADER,
-            _row(f"headline: training samples/s, sentiment at the `cpu` preset ({p}) / Trainer with its defaults "
-                 "(fp32)", times("headline_speedup"), "", ">= 1.5x", _mark(ratios, "headline_speedup")),
-            _row("headline test accuracy, sentiment at the preset - Trainer with its defaults "
-                 "(paired 95% interval)", _points_cell(ratios["headline_accuracy_points"]), "", ">= -1 point",
-                 _mark(ratios, "headline_accuracy")),
-            _row("the headline with our validation time included", times("headline_speedup_with_validation"),
-                 "", "", ""),
-            _row(f"{change} length grouping, dynamic padding and our loop, both fp32: sentiment fp32 / "
-                 "Trainer fp32", times("train_speedup"), times("train_padding_bound"), "", ""),
-            _row(f"{change} {p} autocast in our loop: sentiment {p} / sentiment fp32",
-                 times("train_bf16_vs_fp32"), "", "", ""),
-            _row(f"{change} {p} autocast in Trainer (`{p}=True`): Trainer {p} / Trainer fp32",
-                 times("trainer_bf16_vs_fp32"), "", "", ""),
+            _row(
+                f"headline: training samples/s, sentiment at the `cpu` preset ({p}) / Trainer with its defaults (fp32)",
+                times("headline_speedup"),
+                "",
+                ">= 1.5x",
+                _mark(ratios, "headline_speedup"),
+            ),
+            _row(
+                "headline test accuracy, sentiment at the preset - Trainer with its defaults (paired 95% interval)",
+                _points_cell(ratios["headline_accuracy_points"]),
+                "",
+                ">= -1 point",
+                _mark(ratios, "headline_accuracy"),
+            ),
+            _row(
+                "the headline with our validation time included", times("headline_speedup_with_validation"), "", "", ""
+            ),
+            _row(
+                f"{change} length grouping, dynamic padding and our loop, both fp32: sentiment fp32 / Trainer fp32",
+                times("train_speedup"),
+                times("train_padding_bound"),
+                "",
+                "",
+            ),
+            _row(
+                f"{change} {p} autocast in our loop: sentiment {p} / sentiment fp32",
+                times("train_bf16_vs_fp32"),
+                "",
+                "",
+                "",
+            ),
+            _row(
+                f"{change} {p} autocast in Trainer (`{p}=True`): Trainer {p} / Trainer fp32",
+                times("trainer_bf16_vs_fp32"),
+                "",
+                "",
+                "",
+            ),
             _row(f"{p} on both sides: sentiment {p} / Trainer {p}", times("preset_vs_trainer_bf16"), "", "", ""),
-            _row("test accuracy, sentiment fp32 - Trainer fp32 (paired 95% interval)",
-                 _points_cell(ratios["fp32_accuracy_points"]), "", "", ""),
-            _row(f"test accuracy, sentiment {p} - sentiment fp32", _points_cell(ratios["preset_accuracy_points"]),
-                 "", "", ""),
-            _row(f"test accuracy, Trainer {p} - Trainer fp32",
-                 _points_cell(ratios.get("trainer_bf16_accuracy_points")), "", "", ""),
+            _row(
+                "test accuracy, sentiment fp32 - Trainer fp32 (paired 95% interval)",
+                _points_cell(ratios["fp32_accuracy_points"]),
+                "",
+                "",
+                "",
+            ),
+            _row(
+                f"test accuracy, sentiment {p} - sentiment fp32",
+                _points_cell(ratios["preset_accuracy_points"]),
+                "",
+                "",
+                "",
+            ),
+            _row(
+                f"test accuracy, Trainer {p} - Trainer fp32",
+                _points_cell(ratios.get("trainer_bf16_accuracy_points")),
+                "",
+                "",
+                "",
+            ),
             *_eval_ratio_rows(ratios),
             *_mlflow_ratio_rows(ratios),
             "",
             PADDING_NOTE,
         ]
-    )  # fmt: skip
+    )
 
 
 def real_why(result: dict, ratios: dict) -> str:
@@ -946,7 +1172,8 @@ def time_to_accuracy_lines(result: dict, ratios: dict) -> str:
     return "\n".join(
         [
             f"The same wall-clock budget: Trainer with its defaults (fp32) trained on {tta['trainer_reviews']} "
-            f"reviews for {tta['trainer_epochs']} epoch(s) in {tta['trainer_s']:.1f} s. Our side then trained at the `cpu` preset ({p}) for 1 epoch "
+            f"reviews for {tta['trainer_epochs']} epoch(s) in {tta['trainer_s']:.1f} s. Our side then trained at the "
+            f"`cpu` preset ({p}) for 1 epoch "
             f"on {tta['ours_reviews']} reviews, a stratified seeded sample of the {budget['available_reviews']} "
             f"available: the number that fit in that time at its measured {budget['budget_samples_per_s']:.2f} "
             f"samples/s after one {budget['budget_validation_s']:.1f} s validation pass{capped}. Both were "
@@ -956,15 +1183,26 @@ def time_to_accuracy_lines(result: dict, ratios: dict) -> str:
             "",
             "| time to accuracy | training reviews | training wall s | test accuracy [95% interval] |",
             "|---|---:|---:|---:|",
-            _row(f"`Trainer`, its defaults (fp32), {tta['trainer_epochs']} epoch(s)", str(tta["trainer_reviews"]),
-                 f"{tta['trainer_s']:.1f}", cell(tta["trainer_accuracy"])),
-            _row(f"`sentiment train`, `cpu` preset ({p}), 1 epoch in the same time", str(tta["ours_reviews"]),
-                 f"{tta['ours_s']:.1f}", cell(tta["ours_accuracy"])),
-            _row("time-to-accuracy row: sentiment - Trainer at the same wall-clock budget",
-                 f"{tta['ours_reviews'] - tta['trainer_reviews']:+d}", f"{tta['ours_s'] - tta['trainer_s']:+.1f}",
-                 _points_cell(tta["points"])),
+            _row(
+                f"`Trainer`, its defaults (fp32), {tta['trainer_epochs']} epoch(s)",
+                str(tta["trainer_reviews"]),
+                f"{tta['trainer_s']:.1f}",
+                cell(tta["trainer_accuracy"]),
+            ),
+            _row(
+                f"`sentiment train`, `cpu` preset ({p}), 1 epoch in the same time",
+                str(tta["ours_reviews"]),
+                f"{tta['ours_s']:.1f}",
+                cell(tta["ours_accuracy"]),
+            ),
+            _row(
+                "time-to-accuracy row: sentiment - Trainer at the same wall-clock budget",
+                f"{tta['ours_reviews'] - tta['trainer_reviews']:+d}",
+                f"{tta['ours_s'] - tta['trainer_s']:+.1f}",
+                _points_cell(tta["points"]),
+            ),
         ]
-    )  # fmt: skip
+    )
 
 
 def real_section(result: dict) -> list[str]:
@@ -1022,14 +1260,30 @@ def setup_line(args: argparse.Namespace, results: dict) -> str:
     )
 
 
-def build_payload(args: argparse.Namespace, command: str, facts: dict, load: LoadMonitor, results: dict, skipped: dict, elapsed_s: float) -> dict:
+def build_payload(
+    args: argparse.Namespace,
+    command: str,
+    facts: dict,
+    load: LoadMonitor,
+    results: dict,
+    skipped: dict,
+    elapsed_s: float,
+) -> dict:
     """Everything the document's section renders from, as its MLflow run stores it (benchmark.json)."""
-    return record.plain({
-        "kind": "run", "command": command, "commit": record.commit(), "elapsed_s": elapsed_s,
-        "when": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "facts": facts, "load": {"summary": load.summary(), "busy": load.busy},
-        "args": vars(args), "results": results, "skipped": skipped,
-    })  # fmt: skip
+    return record.plain(
+        {
+            "kind": "run",
+            "command": command,
+            "commit": record.commit(),
+            "elapsed_s": elapsed_s,
+            "when": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "facts": facts,
+            "load": {"summary": load.summary(), "busy": load.busy},
+            "args": vars(args),
+            "results": results,
+            "skipped": skipped,
+        }
+    )
 
 
 def run_metrics(payload: dict) -> dict[str, float]:
@@ -1039,7 +1293,11 @@ def run_metrics(payload: dict) -> dict[str, float]:
         out.update(record.numbers(result.get("ratios", {}), f"{label}/"))
         for side in ("sentiment", "sentiment_bf16", "sentiment_fp32", "trainer", "trainer_bf16"):
             if isinstance(result.get(side), dict):
-                out.update(record.numbers({k: v for k, v in result[side].items() if not isinstance(v, (dict, list))}, f"{label}/{side}/"))
+                out.update(
+                    record.numbers(
+                        {k: v for k, v in result[side].items() if not isinstance(v, (dict, list))}, f"{label}/{side}/"
+                    )
+                )
     out["elapsed_s"] = float(payload["elapsed_s"])
     return out
 
@@ -1059,15 +1317,19 @@ def render_body(payload: dict, run_id: str | None = None) -> str:
         *[f"- {key}: {value}" for key, value in payload["facts"].items() if key != "commit"],
         f"- while it ran: {load['summary']}",
         "",
-        ("**The machine was shared with other processes during this run**, so absolute times are noisy and the sides, "
-         "which ran one after the other, did not see exactly the same contention; read the ratios with that in mind." if load["busy"] else
-         "No other process used noticeable CPU while it ran."),
+        (
+            "**The machine was shared with other processes during this run**, so absolute times are noisy and the "
+            "sides, "
+            "which ran one after the other, did not see exactly the same contention; read the ratios with that in mind."
+            if load["busy"]
+            else "No other process used noticeable CPU while it ran."
+        ),
         "",
         "## Setup",
         "",
         setup_line(args, results),
         "",
-    ]  # fmt: skip
+    ]
     for label, result in results.items():
         if label == "real":
             parts += real_section(result)
@@ -1077,8 +1339,10 @@ def render_body(payload: dict, run_id: str | None = None) -> str:
         parts += [
             f"## Corpus: {label}",
             "",
-            f"{profile['reviews']:.0f} reviews (train + test) with mean {profile['mean_words']:.0f} words (median {profile['median_words']:.0f}, "
-            f"p90 {profile['p90_words']:.0f}), mean {profile['mean_tokens']:.0f} tokens, {profile['over_limit_share']:.1%} over 512 tokens. "
+            f"{profile['reviews']:.0f} reviews (train + test) with mean {profile['mean_words']:.0f} words (median "
+            f"{profile['median_words']:.0f}, "
+            f"p90 {profile['p90_words']:.0f}), mean {profile['mean_tokens']:.0f} tokens, "
+            f"{profile['over_limit_share']:.1%} over 512 tokens. "
             f"Attention implementation: {result['sentiment']['attention']}.",
             "",
             tables(result, ratios),
@@ -1089,9 +1353,12 @@ def render_body(payload: dict, run_id: str | None = None) -> str:
             "",
             why_lines(result, ratios),
             "",
-            f"MLflow time by function, ours: {result['sentiment']['mlflow_top']}; Trainer: {result['trainer']['mlflow_top'] or 'none'}. "
-            f"Our whole `sentiment train` stage (data, model, training, logging the model) took {result['sentiment']['stage_s']:.1f} s, "
-            f"{result['sentiment']['stage_mlflow_s']:.1f} s of it in MLflow (mostly logging the servable model once, after training).",
+            f"MLflow time by function, ours: {result['sentiment']['mlflow_top']}; Trainer: "
+            f"{result['trainer']['mlflow_top'] or 'none'}. "
+            "Our whole `sentiment train` stage (data, model, training, logging the model) took "
+            f"{result['sentiment']['stage_s']:.1f} s, "
+            f"{result['sentiment']['stage_mlflow_s']:.1f} s of it in MLflow (mostly logging the servable model once, "
+            "after training).",
             "",
         ]
     for label, reason in skipped.items():
@@ -1109,7 +1376,8 @@ METHOD = """## How it is measured
 - **Trainer** keeps its defaults: random sampling, `DataCollatorWithPadding` (each batch padded to its longest review),
   fused AdamW, logging and checkpointing every 500 steps, plus `report_to=["mlflow"]`; its progress bar is off.
   Its tokenization (`datasets.map`) is not timed, and neither is ours (cached, see the evaluation rows).
-- **Training wall time**: Trainer, `trainer.train()`; ours, `fit()` (the loop, per-epoch validation, checkpoint saves and
+- **Training wall time**: Trainer, `trainer.train()`; ours, `fit()` (the loop, per-epoch validation, checkpoint saves \
+and
   their uploads to MLflow, all metric logging) plus the MLflow calls made before it (run start, params, datasets, tags).
   Samples/s and tokens/s divide by it (real, unpadded tokens; the padding column is the share of computed tokens that
   were padding). Trainer validates nothing by default, so the headline ratio excludes the time of our validation
@@ -1137,7 +1405,8 @@ METHOD = """## How it is measured
   length, dynamic padding), the same with the cache warm, `pipeline("text-classification")` with the same batch size and
   truncation, batches in input order padded to 512 tokens, then the two bf16 rows. Times include tokenization.
 - **MLflow share**: the public `mlflow` functions (`log_metrics`, `log_params`, `log_artifact(s)`, `start_run`,
-  `end_run`, `set_tags`, `log_input`, `flush_async_logging`, `pyfunc.log_model`, `data.from_pandas`, ...) are wrapped for
+  `end_run`, `set_tags`, `log_input`, `flush_async_logging`, `pyfunc.log_model`, `data.from_pandas`, ...) are wrapped \
+for
   the duration of each training phase, and the wall time of the outermost calls is summed. Both our tracker and
   Trainer's `MLflowCallback` call MLflow through these functions, so one instrument measures both. Asynchronous
   logging returns at once; the CPU time of MLflow's background threads (async logging, system metrics) during training
@@ -1174,7 +1443,9 @@ def plan_corpora(args: argparse.Namespace, shared: dict, log) -> tuple[list, dic
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = "python -m benchmarks.run " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
     import torch
 
     args.threads = args.threads or torch.get_num_threads()

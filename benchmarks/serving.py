@@ -52,12 +52,33 @@ class Server:
 
     def __init__(self, model_uri: str, port: int, log: Path, workers: int = 1, timeout_s: float = 300):
         self.port = port
-        command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-                   "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model_uri,
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ]
         self.log = open(log, "w")
         # mlflow models serve starts uvicorn from PATH: this interpreter's, as an activated venv would
-        env = {**os.environ, "PYTHONPATH": str(REPO), "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        }
+        self.proc = subprocess.Popen(
+            command, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -71,7 +92,9 @@ class Server:
         self.stop()
         raise SystemExit(f"mlflow models serve did not answer /ping within {timeout_s:.0f} s; see {log}")
 
-    def request(self, method: str, path: str, body: bytes, content_type: str = "application/json", timeout: float = 120) -> tuple[int, str]:
+    def request(
+        self, method: str, path: str, body: bytes, content_type: str = "application/json", timeout: float = 120
+    ) -> tuple[int, str]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             connection.request(method, path, body=body, headers={"Content-Type": content_type})
@@ -95,7 +118,9 @@ class Server:
         self.log.close()
 
 
-def load(server: Server, texts: list[str], clients: int, requests: int, duration_s: float, max_batch: int, seed: int) -> dict:
+def load(
+    server: Server, texts: list[str], clients: int, requests: int, duration_s: float, max_batch: int, seed: int
+) -> dict:
     """Send requests from ``clients`` threads; returns throughput, latency percentiles, errors."""
     latencies, statuses, sizes, lock = [], [], [], threading.Lock()
     deadline = time.monotonic() + duration_s
@@ -124,11 +149,17 @@ def load(server: Server, texts: list[str], clients: int, requests: int, duration
     elapsed = time.perf_counter() - started
     ms = np.asarray(latencies) * 1000
     return {
-        "clients": clients, "requests": len(statuses), "reviews": int(sum(sizes)), "seconds": round(elapsed, 2),
-        "requests_per_s": round(len(statuses) / elapsed, 2), "reviews_per_s": round(sum(sizes) / elapsed, 2),
-        "p50_ms": round(float(np.percentile(ms, 50)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1),
-        "p99_ms": round(float(np.percentile(ms, 99)), 1), "errors": sum(s != 200 for s in statuses),
-    }  # fmt: skip
+        "clients": clients,
+        "requests": len(statuses),
+        "reviews": int(sum(sizes)),
+        "seconds": round(elapsed, 2),
+        "requests_per_s": round(len(statuses) / elapsed, 2),
+        "reviews_per_s": round(sum(sizes) / elapsed, 2),
+        "p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "p95_ms": round(float(np.percentile(ms, 95)), 1),
+        "p99_ms": round(float(np.percentile(ms, 99)), 1),
+        "errors": sum(s != 200 for s in statuses),
+    }
 
 
 MALFORMED = {
@@ -177,24 +208,32 @@ def markdown(report: dict, run_id: str | None = None) -> str:
         f"Measured by `{report['command']}` on {report['when']} against `mlflow models serve` on loopback, "
         f"at commit `{report['commit']}`{where}.",
         "",
-        f"Model `{report['model_uri']}`; {result['clients']} concurrent clients, requests of 1 to {result['max_batch']} real reviews "
-        f"({texts['count']:,} reviews drawn from, median {texts['median_chars']:,} characters, longest {texts['max_chars']:,}).",
+        f"Model `{report['model_uri']}`; {result['clients']} concurrent clients, requests of 1 to "
+        f"{result['max_batch']} real reviews "
+        f"({texts['count']:,} reviews drawn from, median {texts['median_chars']:,} characters, longest "
+        f"{texts['max_chars']:,}).",
         "",
         "| clients | requests | reviews | requests/s | reviews/s | p50 ms | p95 ms | p99 ms | errors |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        "| {clients} | {requests} | {reviews} | {requests_per_s} | {reviews_per_s} | {p50_ms} | {p95_ms} | {p99_ms} | {errors} |".format(**result),
+        "| {clients} | {requests} | {reviews} | {requests_per_s} | {reviews_per_s} | {p50_ms} | {p95_ms} | {p99_ms} | "
+        "{errors} |".format(**result),
         "",
         "| malformed payload | status | message | next good request |",
         "|---|---:|---|---:|",
-        *[f"| {r['payload']} | {r['status']} | {r['message'].replace('|', '/')} | {r['next_good_request']} |" for r in rows],
-    ]  # fmt: skip
+        *[
+            f"| {r['payload']} | {r['status']} | {r['message'].replace('|', '/')} | {r['next_good_request']} |"
+            for r in rows
+        ],
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-uri", required=True, help="e.g. models:/imdb-sentiment@champion")
-    parser.add_argument("--data", default=str(REAL_DATA), help="reviews to send (parquet or csv with a text/review column)")
+    parser.add_argument(
+        "--data", default=str(REAL_DATA), help="reviews to send (parquet or csv with a text/review column)"
+    )
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--requests", type=int, default=400, help="stop after this many answered requests")
     parser.add_argument("--duration", type=float, default=300, help="or after this many seconds")
@@ -202,8 +241,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=1, help="scoring server workers")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default="", help="also write the numbers here")
-    parser.add_argument("--output", default="", help="also write this run's section as Markdown here (benchmarks/RESULTS.md is rendered by make results)")
-    parser.add_argument("--record-uri", default="", help="tracking server the benchmark's run goes to (default: MLFLOW_TRACKING_URI)")
+    parser.add_argument(
+        "--output",
+        default="",
+        help="also write this run's section as Markdown here (benchmarks/RESULTS.md is rendered by make results)",
+    )
+    parser.add_argument(
+        "--record-uri", default="", help="tracking server the benchmark's run goes to (default: MLFLOW_TRACKING_URI)"
+    )
     args = parser.parse_args(argv)
     if not Path(args.data).exists():
         raise SystemExit(f"error: --data {args.data} does not exist: pass a parquet/csv of reviews")
@@ -220,11 +265,19 @@ def main(argv: list[str] | None = None) -> dict:
         server.stop()
     chars = np.asarray([len(t) for t in texts])
     command = " ".join(["python -m benchmarks.serving", *(sys.argv[1:] if argv is None else argv)])
-    report = record.plain({
-        "kind": "serving", "command": command, "commit": record.commit(), "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "model_uri": pinned_uri, "load": result, "malformed": rows, "alive_after": alive,
-        "texts": {"count": len(texts), "median_chars": int(np.median(chars)), "max_chars": int(chars.max())},
-    })  # fmt: skip
+    report = record.plain(
+        {
+            "kind": "serving",
+            "command": command,
+            "commit": record.commit(),
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "model_uri": pinned_uri,
+            "load": result,
+            "malformed": rows,
+            "alive_after": alive,
+            "texts": {"count": len(texts), "median_chars": int(np.median(chars)), "max_chars": int(chars.max())},
+        }
+    )
     run_id = record.log("serving", report, record.numbers(report["load"]), args.record_uri)
     text = markdown(report, run_id)
     print(text)

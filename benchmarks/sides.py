@@ -16,6 +16,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -82,20 +83,32 @@ def sentiment_config(spec: Spec):
     return build_config(
         spec.preset,
         {
-            "data.source": spec.data_path, "data.max_length": spec.max_length,
-            "data.truncation": spec.truncation, "data.val_fraction": spec.val_fraction,
-            "data.train_size": spec.train_size, "data.val_size": 0, "data.test_size": 0,
-            "model.name": spec.model, "model.dropout": spec.dropout,
-            "train.epochs": spec.epochs, "train.batch_size": spec.batch_size,
-            "train.eval_batch_size": spec.eval_batch_size, "train.lr": spec.lr,
-            "train.layer_decay": spec.layer_decay, "train.weight_decay": spec.weight_decay,
-            "train.warmup_ratio": spec.warmup_ratio, "train.max_grad_norm": spec.max_grad_norm,
-            "train.device": spec.device, "train.compile": spec.compile,
+            "data.source": spec.data_path,
+            "data.max_length": spec.max_length,
+            "data.truncation": spec.truncation,
+            "data.val_fraction": spec.val_fraction,
+            "data.train_size": spec.train_size,
+            "data.val_size": 0,
+            "data.test_size": 0,
+            "model.name": spec.model,
+            "model.dropout": spec.dropout,
+            "train.epochs": spec.epochs,
+            "train.batch_size": spec.batch_size,
+            "train.eval_batch_size": spec.eval_batch_size,
+            "train.lr": spec.lr,
+            "train.layer_decay": spec.layer_decay,
+            "train.weight_decay": spec.weight_decay,
+            "train.warmup_ratio": spec.warmup_ratio,
+            "train.max_grad_norm": spec.max_grad_norm,
+            "train.device": spec.device,
+            "train.compile": spec.compile,
             # run_test: the test predictions make the model a registrable version that `sentiment export`
             # measures (benchmarks/RESULTS.md, int8 section); fit() alone is timed
-            "train.precision": spec.precision, "seed": spec.seed, "run_test": True,
+            "train.precision": spec.precision,
+            "seed": spec.seed,
+            "run_test": True,
         },
-    )  # fmt: skip
+    )
 
 
 def side_name(spec: Spec, side: str) -> str:
@@ -137,10 +150,18 @@ def train_sentiment(spec: Spec) -> dict:
 
     def timed_fit(*args, **kwargs):
         measure.sync()
-        marks.update(fit_start=time.perf_counter(), mlflow_before_fit=clock.seconds, threads_cpu_start=measure.mlflow_thread_cpu_seconds())
+        marks.update(
+            fit_start=time.perf_counter(),
+            mlflow_before_fit=clock.seconds,
+            threads_cpu_start=measure.mlflow_thread_cpu_seconds(),
+        )
         history = real_fit(*args, **kwargs)
         measure.sync()
-        marks.update(fit_end=time.perf_counter(), mlflow_after_fit=clock.seconds, threads_cpu_end=measure.mlflow_thread_cpu_seconds())
+        marks.update(
+            fit_end=time.perf_counter(),
+            mlflow_after_fit=clock.seconds,
+            threads_cpu_end=measure.mlflow_thread_cpu_seconds(),
+        )
         return history
 
     def timed_predict(*args, **kwargs):
@@ -247,15 +268,26 @@ def train_trainer(spec: Spec) -> dict:
     mixed = spec.trainer_precision != "fp32"
     args = TrainingArguments(
         output_dir=str(Path(spec.workdir) / f"trainer-{name}"),
-        per_device_train_batch_size=spec.batch_size, num_train_epochs=spec.epochs, learning_rate=spec.lr,
-        weight_decay=spec.weight_decay, warmup_steps=math.ceil(spec.warmup_ratio * steps), max_grad_norm=spec.max_grad_norm,
-        seed=spec.seed, report_to=["mlflow"], run_name=f"bench-trainer-{name}", disable_tqdm=True,
+        per_device_train_batch_size=spec.batch_size,
+        num_train_epochs=spec.epochs,
+        learning_rate=spec.lr,
+        weight_decay=spec.weight_decay,
+        warmup_steps=math.ceil(spec.warmup_ratio * steps),
+        max_grad_norm=spec.max_grad_norm,
+        seed=spec.seed,
+        report_to=["mlflow"],
+        run_name=f"bench-trainer-{name}",
+        disable_tqdm=True,
         # mixed precision without a GPU needs use_cpu (Trainer refuses bf16 otherwise)
-        use_cpu=spec.device == "cpu" or (mixed and not torch.cuda.is_available()), torch_compile=spec.compile,
-        bf16=spec.trainer_precision == "bf16", fp16=spec.trainer_precision == "fp16",
-    )  # fmt: skip
+        use_cpu=spec.device == "cpu" or (mixed and not torch.cuda.is_available()),
+        torch_compile=spec.compile,
+        bf16=spec.trainer_precision == "bf16",
+        fp16=spec.trainer_precision == "fp16",
+    )
     trainer = Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    assert any(isinstance(cb, MLflowCallback) for cb in trainer.callback_handler.callbacks), "report_to mlflow is not active"
+    assert any(isinstance(cb, MLflowCallback) for cb in trainer.callback_handler.callbacks), (
+        "report_to mlflow is not active"
+    )
     collator = _CountingCollator(trainer.data_collator)
     trainer.data_collator = collator
     clock = measure.MlflowClock()
@@ -299,7 +331,9 @@ def _trainer_dataset(spec: Spec, train, tokenizer):
         columns = {"input_ids": ids, "attention_mask": [[1] * len(row) for row in ids]}
         return datasets.Dataset.from_dict({**columns, "label": train["label"].astype(int).tolist()})
     return datasets.Dataset.from_pandas(train[["text", "label"]], preserve_index=False).map(
-        lambda batch: tokenizer(batch["text"], truncation=True, max_length=spec.max_length), batched=True, remove_columns=["text"]
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=spec.max_length),
+        batched=True,
+        remove_columns=["text"],
     )
 
 
@@ -357,15 +391,23 @@ def evaluate_all(
     table, seconds, peak = _timed(lambda: evaluate.predict_frame(model, tokenizer, test, config, device))
     lengths = np.minimum(table["n_tokens"].to_numpy(), spec.max_length)
     sentiment_correct = table["prediction"].to_numpy() == labels
-    results["sentiment evaluate"] = _eval_row(seconds, peak, (table["prediction"].to_numpy() == labels).mean(), _padded_sorted(lengths, spec.eval_batch_size))
+    results["sentiment evaluate"] = _eval_row(
+        seconds, peak, (table["prediction"].to_numpy() == labels).mean(), _padded_sorted(lengths, spec.eval_batch_size)
+    )
     table, seconds, peak = _timed(lambda: evaluate.predict_frame(model, tokenizer, test, config, device))
-    results["sentiment evaluate (token cache warm)"] = _eval_row(seconds, peak, (table["prediction"].to_numpy() == labels).mean(), _padded_sorted(lengths, spec.eval_batch_size))
+    results["sentiment evaluate (token cache warm)"] = _eval_row(
+        seconds, peak, (table["prediction"].to_numpy() == labels).mean(), _padded_sorted(lengths, spec.eval_batch_size)
+    )
 
     pipe = pipeline("text-classification", model=model, tokenizer=tokenizer, device=device)
     label_ids = {name: i for i, name in model.config.id2label.items()}
-    out, seconds, peak = _timed(lambda: pipe(texts, batch_size=spec.eval_batch_size, truncation=True, max_length=spec.max_length))
+    out, seconds, peak = _timed(
+        partial(pipe, texts, batch_size=spec.eval_batch_size, truncation=True, max_length=spec.max_length)
+    )
     predicted = np.array([label_ids[row["label"]] for row in out])
-    results["transformers.pipeline"] = _eval_row(seconds, peak, (predicted == labels).mean(), _padded_in_order(lengths, spec.eval_batch_size))
+    results["transformers.pipeline"] = _eval_row(
+        seconds, peak, (predicted == labels).mean(), _padded_in_order(lengths, spec.eval_batch_size)
+    )
 
     predicted, seconds, peak = _timed(lambda: _predict_padded(model, tokenizer, texts, spec, device, width=512))
     results["pad every review to 512"] = _eval_row(seconds, peak, (predicted == labels).mean(), 512 * len(texts))
@@ -375,13 +417,22 @@ def evaluate_all(
     if device.type == "cpu":
         bf16_config = replace(config, train=replace(config.train, precision="bf16"))
         table, seconds, peak = _timed(lambda: evaluate.predict_frame(model, tokenizer, test, bf16_config, device))
-        results["sentiment evaluate --precision bf16"] = _eval_row(seconds, peak, (table["prediction"].to_numpy() == labels).mean(), _padded_sorted(lengths, spec.eval_batch_size))
+        results["sentiment evaluate --precision bf16"] = _eval_row(
+            seconds,
+            peak,
+            (table["prediction"].to_numpy() == labels).mean(),
+            _padded_sorted(lengths, spec.eval_batch_size),
+        )
     half = model_mod.load_trained(sentiment_model_dir).to(device=device, dtype=torch.bfloat16).eval()
     _warm_up(half, tokenizer, texts, device)
     pipe = pipeline("text-classification", model=half, tokenizer=tokenizer, device=device)
-    out, seconds, peak = _timed(lambda: pipe(texts, batch_size=spec.eval_batch_size, truncation=True, max_length=spec.max_length))
+    out, seconds, peak = _timed(
+        partial(pipe, texts, batch_size=spec.eval_batch_size, truncation=True, max_length=spec.max_length)
+    )
     predicted = np.array([label_ids[row["label"]] for row in out])
-    results["transformers.pipeline, bf16 weights"] = _eval_row(seconds, peak, (predicted == labels).mean(), _padded_in_order(lengths, spec.eval_batch_size))
+    results["transformers.pipeline, bf16 weights"] = _eval_row(
+        seconds, peak, (predicted == labels).mean(), _padded_in_order(lengths, spec.eval_batch_size)
+    )
     del half, pipe
 
     cost = cost_per_token(model, device, [w for w in (128, 256, 512) if w <= 512])
@@ -430,7 +481,13 @@ def cost_per_token(model, device, widths: list[int], batch: int = 16, rounds: in
 
 
 def _eval_row(seconds: float, peak_mb: float, accuracy: float, padded_tokens: int) -> dict:
-    return {"seconds": seconds, "peak_rss_mb": peak_mb, "accuracy": float(accuracy), "padded_tokens": int(padded_tokens), "peak_gpu_mb": measure.gpu_peak_mb()}
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": peak_mb,
+        "accuracy": float(accuracy),
+        "padded_tokens": int(padded_tokens),
+        "peak_gpu_mb": measure.gpu_peak_mb(),
+    }
 
 
 def _padded_sorted(lengths: np.ndarray, batch_size: int) -> int:
@@ -440,7 +497,10 @@ def _padded_sorted(lengths: np.ndarray, batch_size: int) -> int:
 
 
 def _padded_in_order(lengths: np.ndarray, batch_size: int) -> int:
-    return sum(len(lengths[i : i + batch_size]) * int(lengths[i : i + batch_size].max()) for i in range(0, len(lengths), batch_size))
+    return sum(
+        len(lengths[i : i + batch_size]) * int(lengths[i : i + batch_size].max())
+        for i in range(0, len(lengths), batch_size)
+    )
 
 
 def _warm_up(model, tokenizer, texts: list[str], device) -> None:
@@ -459,7 +519,14 @@ def _predict_padded(model, tokenizer, texts: list[str], spec: Spec, device, widt
     out = []
     with torch.no_grad():
         for start in range(0, len(texts), spec.eval_batch_size):
-            encoded = tokenizer(texts[start : start + spec.eval_batch_size], truncation=True, max_length=spec.max_length)
+            encoded = tokenizer(
+                texts[start : start + spec.eval_batch_size], truncation=True, max_length=spec.max_length
+            )
             batch = tokenizer.pad(encoded, padding="max_length", max_length=width, return_tensors="pt").to(device)
-            out.append(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.argmax(-1).cpu().numpy())
+            out.append(
+                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                .logits.argmax(-1)
+                .cpu()
+                .numpy()
+            )
     return np.concatenate(out)

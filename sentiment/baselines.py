@@ -78,7 +78,12 @@ class MeanPooledEncoder(BaseEstimator, TransformerMixin):
     """
 
     def __init__(
-        self, encoder: str = FROZEN_ENCODER, max_length: int = 256, truncation: str = "head", batch_size: int = 64, device: str = "cpu"
+        self,
+        encoder: str = FROZEN_ENCODER,
+        max_length: int = 256,
+        truncation: str = "head",
+        batch_size: int = 64,
+        device: str = "cpu",
     ):
         self.encoder = encoder
         self.max_length = max_length
@@ -188,8 +193,11 @@ def parameters(pipeline) -> dict[str, int]:
 def hyperparameters(pipeline) -> dict[str, str]:
     """The pipeline's settings as params (``baseline.logreg.C``, ``baseline.tfidf.ngram_range``, ...)."""
     simple = (int, float, str, bool, tuple, type(None))
-    return {f"baseline.{key.replace('__', '.')}": str(value) for key, value in pipeline.get_params(deep=True).items()
-            if "__" in key and isinstance(value, simple) and key.split("__")[1] not in ("device", "verbose", "n_jobs")}  # fmt: skip
+    return {
+        f"baseline.{key.replace('__', '.')}": str(value)
+        for key, value in pipeline.get_params(deep=True).items()
+        if "__" in key and isinstance(value, simple) and key.split("__")[1] not in ("device", "verbose", "n_jobs")
+    }
 
 
 # ----------------------------------------------------------------------------- packages
@@ -212,11 +220,17 @@ def save_package(pipeline, config: Config, temperature: float, parent: Path) -> 
     skops.io.dump(pipeline, out / tracking.SKLEARN_PIPELINE, compression=zipfile.ZIP_DEFLATED)
     untrusted = skops.io.get_untrusted_types(file=out / tracking.SKLEARN_PIPELINE)
     if set(untrusted) - set(TRUSTED_TYPES):  # a new step type: add it to TRUSTED_TYPES, knowingly
-        raise RuntimeError(f"the pipeline holds types skops does not trust: {sorted(set(untrusted) - set(TRUSTED_TYPES))}")
+        raise RuntimeError(
+            f"the pipeline holds types skops does not trust: {sorted(set(untrusted) - set(TRUSTED_TYPES))}"
+        )
     import sklearn
 
-    facts = {"family": config.model.name, "temperature": float(temperature), "skops_trusted_types": sorted(untrusted),
-             "sklearn_version": sklearn.__version__}  # fmt: skip
+    facts = {
+        "family": config.model.name,
+        "temperature": float(temperature),
+        "skops_trusted_types": sorted(untrusted),
+        "sklearn_version": sklearn.__version__,
+    }
     (out / tracking.BASELINE_FILE).write_text(json.dumps(facts, indent=2) + "\n")
     (out / "sentiment_config.yaml").write_text(to_yaml(config))
     return out

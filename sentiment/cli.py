@@ -1,8 +1,8 @@
 """The `sentiment` command: builds a config, opens an MLflow run, calls one stage.
 
-    sentiment train --preset quick --register-as imdb-sentiment
-    sentiment evaluate --model-uri models:/imdb-sentiment@champion --data sample --split test
-    sentiment tune --space experiments/search/cpu.yaml --trials 30
+sentiment train --preset quick --register-as imdb-sentiment
+sentiment evaluate --model-uri models:/imdb-sentiment@champion --data sample --split test
+sentiment tune --space experiments/search/cpu.yaml --trials 30
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import click
 
+from sentiment.cli_evidence import evidence
 from sentiment.config import PRESETS, PROMOTION_RULES, build_config, default_run_name, short_name
 from sentiment.config import options as option_table
-from sentiment.cli_evidence import evidence
 from sentiment.errors import Interrupted, TrainingError, UserError
 
 
@@ -65,7 +65,9 @@ def overrides_from(values: dict) -> dict:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("-v", "--verbose", count=True, help="show third-party logging: -v INFO, -vv DEBUG (or SENTIMENT_LOG_LEVEL)")
+@click.option(
+    "-v", "--verbose", count=True, help="show third-party logging: -v INFO, -vv DEBUG (or SENTIMENT_LOG_LEVEL)"
+)
 def cli(verbose: int) -> None:
     """Fine-tune transformer encoders for movie-review sentiment, tracked in MLflow."""
     from sentiment import logs
@@ -80,17 +82,45 @@ def _start_line(tracker, name: str) -> None:
 
 
 @cli.command()
-@click.option("--preset", type=_choice(PRESETS), default="seed", show_default=True, help="seed: the reference recipe; quick: offline, CPU-sized")
+@click.option(
+    "--preset",
+    type=_choice(PRESETS),
+    default="seed",
+    show_default=True,
+    help="seed: the reference recipe; quick: offline, CPU-sized",
+)
 @config_options(option_table())
-@click.option("--register-as", default="", help="register the model under this name (alias candidate; champion by --promote-if)")
-@click.option("--promote-if", type=click.Choice(PROMOTION_RULES), default="significant", show_default=True,
-              help="move champion when the model beats it on the same test reviews: better, significant (and McNemar p < alpha), never, always")
-@click.option("--promote-alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True,
-              help="significance level of --promote-if significant")
+@click.option(
+    "--register-as", default="", help="register the model under this name (alias candidate; champion by --promote-if)"
+)
+@click.option(
+    "--promote-if",
+    type=click.Choice(PROMOTION_RULES),
+    default="significant",
+    show_default=True,
+    help="move champion when the model beats it on the same test reviews: better, significant (and McNemar p < alpha), "
+    "never, always",
+)
+@click.option(
+    "--promote-alpha",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.05,
+    show_default=True,
+    help="significance level of --promote-if significant",
+)
 @click.option("--run-name", default="", help="MLflow run name")
 @click.option("--output-dir", default=".sentiment/runs", show_default=True, help="local folder for checkpoints")
 @click.option("--resume", default="", help="continue this run id from its latest checkpoint (same run, no step twice)")
-def train(preset: str, register_as: str, promote_if: str, promote_alpha: float, run_name: str, output_dir: str, resume: str, **options) -> None:
+def train(
+    preset: str,
+    register_as: str,
+    promote_if: str,
+    promote_alpha: float,
+    run_name: str,
+    output_dir: str,
+    resume: str,
+    **options,
+) -> None:
     """Fine-tune, validate every epoch, log the best model, test it, optionally register it."""
     from sentiment import hub
 
@@ -115,24 +145,44 @@ def train(preset: str, register_as: str, promote_if: str, promote_alpha: float, 
     try:
         if not dist.is_main:  # only rank 0 talks to MLflow
             with distributed.rank_failures(dist):
-                run_train(config, tracking.NullTracker(), Path(output_dir) / f"rank-{dist.rank}", should_stop=stop, dist=dist, inputs=inputs)
+                run_train(
+                    config,
+                    tracking.NullTracker(),
+                    Path(output_dir) / f"rank-{dist.rank}",
+                    should_stop=stop,
+                    dist=dist,
+                    inputs=inputs,
+                )
             return
         if config is not None:
             tracking.connect()
             inputs = inputs or check_inputs(config, dist)
-            run_name = run_name or default_run_name(preset, short_name(config.model.name), short_name(config.data.source))
+            run_name = run_name or default_run_name(
+                preset, short_name(config.model.name), short_name(config.data.source)
+            )
         with tracking.open_run(
-            run_name=run_name or None, system_metrics=True, resume_run_id=resume or None, journal_root=Path(output_dir),
+            run_name=run_name or None,
+            system_metrics=True,
+            resume_run_id=resume or None,
+            journal_root=Path(output_dir),
             skip_logged_steps=bool(resume),  # a resumed run logs no metric step twice
-        ) as tracker:  # fmt: skip
+        ) as tracker:
             _start_line(tracker, run_name or f"resumed {resume}")
             config = config or tracking.read_run_config(tracker.run_id, required=True)
             workdir = Path(output_dir) / tracker.run_id
             with distributed.rank_failures(dist):
                 outcome = run_train(
-                    config, tracker, workdir, register_as=register_as or None, resume=bool(resume), should_stop=stop, dist=dist,
-                    promote_if=promote_if, promote_alpha=promote_alpha, inputs=inputs,
-                )  # fmt: skip
+                    config,
+                    tracker,
+                    workdir,
+                    register_as=register_as or None,
+                    resume=bool(resume),
+                    should_stop=stop,
+                    dist=dist,
+                    promote_if=promote_if,
+                    promote_alpha=promote_alpha,
+                    inputs=inputs,
+                )
         _report_train(outcome)
     finally:
         distributed.shutdown()
@@ -156,7 +206,10 @@ def _report_train(outcome) -> None:
     click.echo(f"best val acc:    {best:.4f} (epoch {outcome.history.best_epoch})")
     if outcome.test_metrics:
         m = outcome.test_metrics
-        click.echo(f"test accuracy:   {m['test/accuracy']:.4f} (95% CI {m['test/accuracy_ci_low']:.4f}-{m['test/accuracy_ci_high']:.4f}), macro F1 {m['test/f1_macro']:.4f}")
+        click.echo(
+            f"test accuracy:   {m['test/accuracy']:.4f} (95% CI "
+            f"{m['test/accuracy_ci_low']:.4f}-{m['test/accuracy_ci_high']:.4f}), macro F1 {m['test/f1_macro']:.4f}"
+        )
     click.echo(f"logged model:    {outcome.model_uri}")
     if outcome.registered is not None:
         reg = outcome.registered
@@ -170,10 +223,14 @@ def _report_train(outcome) -> None:
 
 
 @cli.command()
-@click.option("--model-uri", required=True, help="runs:/..., models:/name@alias, models:/m-..., a local folder, or a Hub id")
+@click.option(
+    "--model-uri", required=True, help="runs:/..., models:/name@alias, models:/m-..., a local folder, or a Hub id"
+)
 @click.option("--data", default="", help="source to evaluate on (default: the model's training source)")
 @click.option("--split", default="test", show_default=True, help="train, val, test or all")
-@config_options(["max_length", "truncation", "test_size", "split_seed", "eval_batch_size", "device", "precision", "seed"])
+@config_options(
+    ["max_length", "truncation", "test_size", "split_seed", "eval_batch_size", "device", "precision", "seed"]
+)
 @click.option("--run-name", default="", help="MLflow run name")
 def evaluate(model_uri: str, data: str, split: str, run_name: str, **options) -> None:
     """Evaluate a logged, registered, local or Hub model on a split, as a new run."""
@@ -183,7 +240,9 @@ def evaluate(model_uri: str, data: str, split: str, run_name: str, **options) ->
     overrides = overrides_from(options)
     tracking.connect()
     plan = plan_evaluate(model_uri, data or None, split.lower(), overrides)  # before the run exists
-    name = run_name or default_run_name("evaluate", short_name(model_uri), short_name(plan.config.data.source), plan.split)
+    name = run_name or default_run_name(
+        "evaluate", short_name(model_uri), short_name(plan.config.data.source), plan.split
+    )
     with tracking.open_run(run_name=name) as tracker:
         _start_line(tracker, name)
         metrics = run_evaluate(plan, tracker)
@@ -212,12 +271,31 @@ def predict(model_uri: str, texts: tuple[str, ...]) -> None:
 @click.option("--only", default="", help="comma-separated parts: eda, attention, failures (default: all)")
 @click.option("--texts", default="", help="a text file with one review per line to show attention for")
 @click.option("--predictions-run", default="", help="reuse this evaluate run's predictions table")
-@click.option("--split", default="test", show_default=True, help="split to predict and analyse: train, val, test or all")
+@click.option(
+    "--split", default="test", show_default=True, help="split to predict and analyse: train, val, test or all"
+)
 @config_options(["max_length", "truncation", "eval_batch_size", "device", "precision", "seed"])
 @click.option("--tokenizer", default="", help="tokenizer for exploration without a model (default: offline-minilm)")
-@click.option("--attention-examples", default=1, show_default=True, type=int, help="reviews per attention group (most confident right/wrong, least confident)")
+@click.option(
+    "--attention-examples",
+    default=1,
+    show_default=True,
+    type=int,
+    help="reviews per attention group (most confident right/wrong, least confident)",
+)
 @click.option("--run-name", default="", help="MLflow run name")
-def analyze(model_uri: str, data: str, only: str, texts: str, predictions_run: str, split: str, tokenizer: str, attention_examples: int, run_name: str, **options) -> None:
+def analyze(
+    model_uri: str,
+    data: str,
+    only: str,
+    texts: str,
+    predictions_run: str,
+    split: str,
+    tokenizer: str,
+    attention_examples: int,
+    run_name: str,
+    **options,
+) -> None:
     """Data exploration, attention maps and failure analysis of a model, as a new run."""
     from sentiment import analyze as analyze_mod
     from sentiment import tracking
@@ -226,11 +304,19 @@ def analyze(model_uri: str, data: str, only: str, texts: str, predictions_run: s
     user_texts = analyze_mod.read_texts(texts) if texts else []
     tracking.connect()
     plan = analyze_mod.plan_analyze(
-        model_uri=model_uri or None, data_source=data or None, parts=parts, split=split.lower(), texts=user_texts,
-        predictions_run=predictions_run or None, tokenizer_name=tokenizer or None, examples_per_group=attention_examples,
+        model_uri=model_uri or None,
+        data_source=data or None,
+        parts=parts,
+        split=split.lower(),
+        texts=user_texts,
+        predictions_run=predictions_run or None,
+        tokenizer_name=tokenizer or None,
+        examples_per_group=attention_examples,
         overrides=overrides_from(options),
-    )  # fmt: skip
-    name = run_name or default_run_name("analyze", short_name(plan.model_uri or "data"), short_name(plan.config.data.source))
+    )
+    name = run_name or default_run_name(
+        "analyze", short_name(plan.model_uri or "data"), short_name(plan.config.data.source)
+    )
     with tracking.open_run(run_name=name) as tracker:
         _start_line(tracker, name)
         outcome = analyze_mod.run_analyze(plan, tracker)
@@ -244,16 +330,22 @@ def analyze(model_uri: str, data: str, only: str, texts: str, predictions_run: s
 @click.option("--grid", default="experiments/quick.yaml", show_default=True, help="an experiments/*.yaml grid")
 @click.option("--max-parallel", default=1, show_default=True, type=int, help="children to run at once")
 @click.option("--resume", default="", help="parent run id: re-run only the children that did not finish")
-@click.option("--backend", default="", help="run each child on this MLflow Projects backend (local, databricks, kubernetes)")
+@click.option(
+    "--backend", default="", help="run each child on this MLflow Projects backend (local, databricks, kubernetes)"
+)
 @click.option("--backend-config", default="", help="the backend's config file (JSON), e.g. for kubernetes")
-@click.option("--data", default="", help="data source for every child instead of the grid's (e.g. a local copy of IMDB)")
+@click.option(
+    "--data", default="", help="data source for every child instead of the grid's (e.g. a local copy of IMDB)"
+)
 def ablate(grid: str, max_parallel: int, resume: str, backend: str, backend_config: str, data: str) -> None:
     """Run an ablation grid as a parent run with one child run per variant and seed, then compare them."""
     from sentiment import ablate as ablate_mod
     from sentiment import tracking
 
     spec = ablate_mod.load_grid(grid, data=data or None)
-    execution = ablate_mod.Execution(max_parallel=max_parallel, backend=backend or None, backend_config=backend_config or None)
+    execution = ablate_mod.Execution(
+        max_parallel=max_parallel, backend=backend or None, backend_config=backend_config or None
+    )
     tracking.connect()
     if resume:
         ablate_mod.check_resumable(resume, spec)
@@ -266,28 +358,101 @@ def ablate(grid: str, max_parallel: int, resume: str, backend: str, backend_conf
         click.echo(f"parent run:      {parent.run_id} ({summary.ran} children run, {summary.skipped} already finished)")
         if summary.failed:
             names = ", ".join(f"{variant}/seed {seed}" for variant, seed, _ in summary.failed)
-            raise TrainingError(f"{len(summary.failed)} of {len(spec.children())} children failed ({names}); re-run them with: sentiment ablate --grid {grid} --resume {parent.run_id}")
+            raise TrainingError(
+                f"{len(summary.failed)} of {len(spec.children())} children failed ({names}); re-run them with: "
+                f"sentiment ablate --grid {grid} --resume {parent.run_id}"
+            )
 
 
 @cli.command()
-@click.option("--space", default="", help="a search space file (experiments/search/*.yaml); --resume and --join use the parent's own copy")
-@click.option("--trials", type=Maybe(int), default="", help="trials in the study in all (default: the space's `trials`, else 20; with --resume or --join: the parent's)")
-@click.option("--direction", type=Maybe(_choice(("maximize", "minimize"))), default="", help="maximize or minimize the objective (default: the space's, else the objective's own)")
-@click.option("--max-parallel", default=1, show_default=True, type=int, help="trials at once on this machine (worker processes sharing the study's storage)")
-@click.option("--resume", default="", help="tune parent run id: continue its study; finished trials are kept, trials left running by a killed process run again")
-@click.option("--join", default="", help="tune parent run id: run trials of its study in this process too (e.g. on another machine, with --storage)")
-@click.option("--storage", default="", envvar="SENTIMENT_TUNE_STORAGE", show_envvar=True, help="the study's database URL (default: SQLite .sentiment/tune/optuna.db; postgresql://... to share it)")
-@click.option("--data", default="", help="data source for every trial instead of the space's (e.g. a local copy of IMDB)")
-@click.option("--register-as", default="", help="register the best trial's model under this name (alias candidate; champion by --promote-if)")
-@click.option("--promote-if", type=click.Choice(PROMOTION_RULES), default="significant", show_default=True, help="the rule, as for train --register-as")
-@click.option("--promote-alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True, help="significance level of --promote-if significant")
+@click.option(
+    "--space",
+    default="",
+    help="a search space file (experiments/search/*.yaml); --resume and --join use the parent's own copy",
+)
+@click.option(
+    "--trials",
+    type=Maybe(int),
+    default="",
+    help="trials in the study in all (default: the space's `trials`, else 20; with --resume or --join: the parent's)",
+)
+@click.option(
+    "--direction",
+    type=Maybe(_choice(("maximize", "minimize"))),
+    default="",
+    help="maximize or minimize the objective (default: the space's, else the objective's own)",
+)
+@click.option(
+    "--max-parallel",
+    default=1,
+    show_default=True,
+    type=int,
+    help="trials at once on this machine (worker processes sharing the study's storage)",
+)
+@click.option(
+    "--resume",
+    default="",
+    help="tune parent run id: continue its study; finished trials are kept, trials left running by a killed process "
+    "run again",
+)
+@click.option(
+    "--join",
+    default="",
+    help="tune parent run id: run trials of its study in this process too (e.g. on another machine, with --storage)",
+)
+@click.option(
+    "--storage",
+    default="",
+    envvar="SENTIMENT_TUNE_STORAGE",
+    show_envvar=True,
+    help="the study's database URL (default: SQLite .sentiment/tune/optuna.db; postgresql://... to share it)",
+)
+@click.option(
+    "--data", default="", help="data source for every trial instead of the space's (e.g. a local copy of IMDB)"
+)
+@click.option(
+    "--register-as",
+    default="",
+    help="register the best trial's model under this name (alias candidate; champion by --promote-if)",
+)
+@click.option(
+    "--promote-if",
+    type=click.Choice(PROMOTION_RULES),
+    default="significant",
+    show_default=True,
+    help="the rule, as for train --register-as",
+)
+@click.option(
+    "--promote-alpha",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.05,
+    show_default=True,
+    help="significance level of --promote-if significant",
+)
 @click.option("--run-name", default="", help="name of the parent run")
-@click.option("--output-dir", default=".sentiment/tune", show_default=True, help="local folder for the default study database, trial checkpoints and worker logs")
+@click.option(
+    "--output-dir",
+    default=".sentiment/tune",
+    show_default=True,
+    help="local folder for the default study database, trial checkpoints and worker logs",
+)
 def tune(
-    space: str, trials: int | None, direction: str | None, max_parallel: int, resume: str, join: str, storage: str, data: str,
-    register_as: str, promote_if: str, promote_alpha: float, run_name: str, output_dir: str,
-) -> None:  # fmt: skip
-    """Search hyperparameters with Optuna: a parent run, one child train run per trial (pruned when hopeless), the best trial tested once."""
+    space: str,
+    trials: int | None,
+    direction: str | None,
+    max_parallel: int,
+    resume: str,
+    join: str,
+    storage: str,
+    data: str,
+    register_as: str,
+    promote_if: str,
+    promote_alpha: float,
+    run_name: str,
+    output_dir: str,
+) -> None:
+    """Search hyperparameters with Optuna: a parent run, one child train run per trial (pruned when hopeless),
+    the best trial tested once."""
     from sentiment import tracking
     from sentiment import tune as tune_mod
     from sentiment.promote import RegisterRequest
@@ -298,22 +463,37 @@ def tune(
         raise UserError("--register-as belongs to the process that started (or resumes) the search, not to --join")
     register = RegisterRequest(register_as, promote_if, promote_alpha) if register_as else None
     plan = tune_mod.plan_tune(
-        space or None, trials, direction, max_parallel, resume or None, join or None,
-        storage or None, data or None, register, Path(output_dir),
-    )  # fmt: skip
+        space or None,
+        trials,
+        direction,
+        max_parallel,
+        resume or None,
+        join or None,
+        storage or None,
+        data or None,
+        register,
+        Path(output_dir),
+    )
     stop = StopOnSignal().install()
     if plan.mode == "join":
         ran = tune_mod.join_study(plan, stop, click.echo)
-        click.echo(f"joined run {join}: {ran} trials run here; the parent's own process (or --resume) writes the summary")
+        click.echo(
+            f"joined run {join}: {ran} trials run here; the parent's own process (or --resume) writes the summary"
+        )
         return
     name = run_name or default_run_name("tune", plan.space.name)
-    with tracking.open_run(run_name=name, resume_run_id=resume or None, resume_command="sentiment tune --resume {run_id}") as parent:
+    with tracking.open_run(
+        run_name=name, resume_run_id=resume or None, resume_command="sentiment tune --resume {run_id}"
+    ) as parent:
         _start_line(parent, name if not resume else f"resumed {resume}")
         result = tune_mod.run_tune(plan, parent, stop, click.echo)
     for line in tune_mod.report_lines(result, plan.trials):
         click.echo(line)
     uri = tracking.tracking_uri()
-    click.echo(f"MLflow UI:       {f'open {uri}' if uri.startswith('http') else f'mlflow ui --backend-store-uri {uri}'} (the parent's child runs are the trials)")
+    click.echo(
+        f"MLflow UI:       {f'open {uri}' if uri.startswith('http') else f'mlflow ui --backend-store-uri {uri}'} (the "
+        "parent's child runs are the trials)"
+    )
 
 
 cli.add_command(evidence)
@@ -325,8 +505,16 @@ def _run_ids(value: str) -> list[str]:
 
 @cli.command()
 @click.option("--run", default="", help="ablation or tune parent, or train/evaluate run id; comma-separate several")
-@click.option("--with-run", default="", help="training run(s) to add to a learning-curve grid, scored on the grid's test reviews")
-@click.option("--format", type=_choice(("md", "html")), default="md", show_default=True, help="Markdown (figures in <output>_figures/) or self-contained HTML")
+@click.option(
+    "--with-run", default="", help="training run(s) to add to a learning-curve grid, scored on the grid's test reviews"
+)
+@click.option(
+    "--format",
+    type=_choice(("md", "html")),
+    default="md",
+    show_default=True,
+    help="Markdown (figures in <output>_figures/) or self-contained HTML",
+)
 @click.option("--output", default="", help="file to write (default: report.md or report.html here)")
 @click.option("--title", default="", help="the document's title")
 def report(run: str, with_run: str, format: str, output: str, title: str) -> None:  # noqa: A002 (the option's name)
@@ -341,10 +529,26 @@ def report(run: str, with_run: str, format: str, output: str, title: str) -> Non
 
 @cli.command()
 @click.option("--name", required=True, help="registered model name")
-@click.option("--version", "version", required=True, help="the candidate version (compared on its own run's test reviews)")
-@click.option("--against", default="", help="compare with this version instead of the champion (compare only: no alias moves)")
-@click.option("--promote-if", type=click.Choice(PROMOTION_RULES), default="significant", show_default=True, help="the rule, as for train --register-as")
-@click.option("--promote-alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True, help="significance level of the rule significant")
+@click.option(
+    "--version", "version", required=True, help="the candidate version (compared on its own run's test reviews)"
+)
+@click.option(
+    "--against", default="", help="compare with this version instead of the champion (compare only: no alias moves)"
+)
+@click.option(
+    "--promote-if",
+    type=click.Choice(PROMOTION_RULES),
+    default="significant",
+    show_default=True,
+    help="the rule, as for train --register-as",
+)
+@click.option(
+    "--promote-alpha",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.05,
+    show_default=True,
+    help="significance level of the rule significant",
+)
 @click.option("--compare-only", is_flag=True, help="log and print the comparison, move no alias")
 def promote(name: str, version: str, against: str, promote_if: str, promote_alpha: float, compare_only: bool) -> None:
     """Compare a registered version with the champion on the same reviews; move champion by the rule."""
@@ -355,16 +559,46 @@ def promote(name: str, version: str, against: str, promote_if: str, promote_alph
 
 
 @cli.command()
-@click.option("--model-uri", required=True, help="models:/name@alias, runs:/..., models:/m-..., or a packaged model folder")
+@click.option(
+    "--model-uri", required=True, help="models:/name@alias, runs:/..., models:/m-..., or a packaged model folder"
+)
 @click.option("--input", "input_path", required=True, help="reviews to score: .parquet, .csv or .jsonl, any size")
-@click.option("--output", required=True, help="the scored .parquet file (input columns + label, score, probability, reason)")
+@click.option(
+    "--output", required=True, help="the scored .parquet file (input columns + label, score, probability, reason)"
+)
 @click.option("--text-column", default="", help="the column holding the reviews (default: text or review)")
-@click.option("--chunk-rows", default=5_000, show_default=True, type=int, help="rows read, scored and written at a time (bounds memory)")
-@click.option("--batch-size", default=64, show_default=True, type=int, help="reviews per forward pass (longest first inside a chunk)")
-@click.option("--precision", type=_choice(("auto", "fp32", "bf16", "native", "fp16")), default="auto", show_default=True,
-              help="auto: fp32 on CPU, bf16/fp16 on CUDA; bf16 autocasts on CPU too")
+@click.option(
+    "--chunk-rows",
+    default=5_000,
+    show_default=True,
+    type=int,
+    help="rows read, scored and written at a time (bounds memory)",
+)
+@click.option(
+    "--batch-size",
+    default=64,
+    show_default=True,
+    type=int,
+    help="reviews per forward pass (longest first inside a chunk)",
+)
+@click.option(
+    "--precision",
+    type=_choice(("auto", "fp32", "bf16", "native", "fp16")),
+    default="auto",
+    show_default=True,
+    help="auto: fp32 on CPU, bf16/fp16 on CUDA; bf16 autocasts on CPU too",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
-def score(model_uri: str, input_path: str, output: str, text_column: str, chunk_rows: int, batch_size: int, precision: str, device: str) -> None:
+def score(
+    model_uri: str,
+    input_path: str,
+    output: str,
+    text_column: str,
+    chunk_rows: int,
+    batch_size: int,
+    precision: str,
+    device: str,
+) -> None:
     """Score a review file of any size in chunks; resumes after a crash from the last finished chunk."""
     from sentiment import score as score_mod
     from sentiment import tracking
@@ -375,20 +609,47 @@ def score(model_uri: str, input_path: str, output: str, text_column: str, chunk_
     scorer = score_mod.Scorer(model_uri, precision.lower(), device, batch_size)
     outcome = score_mod.score_file(job, scorer, score_mod.progress_printer())
     resumed = f", {outcome.resumed_chunks} chunks kept from an interrupted run" if outcome.resumed_chunks else ""
-    click.echo(f"wrote {outcome.output}: {outcome.rows:,} rows ({outcome.unscored:,} not scored, see column reason){resumed}; "
-               f"{outcome.reviews_per_s:.1f} reviews/s")  # fmt: skip
+    click.echo(
+        f"wrote {outcome.output}: {outcome.rows:,} rows ({outcome.unscored:,} not scored, see column reason){resumed}; "
+        f"{outcome.reviews_per_s:.1f} reviews/s"
+    )
 
 
 @cli.command()
 @click.option("--name", required=True, help="registered model name")
-@click.option("--version", "version", required=True, help="the version to export (measured on its own run's test reviews)")
-@click.option("--quantize", type=click.Choice(("int8",)), default="int8", show_default=True, help="dynamic int8 quantization of the Linear layers, for CPU")
-@click.option("--promote-if", type=click.Choice(PROMOTION_RULES), default="significant", show_default=True, help="the rule, as for train --register-as")
-@click.option("--promote-alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True, help="significance level of the rule significant")
+@click.option(
+    "--version", "version", required=True, help="the version to export (measured on its own run's test reviews)"
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(("int8",)),
+    default="int8",
+    show_default=True,
+    help="dynamic int8 quantization of the Linear layers, for CPU",
+)
+@click.option(
+    "--promote-if",
+    type=click.Choice(PROMOTION_RULES),
+    default="significant",
+    show_default=True,
+    help="the rule, as for train --register-as",
+)
+@click.option(
+    "--promote-alpha",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.05,
+    show_default=True,
+    help="significance level of the rule significant",
+)
 @click.option("--batch-size", default=32, show_default=True, type=int, help="reviews per forward pass while measuring")
-@click.option("--output-dir", default=".sentiment/exports", show_default=True, help="local folder for the exported package")
-def export(name: str, version: str, quantize: str, promote_if: str, promote_alpha: float, batch_size: int, output_dir: str) -> None:
-    """Register a faster CPU sibling (int8) of a version, with its accuracy delta and speed-up measured on the same reviews."""
+@click.option(
+    "--output-dir", default=".sentiment/exports", show_default=True, help="local folder for the exported package"
+)
+def export(
+    name: str, version: str, quantize: str, promote_if: str, promote_alpha: float, batch_size: int, output_dir: str
+) -> None:
+    """Register a faster CPU sibling (int8) of a version, with its accuracy delta and speed-up measured on the same
+    reviews."""
     from sentiment.export import run_export
 
     outcome = run_export(name, version, quantize, promote_if, promote_alpha, Path(output_dir), batch_size)
@@ -413,8 +674,14 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {message}{hint}", err=True)
         sys.exit(exc.exit_code)
     except Interrupted as exc:
-        kept = "finished trials are kept" if exc.resume_hint.startswith("sentiment tune") else "the training state is saved"
-        click.echo(f"error: {exc}; {kept}; resume with: {exc.resume_hint or 'sentiment train --resume RUN_ID'}", err=True)
+        kept = (
+            "finished trials are kept"
+            if exc.resume_hint.startswith("sentiment tune")
+            else "the training state is saved"
+        )
+        click.echo(
+            f"error: {exc}; {kept}; resume with: {exc.resume_hint or 'sentiment train --resume RUN_ID'}", err=True
+        )
         sys.exit(exc.exit_code)
     except (UserError, TrainingError) as exc:
         message = " ".join(str(exc).split())

@@ -1,8 +1,8 @@
 """`sentiment evidence`: the runs behind every published number, kept in the repository.
 
-    MLFLOW_TRACKING_URI=http://127.0.0.1:5000 sentiment evidence add RUN_ID [RUN_ID ...]
-    sentiment evidence render [--check]       # make results: documents from the store alone
-    sentiment evidence ui [--port 5050]       # make evidence-ui: the store in the MLflow UI
+MLFLOW_TRACKING_URI=http://127.0.0.1:5000 sentiment evidence add RUN_ID [RUN_ID ...]
+sentiment evidence render [--check]       # make results: documents from the store alone
+sentiment evidence ui [--port 5050]       # make evidence-ui: the store in the MLflow UI
 """
 
 from __future__ import annotations
@@ -34,14 +34,21 @@ def add(run_ids: tuple[str, ...], store: str) -> None:
     source = tracking.connect()
     root = Path(store)
     if Path(tracking.tracking_uri().removeprefix("file://")).resolve() == root.resolve():
-        raise UserError(f"MLFLOW_TRACKING_URI points at the store {store} itself; point it at the server that holds the runs")
+        raise UserError(
+            f"MLFLOW_TRACKING_URI points at the store {store} itself; point it at the server that holds the runs"
+        )
     published = tracking.publish_evidence(list(run_ids), root)
     sizes = tracking.evidence_run_sizes(root)
     for item in published:
         role = f"child of {item.parent_id[:8]}" if item.parent_id else "run"
-        click.echo(f"{role:<17} {item.run_id}: {item.files} artifact(s), {sizes.get(item.run_id, 0) / 1e3:,.0f} kB in the store")
+        click.echo(
+            f"{role:<17} {item.run_id}: {item.files} artifact(s), {sizes.get(item.run_id, 0) / 1e3:,.0f} kB in the "
+            "store"
+        )
     total = sum(sizes.values())
-    click.echo(f"copied {len(published)} run(s) from {source} into {store} ({len(sizes)} runs, {total / 1e6:.2f} MB in all)")
+    click.echo(
+        f"copied {len(published)} run(s) from {source} into {store} ({len(sizes)} runs, {total / 1e6:.2f} MB in all)"
+    )
 
 
 @evidence.command()
@@ -70,7 +77,8 @@ def render(check: bool, root: str) -> None:
 @click.option("--port", default=5050, show_default=True, type=int, help="port of the MLflow UI")
 @click.option("--host", default="127.0.0.1", show_default=True, help="interface to listen on")
 def ui(store: str, port: int, host: str) -> None:
-    """Open the store in the MLflow UI (migrated, ids kept, into .sentiment/evidence-ui.db; artifacts served from the store)."""
+    """Open the store in the MLflow UI (migrated, ids kept, into .sentiment/evidence-ui.db; artifacts served from the
+    store)."""
     from sentiment import tracking
 
     root = Path(store)
@@ -79,8 +87,20 @@ def ui(store: str, port: int, host: str) -> None:
     click.echo(f"the evidence store in the MLflow UI: http://{host}:{port} (Ctrl-C stops it)")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", database, "--artifacts-destination",
-               str(root.resolve()), "--host", host, "--port", str(port)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        database,
+        "--artifacts-destination",
+        str(root.resolve()),
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     try:
         subprocess.run(command, env=env, check=False)
     except KeyboardInterrupt:

@@ -70,7 +70,8 @@ class DataConfig:
 class ModelConfig:
     name: str = "distilbert-base-uncased"
     """Hub id, local directory, MLflow model URI, the alias `offline-minilm`, or a baseline:
-    `tfidf-logreg` (TF-IDF + logistic regression) or `minilm-logreg` (frozen MiniLM embeddings + logistic regression)."""
+    `tfidf-logreg` (TF-IDF + logistic regression) or `minilm-logreg` (frozen MiniLM embeddings + logistic
+    regression)."""
     dropout: float = 0.3
     """Dropout before the classification layer."""
     freeze_layers: int = 0
@@ -233,7 +234,9 @@ def field_docs(cls: type) -> dict[str, str]:
     body = ast.parse(textwrap.dedent(source)).body[0].body
     docs = {}
     for node, after in zip(body, body[1:]):
-        is_doc = isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)
+        is_doc = (
+            isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)
+        )
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and is_doc:
             docs[node.target.id] = " ".join(after.value.value.split())
     return docs
@@ -367,16 +370,24 @@ def validate(config: Config) -> Config:
     shape = [name for name in ("num_layers", "num_heads", "hidden_size") if getattr(m, name)]
     check(
         m.from_scratch or not shape,
-        f"model.{', model.'.join(shape)} only apply with model.from_scratch true; to shrink a pretrained encoder use keep_layers or keep_heads",
+        f"model.{', model.'.join(shape)} only apply with model.from_scratch true; to shrink a pretrained encoder use "
+        "keep_layers or keep_heads",
     )
     check(
         not (m.from_scratch and (m.keep_layers or m.keep_heads)),
-        "model.keep_layers and model.keep_heads prune a pretrained encoder; with model.from_scratch use num_layers and num_heads",
+        "model.keep_layers and model.keep_heads prune a pretrained encoder; with model.from_scratch use num_layers and "
+        "num_heads",
     )
     shaped = [name for name in _ENCODER_ONLY if getattr(m, name)]
-    check(m.name not in BASELINES or not shaped, f"model.{', model.'.join(shaped)} reshape an encoder; the {m.name} baseline fine-tunes none")
+    check(
+        m.name not in BASELINES or not shaped,
+        f"model.{', model.'.join(shaped)} reshape an encoder; the {m.name} baseline fine-tunes none",
+    )
     if m.num_heads and m.hidden_size:
-        check(m.hidden_size % m.num_heads == 0, f"model.hidden_size {m.hidden_size} must be a multiple of model.num_heads {m.num_heads}")
+        check(
+            m.hidden_size % m.num_heads == 0,
+            f"model.hidden_size {m.hidden_size} must be a multiple of model.num_heads {m.num_heads}",
+        )
     check(t.epochs > 0, f"train.epochs must be > 0, got {t.epochs}")
     check(t.batch_size > 0, f"train.batch_size must be > 0, got {t.batch_size}")
     check(t.eval_batch_size > 0, f"train.eval_batch_size must be > 0, got {t.eval_batch_size}")
@@ -401,11 +412,16 @@ def _top_level_problems(config: Config) -> list[str]:
     """What is wrong with the fields outside the data/model/train sections."""
     rules = [
         (config.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}, got {config.preset!r}"),
-        (config.log_checkpoints in CHECKPOINT_POLICIES, f"log_checkpoints must be one of {', '.join(CHECKPOINT_POLICIES)}, got {config.log_checkpoints!r}"),
+        (
+            config.log_checkpoints in CHECKPOINT_POLICIES,
+            f"log_checkpoints must be one of {', '.join(CHECKPOINT_POLICIES)}, got {config.log_checkpoints!r}",
+        ),
         (config.keep_checkpoints >= 0, f"keep_checkpoints must be >= 0 (0 keeps all), got {config.keep_checkpoints}"),
-        (config.keep_checkpoints == 0 or config.log_checkpoints == "all",
-         "keep_checkpoints needs log_checkpoints all (only then is there more than the best model to keep)"),
-    ]  # fmt: skip
+        (
+            config.keep_checkpoints == 0 or config.log_checkpoints == "all",
+            "keep_checkpoints needs log_checkpoints all (only then is there more than the best model to keep)",
+        ),
+    ]
     return [message for ok, message in rules if not ok]
 
 

@@ -88,7 +88,11 @@ def _load_hub_imdb() -> pd.DataFrame:
     try:
         ds = datasets.load_dataset(IMDB_HUB_ID)
     except Exception as exc:  # offline, proxy, auth: all mean the same to the user
-        reason = f"the Hub is not reachable: {offline}" if offline else " ".join(str(exc).split())[:200] or type(exc).__name__
+        reason = (
+            f"the Hub is not reachable: {offline}"
+            if offline
+            else " ".join(str(exc).split())[:200] or type(exc).__name__
+        )
         raise UserError(
             f"cannot load {IMDB_HUB_ID!r} from the Hugging Face Hub ({reason}); without internet use "
             "--data sample, an extracted aclImdb/ folder, or a CSV/JSONL/Parquet file"
@@ -186,13 +190,22 @@ def _normalise(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     texts = frame[text_col].map(lambda v: clean_text(v) if isinstance(v, str) else "")
     empty = np.flatnonzero((texts.str.len() == 0).to_numpy())
     if len(empty):
-        raise UserError(f"data {source!r} row {int(empty[0]) + 1} has an empty text ({len(empty)} such rows); remove or fill them")
+        raise UserError(
+            f"data {source!r} row {int(empty[0]) + 1} has an empty text ({len(empty)} such rows); remove or fill them"
+        )
     if labels.nunique() < 2:
-        raise UserError(f"data {source!r} has only one class ({LABELS[int(labels.iloc[0])]}); both negative and positive are needed")
+        raise UserError(
+            f"data {source!r} has only one class ({LABELS[int(labels.iloc[0])]}); both negative and positive are needed"
+        )
     ids = frame["id"].astype(str) if "id" in frame.columns else pd.Series([str(i) for i in range(len(frame))])
     split = frame["split"].astype(str) if "split" in frame.columns else pd.Series([""] * len(frame))
     return pd.DataFrame(
-        {"id": ids.to_numpy(), "text": texts.to_numpy(), "label": labels.astype(int).to_numpy(), "split": split.to_numpy()}
+        {
+            "id": ids.to_numpy(),
+            "text": texts.to_numpy(),
+            "label": labels.astype(int).to_numpy(),
+            "split": split.to_numpy(),
+        }
     )
 
 
@@ -204,9 +217,13 @@ def _stratified(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.Dat
     n_held = int(round(len(frame) * fraction))
     smallest = int(frame["label"].value_counts().min())
     if smallest < 2:
-        raise UserError(f"cannot split stratified: a class has only {smallest} review; each class needs at least 2 (better dozens)")
+        raise UserError(
+            f"cannot split stratified: a class has only {smallest} review; each class needs at least 2 (better dozens)"
+        )
     if n_held < 2 or len(frame) - n_held < 2:
-        raise UserError(f"cannot hold out {fraction:.0%} of {len(frame)} reviews: too few; use more data or another fraction")
+        raise UserError(
+            f"cannot hold out {fraction:.0%} of {len(frame)} reviews: too few; use more data or another fraction"
+        )
     from sklearn.model_selection import train_test_split  # (slow to import; only when splitting)
 
     rest, held = train_test_split(frame, test_size=n_held, stratify=frame["label"], random_state=seed)
@@ -218,7 +235,9 @@ def _sample(frame: pd.DataFrame, size: int, seed: int, what: str) -> pd.DataFram
     if size == 0 or size == len(frame):
         return frame
     if size > len(frame):
-        raise UserError(f"data.{what}_size is {size} but the {what} split has only {len(frame)} reviews; lower it or use 0 (all)")
+        raise UserError(
+            f"data.{what}_size is {size} but the {what} split has only {len(frame)} reviews; lower it or use 0 (all)"
+        )
     from sklearn.model_selection import train_test_split
 
     _, held = train_test_split(frame, test_size=size, stratify=frame["label"], random_state=seed)

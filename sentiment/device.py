@@ -52,7 +52,9 @@ def pick_precision(requested: str, device: torch.device) -> Precision:
         return Precision("fp32", None)
     if device.type != "cuda":
         if requested == "fp16":
-            raise UserError(f"precision fp16 needs a CUDA GPU and the device is {device.type}; use --precision bf16 or fp32")
+            raise UserError(
+                f"precision fp16 needs a CUDA GPU and the device is {device.type}; use --precision bf16 or fp32"
+            )
         return Precision("bf16", torch.bfloat16)
     if requested == "auto":
         requested = "bf16" if torch.cuda.is_bf16_supported() else "fp16"

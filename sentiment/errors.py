@@ -1,6 +1,6 @@
 """Errors the CLI turns into a one-line message and an exit code instead of a traceback.
 
-    sentiment train --batch-size 0   # -> "error: train.batch_size must be > 0, got 0", exit 2
+sentiment train --batch-size 0   # -> "error: train.batch_size must be > 0, got 0", exit 2
 """
 
 

@@ -34,11 +34,10 @@ from matplotlib.figure import Figure
 from scipy.special import expit, log_expit
 from sklearn import metrics as skm
 
-from sentiment import baselines
+from sentiment import baselines, plots, tokens
 from sentiment import data as data_mod
 from sentiment import device as device_mod
 from sentiment import model as model_mod
-from sentiment import plots, tokens
 from sentiment.config import Config, apply_overrides, from_yaml, validate
 from sentiment.device import Runtime
 
@@ -143,7 +142,9 @@ def baseline_table(baseline: baselines.Baseline, frame: pd.DataFrame, temperatur
     return margin_table(frame, scores.logit, scores.n_tokens, scores.truncated, temperature)
 
 
-def predict_split(loaded: model_mod.LoadedPackage, frame: pd.DataFrame, config: Config, runtime: Runtime) -> pd.DataFrame:
+def predict_split(
+    loaded: model_mod.LoadedPackage, frame: pd.DataFrame, config: Config, runtime: Runtime
+) -> pd.DataFrame:
     """The predictions table of a split's rows by a loaded model of any family (`baselines.load_package`),
     with its own temperature; an encoder reads them at ``config``'s max length and truncation."""
     if isinstance(loaded.model, baselines.Baseline):
@@ -169,7 +170,9 @@ def predict_frame(model, tokenizer, frame: pd.DataFrame, config: Config, device)
     return predict_table(model, reviews, runtime, config.train.eval_batch_size)
 
 
-def predict_probabilities(model, tokenizer, texts: list[str], max_length: int, truncation: str, batch_size: int = 32) -> tuple[np.ndarray, tokens.Encoded]:
+def predict_probabilities(
+    model, tokenizer, texts: list[str], max_length: int, truncation: str, batch_size: int = 32
+) -> tuple[np.ndarray, tokens.Encoded]:
     """P(positive) per text with the model's temperature applied, on its current device, plus the
     encoding used."""
     device = next(model.parameters()).device
@@ -227,10 +230,14 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRA
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
     """ECE over the `reliability` bins: sum of |accuracy - confidence| * share of reviews."""
     rows = reliability(confidence, correct, bins)
-    return float(sum(abs(r["accuracy"] - r["confidence"]) * r["reviews"] / len(confidence) for r in rows if r["reviews"]))
+    return float(
+        sum(abs(r["accuracy"] - r["confidence"]) * r["reviews"] / len(confidence) for r in rows if r["reviews"])
+    )
 
 
-def bootstrap_accuracy_ci(correct: np.ndarray, seed: int, resamples: int = 1000, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_accuracy_ci(
+    correct: np.ndarray, seed: int, resamples: int = 1000, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of the accuracy."""
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(correct), size=(resamples, len(correct)))
@@ -281,7 +288,10 @@ def calibration_metrics(table: pd.DataFrame) -> dict[str, float]:
     """Calibration before temperature scaling (ece, brier: column probability_uncalibrated) and
     after it (ece_calibrated, brier_calibrated, loss_calibrated: column probability, as served)."""
     y = table["label"].to_numpy().astype(int)
-    before, after = probability_metrics(y, _uncalibrated(table)), probability_metrics(y, table["probability"].to_numpy())
+    before, after = (
+        probability_metrics(y, _uncalibrated(table)),
+        probability_metrics(y, table["probability"].to_numpy()),
+    )
     p_true = np.where(y == 1, table["probability"].to_numpy(), 1 - table["probability"].to_numpy())
     return {
         "ece": before["ece"],
@@ -328,11 +338,16 @@ def calibration_figure(table: pd.DataFrame, split: str) -> Figure:
     y = table["label"].to_numpy().astype(int)
     panels = []
     served = table["probability"].to_numpy()
-    for when, probability in (("before temperature scaling", _uncalibrated(table)), ("as served, temperature applied", served)):
+    for when, probability in (
+        ("before temperature scaling", _uncalibrated(table)),
+        ("as served, temperature applied", served),
+    ):
         confidence, correct = np.maximum(probability, 1 - probability), (probability > 0.5).astype(int) == y
         bins = reliability(confidence, correct.astype(float))
         ece = probability_metrics(y, probability)["ece"]
-        panels.append({"label": f"{split}, {when}", "confidence": confidence, "correct": correct, "reliability": bins, "ece": ece})
+        panels.append(
+            {"label": f"{split}, {when}", "confidence": confidence, "correct": correct, "reliability": bins, "ece": ece}
+        )
     return plots.calibration_before_after(panels)
 
 
@@ -341,22 +356,35 @@ def confusion(table: pd.DataFrame) -> np.ndarray:
     return skm.confusion_matrix(table["label"], table["prediction"], labels=[0, 1])
 
 
-def log_evaluation(table: pd.DataFrame, split: str, tracker, model_id: str | None = None, seed: int = 0) -> dict[str, float]:
+def log_evaluation(
+    table: pd.DataFrame, split: str, tracker, model_id: str | None = None, seed: int = 0
+) -> dict[str, float]:
     """Log the table, its metrics (also linked to ``model_id``) and the figures (confusion matrix,
     ROC and PR curves, calibration before/after temperature scaling); return the metrics."""
     metrics = compute_metrics(table, split, seed)
     tracker.log_metrics(metrics, step=0, model_id=model_id)
     tracker.log_table(table, f"predictions/{split}")
-    tracker.log_dict({"split": split, "metrics": metrics, "confusion_matrix": confusion(table).tolist()}, f"metrics/{split}.json")
+    tracker.log_dict(
+        {"split": split, "metrics": metrics, "confusion_matrix": confusion(table).tolist()}, f"metrics/{split}.json"
+    )
     y, prob = table["label"].to_numpy(), table["probability"].to_numpy()
-    tracker.log_figure(plots.confusion_matrix(confusion(table), title=f"Confusion matrix ({split}, n={len(table):,})"), f"figures/{split}_confusion_matrix.png")
+    tracker.log_figure(
+        plots.confusion_matrix(confusion(table), title=f"Confusion matrix ({split}, n={len(table):,})"),
+        f"figures/{split}_confusion_matrix.png",
+    )
     tracker.log_figure(calibration_figure(table, split), f"figures/calibration_{split}.png")
     if len(np.unique(y)) == 2:
         fpr, tpr, _ = skm.roc_curve(y, prob)
-        tracker.log_figure(plots.roc_curve(fpr, tpr, metrics[f"{split}/roc_auc"], split), f"figures/{split}_roc_curve.png")
+        tracker.log_figure(
+            plots.roc_curve(fpr, tpr, metrics[f"{split}/roc_auc"], split), f"figures/{split}_roc_curve.png"
+        )
         precision, recall, _ = skm.precision_recall_curve(y, prob)
-        tracker.log_figure(plots.pr_curve(recall, precision, metrics[f"{split}/average_precision"], split), f"figures/{split}_pr_curve.png")
+        tracker.log_figure(
+            plots.pr_curve(recall, precision, metrics[f"{split}/average_precision"], split),
+            f"figures/{split}_pr_curve.png",
+        )
     return metrics
+
 
 # ----------------------------------------------------------------------------- the stage
 

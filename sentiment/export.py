@@ -46,15 +46,23 @@ class ExportOutcome:
         m = self.metrics
         return (
             f"registered {self.name} v{self.version} (int8 of v{self.parent}) from run {self.run_id}: "
-            f"accuracy {m['export/accuracy']:.4f} vs {m['export/parent_accuracy']:.4f} on {int(m['export/reviews']):,} test reviews, "
-            f"delta {100 * m['export/delta']:+.2f} points [{100 * m['export/delta_low']:+.2f}, {100 * m['export/delta_high']:+.2f}], "
+            f"accuracy {m['export/accuracy']:.4f} vs {m['export/parent_accuracy']:.4f} on {int(m['export/reviews']):,} "
+            "test reviews, "
+            f"delta {100 * m['export/delta']:+.2f} points [{100 * m['export/delta_low']:+.2f}, "
+            f"{100 * m['export/delta_high']:+.2f}], "
             f"McNemar p {m['export/p_value']:.3g}; {m['export/speedup']:.2f}x the fp32 CPU throughput "
             f"({m['export/reviews_per_s']:.1f} vs {m['export/parent_reviews_per_s']:.1f} reviews/s)"
-            + (f"; the parent with bf16 autocast: {m['export/parent_bf16_reviews_per_s']:.1f} reviews/s" if "export/parent_bf16_reviews_per_s" in m else "")
+            + (
+                f"; the parent with bf16 autocast: {m['export/parent_bf16_reviews_per_s']:.1f} reviews/s"
+                if "export/parent_bf16_reviews_per_s" in m
+                else ""
+            )
         )
 
 
-def timed_table(model, reviews: tokens.Reviews, warm_up: tokens.Reviews, batch_size: int, precision: str = "fp32") -> tuple[pd.DataFrame, float]:
+def timed_table(
+    model, reviews: tokens.Reviews, warm_up: tokens.Reviews, batch_size: int, precision: str = "fp32"
+) -> tuple[pd.DataFrame, float]:
     """The predictions table on CPU in ``precision`` (int8 matmuls for a quantized model) and its
     seconds (after a warm-up pass on a few reviews, so neither side pays first-call costs)."""
     import torch
@@ -67,7 +75,9 @@ def timed_table(model, reviews: tokens.Reviews, warm_up: tokens.Reviews, batch_s
     return table, time.perf_counter() - started
 
 
-def run_export(name: str, version: str, kind: str, rule: str, alpha: float, workdir: Path, batch_size: int = 32) -> ExportOutcome:
+def run_export(
+    name: str, version: str, kind: str, rule: str, alpha: float, workdir: Path, batch_size: int = 32
+) -> ExportOutcome:
     """Export, measure, register and promote (see the module docstring)."""
     if kind not in KINDS:
         raise UserError(f"--quantize must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -76,9 +86,17 @@ def run_export(name: str, version: str, kind: str, rule: str, alpha: float, work
     reviews, parent_run = promote_mod.candidate_reviews(name, version)  # before the run: it must exist
     folder, parent_model_id = tracking.fetch_model(f"models:/{name}/{version}")
     if (folder / tracking.BASELINE_FILE).is_file():
-        raise UserError(f"version {version} of {name!r} is a scikit-learn baseline: int8 export quantizes an encoder's Linear layers")
-    tags = {"sentiment.kind": "export", "sentiment.parent_version": version, "sentiment.quantization": kind,
-            "sentiment.registered_model": name, "sentiment.parent_run_id": parent_run}  # fmt: skip
+        raise UserError(
+            f"version {version} of {name!r} is a scikit-learn baseline: int8 export quantizes an encoder's Linear "
+            "layers"
+        )
+    tags = {
+        "sentiment.kind": "export",
+        "sentiment.parent_version": version,
+        "sentiment.quantization": kind,
+        "sentiment.registered_model": name,
+        "sentiment.parent_run_id": parent_run,
+    }
     with tracking.open_run(run_name=f"export-{kind}-{name}-v{version}", tags=tags) as tracker:
         package = Path(workdir) / tracker.run_id / tracking.MODEL_ARTIFACT
         shutil.rmtree(package, ignore_errors=True)
@@ -88,7 +106,9 @@ def run_export(name: str, version: str, kind: str, rule: str, alpha: float, work
         tokenizer = model_mod.load_tokenizer(str(package))
         d = config.data
         encoded = tokens.encode_reviews(reviews[["id", "text", "label"]], tokenizer, d.max_length, d.truncation)
-        warm_up = tokens.encode_reviews(reviews[["id", "text", "label"]].head(batch_size), tokenizer, d.max_length, d.truncation)
+        warm_up = tokens.encode_reviews(
+            reviews[["id", "text", "label"]].head(batch_size), tokenizer, d.max_length, d.truncation
+        )
         if parent_model_id:
             tracker.link_model(parent_model_id)
         parent = model_mod.load_trained(folder).eval()
@@ -97,14 +117,26 @@ def run_export(name: str, version: str, kind: str, rule: str, alpha: float, work
         metrics = _measure(table, parent_table, seconds, parent_seconds)
         if cpu_has_native_bf16():  # what the parent does with bf16 autocast on this CPU: the other fast option
             bf16_table, bf16_seconds = timed_table(parent, encoded, warm_up, batch_size, "bf16")
-            metrics.update({"export/parent_bf16_reviews_per_s": len(bf16_table) / bf16_seconds, "export/speedup_vs_bf16": bf16_seconds / seconds,
-                            "export/parent_bf16_accuracy": float((bf16_table["label"] == bf16_table["prediction"]).mean())})  # fmt: skip
+            metrics.update(
+                {
+                    "export/parent_bf16_reviews_per_s": len(bf16_table) / bf16_seconds,
+                    "export/speedup_vs_bf16": bf16_seconds / seconds,
+                    "export/parent_bf16_accuracy": float((bf16_table["label"] == bf16_table["prediction"]).mean()),
+                }
+            )
         tracker.log_metrics(metrics, step=0)
         logged = tracker.log_model(package, name="model", step=0)
         evaluate.log_evaluation(table, "test", tracker, model_id=logged.model_id, seed=config.seed)
         new_version = tracking.register_version(tracker, logged.model_uri, name, metrics["export/accuracy"])
-        tracking.set_version_tags(name, new_version, {"sentiment.parent_version": version, "sentiment.quantization": kind,
-                                                      **{k.replace("/", "."): f"{v:.6g}" for k, v in metrics.items()}})  # fmt: skip
+        tracking.set_version_tags(
+            name,
+            new_version,
+            {
+                "sentiment.parent_version": version,
+                "sentiment.quantization": kind,
+                **{k.replace("/", "."): f"{v:.6g}" for k, v in metrics.items()},
+            },
+        )
         decision = promote_mod.promote(name, new_version, table, tracker.run_id, rule, alpha)
     return ExportOutcome(name, version, new_version, tracker.run_id, metrics, decision)
 
@@ -117,9 +149,12 @@ def _measure(table: pd.DataFrame, parent: pd.DataFrame, seconds: float, parent_s
         "export/reviews": float(n),
         "export/accuracy": float((table["label"] == table["prediction"]).mean()),
         "export/parent_accuracy": float((parent["label"] == parent["prediction"]).mean()),
-        "export/delta": result["delta_test_accuracy"], "export/delta_low": result["delta_test_accuracy_low"],
-        "export/delta_high": result["delta_test_accuracy_high"], "export/p_value": result["p_value"],
+        "export/delta": result["delta_test_accuracy"],
+        "export/delta_low": result["delta_test_accuracy_low"],
+        "export/delta_high": result["delta_test_accuracy_high"],
+        "export/p_value": result["p_value"],
         "export/agreement": float((table["prediction"].to_numpy() == parent["prediction"].to_numpy()).mean()),
-        "export/reviews_per_s": n / seconds, "export/parent_reviews_per_s": n / parent_seconds,
+        "export/reviews_per_s": n / seconds,
+        "export/parent_reviews_per_s": n / parent_seconds,
         "export/speedup": parent_seconds / seconds,
-    }  # fmt: skip
+    }

@@ -50,7 +50,9 @@ def mask_heads(
         return {}  # nothing to mask: the same run as keep_heads 0
     device = device or pick_device(config.train.device)
     model.to(device)
-    batches = [{k: v.to(device) for k, v in batch.items()} for batch in _scoring_batches(texts, labels, tokenizer, config)]
+    batches = [
+        {k: v.to(device) for k, v in batch.items()} for batch in _scoring_batches(texts, labels, tokenizer, config)
+    ]
     importance = head_importance(model, batches)  # (layers, heads)
     masked = {i: sorted(int(h) for h in row.argsort(descending=True)[keep:]) for i, row in enumerate(importance)}
     zero_heads(model, masked)
@@ -103,7 +105,9 @@ def head_importance(model: nn.Module, batches: list[dict[str, torch.Tensor]]) ->
 
             return hook
 
-        handles = [attention_projections(layer)[3].register_forward_pre_hook(capture(i)) for i, layer in enumerate(layers)]
+        handles = [
+            attention_projections(layer)[3].register_forward_pre_hook(capture(i)) for i, layer in enumerate(layers)
+        ]
         try:
             for batch in batches:
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

@@ -21,7 +21,9 @@ from sentiment.config import BASELINES
 from sentiment.errors import UserError
 
 PROBE_TIMEOUT_S = 3.0
-OFFLINE_MODELS = "--model offline-minilm, a local model folder with config.json, or an MLflow model URI (models:/NAME@champion)"
+OFFLINE_MODELS = (
+    "--model offline-minilm, a local model folder with config.json, or an MLflow model URI (models:/NAME@champion)"
+)
 _TRUE = ("1", "on", "yes", "true")
 
 
@@ -62,7 +64,13 @@ def cached_model(repo_id: str) -> str | None:
 
 def is_hub_id(name: str) -> bool:
     """``name`` or ``org/name`` that is not a local path, an alias, a baseline or an MLflow URI."""
-    if name == "offline-minilm" or name in BASELINES or ":/" in name or name.startswith(("/", ".", "~")) or name.count("/") > 1:
+    if (
+        name == "offline-minilm"
+        or name in BASELINES
+        or ":/" in name
+        or name.startswith(("/", ".", "~"))
+        or name.count("/") > 1
+    ):
         return False
     return not os.path.exists(os.path.expanduser(name))
 
@@ -81,7 +89,8 @@ def resolve_model(repo_id: str) -> str:
     if folder:
         return folder
     raise UserError(
-        f"model {repo_id!r} is not in the local Hugging Face cache and the Hub ({endpoint()}) is not reachable ({reason}); "
+        f"model {repo_id!r} is not in the local Hugging Face cache and the Hub ({endpoint()}) is not reachable "
+        f"({reason}); "
         f"without internet use {OFFLINE_MODELS}"
     )
 
@@ -93,7 +102,10 @@ def go_offline_if_unreachable() -> str | None:
     reason = unreachable()
     if reason is not None:
         os.environ["HF_HUB_OFFLINE"] = "1"
-        for module, attribute in (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("datasets.config", "HF_HUB_OFFLINE")):
+        for module, attribute in (
+            ("huggingface_hub.constants", "HF_HUB_OFFLINE"),
+            ("datasets.config", "HF_HUB_OFFLINE"),
+        ):
             if module in sys.modules:
                 setattr(sys.modules[module], attribute, True)
     return reason

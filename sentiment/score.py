@@ -75,17 +75,30 @@ class ScoreJob:
     def manifest(self) -> dict:
         stat = self.input.stat()
         return {
-            "input": str(self.input.resolve()), "input_bytes": stat.st_size, "input_mtime_ns": stat.st_mtime_ns,
-            "model_uri": self.model_uri, "text_column": self.text_column, "chunk_rows": self.chunk_rows,
-        }  # fmt: skip
+            "input": str(self.input.resolve()),
+            "input_bytes": stat.st_size,
+            "input_mtime_ns": stat.st_mtime_ns,
+            "model_uri": self.model_uri,
+            "text_column": self.text_column,
+            "chunk_rows": self.chunk_rows,
+        }
 
 
-def plan_score(model_uri: str, input_path: str, output: str, text_column: str = "", chunk_rows: int = CHUNK_ROWS, batch_size: int = 64) -> ScoreJob:
+def plan_score(
+    model_uri: str,
+    input_path: str,
+    output: str,
+    text_column: str = "",
+    chunk_rows: int = CHUNK_ROWS,
+    batch_size: int = 64,
+) -> ScoreJob:
     """Check the options and the input's columns (no row scored yet)."""
     path = Path(input_path).expanduser()
     fmt = FORMATS.get(path.suffix.lower())
     if not path.is_file():
-        raise UserError(f"--input {input_path!r} does not exist or is not a file; pass a .parquet, .csv or .jsonl file of reviews")
+        raise UserError(
+            f"--input {input_path!r} does not exist or is not a file; pass a .parquet, .csv or .jsonl file of reviews"
+        )
     if fmt is None:
         raise UserError(f"--input {input_path!r}: unsupported file type {path.suffix!r}; use .parquet, .csv or .jsonl")
     out = Path(output).expanduser()
@@ -99,7 +112,9 @@ def plan_score(model_uri: str, input_path: str, output: str, text_column: str = 
     column = text_column or next((c for c in columns if str(c).strip().lower() in data_mod.TEXT_COLUMNS), "")
     if column not in columns:
         wanted = f"column {text_column!r}" if text_column else "a text column ('text' or 'review')"
-        raise UserError(f"--input {input_path!r} has no {wanted}; columns found: {', '.join(map(str, columns))}; pass --text-column")
+        raise UserError(
+            f"--input {input_path!r} has no {wanted}; columns found: {', '.join(map(str, columns))}; pass --text-column"
+        )
     return ScoreJob(model_uri, path, fmt, out, column, chunk_rows, batch_size, total)
 
 
@@ -167,7 +182,9 @@ class Scorer:
             return self.baseline.probabilities(texts)
         d = self.config.data
         encoded = tokens.encode(texts, self.tokenizer, d.max_length, d.truncation)
-        logits = evaluate.predict_logits(self.model, encoded, self.device, self.batch_size, self.precision, self.tokenizer.pad_token_id)
+        logits = evaluate.predict_logits(
+            self.model, encoded, self.device, self.batch_size, self.precision, self.tokenizer.pad_token_id
+        )
         return 1.0 / (1.0 + np.exp(-evaluate.logit_margin(logits) / self.temperature))
 
     def score(self, chunk: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -180,7 +197,12 @@ class Scorer:
         scored = ~np.isnan(probability)
         label = np.where(scored, np.where(positive, "positive", "negative"), None)
         score = np.where(positive, probability, 1 - probability)
-        extra = {"label": label, "score": np.where(scored, score, np.nan), "probability": probability, "reason": reasons}
+        extra = {
+            "label": label,
+            "score": np.where(scored, score, np.nan),
+            "probability": probability,
+            "reason": reasons,
+        }
         clash = [c for c in SCORE_COLUMNS if c in chunk.columns]
         base = chunk.rename(columns={c: f"input_{c}" for c in clash}).reset_index(drop=True)
         return base.assign(**extra)
@@ -219,7 +241,10 @@ def _open_parts(job: ScoreJob) -> int:
         before = json.loads(path.read_text())
         if before != manifest:
             changed = ", ".join(k for k in manifest if before.get(k) != manifest[k])
-            raise UserError(f"{job.parts} holds parts of another scoring job ({changed} differ); delete that folder or pass the same options")
+            raise UserError(
+                f"{job.parts} holds parts of another scoring job ({changed} differ); delete that folder or pass the "
+                "same options"
+            )
     else:
         job.parts.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(manifest, indent=2))

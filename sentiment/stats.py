@@ -54,7 +54,9 @@ class Paired:
 
     @classmethod
     def join(cls, variant: pd.DataFrame, reference: pd.DataFrame) -> "Paired":
-        both = variant[["id", "label", "prediction"]].merge(reference[["id", "prediction"]], on="id", suffixes=("", "_ref"))
+        both = variant[["id", "label", "prediction"]].merge(
+            reference[["id", "prediction"]], on="id", suffixes=("", "_ref")
+        )
         return cls(both["label"].to_numpy(), both["prediction"].to_numpy(), both["prediction_ref"].to_numpy())
 
     @property
@@ -89,10 +91,17 @@ def compare(pairs: list[Paired], seed: int = 0, resamples: int = BOOTSTRAP_RESAM
         np.concatenate([p.variant == p.labels for p in pairs]), np.concatenate([p.reference == p.labels for p in pairs])
     )
     return {
-        "delta_test_accuracy": float(accuracy), "delta_test_accuracy_low": float(low[0]), "delta_test_accuracy_high": float(high[0]),
-        "delta_test_f1_macro": float(f1), "delta_test_f1_macro_low": float(low[1]), "delta_test_f1_macro_high": float(high[1]),
-        "mcnemar_variant_only": b, "mcnemar_reference_only": c, "p_value": p_value, "paired_reviews": int(sum(len(p.labels) for p in pairs)),
-    }  # fmt: skip
+        "delta_test_accuracy": float(accuracy),
+        "delta_test_accuracy_low": float(low[0]),
+        "delta_test_accuracy_high": float(high[0]),
+        "delta_test_f1_macro": float(f1),
+        "delta_test_f1_macro_low": float(low[1]),
+        "delta_test_f1_macro_high": float(high[1]),
+        "mcnemar_variant_only": b,
+        "mcnemar_reference_only": c,
+        "p_value": p_value,
+        "paired_reviews": int(sum(len(p.labels) for p in pairs)),
+    }
 
 
 def _review_bootstrap(pair: Paired, rng: np.random.Generator, resamples: int, chunk: int = 100) -> np.ndarray:
@@ -183,14 +192,21 @@ def verdict(published: float, low: float, high: float) -> Verdict:
     if low > 0 or high < 0:  # the interval excludes 0
         if published != 0 and (low > 0) == (published > 0):
             if low <= published <= high:
-                return Verdict(CONFIRMED, "the interval excludes 0 in the published direction and includes the published size")
+                return Verdict(
+                    CONFIRMED, "the interval excludes 0 in the published direction and includes the published size"
+                )
             size = "smaller" if abs(published) > max(abs(low), abs(high)) else "larger"
-            return Verdict(CONFIRMED, f"confirmed in direction, {size} than published (the published size lies outside the interval)")
+            return Verdict(
+                CONFIRMED,
+                f"confirmed in direction, {size} than published (the published size lies outside the interval)",
+            )
         if published == 0:
             return Verdict(CONTRADICTED, "the interval excludes 0, where no change was published")
         return Verdict(CONTRADICTED, "the interval excludes 0 in the opposite direction: the change goes the other way")
     if not low <= published <= high:
-        return Verdict(CONTRADICTED, "the interval includes 0 but excludes the published change: a change that large is ruled out")
+        return Verdict(
+            CONTRADICTED, "the interval includes 0 but excludes the published change: a change that large is ruled out"
+        )
     return Verdict(NOT_CONFIRMED, "the interval includes 0 (and the published change)")
 
 

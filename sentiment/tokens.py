@@ -148,7 +148,9 @@ class TokenSpans:
 def encode_with_spans(text: str, tokenizer, max_length: int, truncation: str) -> TokenSpans:
     """The ids `encode` would give, plus per token its label, character span and position."""
     if not getattr(tokenizer, "is_fast", False):
-        raise UserError(f"attention maps need a fast tokenizer (character offsets); {type(tokenizer).__name__} is not one")
+        raise UserError(
+            f"attention maps need a fast tokenizer (character offsets); {type(tokenizer).__name__} is not one"
+        )
     prefix, suffix = special_tokens(tokenizer)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False)
     ids, offsets, words = enc["input_ids"], enc["offset_mapping"], enc.word_ids()
@@ -253,11 +255,19 @@ def texts_digest(texts: Sequence[str]) -> str:
 
 def token_cache_key(texts: Sequence[str], tokenizer, max_length: int, truncation: str) -> str:
     """The cache entry of (tokenizer identity, max length, truncation, texts)."""
-    parts = [f"v{TOKEN_CACHE_FORMAT}", tokenizer_fingerprint(tokenizer), str(max_length), truncation, texts_digest(texts)]
+    parts = [
+        f"v{TOKEN_CACHE_FORMAT}",
+        tokenizer_fingerprint(tokenizer),
+        str(max_length),
+        truncation,
+        texts_digest(texts),
+    ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:40]
 
 
-def encode_cached(texts: Sequence[str], tokenizer, max_length: int, truncation: str = "head", cache_dir: Path | None = None) -> Encoded:
+def encode_cached(
+    texts: Sequence[str], tokenizer, max_length: int, truncation: str = "head", cache_dir: Path | None = None
+) -> Encoded:
     """`encode`, computed once per (tokenizer, max_length, truncation, texts) and then read from disk.
 
     50,000 reviews of IMDB's length profile (the benchmark's generated corpus) take 13.4 s to

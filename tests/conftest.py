@@ -32,12 +32,22 @@ def start_server(
     ``backend_store_uri`` (tests/postgres: PostgreSQL), else SQLite in ``root/mlflow.db``."""
     root.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", backend_store_uri or f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend_store_uri or f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
         *(extra or []),
-    ]  # fmt: skip
+    ]
     log = open(root / "server.log", "ab")
     # MLflow's background job runner (GenAI jobs) is not used here; it costs CPU per server.
     env = {**(env if env is not None else os.environ), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -129,9 +139,13 @@ def tiny_model(tmp_path_factory) -> str:
 
     def config(vocab_size: int) -> BertConfig:
         return BertConfig(
-            vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=64, max_position_embeddings=512,
-        )  # fmt: skip
+            vocab_size=vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+        )
 
     return save_random_encoder(tmp_path_factory.mktemp("tiny-bert"), BertModel, config, str(get_model_path()))
 
@@ -163,12 +177,28 @@ def reviews_csv(tmp_path_factory) -> Path:
 
 # Options that make the tiny model learn the reviews file in a few seconds.
 TINY_TRAIN = [
-    "--epochs", "4", "--batch-size", "8", "--lr", "3e-3", "--max-length", "64",
-    "--val-fraction", "0.2", "--test-fraction", "0.2", "--layer-decay", "1.0", "--log-every-steps", "5",
-]  # fmt: skip
+    "--epochs",
+    "4",
+    "--batch-size",
+    "8",
+    "--lr",
+    "3e-3",
+    "--max-length",
+    "64",
+    "--val-fraction",
+    "0.2",
+    "--test-fraction",
+    "0.2",
+    "--layer-decay",
+    "1.0",
+    "--log-every-steps",
+    "5",
+]
 
 
-def run_cli(args: list[str], env: dict[str, str], cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], env: dict[str, str], cwd: Path | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Run `python -m sentiment ...` as a user would, in a fresh process."""
     return subprocess.run(
         [sys.executable, "-m", "sentiment", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
@@ -180,10 +210,19 @@ def tiny_config(tiny_model: str, reviews_csv: Path, **overrides):
     from sentiment.config import build_config
 
     options = {
-        "model.name": tiny_model, "data.source": str(reviews_csv), "data.max_length": 64, "data.val_fraction": 0.2,
-        "data.test_fraction": 0.2, "train.epochs": 4, "train.batch_size": 8, "train.lr": 3e-3, "train.layer_decay": 1.0,
-        "train.log_every_steps": 5, "train.device": "cpu", **overrides,
-    }  # fmt: skip
+        "model.name": tiny_model,
+        "data.source": str(reviews_csv),
+        "data.max_length": 64,
+        "data.val_fraction": 0.2,
+        "data.test_fraction": 0.2,
+        "train.epochs": 4,
+        "train.batch_size": 8,
+        "train.lr": 3e-3,
+        "train.layer_decay": 1.0,
+        "train.log_every_steps": 5,
+        "train.device": "cpu",
+        **overrides,
+    }
     return build_config("seed", options)
 
 

@@ -12,9 +12,26 @@ from sentiment.model import build_model, encoder_layers, layerwise_param_groups,
 
 TINY = {"vocab_size": 200, "max_position_embeddings": 64}
 ARCHITECTURES = {
-    "distilbert": (DistilBertModel, DistilBertConfig(n_layers=3, dim=32, n_heads=2, hidden_dim=64, **TINY), "seq_classif_dropout", 64),
-    "bert": (BertModel, BertConfig(num_hidden_layers=3, hidden_size=32, num_attention_heads=2, intermediate_size=64, **TINY), "classifier_dropout", 64),
-    "roberta": (RobertaModel, RobertaConfig(num_hidden_layers=3, hidden_size=32, num_attention_heads=2, intermediate_size=64, pad_token_id=1, **TINY), "classifier_dropout", 62),
+    "distilbert": (
+        DistilBertModel,
+        DistilBertConfig(n_layers=3, dim=32, n_heads=2, hidden_dim=64, **TINY),
+        "seq_classif_dropout",
+        64,
+    ),
+    "bert": (
+        BertModel,
+        BertConfig(num_hidden_layers=3, hidden_size=32, num_attention_heads=2, intermediate_size=64, **TINY),
+        "classifier_dropout",
+        64,
+    ),
+    "roberta": (
+        RobertaModel,
+        RobertaConfig(
+            num_hidden_layers=3, hidden_size=32, num_attention_heads=2, intermediate_size=64, pad_token_id=1, **TINY
+        ),
+        "classifier_dropout",
+        62,
+    ),
 }
 
 

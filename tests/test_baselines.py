@@ -21,13 +21,44 @@ from sentiment.config import build_config
 from sentiment.errors import UserError
 from tests.conftest import TINY_TRAIN, run_cli
 
-TABLE_COLUMNS = ["id", "text", "label", "prediction", "probability", "confidence", "loss", "n_tokens", "truncated", "logit",
-                 "probability_uncalibrated"]  # fmt: skip
-COST_KEYS = {"train/fit_seconds", "train/epoch_seconds", "train/samples_per_s", "model/size_bytes", "model/trainable_parameters",
-             "test/seconds", "test/reviews_per_s"}  # fmt: skip
-SCORE_KEYS = {"test/accuracy", "test/accuracy_ci_low", "test/accuracy_ci_high", "test/f1_macro", "test/roc_auc", "test/ece",
-              "test/ece_calibrated", "val/best_accuracy", "val/accuracy", "calibration/temperature"}  # fmt: skip
-TEXTS = ["An absolute delight from start to finish, funny and moving.", "Dull, clumsy and far too long. I want my money back."]
+TABLE_COLUMNS = [
+    "id",
+    "text",
+    "label",
+    "prediction",
+    "probability",
+    "confidence",
+    "loss",
+    "n_tokens",
+    "truncated",
+    "logit",
+    "probability_uncalibrated",
+]
+COST_KEYS = {
+    "train/fit_seconds",
+    "train/epoch_seconds",
+    "train/samples_per_s",
+    "model/size_bytes",
+    "model/trainable_parameters",
+    "test/seconds",
+    "test/reviews_per_s",
+}
+SCORE_KEYS = {
+    "test/accuracy",
+    "test/accuracy_ci_low",
+    "test/accuracy_ci_high",
+    "test/f1_macro",
+    "test/roc_auc",
+    "test/ece",
+    "test/ece_calibrated",
+    "val/best_accuracy",
+    "val/accuracy",
+    "calibration/temperature",
+}
+TEXTS = [
+    "An absolute delight from start to finish, funny and moving.",
+    "Dull, clumsy and far too long. I want my money back.",
+]
 
 
 def _train(env, *args: str) -> tuple[str, str]:
@@ -71,7 +102,9 @@ def test_tfidf_logreg_trains_serves_registers_and_a_worse_candidate_stays_candid
     assert list(served["label"][:2]) == ["positive", "negative"]
     assert served["score"].tolist()[:2] == [served["probability"][0], 1 - served["probability"][1]]
     assert served["probability"][2] == pytest.approx(table["probability"][0])
-    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")  # MLflow's gate on any sklearn load (skops included)
+    monkeypatch.setenv(
+        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true"
+    )  # MLflow's gate on any sklearn load (skops included)
     pipeline = mlflow.sklearn.load_model(uri)
     assert pipeline.predict_proba(TEXTS)[:, 1] == pytest.approx(served["probability"][:2].to_numpy())
 
@@ -109,7 +142,10 @@ def test_a_baseline_is_evaluated_scored_and_predicted_like_an_encoder(tracking_e
     reviews = tmp_path / "reviews.jsonl"
     reviews.write_text("".join(json.dumps({"review": text}) + "\n" for text in [*TEXTS, ""]))
     output = tmp_path / "out.parquet"
-    result = run_cli(["score", "--model-uri", f"models:/{name}@champion", "--input", str(reviews), "--output", str(output)], tracking_env)
+    result = run_cli(
+        ["score", "--model-uri", f"models:/{name}@champion", "--input", str(reviews), "--output", str(output)],
+        tracking_env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     scored = pd.read_parquet(output)
     assert scored["label"].tolist()[:2] == ["positive", "negative"] and scored["reason"].tolist()[2] == "empty text"
@@ -118,14 +154,30 @@ def test_a_baseline_is_evaluated_scored_and_predicted_like_an_encoder(tracking_e
     assert result.returncode != 0 and "scikit-learn baseline" in result.stderr
 
 
-@pytest.mark.extended  # an encoder and a baseline trained; test_tfidf_logreg_trains_serves... crosses the baseline path in make test
+@pytest.mark.extended  # an encoder and a baseline trained; test_tfidf_logreg_trains_serves... crosses the baseline
+# path in make test
 @pytest.mark.slow  # two trainings, one of an encoder: about 1.5 minutes on 2 busy cores
-def test_a_baseline_candidate_is_compared_with_an_encoder_champion_on_the_same_reviews(tracking_env, tiny_model, reviews_csv):
+def test_a_baseline_candidate_is_compared_with_an_encoder_champion_on_the_same_reviews(
+    tracking_env, tiny_model, reviews_csv
+):
     name = "mixed-families"
-    result = run_cli(["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--register-as", name], tracking_env)
+    result = run_cli(
+        ["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--register-as", name], tracking_env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    run_id, stdout = _train(tracking_env, "--data", str(reviews_csv), "--val-fraction", "0.2", "--test-fraction", "0.2",
-                            "--register-as", name, "--promote-if", "always")  # fmt: skip
+    run_id, stdout = _train(
+        tracking_env,
+        "--data",
+        str(reviews_csv),
+        "--val-fraction",
+        "0.2",
+        "--test-fraction",
+        "0.2",
+        "--register-as",
+        name,
+        "--promote-if",
+        "always",
+    )
     run = mlflow.get_run(run_id)
     assert run.data.metrics["promotion/reviews"] == 48  # the encoder champion re-scored on the baseline's test reviews
     assert run.data.metrics["promotion/champion_accuracy"] >= 0 and "vs champion v1" in stdout
@@ -136,7 +188,8 @@ def test_an_ablation_grid_takes_a_baseline_as_a_variant(tmp_path):
     from sentiment.ablate import check_children, load_grid
 
     grid = tmp_path / "grid.yaml"
-    grid.write_text(textwrap.dedent("""\
+    grid.write_text(
+        textwrap.dedent("""\
         name: baselines
         base: {preset: quick}
         seeds: [0]
@@ -145,9 +198,14 @@ def test_an_ablation_grid_takes_a_baseline_as_a_variant(tmp_path):
             variants:
               - {name: tfidf, options: {model: tfidf-logreg}}
               - {name: minilm-frozen, options: {model: minilm-logreg}}
-        """))
+        """)
+    )
     loaded = load_grid(grid)
-    assert [child.config.model.name for child in loaded.children()] == ["offline-minilm", "tfidf-logreg", "minilm-logreg"]
+    assert [child.config.model.name for child in loaded.children()] == [
+        "offline-minilm",
+        "tfidf-logreg",
+        "minilm-logreg",
+    ]
     check_children(loaded)  # no encoder shape to check for tfidf; minilm-logreg's frozen encoder fits max_length
     assert loaded.children()[1].cli_options("quick")["model"] == "tfidf-logreg"
 
@@ -165,7 +223,9 @@ def test_minilm_logreg_embeds_with_the_frozen_encoder_and_loads_as_sklearn(track
     run = mlflow.get_run(re.search(r"run id:\s+(\w+)", result.stdout).group(1))
     metrics = run.data.metrics
     assert SCORE_KEYS | COST_KEYS <= set(metrics) and metrics["test/accuracy"] >= 0.65, metrics.get("test/accuracy")
-    assert metrics["model/trainable_parameters"] == 385 and metrics["model/parameters"] > 22e6  # 384 weights + bias; MiniLM frozen
+    assert (
+        metrics["model/trainable_parameters"] == 385 and metrics["model/parameters"] > 22e6
+    )  # 384 weights + bias; MiniLM frozen
     assert metrics["model/size_bytes"] > 80e6  # the frozen encoder's files count
     table = _table(run.info.run_id)
     assert list(table.columns) == TABLE_COLUMNS and table["truncated"].any() and table["n_tokens"].max() > 128

@@ -55,15 +55,37 @@ def test_benchmark_command_smoke(tiny_model, tmp_path):
     out, raw, work = tmp_path / "RESULTS.md", tmp_path / "results.json", tmp_path / "work"
     record_uri = f"sqlite:///{tmp_path / 'record.db'}"
     cmd = [
-        sys.executable, "-m", "benchmarks.run", "--tiny", "--model", tiny_model, "--data", "generated",
-        "--output", str(out), "--json", str(raw), "--workdir", str(work), "--record-uri", record_uri,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "benchmarks.run",
+        "--tiny",
+        "--model",
+        tiny_model,
+        "--data",
+        "generated",
+        "--output",
+        str(out),
+        "--json",
+        str(raw),
+        "--workdir",
+        str(work),
+        "--record-uri",
+        record_uri,
+    ]
     done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
     _renders_from_the_store(tmp_path, record_uri, text, "run")
-    for expected in ("## Machine", "## Corpus: generated", "`sentiment train`", "`Trainer` + mlflow", "transformers.pipeline",
-                     "pad every review to 512", "MLflow share of our training wall time", "## How it is measured"):  # fmt: skip
+    for expected in (
+        "## Machine",
+        "## Corpus: generated",
+        "`sentiment train`",
+        "`Trainer` + mlflow",
+        "transformers.pipeline",
+        "pad every review to 512",
+        "MLflow share of our training wall time",
+        "## How it is measured",
+    ):
         assert expected in text, expected
     result = json.loads(raw.read_text())["results"]["generated"]
     ratios, ours, theirs, evaluation = result["ratios"], result["sentiment"], result["trainer"], result["evaluation"]
@@ -72,18 +94,34 @@ def test_benchmark_command_smoke(tiny_model, tmp_path):
     assert ours["mlflow_s"] > 0 and theirs["mlflow_s"] > 0  # the clock saw both sides log
     assert ours["train_wall_s"] > 0 and theirs["train_wall_s"] > 0
     assert "other_cores" in ours and "other_cores" in theirs and "ms_per_1k_tokens" in evaluation
-    for accuracy in (evaluation["sentiment_accuracy"], evaluation["trainer_accuracy"], *(r["accuracy"] for r in evaluation["rows"].values())):
+    for accuracy in (
+        evaluation["sentiment_accuracy"],
+        evaluation["trainer_accuracy"],
+        *(r["accuracy"] for r in evaluation["rows"].values()),
+    ):
         assert 0.0 <= accuracy <= 1.0
     rows = evaluation["rows"]
     assert rows["pad every review to 512"]["padded_tokens"] == 512 * 32
     assert rows["sentiment evaluate"]["padded_tokens"] <= rows["transformers.pipeline"]["padded_tokens"]
-    assert {"sentiment evaluate --precision bf16", "transformers.pipeline, bf16 weights"} <= set(rows)  # CPU: bf16 on both sides
+    assert {"sentiment evaluate --precision bf16", "transformers.pipeline, bf16 weights"} <= set(
+        rows
+    )  # CPU: bf16 on both sides
     assert rows["sentiment evaluate --precision bf16"]["padded_tokens"] == rows["sentiment evaluate"]["padded_tokens"]
     assert ratios["eval_bf16_vs_pipeline"] > 0 and ratios["eval_bf16_vs_pipeline_bf16"] > 0
     assert "sentiment evaluate --precision bf16 time" in text
-    assert "`sentiment train --precision bf16`" in text and ratios["train_bf16_vs_fp32"] > 0  # CPU: a bf16 training side
-    assert 0.0 <= evaluation["bf16_trained_accuracy"] <= 1.0 and result["sentiment_bf16"]["model_dir"] != ours["model_dir"]
-    assert set(ratios["met"]) == {"train_speedup", "accuracy_points", "eval_vs_pipeline", "eval_vs_pad512", "mlflow_share"}
+    assert (
+        "`sentiment train --precision bf16`" in text and ratios["train_bf16_vs_fp32"] > 0
+    )  # CPU: a bf16 training side
+    assert (
+        0.0 <= evaluation["bf16_trained_accuracy"] <= 1.0 and result["sentiment_bf16"]["model_dir"] != ours["model_dir"]
+    )
+    assert set(ratios["met"]) == {
+        "train_speedup",
+        "accuracy_points",
+        "eval_vs_pipeline",
+        "eval_vs_pad512",
+        "mlflow_share",
+    }
     # Both sides logged to the one tracking store.
     with sqlite3.connect(work / "mlflow.db") as db:
         names = {row[0] for row in db.execute("select name from runs")}
@@ -111,7 +149,12 @@ def _renders_from_the_store(tmp_path, record_uri: str, written: str, kind: str) 
     try:
         mlflow.set_tracking_uri(record_uri)
         evidence.publish([run.info.run_id], store)
-        manifest = {"store": str(store), "documents": [{"output": "RESULTS.md", "renderer": "benchmarks.render:document", "runs": [run.info.run_id]}]}
+        manifest = {
+            "store": str(store),
+            "documents": [
+                {"output": "RESULTS.md", "renderer": "benchmarks.render:document", "runs": [run.info.run_id]}
+            ],
+        }
         (root / "experiments" / "results.yaml").write_text(yaml.safe_dump(manifest))
         (rendered,) = results.render(REPO, root / "experiments" / "results.yaml")
     finally:
@@ -121,7 +164,9 @@ def _renders_from_the_store(tmp_path, record_uri: str, written: str, kind: str) 
     if body.strip() not in rendered.text:
         import difflib
 
-        diff = difflib.unified_diff(body.splitlines(), rendered.text.splitlines(), "written", "rendered", lineterm="", n=0)
+        diff = difflib.unified_diff(
+            body.splitlines(), rendered.text.splitlines(), "written", "rendered", lineterm="", n=0
+        )
         pytest.fail("the store renders a different section than the command wrote:\n" + "\n".join(list(diff)[:40]))
 
 
@@ -138,18 +183,36 @@ def write_real_reviews(path, train: int = 160, test: int = 64):
 def test_trainer_gets_our_head_tail_ids(tiny_model, tmp_path):
     from benchmarks.run import write_real
     from benchmarks.sides import Spec, _trainer_dataset, load_splits
-    from sentiment.tokens import encode
     from sentiment.model import load_tokenizer
+    from sentiment.tokens import encode
 
     data = tmp_path / "real.parquet"
     pool = write_real(data, str(write_real_reviews(tmp_path / "source.parquet")), test_size=32, seed=0)
     spec = Spec(
-        model=tiny_model, data_path=str(data), val_fraction=16 / pool, max_length=24, batch_size=8,
-        eval_batch_size=16, epochs=1, lr=1e-4, warmup_ratio=0.1, weight_decay=0.01, max_grad_norm=1.0,
-        dropout=0.1, seed=0, threads=1,
-        device="cpu", tracking_uri="", experiment="", workdir=str(tmp_path), label="real", preset="cpu",
-        truncation="head_tail", train_size=48, trainer_ids="encode",
-    )  # fmt: skip
+        model=tiny_model,
+        data_path=str(data),
+        val_fraction=16 / pool,
+        max_length=24,
+        batch_size=8,
+        eval_batch_size=16,
+        epochs=1,
+        lr=1e-4,
+        warmup_ratio=0.1,
+        weight_decay=0.01,
+        max_grad_norm=1.0,
+        dropout=0.1,
+        seed=0,
+        threads=1,
+        device="cpu",
+        tracking_uri="",
+        experiment="",
+        workdir=str(tmp_path),
+        label="real",
+        preset="cpu",
+        truncation="head_tail",
+        train_size=48,
+        trainer_ids="encode",
+    )
     splits = load_splits(spec)
     assert pool == 160 and (len(splits.train), len(splits.val), len(splits.test)) == (48, 16, 32)
     tokenizer = load_tokenizer(tiny_model)
@@ -177,18 +240,41 @@ def test_benchmark_real_corpus_smoke(tiny_model, tmp_path):
     out, raw, work = tmp_path / "RESULTS.md", tmp_path / "results.json", tmp_path / "work"
     data = write_real_reviews(tmp_path / "imdb_reviews.parquet")
     cmd = [
-        sys.executable, "-m", "benchmarks.run", "--tiny", "--model", tiny_model, "--data", "real",
-        "--real-data", str(data), "--output", str(out), "--json", str(raw), "--workdir", str(work),
-        "--record-uri", f"sqlite:///{tmp_path / 'record.db'}",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "benchmarks.run",
+        "--tiny",
+        "--model",
+        tiny_model,
+        "--data",
+        "real",
+        "--real-data",
+        str(data),
+        "--output",
+        str(out),
+        "--json",
+        str(raw),
+        "--workdir",
+        str(work),
+        "--record-uri",
+        f"sqlite:///{tmp_path / 'record.db'}",
+    ]
     done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
     _renders_from_the_store(tmp_path, f"sqlite:///{tmp_path / 'record.db'}", text, "run")
-    for expected in ("## Corpus: real", f"Source: `{data}`", "`cpu` preset", "`Trainer` + mlflow, its defaults (fp32)",
-                     "headline: training samples/s", "which change bought what", "### Time to accuracy",
-                     "time-to-accuracy row: sentiment - Trainer at the same wall-clock budget",
-                     "evaluation, pipeline time / sentiment evaluate time", "## How it is measured"):  # fmt: skip
+    for expected in (
+        "## Corpus: real",
+        f"Source: `{data}`",
+        "`cpu` preset",
+        "`Trainer` + mlflow, its defaults (fp32)",
+        "headline: training samples/s",
+        "which change bought what",
+        "### Time to accuracy",
+        "time-to-accuracy row: sentiment - Trainer at the same wall-clock budget",
+        "evaluation, pipeline time / sentiment evaluate time",
+        "## How it is measured",
+    ):
         assert expected in text, expected
     assert "## Corpus: generated" not in text
     result = json.loads(raw.read_text())["results"]["real"]
@@ -217,9 +303,26 @@ def test_benchmark_real_corpus_smoke(tiny_model, tmp_path):
 def test_gpu_check_dry_run_on_cpu(tiny_model, tmp_path):
     out = tmp_path / "GPU_CHECK.md"
     cmd = [
-        sys.executable, "-m", "benchmarks.gpu_check", "--device", "cpu", "--model", tiny_model, "--reviews", "32",
-        "--val-reviews", "16", "--max-length", "64", "--batch-size", "8", "--eval-batch-size", "16", "--output", str(out),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "benchmarks.gpu_check",
+        "--device",
+        "cpu",
+        "--model",
+        tiny_model,
+        "--reviews",
+        "32",
+        "--val-reviews",
+        "16",
+        "--max-length",
+        "64",
+        "--batch-size",
+        "8",
+        "--eval-batch-size",
+        "16",
+        "--output",
+        str(out),
+    ]
     done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
@@ -233,7 +336,14 @@ def test_gpu_check_script_refuses_without_cuda():
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible: the script would run the real check")
-    done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh")], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_check.sh")],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "no CUDA GPU" in done.stderr
 
@@ -246,8 +356,25 @@ def test_scoring_benchmark_smoke(trained_in_memory, tmp_path):
     data = tmp_path / "reviews.parquet"
     reviews(200).rename(columns={"review": "text"}).to_parquet(data)
     out = tmp_path / "RESULTS.md"
-    cmd = [sys.executable, "-m", "benchmarks.scoring", "--model", str(package), "--data", str(data), "--reviews", "64",
-           "--rows", "300,600", "--batch-size", "16", "--output", str(out), "--json", str(tmp_path / "s.json")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.scoring",
+        "--model",
+        str(package),
+        "--data",
+        str(data),
+        "--reviews",
+        "64",
+        "--rows",
+        "300,600",
+        "--batch-size",
+        "16",
+        "--output",
+        str(out),
+        "--json",
+        str(tmp_path / "s.json"),
+    ]
     done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "s.json").read_text())

@@ -95,7 +95,9 @@ def test_a_training_fits_logs_and_packages_its_temperature(trained_in_memory):
     (temperature,) = tracker.metric("calibration/temperature")
     assert calibration.MIN_TEMPERATURE < temperature < calibration.MAX_TEMPERATURE and temperature != 1.0
     assert json.loads((package / "config.json").read_text())[model_mod.TEMPERATURE_ATTRIBUTE] == temperature
-    assert tracker.metrics["calibration/temperature"][0][0] == history.best_epoch  # at the best epoch, linked to the model
+    assert (
+        tracker.metrics["calibration/temperature"][0][0] == history.best_epoch
+    )  # at the best epoch, linked to the model
     assert tracker.metrics["calibration/temperature"][0][2] == "m-1"
 
     # validation: the best epoch's table, T fitted on it, every val/ number from it
@@ -103,7 +105,9 @@ def test_a_training_fits_logs_and_packages_its_temperature(trained_in_memory):
     assert evaluate.validation_metrics(val)["accuracy"] == history.best_val_accuracy
     assert temperature == calibration.fit_temperature(val["logit"].to_numpy(), val["label"].to_numpy())
     scores = evaluate.calibration_metrics(val)
-    assert {f"val/{k}": tracker.metric(f"val/{k}")[0] for k in CALIBRATION_KEYS} == {f"val/{k}": scores[k] for k in CALIBRATION_KEYS}
+    assert {f"val/{k}": tracker.metric(f"val/{k}")[0] for k in CALIBRATION_KEYS} == {
+        f"val/{k}": scores[k] for k in CALIBRATION_KEYS
+    }
     assert scores["loss_calibrated"] <= val["loss"].mean() + 1e-12  # the NLL T minimised
 
     # test: the served probabilities carry T, the uncalibrated ones do not; metrics from the table
@@ -113,7 +117,10 @@ def test_a_training_fits_logs_and_packages_its_temperature(trained_in_memory):
     assert (test["prediction"] == (test["logit"] > 0)).all()  # T > 0 changes no prediction
     metrics = evaluate.compute_metrics(test, "test", seed=0)
     assert {k: tracker.metric(k)[0] for k in metrics} == metrics
-    assert metrics["test/ece"] != metrics["test/ece_calibrated"] and metrics["test/brier"] != metrics["test/brier_calibrated"]
+    assert (
+        metrics["test/ece"] != metrics["test/ece_calibrated"]
+        and metrics["test/brier"] != metrics["test/brier_calibrated"]
+    )
     assert {"figures/calibration_val.png", "figures/calibration_test.png"} <= set(tracker.artifacts)
 
 
@@ -128,7 +135,13 @@ def test_the_packaged_model_applies_its_temperature(trained_in_memory, tiny_mode
     assert model_mod.temperature_of(loaded.model) == temperature
     classify = evaluate.load_classifier(package)  # what the served pyfunc predicts with
     np.testing.assert_allclose(classify(test["text"].tolist()), test["probability"], atol=1e-5)
-    amap = extract_attention(loaded.model, loaded.tokenizer, test["text"].iloc[0], loaded.config.data.max_length, loaded.config.data.truncation)
+    amap = extract_attention(
+        loaded.model,
+        loaded.tokenizer,
+        test["text"].iloc[0],
+        loaded.config.data.max_length,
+        loaded.config.data.truncation,
+    )
     assert amap.probability == pytest.approx(test["probability"].iloc[0], abs=1e-4)  # analyze's attention pages
     # fine-tuning from the package starts a fresh head at T = 1; a model without one has T = 1
     assert model_mod.temperature_of(model_mod.build_model(ModelConfig(name=str(package)))) == 1.0
@@ -143,9 +156,13 @@ def _artifact_table(run_id: str, path: str) -> pd.DataFrame:
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # MLflow's hints about the evaluation data
-def test_registered_model_serves_calibrated_probabilities_and_mlflow_evaluate_agrees(tracking_env, tiny_model, reviews_csv):
+def test_registered_model_serves_calibrated_probabilities_and_mlflow_evaluate_agrees(
+    tracking_env, tiny_model, reviews_csv
+):
     name = "calibrated-sentiment"
-    result = run_cli(["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--register-as", name], tracking_env)
+    result = run_cli(
+        ["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--register-as", name], tracking_env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient()
     (run,) = mlflow.search_runs(experiment_names=[tracking_env["MLFLOW_EXPERIMENT_NAME"]], output_format="list")
@@ -155,7 +172,9 @@ def test_registered_model_serves_calibrated_probabilities_and_mlflow_evaluate_ag
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert {"figures/calibration_val.png", "figures/calibration_test.png"} <= figures
     table = _artifact_table(run.info.run_id, "predictions/test.parquet")
-    assert {k: m[k] for k in evaluate.compute_metrics(table, "test", seed=42)} == evaluate.compute_metrics(table, "test", seed=42)
+    assert {k: m[k] for k in evaluate.compute_metrics(table, "test", seed=42)} == evaluate.compute_metrics(
+        table, "test", seed=42
+    )
     val = _artifact_table(run.info.run_id, "predictions/val.parquet")
     assert all(m[f"val/{k}"] == v for k, v in evaluate.calibration_metrics(val).items())
     temperature = m["calibration/temperature"]
@@ -174,10 +193,16 @@ def test_registered_model_serves_calibrated_probabilities_and_mlflow_evaluate_ag
     data = pd.DataFrame({"text": table["text"], "label": np.where(table["label"] == 1, "positive", "negative")})
     with mlflow.start_run(run_name="mlflow-evaluate"):
         classifier = mlflow.models.evaluate(
-            uri, data, targets="label", model_type="classifier", model_config={"output": "label"},
+            uri,
+            data,
+            targets="label",
+            model_type="classifier",
+            model_config={"output": "label"},
             evaluator_config={"pos_label": "positive", "log_model_explainability": False},
-        )  # fmt: skip
-        scores = mlflow.models.evaluate(uri, data, targets="label", predictions="label", extra_metrics=_evaluation_metrics())
+        )
+        scores = mlflow.models.evaluate(
+            uri, data, targets="label", predictions="label", extra_metrics=_evaluation_metrics()
+        )
     c = classifier.metrics
     assert c["accuracy_score"] == pytest.approx(m["test/accuracy"])
     assert c["f1_score"] == pytest.approx(m["test/f1_positive"])  # average="binary", pos_label="positive"

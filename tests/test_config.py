@@ -6,14 +6,19 @@ import dataclasses
 
 import pytest
 
-from sentiment.config import Config, PRESETS, build_config, from_yaml, to_flat_dict, to_yaml
+from sentiment.config import PRESETS, Config, build_config, from_yaml, to_flat_dict, to_yaml
 from sentiment.errors import UserError
 
 
 def test_seed_preset_is_the_reference_recipe():
     config = build_config("seed")
     assert config.model.name == "distilbert-base-uncased" and config.data.source == "imdb"
-    assert (config.data.max_length, config.model.dropout, config.train.lr, config.train.layer_decay) == (512, 0.3, 2e-5, 0.95)
+    assert (config.data.max_length, config.model.dropout, config.train.lr, config.train.layer_decay) == (
+        512,
+        0.3,
+        2e-5,
+        0.95,
+    )
     assert (config.train.batch_size, config.train.epochs, config.data.val_fraction) == (16, 3, 0.25)
 
 
@@ -43,7 +48,12 @@ def test_validation_reports_every_problem_at_once():
     with pytest.raises(UserError) as caught:
         build_config("seed", {"train.batch_size": 0, "train.epochs": -1, "data.val_fraction": 1.5, "train.lr": 0})
     message = str(caught.value)
-    for fragment in ("train.batch_size must be > 0", "train.epochs must be > 0", "data.val_fraction must be in (0, 1]", "train.lr must be > 0"):
+    for fragment in (
+        "train.batch_size must be > 0",
+        "train.epochs must be > 0",
+        "data.val_fraction must be in (0, 1]",
+        "train.lr must be > 0",
+    ):
         assert fragment in message
     assert "\n" not in message
 
@@ -88,8 +98,25 @@ def test_defaults_equal_seed_preset():
 def test_default_run_names_say_what_ran_on_what():
     from sentiment.config import default_run_name, short_name
 
-    assert [short_name(s) for s in ("offline-minilm", "distilbert-base-uncased", "models:/imdb-sentiment@champion", "/data/reviews.csv", "imdb")] == [
-        "minilm", "distilbert", "imdb-sentiment", "reviews", "imdb",
-    ]  # fmt: skip
+    assert [
+        short_name(s)
+        for s in (
+            "offline-minilm",
+            "distilbert-base-uncased",
+            "models:/imdb-sentiment@champion",
+            "/data/reviews.csv",
+            "imdb",
+        )
+    ] == [
+        "minilm",
+        "distilbert",
+        "imdb-sentiment",
+        "reviews",
+        "imdb",
+    ]
     name = default_run_name("cpu", "minilm", "imdb")
-    assert name.startswith("cpu-minilm-imdb-") and len(name.rsplit("-", 1)[1]) == 4 and name != default_run_name("cpu", "minilm", "imdb")
+    assert (
+        name.startswith("cpu-minilm-imdb-")
+        and len(name.rsplit("-", 1)[1]) == 4
+        and name != default_run_name("cpu", "minilm", "imdb")
+    )

@@ -488,14 +488,19 @@ def test_make_collate_pads_and_masks():
     assert collate99([([1], 0), ([1, 2, 3], 1)])["input_ids"].tolist() == [[1, 99, 99], [1, 2, 3]]
 
 
-
 @pytest.mark.parametrize("by_seed", [False, True])
 def test_train_sample_by_seed_varies_only_the_training_reviews(by_seed):
     """A fixed split seed shares validation and test reviews across seeds; with
     train_sample_by_seed each seed draws its own training sample (a learning curve's spread)."""
-    rows = [{"id": f"{split}/{i}", "text": f"review {i}", "label": i % 2, "split": split} for split in ("train", "test") for i in range(400)]
+    rows = [
+        {"id": f"{split}/{i}", "text": f"review {i}", "label": i % 2, "split": split}
+        for split in ("train", "test")
+        for i in range(400)
+    ]
     frame = pd.DataFrame(rows)
-    config = DataConfig(source="x", val_fraction=0.25, train_size=60, test_size=100, split_seed=0, train_sample_by_seed=by_seed)
+    config = DataConfig(
+        source="x", val_fraction=0.25, train_size=60, test_size=100, split_seed=0, train_sample_by_seed=by_seed
+    )
     one, two = (data_mod.make_splits(frame, config, seed=seed) for seed in (1, 2))
     assert list(one.val["id"]) == list(two.val["id"]) and list(one.test["id"]) == list(two.test["id"])
     assert (set(one.train["id"]) != set(two.train["id"])) is by_seed

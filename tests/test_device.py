@@ -31,7 +31,9 @@ def test_bf16_on_cpu_autocasts_matmuls_and_is_tagged():
     tags = device_tags(cpu, precision)
     assert tags["sentiment.precision"] == "bf16" and tags["sentiment.cpu_native_bf16"] in ("true", "false")
     # on CPU the tag is there whatever the precision: it says what `native` would pick
-    assert device_tags(cpu, pick_precision("auto", cpu))["sentiment.cpu_native_bf16"] == tags["sentiment.cpu_native_bf16"]
+    assert (
+        device_tags(cpu, pick_precision("auto", cpu))["sentiment.cpu_native_bf16"] == tags["sentiment.cpu_native_bf16"]
+    )
 
 
 def test_native_precision_is_bf16_exactly_where_the_cpu_runs_it_natively():
@@ -42,7 +44,9 @@ def test_native_precision_is_bf16_exactly_where_the_cpu_runs_it_natively():
 
 
 def test_fp16_on_cpu_is_refused():
-    with pytest.raises(UserError, match="precision fp16 needs a CUDA GPU and the device is cpu; use --precision bf16 or fp32"):
+    with pytest.raises(
+        UserError, match="precision fp16 needs a CUDA GPU and the device is cpu; use --precision bf16 or fp32"
+    ):
         pick_precision("fp16", torch.device("cpu"))
 
 

@@ -17,8 +17,20 @@ pytestmark = pytest.mark.timeout(900)
 
 
 def torchrun(args: list[str], env: dict, cwd, nproc: int = 2) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "sentiment", "train", *args]
-    return subprocess.run(cmd, env={**env, "OMP_NUM_THREADS": "1"}, cwd=cwd, capture_output=True, text=True, timeout=600)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "sentiment",
+        "train",
+        *args,
+    ]
+    return subprocess.run(
+        cmd, env={**env, "OMP_NUM_THREADS": "1"}, cwd=cwd, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +54,31 @@ def test_two_ranks_log_one_run_and_match_one_process(tracking_env, no_dropout_mo
     assert len(runs) == 1  # rank 1 never touched MLflow
     run = runs[0]
     assert run.info.status == "FINISHED"
-    assert run.data.params["distributed.world_size"] == "2" and run.data.params["distributed.per_rank_batch_size"] == "4"
+    assert (
+        run.data.params["distributed.world_size"] == "2" and run.data.params["distributed.per_rank_batch_size"] == "4"
+    )
     assert run.data.tags["sentiment.launcher"] == "torchrun"
-    table = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="predictions/test.parquet"))
+    table = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="predictions/test.parquet")
+    )
     assert len(table) == 48 and table["id"].is_unique
 
     single = run_cli(["train", *args], {**tracking_env, "OMP_NUM_THREADS": "1"}, cwd=tmp_path)
     assert single.returncode == 0, single.stderr[-3000:]
-    one = next(r for r in mlflow.search_runs(experiment_names=[tracking_env["MLFLOW_EXPERIMENT_NAME"]], output_format="list") if r.info.run_id != run.info.run_id)
-    single_table = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=one.info.run_id, artifact_path="predictions/test.parquet"))
+    one = next(
+        r
+        for r in mlflow.search_runs(experiment_names=[tracking_env["MLFLOW_EXPERIMENT_NAME"]], output_format="list")
+        if r.info.run_id != run.info.run_id
+    )
+    single_table = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(run_id=one.info.run_id, artifact_path="predictions/test.parquet")
+    )
     assert list(single_table["id"]) == list(table["id"])  # same order, every review once
     client = MlflowClient()
-    two_ranks, one_rank = ([m.value for m in sorted(client.get_metric_history(r, "train/loss"), key=lambda m: m.step)] for r in (run.info.run_id, one.info.run_id))
+    two_ranks, one_rank = (
+        [m.value for m in sorted(client.get_metric_history(r, "train/loss"), key=lambda m: m.step)]
+        for r in (run.info.run_id, one.info.run_id)
+    )
     assert len(two_ranks) == len(one_rank)
     # the same global batches and schedule: the losses agree to float precision, drifting slowly
     assert two_ranks[:5] == pytest.approx(one_rank[:5], rel=1e-4)
@@ -79,8 +104,25 @@ def test_a_dead_rank_fails_the_job_and_the_run(tracking_env, tiny_model, reviews
     import time
 
     args = ["--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--epochs", "30", "--log-every-steps", "1"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "sentiment", "train", *args]
-    proc = subprocess.Popen(cmd, env={**tracking_env, "OMP_NUM_THREADS": "1"}, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "sentiment",
+        "train",
+        *args,
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        env={**tracking_env, "OMP_NUM_THREADS": "1"},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline, run = time.time() + 300, None
         while time.time() < deadline:

@@ -13,12 +13,33 @@ from mlflow import MlflowClient
 from tests.conftest import REPO, TINY_TRAIN, run_cli
 
 METRIC_KEYS = {
-    "train/loss", "train/lr", "train/accuracy", "val/loss", "val/accuracy", "val/f1_macro", "val/best_f1_macro", "train/samples_per_s",
-    "train/tokens_per_s", "test/loss", "test/accuracy", "test/precision_macro", "test/recall_macro",
-    "test/f1_macro", "test/f1_negative", "test/f1_positive", "test/roc_auc", "test/ece",
-    "test/accuracy_ci_low", "test/accuracy_ci_high", "calibration/temperature", "val/ece", "val/ece_calibrated",
-    "test/ece_calibrated", "test/brier", "test/brier_calibrated",
-}  # fmt: skip
+    "train/loss",
+    "train/lr",
+    "train/accuracy",
+    "val/loss",
+    "val/accuracy",
+    "val/f1_macro",
+    "val/best_f1_macro",
+    "train/samples_per_s",
+    "train/tokens_per_s",
+    "test/loss",
+    "test/accuracy",
+    "test/precision_macro",
+    "test/recall_macro",
+    "test/f1_macro",
+    "test/f1_negative",
+    "test/f1_positive",
+    "test/roc_auc",
+    "test/ece",
+    "test/accuracy_ci_low",
+    "test/accuracy_ci_high",
+    "calibration/temperature",
+    "val/ece",
+    "val/ece_calibrated",
+    "test/ece_calibrated",
+    "test/brier",
+    "test/brier_calibrated",
+}
 
 
 def only_run(experiment: str):
@@ -29,7 +50,9 @@ def only_run(experiment: str):
 
 def test_train_evaluate_register_serve(tracking_env, tiny_model, reviews_csv, tmp_path):
     name = "tiny-sentiment"
-    result = run_cli(["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--register-as", name], tracking_env)
+    result = run_cli(
+        ["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--register-as", name], tracking_env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(tracking_env["MLFLOW_EXPERIMENT_NAME"])
     assert run.info.status == "FINISHED"
@@ -55,8 +78,15 @@ def test_train_evaluate_register_serve(tracking_env, tiny_model, reviews_csv, tm
 
     # artifacts: config, figures, predictions table (+ parquet), metrics json
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
-    assert {"figures/test_confusion_matrix.png", "figures/training_curves.png", "figures/test_roc_curve.png", "figures/calibration_test.png"} <= artifacts
-    table = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="predictions/test.parquet"))
+    assert {
+        "figures/test_confusion_matrix.png",
+        "figures/training_curves.png",
+        "figures/test_roc_curve.png",
+        "figures/calibration_test.png",
+    } <= artifacts
+    table = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="predictions/test.parquet")
+    )
     assert list(table.columns[:6]) == ["id", "text", "label", "prediction", "probability", "confidence"]
     assert len(table) == 48  # 20% of 240, stratified
     assert run.data.metrics["test/accuracy"] == pytest.approx((table["label"] == table["prediction"]).mean())
@@ -85,7 +115,10 @@ def test_train_evaluate_register_serve(tracking_env, tiny_model, reviews_csv, tm
         model.predict(["   "])
 
     # evaluate: a new run on the registered model, linked to it
-    result = run_cli(["evaluate", "--model-uri", f"models:/{name}@champion", "--data", str(reviews_csv), "--split", "all"], tracking_env)
+    result = run_cli(
+        ["evaluate", "--model-uri", f"models:/{name}@champion", "--data", str(reviews_csv), "--split", "all"],
+        tracking_env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = mlflow.search_runs(experiment_names=[tracking_env["MLFLOW_EXPERIMENT_NAME"]], output_format="list")
     evaluation = next(r for r in runs if r.info.run_id != run.info.run_id)
@@ -97,7 +130,22 @@ def test_train_evaluate_register_serve(tracking_env, tiny_model, reviews_csv, tm
     assert evaluation.data.tags["sentiment.precision"] == "fp32" and evaluation.data.tags["sentiment.device"] == "cpu"
 
     # the same evaluation with bf16 matmuls on CPU: tagged, and it predicts as fp32 does
-    result = run_cli(["evaluate", "--model-uri", f"models:/{name}@champion", "--data", str(reviews_csv), "--split", "all", "--device", "cpu", "--precision", "bf16"], tracking_env)
+    result = run_cli(
+        [
+            "evaluate",
+            "--model-uri",
+            f"models:/{name}@champion",
+            "--data",
+            str(reviews_csv),
+            "--split",
+            "all",
+            "--device",
+            "cpu",
+            "--precision",
+            "bf16",
+        ],
+        tracking_env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = mlflow.search_runs(experiment_names=[tracking_env["MLFLOW_EXPERIMENT_NAME"]], output_format="list")
     bf16 = next(r for r in runs if r.info.run_id not in (run.info.run_id, evaluation.info.run_id))
@@ -107,7 +155,23 @@ def test_train_evaluate_register_serve(tracking_env, tiny_model, reviews_csv, tm
     assert abs(bf16.data.metrics["all/loss"] - evaluation.data.metrics["all/loss"]) < 0.05
 
     # a second, worse training keeps the champion where it is
-    result = run_cli(["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--epochs", "1", "--lr", "1e-6", "--register-as", name], tracking_env)
+    result = run_cli(
+        [
+            "train",
+            "--data",
+            str(reviews_csv),
+            "--model",
+            tiny_model,
+            *TINY_TRAIN,
+            "--epochs",
+            "1",
+            "--lr",
+            "1e-6",
+            "--register-as",
+            name,
+        ],
+        tracking_env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert client.get_model_version_by_alias(name, "candidate").version == "2"
     assert client.get_model_version_by_alias(name, "champion").version == "1"
@@ -121,16 +185,20 @@ def test_log_checkpoints_all_ranks_logged_models(tracking_env, tiny_model, revie
     run = only_run(tracking_env["MLFLOW_EXPERIMENT_NAME"])
     assert "test/accuracy" not in run.data.metrics
     models = mlflow.search_logged_models(
-        experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'",
-        order_by=[{"field_name": "metrics.val/accuracy", "ascending": False}], output_format="list",
-    )  # fmt: skip
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+        order_by=[{"field_name": "metrics.val/accuracy", "ascending": False}],
+        output_format="list",
+    )
     names = {m.name for m in models}
     assert {"checkpoint-epoch-1", "checkpoint-epoch-2", "checkpoint-epoch-3", "checkpoint-epoch-4", "model"} == names
     history = MlflowClient().get_metric_history(run.info.run_id, "val/accuracy")
     assert [m.step for m in history] == [1, 2, 3, 4]  # logged once each, linked to its checkpoint
     by_epoch = {m.step: m.value for m in history}
     ranked = [m for m in models if m.name.startswith("checkpoint")]
-    assert [next(x.value for x in m.metrics if x.key == "val/accuracy") for m in ranked] == sorted(by_epoch.values(), reverse=True)
+    assert [next(x.value for x in m.metrics if x.key == "val/accuracy") for m in ranked] == sorted(
+        by_epoch.values(), reverse=True
+    )
 
     # retention: the two best epochs keep their weights; the others are tagged and emptied
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
@@ -154,12 +222,36 @@ def test_log_checkpoints_all_ranks_logged_models(tracking_env, tiny_model, revie
 
 def test_mlflow_run_reuses_the_project_run(tracking_env, tiny_model, reviews_csv):
     cmd = [
-        sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "train", "--env-manager", "local",
-        "--experiment-name", tracking_env["MLFLOW_EXPERIMENT_NAME"],
-        "-P", f"data={reviews_csv}", "-P", f"model={tiny_model}", "-P", "epochs=2", "-P", "batch_size=8",
-        "-P", "lr=3e-3", "-P", "max_length=64", "-P", "val_fraction=0.2", "-P", "test_fraction=0.2",
-        "-P", "register_as=projects-model",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "mlflow",
+        "run",
+        str(REPO),
+        "-e",
+        "train",
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        tracking_env["MLFLOW_EXPERIMENT_NAME"],
+        "-P",
+        f"data={reviews_csv}",
+        "-P",
+        f"model={tiny_model}",
+        "-P",
+        "epochs=2",
+        "-P",
+        "batch_size=8",
+        "-P",
+        "lr=3e-3",
+        "-P",
+        "max_length=64",
+        "-P",
+        "val_fraction=0.2",
+        "-P",
+        "test_fraction=0.2",
+        "-P",
+        "register_as=projects-model",
+    ]
     result = subprocess.run(cmd, env=tracking_env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(tracking_env["MLFLOW_EXPERIMENT_NAME"])  # one run: the project's, reused

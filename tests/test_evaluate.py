@@ -73,11 +73,29 @@ def table():
 
 
 EXPECTED_KEYS = {
-    "accuracy", "accuracy_ci_low", "accuracy_ci_high", "loss", "precision_macro", "recall_macro", "f1_macro",
-    "precision_negative", "precision_positive", "recall_negative", "recall_positive", "f1_negative", "f1_positive",
-    "ece", "ece_calibrated", "brier", "brier_calibrated", "loss_calibrated", "examples", "truncated_share", "roc_auc",
+    "accuracy",
+    "accuracy_ci_low",
+    "accuracy_ci_high",
+    "loss",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "precision_negative",
+    "precision_positive",
+    "recall_negative",
+    "recall_positive",
+    "f1_negative",
+    "f1_positive",
+    "ece",
+    "ece_calibrated",
+    "brier",
+    "brier_calibrated",
+    "loss_calibrated",
+    "examples",
+    "truncated_share",
+    "roc_auc",
     "average_precision",
-}  # fmt: skip
+}
 
 
 def test_compute_metrics_hand_checked(table):
@@ -252,9 +270,18 @@ def test_predictions_table_from_model(tiny):
     config = Config(data=DataConfig(max_length=MAX_LENGTH), train=TrainConfig(eval_batch_size=4))
     table = ev.predict_frame(model, tokenizer, frame, config, torch.device("cpu"))
     assert list(table.columns) == [
-        "id", "text", "label", "prediction", "probability", "confidence", "loss", "n_tokens", "truncated", "logit",
+        "id",
+        "text",
+        "label",
+        "prediction",
+        "probability",
+        "confidence",
+        "loss",
+        "n_tokens",
+        "truncated",
+        "logit",
         "probability_uncalibrated",
-    ]  # fmt: skip
+    ]
     assert table["id"].tolist() == frame["id"].tolist()
     assert table["text"].tolist() == TEXTS
     assert table["label"].tolist() == frame["label"].tolist()
@@ -288,7 +315,9 @@ def test_predictions_table_from_logits():
     assert table["loss"].tolist() == pytest.approx([-math.log(0.8), -math.log(0.7), -math.log(0.1)])
     assert table["n_tokens"].tolist() == [5, 12, 8]
     assert table["truncated"].tolist() == [False, True, False]  # 8 tokens fit max_length 8
-    assert table["logit"].tolist() == pytest.approx([math.log(0.2 / 0.8), math.log(0.7 / 0.3), math.log(0.1 / 0.9)], rel=1e-6)
+    assert table["logit"].tolist() == pytest.approx(
+        [math.log(0.2 / 0.8), math.log(0.7 / 0.3), math.log(0.1 / 0.9)], rel=1e-6
+    )
     assert table["probability_uncalibrated"].tolist() == table["probability"].tolist()  # T = 1
 
     # temperature 2: probabilities from logit / 2, the same predictions; loss stays the network's
@@ -304,10 +333,14 @@ def test_predictions_table_from_logits():
 
 def test_predict_probabilities_cleans_and_matches_logits(tiny):
     model, tokenizer = tiny
-    probs, encoded = ev.predict_probabilities(model, tokenizer, ["Dull<br />and boring", "Dull and boring"], MAX_LENGTH, "head")
+    probs, encoded = ev.predict_probabilities(
+        model, tokenizer, ["Dull<br />and boring", "Dull and boring"], MAX_LENGTH, "head"
+    )
     assert encoded.input_ids[0] == encoded.input_ids[1]
     assert probs[0] == pytest.approx(probs[1], abs=1e-6)
-    logits = ev.predict_logits(model, encoded, torch.device("cpu"), 8, pick_precision("fp32", torch.device("cpu")), tokenizer.pad_token_id)
+    logits = ev.predict_logits(
+        model, encoded, torch.device("cpu"), 8, pick_precision("fp32", torch.device("cpu")), tokenizer.pad_token_id
+    )
     np.testing.assert_allclose(probs, ev.softmax(logits)[:, 1], rtol=1e-6)
 
 
@@ -337,5 +370,7 @@ def test_evaluate_stage_against_the_in_memory_tracker(trained_in_memory, reviews
     assert tracker.tags["sentiment.kind"] == "evaluate" and tracker.tags["sentiment.model_uri"] == package
     assert tracker.tags["sentiment.split"] == "test" and tracker.tags["sentiment.precision"] == "fp32"
     assert [split for split, _, _ in tracker.datasets] == ["test"] and tracker.params["data.source"] == str(reviews_csv)
-    assert {"metrics/test.json", "figures/test_confusion_matrix.png", "figures/test_roc_curve.png"} <= set(tracker.artifacts)
+    assert {"metrics/test.json", "figures/test_confusion_matrix.png", "figures/test_roc_curve.png"} <= set(
+        tracker.artifacts
+    )
     assert tracker.linked_models == []  # a local folder is no LoggedModel

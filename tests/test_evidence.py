@@ -25,32 +25,32 @@ from tests.conftest import REPO, free_port, run_cli, stop_server, wait_healthy
 pytestmark = pytest.mark.timeout(900)
 
 
-def _tables(run_id: str) -> set[str]:
-    def walk(path=None):
-        out = set()
-        for item in MlflowClient().list_artifacts(run_id, path):
-            out |= walk(item.path) if item.is_dir else {item.path}
-        return out
-
-    return walk()
-
-
 def _store_env(env: dict, store: Path) -> dict:
     return {**env, "MLFLOW_TRACKING_URI": str(store), "MLFLOW_ALLOW_FILE_STORE": "true"}
 
 
 def test_published_runs_keep_ids_and_render_the_same_report(tracking_env, tiny_model, reviews_csv, tmp_path):
-    grid = tiny_grid("evidence", reviews_csv, tiny_model, [1], [
-        {"name": "freezing", "variants": [{"name": "freeze_1", "options": {"freeze_layers": 1}}]},
-    ])  # fmt: skip
+    grid = tiny_grid(
+        "evidence",
+        reviews_csv,
+        tiny_model,
+        [1],
+        [
+            {"name": "freezing", "variants": [{"name": "freeze_1", "options": {"freeze_layers": 1}}]},
+        ],
+    )
     grid["shared"].update({"test_size": 40, "split_seed": 0})
     (tmp_path / "evidence.yaml").write_text(yaml.safe_dump(grid, sort_keys=False))
     result = run_cli(["ablate", "--grid", str(tmp_path / "evidence.yaml")], tracking_env)
-    assert result.returncode == 0, [l for l in (result.stdout + result.stderr).splitlines() if "batches" not in l][-40:]
+    assert result.returncode == 0, [
+        line for line in (result.stdout + result.stderr).splitlines() if "batches" not in line
+    ][-40:]
     parent_id = parent_of(tracking_env["MLFLOW_EXPERIMENT_NAME"]).info.run_id
     children = children_of(parent_id, tracking_env["MLFLOW_EXPERIMENT_NAME"])
     child = next(c for c in children if c.data.params.get("seed") == "1" and "freeze_1" in c.info.run_name)
-    base = next(c for c in children if c.data.params.get("seed") == "1" and c is not child and "baseline" in c.info.run_name)
+    base = next(
+        c for c in children if c.data.params.get("seed") == "1" and c is not child and "baseline" in c.info.run_name
+    )
 
     repo = tmp_path / "repo"
     store = repo / "experiments" / "evidence"
@@ -60,9 +60,10 @@ def test_published_runs_keep_ids_and_render_the_same_report(tracking_env, tiny_m
 
     # the same runs under the same ids, with what the server holds
     source = {r.info.run_id: r for r in [mlflow.get_run(parent_id), *children]}
-    server_tables = {run_id: _tables(run_id) for run_id in source}
     server_history = MlflowClient().get_metric_history(child.info.run_id, "train/loss")
-    server_predictions = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=child.info.run_id, artifact_path="predictions/test.parquet"))
+    server_predictions = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(run_id=child.info.run_id, artifact_path="predictions/test.parquet")
+    )
     mlflow.set_tracking_uri(str(store))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -73,30 +74,51 @@ def test_published_runs_keep_ids_and_render_the_same_report(tracking_env, tiny_m
             assert copy.data.params == run.data.params and copy.info.status == run.info.status
             assert copy.info.start_time == run.info.start_time and copy.info.end_time == run.info.end_time
             assert {k: v for k, v in copy.data.tags.items() if k != "mlflow.loggedModels"} == {
-                k: v for k, v in run.data.tags.items() if k != "mlflow.loggedModels"}  # fmt: skip
+                k: v for k, v in run.data.tags.items() if k != "mlflow.loggedModels"
+            }
             assert copy.data.metrics == run.data.metrics
             assert len(copy.inputs.dataset_inputs) == len(run.inputs.dataset_inputs)
         history = client.get_metric_history(child.info.run_id, "train/loss")
         assert [(m.step, m.value) for m in history] == [(m.step, m.value) for m in server_history]
-    kept = {p.relative_to(store / child.info.experiment_id / child.info.run_id / "artifacts").as_posix()
-            for p in (store / child.info.experiment_id / child.info.run_id / "artifacts").rglob("*") if p.is_file()}  # fmt: skip
+    kept = {
+        p.relative_to(store / child.info.experiment_id / child.info.run_id / "artifacts").as_posix()
+        for p in (store / child.info.experiment_id / child.info.run_id / "artifacts").rglob("*")
+        if p.is_file()
+    }
     # experiment ids are the source's (a fresh store), run folders carry the source's ids
     assert "predictions/test.parquet" in kept and "config.yaml" in kept
     assert not any(p.startswith("checkpoints/") or p.endswith((".safetensors", ".bin", ".pt", "MLmodel")) for p in kept)
     assert not any(p.startswith("figures/") for p in kept)  # a child's figures are not read by any report
-    stored = pd.read_parquet(store / child.info.experiment_id / child.info.run_id / "artifacts" / "predictions" / "test.parquet")
-    assert "text" in server_predictions.columns and list(stored.columns) == [c for c in server_predictions.columns if c in PREDICTION_COLUMNS]
+    stored = pd.read_parquet(
+        store / child.info.experiment_id / child.info.run_id / "artifacts" / "predictions" / "test.parquet"
+    )
+    assert "text" in server_predictions.columns and list(stored.columns) == [
+        c for c in server_predictions.columns if c in PREDICTION_COLUMNS
+    ]
     pd.testing.assert_frame_equal(stored, server_predictions[list(stored.columns)], check_dtype=False, atol=1e-6)
     assert sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) < 2_000_000
 
     # a document rendered from the store alone is the server's report, line for line
-    (repo / "experiments" / "results.yaml").write_text(yaml.safe_dump({
-        "documents": [{"output": "experiments/RESULTS.md", "title": "Tiny results", "runs": [parent_id]}],
-        "readme": {"README.md": {"headline": [{"budget": "tiny", "runs": [child.info.run_id], "baseline": [base.info.run_id]}]}},
-    }, sort_keys=False))  # fmt: skip
-    (repo / "README.md").write_text("# Tiny\n\n<!-- results:headline start: generated -->\nold\n<!-- results:headline end -->\n\nMore.\n")
+    (repo / "experiments" / "results.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "documents": [{"output": "experiments/RESULTS.md", "title": "Tiny results", "runs": [parent_id]}],
+                "readme": {
+                    "README.md": {
+                        "headline": [{"budget": "tiny", "runs": [child.info.run_id], "baseline": [base.info.run_id]}]
+                    }
+                },
+            },
+            sort_keys=False,
+        )
+    )
+    (repo / "README.md").write_text(
+        "# Tiny\n\n<!-- results:headline start: generated -->\nold\n<!-- results:headline end -->\n\nMore.\n"
+    )
     on_server = tmp_path / "server" / "RESULTS.md"
-    result = run_cli(["report", "--run", parent_id, "--output", str(on_server), "--title", "Tiny results"], tracking_env)
+    result = run_cli(
+        ["report", "--run", parent_id, "--output", str(on_server), "--title", "Tiny results"], tracking_env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     offline = {**tracking_env, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}  # nothing listens there: no server is used
     result = run_cli(["evidence", "render", "--root", str(repo)], offline)
@@ -120,8 +142,13 @@ def test_published_runs_keep_ids_and_render_the_same_report(tracking_env, tiny_m
 
     # the MLflow UI opens the store under the same ids and serves its artifacts
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "sentiment", "evidence", "ui", "--store", str(store), "--port", str(port)],
-                            cwd=repo, env=tracking_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sentiment", "evidence", "ui", "--store", str(store), "--port", str(port)],
+        cwd=repo,
+        env=tracking_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_healthy(f"http://127.0.0.1:{port}", proc)
         url = f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?run_id={child.info.run_id}"
@@ -129,7 +156,12 @@ def test_published_runs_keep_ids_and_render_the_same_report(tracking_env, tiny_m
             assert json.load(response)["run"]["info"]["run_id"] == child.info.run_id
         url = f"http://127.0.0.1:{port}/get-artifact?path=predictions/test.parquet&run_uuid={child.info.run_id}"
         with urllib.request.urlopen(url, timeout=10) as response:
-            assert response.read() == (store / child.info.experiment_id / child.info.run_id / "artifacts/predictions/test.parquet").read_bytes()
+            assert (
+                response.read()
+                == (
+                    store / child.info.experiment_id / child.info.run_id / "artifacts/predictions/test.parquet"
+                ).read_bytes()
+            )
     finally:
         stop_server(proc)
 
@@ -139,13 +171,21 @@ def test_bad_evidence_input_is_one_line(tracking_env, tmp_path):
     assert result.returncode != 0 and "does not exist" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "store").exists()
     result = run_cli(["evidence", "render", "--root", str(tmp_path)], tracking_env)
-    assert result.returncode != 0 and "results.yaml does not exist" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode != 0 and "results.yaml does not exist" in result.stderr and "Traceback" not in result.stderr
+    )
 
 
 def test_committed_documents_match_their_render_from_the_store():
     """What `make results` writes is what is committed: no hand edit, no stale number, no unknown run id."""
-    result = subprocess.run([sys.executable, "-m", "sentiment", "evidence", "render", "--check"], cwd=REPO,
-                            capture_output=True, text=True, timeout=600, env={**_clean_env(), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "sentiment", "evidence", "render", "--check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**_clean_env(), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 

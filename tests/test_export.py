@@ -17,9 +17,15 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.extended
 def test_int8_sibling_is_registered_loads_and_carries_its_measurements(tracking_env, tiny_model, reviews_csv, tmp_path):
-    trained = run_cli(["train", "--model", tiny_model, "--data", str(reviews_csv), *TINY_TRAIN, "--register-as", "exported"], tracking_env, cwd=tmp_path)
+    trained = run_cli(
+        ["train", "--model", tiny_model, "--data", str(reviews_csv), *TINY_TRAIN, "--register-as", "exported"],
+        tracking_env,
+        cwd=tmp_path,
+    )
     assert trained.returncode == 0, trained.stderr
-    result = run_cli(["export", "--name", "exported", "--version", "1", "--promote-if", "never"], tracking_env, cwd=tmp_path)
+    result = run_cli(
+        ["export", "--name", "exported", "--version", "1", "--promote-if", "never"], tracking_env, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert "registered exported v2 (int8 of v1)" in result.stdout, result.stdout
 
@@ -29,15 +35,21 @@ def test_int8_sibling_is_registered_loads_and_carries_its_measurements(tracking_
     assert client.get_model_version_by_alias("exported", "champion").version == "1"  # rule never
     run = mlflow.get_run(version.run_id)
     metrics = run.data.metrics
-    assert run.data.tags["sentiment.kind"] == "export" and metrics["export/reviews"] == 48.0  # the parent's test reviews
+    assert (
+        run.data.tags["sentiment.kind"] == "export" and metrics["export/reviews"] == 48.0
+    )  # the parent's test reviews
     assert metrics["export/delta_low"] <= metrics["export/delta"] <= metrics["export/delta_high"]
-    assert metrics["export/speedup"] > 0 and float(version.tags["export.speedup"]) == pytest.approx(metrics["export/speedup"], rel=1e-5)
+    assert metrics["export/speedup"] > 0 and float(version.tags["export.speedup"]) == pytest.approx(
+        metrics["export/speedup"], rel=1e-5
+    )
     from sentiment.device import cpu_has_native_bf16
 
     # on a CPU with native bf16 the parent is also timed with bf16 autocast (the other fast option)
     assert ("export/parent_bf16_reviews_per_s" in metrics) == cpu_has_native_bf16()
     if cpu_has_native_bf16():
-        assert metrics["export/speedup_vs_bf16"] == pytest.approx(metrics["export/reviews_per_s"] / metrics["export/parent_bf16_reviews_per_s"])
+        assert metrics["export/speedup_vs_bf16"] == pytest.approx(
+            metrics["export/reviews_per_s"] / metrics["export/parent_bf16_reviews_per_s"]
+        )
         assert "the parent with bf16 autocast" in result.stdout
 
     # the same reviews as the parent's own test table, and accuracies computed from those tables
@@ -46,7 +58,9 @@ def test_int8_sibling_is_registered_loads_and_carries_its_measurements(tracking_
     table = pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{version.run_id}/predictions/test.parquet"))
     assert sorted(table["id"]) == sorted(parent_table["id"])
     assert metrics["export/accuracy"] == pytest.approx((table["label"] == table["prediction"]).mean())
-    assert metrics["export/parent_accuracy"] == pytest.approx((parent_table["label"] == parent_table["prediction"]).mean())
+    assert metrics["export/parent_accuracy"] == pytest.approx(
+        (parent_table["label"] == parent_table["prediction"]).mean()
+    )
 
     # loads through the registry as an int8 model, same interface, answers close to the parent's
     sibling = mlflow.pyfunc.load_model("models:/exported/2")

@@ -46,7 +46,12 @@ def mistakes(tmp_path_factory, tiny_model):
     (root / "not_imdb" / "notes.txt").write_text("not an aclImdb folder\n")
     files["not_imdb"] = str(root / "not_imdb")
     base = {"preset": "seed", "options": {"data": files["good"], "model": tiny_model}}
-    grid = {"name": "g", "base": base, "seeds": [1], "groups": [{"name": "x", "variants": [{"name": "deep", "options": {"freeze_layers": 5}}]}]}
+    grid = {
+        "name": "g",
+        "base": base,
+        "seeds": [1],
+        "groups": [{"name": "x", "variants": [{"name": "deep", "options": {"freeze_layers": 5}}]}],
+    }
     files["deep_grid"] = write("deep_grid.yaml", yaml.safe_dump(grid, sort_keys=False))
     unknown = {**grid, "groups": [{"name": "x", "variants": [{"name": "v", "options": {"learning_rate": 1e-3}}]}]}
     files["unknown_grid"] = write("unknown_grid.yaml", yaml.safe_dump(unknown, sort_keys=False))
@@ -72,21 +77,42 @@ INVOCATIONS = {
     # model and options that need its shape
     "missing model folder": ([*TRAIN, "--data", "{good}", "--model", "/no/such/model/dir"], "does not exist"),
     "folder without config.json": ([*TRAIN, "--data", "{good}", "--model", "{no_config_model}"], "cannot load model"),
-    "unknown Hub model, no internet": ([*TRAIN, "--data", "{good}", "--model", "no-such-org/no-such-model-anywhere"], "no-such-model-anywhere"),
+    "unknown Hub model, no internet": (
+        [*TRAIN, "--data", "{good}", "--model", "no-such-org/no-such-model-anywhere"],
+        "no-such-model-anywhere",
+    ),
     "freeze above depth": ([*TRAIN, "--data", "{good}", "--freeze-layers", "5"], "above the model's depth (2 layers)"),
     "keep layers above depth": ([*TRAIN, "--data", "{good}", "--keep-layers", "3"], "model.keep_layers 3 is above"),
-    "keep heads above heads": ([*TRAIN, "--data", "{good}", "--keep-heads", "3"], "model.keep_heads 3 is above the model's 2 heads"),
+    "keep heads above heads": (
+        [*TRAIN, "--data", "{good}", "--keep-heads", "3"],
+        "model.keep_heads 3 is above the model's 2 heads",
+    ),
     "max length above positions": ([*TRAIN, "--data", "{good}", "--max-length", "1024"], "above the limit of model"),
     "fp16 on a cpu": ([*TRAIN, "--data", "{good}", "--precision", "fp16"], "precision fp16 needs a CUDA GPU"),
     "batch size zero": ([*TRAIN, "--data", "{good}", "--batch-size", "0"], "train.batch_size must be > 0"),
     "resume unknown run": (["train", "--resume", "0123456789abcdef0123456789abcdef"], "does not exist"),
     # URIs
-    "unregistered model": (["evaluate", "--model-uri", "models:/no-such-model@champion", "--data", "{good}"], "does not exist"),
-    "unknown run's model": (["evaluate", "--model-uri", "runs:/0123456789abcdef0123456789abcdef/model", "--data", "{good}"], "does not exist"),
-    "unknown split": (["evaluate", "--model-uri", "{tiny}", "--data", "{good}", "--split", "dev"], "split must be one of"),
+    "unregistered model": (
+        ["evaluate", "--model-uri", "models:/no-such-model@champion", "--data", "{good}"],
+        "does not exist",
+    ),
+    "unknown run's model": (
+        ["evaluate", "--model-uri", "runs:/0123456789abcdef0123456789abcdef/model", "--data", "{good}"],
+        "does not exist",
+    ),
+    "unknown split": (
+        ["evaluate", "--model-uri", "{tiny}", "--data", "{good}", "--split", "dev"],
+        "split must be one of",
+    ),
     # texts files and analyze options
-    "missing texts file": (["analyze", "--model-uri", "{tiny}", "--data", "{good}", "--texts", "missing.txt"], "does not exist"),
-    "empty texts file": (["analyze", "--model-uri", "{tiny}", "--data", "{good}", "--texts", "{texts_empty}"], "has no reviews"),
+    "missing texts file": (
+        ["analyze", "--model-uri", "{tiny}", "--data", "{good}", "--texts", "missing.txt"],
+        "does not exist",
+    ),
+    "empty texts file": (
+        ["analyze", "--model-uri", "{tiny}", "--data", "{good}", "--texts", "{texts_empty}"],
+        "has no reviews",
+    ),
     "unknown part": (["analyze", "--data", "{good}", "--only", "eda,bogus"], "unknown: bogus"),
     "attention without a model": (["analyze", "--data", "{good}", "--only", "attention"], "need --model-uri"),
     # grids
@@ -100,12 +126,22 @@ INVOCATIONS = {
 # One mistake of each kind runs in make test; the others (each a CLI start-up of several seconds)
 # run in the extended tier.
 EVERY_KIND = {
-    "missing data file", "three label values", "unknown Hub model, no internet", "freeze above depth", "fp16 on a cpu",
-    "resume unknown run", "unregistered model", "empty texts file", "attention without a model", "grid unknown option",
+    "missing data file",
+    "three label values",
+    "unknown Hub model, no internet",
+    "freeze above depth",
+    "fp16 on a cpu",
+    "resume unknown run",
+    "unregistered model",
+    "empty texts file",
+    "attention without a model",
+    "grid unknown option",
 }
 
 
-@pytest.mark.parametrize("name", [n if n in EVERY_KIND else pytest.param(n, marks=pytest.mark.extended) for n in INVOCATIONS])
+@pytest.mark.parametrize(
+    "name", [n if n in EVERY_KIND else pytest.param(n, marks=pytest.mark.extended) for n in INVOCATIONS]
+)
 def test_mistake_fails_in_one_line_before_any_run(name, mistakes, tracking_env, tmp_path):
     args, fragment = INVOCATIONS[name]
     args = [a.format(**mistakes) if "{" in a else a for a in args]
@@ -122,8 +158,25 @@ def test_mistake_fails_in_one_line_before_any_run(name, mistakes, tracking_env, 
 
 def test_verbose_brings_third_party_logging_back(mistakes, tracking_env, tmp_path):
     """-v: MLflow's and the libraries' INFO lines are there again (the error line still last)."""
-    quiet = run_cli([*[a.format(**mistakes) for a in TRAIN], "--data", mistakes["good"], "--epochs", "1", "--max-length", "32"], tracking_env, cwd=tmp_path)
-    verbose = run_cli(["-v", *[a.format(**mistakes) for a in TRAIN], "--data", mistakes["good"], "--epochs", "1", "--max-length", "32"], tracking_env, cwd=tmp_path)
+    quiet = run_cli(
+        [*[a.format(**mistakes) for a in TRAIN], "--data", mistakes["good"], "--epochs", "1", "--max-length", "32"],
+        tracking_env,
+        cwd=tmp_path,
+    )
+    verbose = run_cli(
+        [
+            "-v",
+            *[a.format(**mistakes) for a in TRAIN],
+            "--data",
+            mistakes["good"],
+            "--epochs",
+            "1",
+            "--max-length",
+            "32",
+        ],
+        tracking_env,
+        cwd=tmp_path,
+    )
     assert quiet.returncode == 0 and verbose.returncode == 0, quiet.stderr + verbose.stderr
     assert " INFO " not in quiet.stderr and "View run" not in quiet.stdout, quiet.stderr
     assert " INFO mlflow" in verbose.stderr, verbose.stderr
@@ -158,13 +211,17 @@ def test_hub_unreachable_is_one_line_after_one_probe(tracking_env, tmp_path):
     env = {**tracking_env, "HF_ENDPOINT": f"http://127.0.0.1:{listener.getsockname()[1]}", "HF_HUB_OFFLINE": ""}
     env["HF_HOME"] = str(tmp_path / "hf-cache")  # an empty cache: nothing to fall back on
     try:
-        result = run_cli(["train", "--model", "distilbert-base-uncased", "--data", "sample"], env, cwd=tmp_path, timeout=60)
+        result = run_cli(
+            ["train", "--model", "distilbert-base-uncased", "--data", "sample"], env, cwd=tmp_path, timeout=60
+        )
     finally:
         stop.set()
         thread.join()
         listener.close()
     assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith("error: model 'distilbert-base-uncased' is not in the local Hugging Face cache and the Hub")
+    assert result.stderr.startswith(
+        "error: model 'distilbert-base-uncased' is not in the local Hugging Face cache and the Hub"
+    )
     assert "offline-minilm" in result.stderr and len(result.stderr.splitlines()) == 1
     assert len(connections) == 1, f"{len(connections)} connections to the Hub: retries"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,7 +18,14 @@ TRAIN = [*TINY_TRAIN, "--log-every-steps", "1", "--checkpoint-every-steps", "4"]
 
 
 def start_training(args: list[str], env: dict, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "sentiment", "train", *args], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sentiment", "train", *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_checkpoint(cwd: Path, proc: subprocess.Popen, timeout_s: float = 120) -> Path:
@@ -38,14 +44,25 @@ def histories(run_id: str, keys: list[str]) -> dict[str, list[tuple[int, float]]
     return {key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key)) for key in keys}
 
 
-KEYS = ["train/loss", "train/lr", "train/accuracy", "val/accuracy", "val/f1_macro", "val/loss", "test/accuracy", "test/loss"]
+KEYS = [
+    "train/loss",
+    "train/lr",
+    "train/accuracy",
+    "val/accuracy",
+    "val/f1_macro",
+    "val/loss",
+    "test/accuracy",
+    "test/loss",
+]
 
 
 def test_kill_9_then_resume_matches_an_uninterrupted_run(tracking_env, tiny_model, reviews_csv, tmp_path):
     args = ["--data", str(reviews_csv), "--model", tiny_model, *TRAIN]
     reference = run_cli(["train", *args], tracking_env, cwd=tmp_path)
     assert reference.returncode == 0, reference.stderr[-2000:]
-    reference_id = mlflow.search_runs(experiment_names=[tracking_env["MLFLOW_EXPERIMENT_NAME"]], output_format="list")[0].info.run_id
+    reference_id = mlflow.search_runs(experiment_names=[tracking_env["MLFLOW_EXPERIMENT_NAME"]], output_format="list")[
+        0
+    ].info.run_id
 
     crash_dir = tmp_path / "crash"
     crash_dir.mkdir()
@@ -68,7 +85,8 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tracking_env, tiny_mode
         assert got[key] == expected[key], key  # bit-identical on CPU
 
 
-@pytest.mark.extended  # a second resume; test_kill_9_then_resume_matches_an_uninterrupted_run crosses resume in make test
+@pytest.mark.extended  # a second resume; test_kill_9_then_resume_matches_an_uninterrupted_run crosses resume in make
+# test
 def test_resume_downloads_the_state_when_the_local_copy_is_gone(tracking_env, tiny_model, reviews_csv, tmp_path):
     proc = start_training(["--data", str(reviews_csv), "--model", tiny_model, *TRAIN], tracking_env, tmp_path)
     state = wait_for_checkpoint(tmp_path, proc)
@@ -92,7 +110,9 @@ def test_resume_downloads_the_state_when_the_local_copy_is_gone(tracking_env, ti
 
 @pytest.mark.extended  # two resumes; test_kill_9_then_resume_matches_an_uninterrupted_run crosses resume in make test
 def test_state_kept_local_resumes_here_and_says_why_elsewhere(tracking_env, tiny_model, reviews_csv, tmp_path):
-    proc = start_training(["--data", str(reviews_csv), "--model", tiny_model, *TRAIN, "--upload-state", "false"], tracking_env, tmp_path)
+    proc = start_training(
+        ["--data", str(reviews_csv), "--model", tiny_model, *TRAIN, "--upload-state", "false"], tracking_env, tmp_path
+    )
     state = wait_for_checkpoint(tmp_path, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -134,9 +154,22 @@ def test_non_finite_loss_fails_the_run_with_its_step(tracking_env, tiny_model, r
     assert int(run.data.tags["sentiment.failed_step"]) >= 1 and run.data.tags["sentiment.failure"] == "non-finite"
 
 
-@pytest.mark.extended  # two trainings compared step by step; test_kill_9_then_resume_matches_an_uninterrupted_run trains through the same loop in make test
+@pytest.mark.extended  # two trainings compared step by step; test_kill_9_then_resume_matches_an_uninterrupted_run
+# trains through the same loop in make test
 def test_micro_batches_train_like_whole_batches(tracking_env, tiny_model, reviews_csv, tmp_path):
-    common = ["--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--epochs", "1", "--dropout", "0", "--run-test", "false"]
+    common = [
+        "--data",
+        str(reviews_csv),
+        "--model",
+        tiny_model,
+        *TINY_TRAIN,
+        "--epochs",
+        "1",
+        "--dropout",
+        "0",
+        "--run-test",
+        "false",
+    ]
     ids = []
     for micro in ("0", "3"):
         result = run_cli(["train", *common, "--micro-batch-size", micro], tracking_env, cwd=tmp_path)
@@ -145,4 +178,6 @@ def test_micro_batches_train_like_whole_batches(tracking_env, tiny_model, review
     whole, micro = (histories(i, ["train/loss", "val/loss"]) for i in ids)
     for key in ("train/loss", "val/loss"):
         assert [s for s, _ in whole[key]] == [s for s, _ in micro[key]]
-        assert [v for _, v in micro[key]] == pytest.approx([v for _, v in whole[key]], rel=5e-3)  # summation order differs
+        assert [v for _, v in micro[key]] == pytest.approx(
+            [v for _, v in whole[key]], rel=5e-3
+        )  # summation order differs

@@ -17,14 +17,33 @@ PACKAGE = REPO / "sentiment"
 # infrastructure imports no stage; the tracking package imports only the base.
 BASE = {"sentiment.errors", "sentiment.config"}
 INFRASTRUCTURE = {
-    "sentiment.tracking", "sentiment.distributed", "sentiment.device", "sentiment.plots", "sentiment.tokens", "sentiment.data",
-    "sentiment.stats", "sentiment.hub", "sentiment.logs",
-}  # fmt: skip
+    "sentiment.tracking",
+    "sentiment.distributed",
+    "sentiment.device",
+    "sentiment.plots",
+    "sentiment.tokens",
+    "sentiment.data",
+    "sentiment.stats",
+    "sentiment.hub",
+    "sentiment.logs",
+}
 STAGES = {
-    "sentiment.model", "sentiment.heads", "sentiment.calibration", "sentiment.evaluate", "sentiment.train", "sentiment.analyze",
-    "sentiment.ablate", "sentiment.report", "sentiment.promote", "sentiment.card", "sentiment.preflight", "sentiment.score", "sentiment.export",
-    "sentiment.tune", "sentiment.baselines",
-}  # fmt: skip
+    "sentiment.model",
+    "sentiment.heads",
+    "sentiment.calibration",
+    "sentiment.evaluate",
+    "sentiment.train",
+    "sentiment.analyze",
+    "sentiment.ablate",
+    "sentiment.report",
+    "sentiment.promote",
+    "sentiment.card",
+    "sentiment.preflight",
+    "sentiment.score",
+    "sentiment.export",
+    "sentiment.tune",
+    "sentiment.baselines",
+}
 ENTRY = {"sentiment.cli", "sentiment.cli_evidence", "sentiment.__main__"}
 
 MAX_MODULE_LINES = 450
@@ -50,7 +69,9 @@ def _imports(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             out |= {alias.name for alias in node.names if alias.name.startswith("sentiment")}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sentiment") and not node.level:
+        elif (
+            isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sentiment") and not node.level
+        ):
             for alias in node.names:
                 sub = f"{node.module}.{alias.name}"
                 out.add(sub if sub in MODULES else node.module)
@@ -60,7 +81,9 @@ def _imports(path: Path) -> set[str]:
 def _imported_roots(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+    names |= {
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module and not node.level
+    }
     return {name.split(".")[0] for name in names}
 
 
@@ -151,7 +174,10 @@ def test_no_function_is_too_long_without_a_reason():
                     where = f"{path.relative_to(REPO)}:{node.lineno} {node.name}"
                     explained = reason.startswith(LONG_FUNCTION_MARK) and len(reason) > len(LONG_FUNCTION_MARK) + 10
                     limit = MAX_FUNCTION_LINES
-                    assert explained, f"{where} has {length} lines (limit {limit}): split it, or say why above it ({LONG_FUNCTION_MARK} ...)"
+                    assert explained, (
+                        f"{where} has {length} lines (limit {limit}): split it, or say why above it "
+                        f"({LONG_FUNCTION_MARK} ...)"
+                    )
 
 
 def test_the_checks_see_late_imports_and_cycles(tmp_path):
@@ -159,6 +185,9 @@ def test_the_checks_see_late_imports_and_cycles(tmp_path):
     late = tmp_path / "late.py"
     late.write_text("from sentiment import evaluate\n\n\ndef f():\n    from sentiment.train import loop\n")
     assert _imports(late) == {"sentiment.evaluate", "sentiment.train.loop"}
-    assert _group("sentiment.train.loop") == "sentiment.train" and _group("sentiment.tracking.runs") == "sentiment.tracking"
+    assert (
+        _group("sentiment.train.loop") == "sentiment.train"
+        and _group("sentiment.tracking.runs") == "sentiment.tracking"
+    )
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": {"b"}, "b": set()}) is None

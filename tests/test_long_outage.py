@@ -47,7 +47,14 @@ class Server:
 
 def start_training(server: Server, env: dict, cwd: Path, args: list[str]) -> subprocess.Popen:
     env = {**env, "MLFLOW_TRACKING_URI": server.uri, "SENTIMENT_SERVER_WAIT_S": "600"}
-    return subprocess.Popen([sys.executable, "-m", "sentiment", "train", *args], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sentiment", "train", *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_until(found, train: subprocess.Popen, what: str, timeout_s: float = 300, every_s: float = 0.1):
@@ -95,11 +102,27 @@ def test_server_away_a_minute_from_the_middle_of_an_epoch(tiny_model, tmp_path, 
     server = Server(tmp_path / "server")
     server.start()
     experiment = tracking_env["MLFLOW_EXPERIMENT_NAME"]
-    args = ["--data", str(reviews), "--model", tiny_model, *TINY_TRAIN, "--epochs", "2", "--log-every-steps", "1", "--register-as", "away"]
+    args = [
+        "--data",
+        str(reviews),
+        "--model",
+        tiny_model,
+        *TINY_TRAIN,
+        "--epochs",
+        "2",
+        "--log-every-steps",
+        "1",
+        "--register-as",
+        "away",
+    ]
     train = start_training(server, tracking_env, tmp_path, args)
     client = MlflowClient(server.uri, registry_uri=server.uri)
     try:
-        run = wait_until(lambda: (r := first_run(client, experiment)) and "train/loss" in r.data.metrics and r, train, "its first step")
+        run = wait_until(
+            lambda: (r := first_run(client, experiment)) and "train/loss" in r.data.metrics and r,
+            train,
+            "its first step",
+        )
         server.stop()
         down_ms = int(time.time() * 1000)
         time.sleep(OUTAGE_S)
@@ -111,7 +134,9 @@ def test_server_away_a_minute_from_the_middle_of_an_epoch(tiny_model, tmp_path, 
         assert err.count("is unreachable") == 1 and "replayed" in err, err[-3000:]
         check_run_once_each(client, run.info.run_id, steps=2 * 160, epochs=2, name="away")
         # training went on mid-epoch while the server was away: points stamped then are on the server now
-        during = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss") if down_ms < m.timestamp < up_ms]
+        during = [
+            m.step for m in client.get_metric_history(run.info.run_id, "train/loss") if down_ms < m.timestamp < up_ms
+        ]
         assert any(step % 160 for step in during), during
     finally:
         train.kill()
@@ -125,7 +150,19 @@ def test_server_restarts_while_the_model_is_logged(tiny_model, reviews_csv, tmp_
     server = Server(tmp_path / "server")
     server.start()
     experiment = tracking_env["MLFLOW_EXPERIMENT_NAME"]
-    args = ["--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--epochs", "2", "--log-every-steps", "1", "--register-as", "restarted"]
+    args = [
+        "--data",
+        str(reviews_csv),
+        "--model",
+        tiny_model,
+        *TINY_TRAIN,
+        "--epochs",
+        "2",
+        "--log-every-steps",
+        "1",
+        "--register-as",
+        "restarted",
+    ]
     train = start_training(server, tracking_env, tmp_path, args)
     client = MlflowClient(server.uri, registry_uri=server.uri)
 
@@ -147,7 +184,9 @@ def test_server_restarts_while_the_model_is_logged(tiny_model, reviews_csv, tmp_
         version = client.get_model_version("restarted", "1")
         served = client.get_logged_model(version.model_id or version.source.split("/")[-1])
         assert str(served.status) in ("READY", "LoggedModelStatus.READY") and served.name == "model"
-        assert served.model_id == pending.model_id or str(client.get_logged_model(pending.model_id).status).endswith("FAILED")
+        assert served.model_id == pending.model_id or str(client.get_logged_model(pending.model_id).status).endswith(
+            "FAILED"
+        )
     finally:
         train.kill()
         server.stop()

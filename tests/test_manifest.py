@@ -66,8 +66,19 @@ def test_grids_take_the_option_table_and_ablate_does_not_import_the_cli():
 
 def test_evaluate_without_a_model_uri_is_refused_by_mlflow_run(tracking_env):
     """`model_uri` has no default in MLproject: MLflow itself refuses to start, no run is made."""
-    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "evaluate", "--env-manager", "local",
-           "--experiment-name", tracking_env["MLFLOW_EXPERIMENT_NAME"]]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "run",
+        str(REPO),
+        "-e",
+        "evaluate",
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        tracking_env["MLFLOW_EXPERIMENT_NAME"],
+    ]
     result = subprocess.run(cmd, env=tracking_env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "No value given for missing parameters: 'model_uri'" in result.stderr, result.stderr[-2000:]

@@ -60,9 +60,15 @@ def test_layerwise_lrs_on_two_layer_model(tiny):
     assert lrs["embeddings"] == pytest.approx(8.1e-4)
     # groups come ordered bottom to top, no-decay group first within a name
     assert [(g["name"], g["weight_decay"]) for g in groups] == [
-        ("embeddings", 0.0), ("embeddings", 0.01), ("layer_0", 0.0), ("layer_0", 0.01),
-        ("layer_1", 0.0), ("layer_1", 0.01), ("head", 0.0), ("head", 0.01),
-    ]  # fmt: skip
+        ("embeddings", 0.0),
+        ("embeddings", 0.01),
+        ("layer_0", 0.0),
+        ("layer_0", 0.01),
+        ("layer_1", 0.0),
+        ("layer_1", 0.01),
+        ("head", 0.0),
+        ("head", 0.01),
+    ]
 
 
 def test_layerwise_groups_partition_trainable_params_and_decay_rules(tiny):
@@ -212,7 +218,10 @@ def test_resolve_source():
     assert folder.is_dir()
     assert (folder / "config.json").is_file()
     assert hub.is_hub_id("distilbert-base-uncased") and hub.is_hub_id("org/model")
-    assert not any(hub.is_hub_id(name) for name in ("offline-minilm", "/no/such", "./m", "a/b/c", "models:/m@champion", "runs:/r/model"))
+    assert not any(
+        hub.is_hub_id(name)
+        for name in ("offline-minilm", "/no/such", "./m", "a/b/c", "models:/m@champion", "runs:/r/model")
+    )
 
 
 def test_hub_id_without_the_hub_is_one_line(monkeypatch):
@@ -223,7 +232,9 @@ def test_hub_id_without_the_hub_is_one_line(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     hub.unreachable.cache_clear()
     try:
-        with pytest.raises(UserError, match=r"'org/not-cached-anywhere' is not in the local Hugging Face cache .* offline-minilm"):
+        with pytest.raises(
+            UserError, match=r"'org/not-cached-anywhere' is not in the local Hugging Face cache .* offline-minilm"
+        ):
             resolve_source("org/not-cached-anywhere")
     finally:
         hub.unreachable.cache_clear()
@@ -240,11 +251,11 @@ def test_offline_minilm_loads_six_layers():
 
     reference = AutoModel.from_pretrained(resolve_source("offline-minilm"))
     assert torch.equal(model.bert.embeddings.word_embeddings.weight, reference.embeddings.word_embeddings.weight)
-    assert torch.equal(
-        model.bert.encoder.layer[5].output.dense.weight, reference.encoder.layer[5].output.dense.weight
-    )
+    assert torch.equal(model.bert.encoder.layer[5].output.dense.weight, reference.encoder.layer[5].output.dense.weight)
     counts = count_parameters(model)
-    head = sum(p.numel() for p in model.bert.pooler.parameters()) + sum(p.numel() for p in model.classifier.parameters())
+    head = sum(p.numel() for p in model.bert.pooler.parameters()) + sum(
+        p.numel() for p in model.classifier.parameters()
+    )
     assert counts["trainable"] == head
     tokenizer = model_mod.load_tokenizer("offline-minilm")
     assert tokenizer("hello world")["input_ids"][0] == tokenizer.cls_token_id
@@ -266,6 +277,9 @@ def test_distilbert_dropout_attribute_and_freezing(tiny_distilbert):
     unfrozen = build_model(ModelConfig(name=tiny_distilbert))
     lrs = {g["name"]: g["lr"] for g in layerwise_param_groups(unfrozen, lr=1e-3, layer_decay=0.5, weight_decay=0.0)}
     assert lrs == {
-        "embeddings": pytest.approx(1.25e-4), "layer_0": pytest.approx(2.5e-4),
-        "layer_1": pytest.approx(5e-4), "layer_2": pytest.approx(1e-3), "head": pytest.approx(1e-3),
-    }  # fmt: skip
+        "embeddings": pytest.approx(1.25e-4),
+        "layer_0": pytest.approx(2.5e-4),
+        "layer_1": pytest.approx(5e-4),
+        "layer_2": pytest.approx(1e-3),
+        "head": pytest.approx(1e-3),
+    }

@@ -31,7 +31,9 @@ def four_head_model(tmp_path_factory, tiny_model):
     from transformers import BertConfig, BertModel
 
     def config(vocab_size: int) -> BertConfig:
-        return BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+        return BertConfig(
+            vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+        )
 
     return save_random_encoder(tmp_path_factory.mktemp("four-heads"), BertModel, config, tiny_model)
 
@@ -54,7 +56,10 @@ def texts_and_labels():
         ({"model.keep_layers": -1}, "model.keep_layers must be >= 0"),
         ({"model.num_heads": 4}, "model.num_heads only apply with model.from_scratch true"),
         ({"model.from_scratch": True, "model.keep_heads": 2}, "keep_heads prune a pretrained encoder"),
-        ({"model.from_scratch": True, "model.num_heads": 3, "model.hidden_size": 64}, "must be a multiple of model.num_heads 3"),
+        (
+            {"model.from_scratch": True, "model.num_heads": 3, "model.hidden_size": 64},
+            "must be a multiple of model.num_heads 3",
+        ),
     ],
 )
 def test_variant_fields_are_validated(overrides, fragment):
@@ -71,7 +76,9 @@ def test_keep_layers_drops_the_top_layers(tiny_model):
     kept = build_model(config_for(tiny_model, keep_layers=1).model)
     assert len(encoder_layers(kept)) == 1 and kept.config.num_hidden_layers == 1
     # the kept layer is the pretrained bottom one, not a fresh one
-    assert torch.equal(encoder_layers(kept)[0].attention.self.query.weight, encoder_layers(full)[0].attention.self.query.weight)
+    assert torch.equal(
+        encoder_layers(kept)[0].attention.self.query.weight, encoder_layers(full)[0].attention.self.query.weight
+    )
     assert count_parameters(kept)["total"] < count_parameters(full)["total"]
     with pytest.raises(UserError, match=r"keep_layers 3 is above the model's depth \(2 layers\)"):
         build_model(config_for(tiny_model, keep_layers=3).model)
@@ -85,7 +92,11 @@ def test_keep_layers_drops_the_top_layers(tiny_model):
 def test_from_scratch_reshapes_and_initialises_randomly(tiny_model):
     scratch = build_model(config_for(tiny_model, from_scratch=True, num_layers=3, num_heads=4, hidden_size=16).model)
     assert len(encoder_layers(scratch)) == 3
-    assert (scratch.config.hidden_size, scratch.config.num_attention_heads, scratch.config.intermediate_size) == (16, 4, 64)
+    assert (scratch.config.hidden_size, scratch.config.num_attention_heads, scratch.config.intermediate_size) == (
+        16,
+        4,
+        64,
+    )
     pretrained = build_model(config_for(tiny_model, from_scratch=True).model)  # the base shape, fresh weights
     loaded = build_model(config_for(tiny_model).model)
     query = lambda m: encoder_layers(m)[0].attention.self.query.weight  # noqa: E731
@@ -97,7 +108,9 @@ def test_from_scratch_reshapes_and_initialises_randomly(tiny_model):
 def test_from_scratch_distilbert_sets_its_feed_forward(tmp_path, tiny_model):
     from transformers import DistilBertConfig, DistilBertModel
 
-    DistilBertModel(DistilBertConfig(vocab_size=200, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64)).save_pretrained(tmp_path)
+    DistilBertModel(
+        DistilBertConfig(vocab_size=200, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64)
+    ).save_pretrained(tmp_path)
     model = build_model(config_for(str(tmp_path), from_scratch=True, num_layers=1, num_heads=4, hidden_size=48).model)
     assert (model.config.n_layers, model.config.n_heads, model.config.dim, model.config.hidden_dim) == (1, 4, 48, 192)
 
@@ -110,7 +123,13 @@ def test_head_importance_has_one_score_per_layer_and_head(four_head_model):
     model = build_model(config.model)
     tokenizer = load_tokenizer(four_head_model)
     batch = tokenizer(POSITIVE[:4] + NEGATIVE[:4], padding=True, return_tensors="pt")
-    batches = [{"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": torch.tensor([1] * 4 + [0] * 4)}]
+    batches = [
+        {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "labels": torch.tensor([1] * 4 + [0] * 4),
+        }
+    ]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     scores = head_importance(model, batches)
     assert scores.shape == (2, 4) and (scores > 0).all()
@@ -145,11 +164,21 @@ def test_mask_heads_zeroes_heads_that_stay_zero_through_training_and_saving(four
             query, key, value, output = attention_projections(encoder_layers(net)[i])
             for h in heads:
                 rows = slice(8 * h, 8 * (h + 1))
-                out += [query.weight[rows], key.weight[rows], value.weight[rows], value.bias[rows], output.weight[:, rows]]
+                out += [
+                    query.weight[rows],
+                    key.weight[rows],
+                    value.weight[rows],
+                    value.bias[rows],
+                    output.weight[:, rows],
+                ]
         return out
 
     assert all(float(w.detach().abs().sum()) == 0.0 for w in masked_weights(model))
-    kept = [attention_projections(encoder_layers(model)[0])[2].weight[8 * h : 8 * (h + 1)] for h in range(4) if h not in masked[0]]
+    kept = [
+        attention_projections(encoder_layers(model)[0])[2].weight[8 * h : 8 * (h + 1)]
+        for h in range(4)
+        if h not in masked[0]
+    ]
     assert all(float(w.detach().abs().sum()) > 0 for w in kept)
     model.save_pretrained(tmp_path)
     reloaded = load_trained(tmp_path)

@@ -8,21 +8,33 @@ import sys
 import time
 
 import pytest
-
 from mlflow import MlflowClient
 
 from tests.conftest import TINY_TRAIN, free_port, start_server, wait_healthy
 
 
-@pytest.mark.extended  # a server stopped and restarted mid-run; test_journaled_files_replay_under_their_own_names crosses the journal in make test
+@pytest.mark.extended  # a server stopped and restarted mid-run; test_journaled_files_replay_under_their_own_names
+# crosses the journal in make test
 def test_server_lost_mid_run_then_back(tiny_model, reviews_csv, tmp_path, tracking_env):
     root, port = tmp_path / "server", free_port()
     uri = f"http://127.0.0.1:{port}"
     server = start_server(root, port)
     wait_healthy(uri, server)
-    env = {**tracking_env, "MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "outage", "SENTIMENT_SERVER_WAIT_S": "300"}
+    env = {
+        **tracking_env,
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_EXPERIMENT_NAME": "outage",
+        "SENTIMENT_SERVER_WAIT_S": "300",
+    }
     args = ["--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--epochs", "8", "--log-every-steps", "1"]
-    train = subprocess.Popen([sys.executable, "-m", "sentiment", "train", *args], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    train = subprocess.Popen(
+        [sys.executable, "-m", "sentiment", "train", *args],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     client = MlflowClient(uri)
     try:
         deadline = time.time() + 180
@@ -65,7 +77,6 @@ def test_server_lost_mid_run_then_back(tiny_model, reviews_csv, tmp_path, tracki
 def test_journaled_files_replay_under_their_own_names(tracking_env, tmp_path):
     """Files journaled while the server is away land at the artifact path they were logged to,
     whether replayed by the run itself or later by `sentiment sync`."""
-    import mlflow
 
     from sentiment.tracking import Outbox, sync_journal
 

@@ -29,8 +29,22 @@ POSITIVE_B = "excellent fantastic beautiful terrific perfect enjoyable wonderful
 NEGATIVE_B = "horrible lousy mediocre stupid annoying ugly pointless bad".split()
 FILLER = "the film plot was and a with story acting it cast scene director".split()
 TRAIN_ROWS = 200
-TRAIN = ["--epochs", "8", "--batch-size", "8", "--lr", "3e-3", "--max-length", "48", "--val-fraction", "0.2",
-         "--layer-decay", "1.0", "--log-every-steps", "5"]  # fmt: skip
+TRAIN = [
+    "--epochs",
+    "8",
+    "--batch-size",
+    "8",
+    "--lr",
+    "3e-3",
+    "--max-length",
+    "48",
+    "--val-fraction",
+    "0.2",
+    "--layer-decay",
+    "1.0",
+    "--log-every-steps",
+    "5",
+]
 
 
 def _review(rng: random.Random, label: int, vocabulary: str) -> str:
@@ -73,7 +87,9 @@ def _train(env, model: str, data: Path, name: str, *extra: str) -> tuple[str, st
     assert result.returncode == 0, result.stderr[-3000:]
     run_id = re.search(r"run id:\s+(\w+)", result.stdout).group(1)
     line = next(line for line in result.stdout.splitlines() if line.startswith("promotion ("))
-    print(f"\n$ sentiment train --data {data.name} --register-as {name} {' '.join(extra)}\n{line}")  # README's transcript (pytest -s)
+    print(
+        f"\n$ sentiment train --data {data.name} --register-as {name} {' '.join(extra)}\n{line}"
+    )  # README's transcript (pytest -s)
     return run_id, line
 
 
@@ -81,30 +97,44 @@ def _champion(name: str) -> str:
     return MlflowClient().get_model_version_by_alias(name, "champion").version
 
 
-@pytest.mark.extended  # several trainings; test_significant_refuses_an_advantage_a_small_test_set_cannot_show crosses the promotion rule in make test
-def test_a_better_model_on_a_harder_set_is_promoted_and_a_worse_one_on_an_easier_set_is_not(tracking_env, tiny_model, files):
+@pytest.mark.extended  # several trainings; test_significant_refuses_an_advantage_a_small_test_set_cannot_show crosses
+# the promotion rule in make test
+def test_a_better_model_on_a_harder_set_is_promoted_and_a_worse_one_on_an_easier_set_is_not(
+    tracking_env, tiny_model, files
+):
     client = MlflowClient()
     # narrow first, then broad: broad's own number is lower, yet it wins on its reviews
     narrow_run, line = _train(tracking_env, tiny_model, files["easy"], "fair-ab")
     assert "no champion yet" in line and _champion("fair-ab") == "1"
     broad_run, line = _train(tracking_env, tiny_model, files["hard"], "fair-ab", "--promote-if", "better")
     versions = {v.version: v for v in client.search_model_versions("name = 'fair-ab'")}
-    assert float(versions["1"].tags["test_accuracy"]) > float(versions["2"].tags["test_accuracy"])  # the old rule would keep v1
+    assert float(versions["1"].tags["test_accuracy"]) > float(
+        versions["2"].tags["test_accuracy"]
+    )  # the old rule would keep v1
     assert _champion("fair-ab") == "2", line
     tags = versions["2"].tags
-    assert tags["promotion.decision"] == "promoted" and tags["promotion.against"] == "v1" and tags["promotion.rule"] == "better"
+    assert (
+        tags["promotion.decision"] == "promoted"
+        and tags["promotion.against"] == "v1"
+        and tags["promotion.rule"] == "better"
+    )
     assert tags["promotion.reviews"] == "100"
     # every number of the decision is the two predictions tables on the same 100 reviews
     run = client.get_run(broad_run)
     champion_run = client.get_run(tags["promotion.champion_eval_run"])
-    assert champion_run.data.tags["sentiment.model_uri"] == "models:/fair-ab/1" and champion_run.data.tags["sentiment.promotion_for_run"] == broad_run
+    assert (
+        champion_run.data.tags["sentiment.model_uri"] == "models:/fair-ab/1"
+        and champion_run.data.tags["sentiment.promotion_for_run"] == broad_run
+    )
     ours = _table(broad_run)
     theirs = _table(champion_run.info.run_id)
     assert sorted(ours["id"]) == sorted(theirs["id"])
     metrics = run.data.metrics
     assert metrics["promotion/candidate_accuracy"] == pytest.approx(run.data.metrics["test/accuracy"])
     assert metrics["promotion/champion_accuracy"] == pytest.approx(champion_run.data.metrics["test/accuracy"])
-    assert metrics["promotion/delta_accuracy"] == pytest.approx(metrics["promotion/candidate_accuracy"] - metrics["promotion/champion_accuracy"])
+    assert metrics["promotion/delta_accuracy"] == pytest.approx(
+        metrics["promotion/candidate_accuracy"] - metrics["promotion/champion_accuracy"]
+    )
     assert metrics["promotion/delta_accuracy"] > 0.1 and run.data.tags["sentiment.promotion.decision"] == "promoted"
     assert f"vs champion v1 {metrics['promotion/champion_accuracy']:.4f}" in line and "promoted to champion" in line
     # the version page shows the model card, with the decision in it
@@ -117,16 +147,22 @@ def test_a_better_model_on_a_harder_set_is_promoted_and_a_worse_one_on_an_easier
     _, line = _train(tracking_env, tiny_model, files["easy"], "fair-ba", "--promote-if", "better")
     assert _champion("fair-ba") == "1", line
     versions = {v.version: v for v in client.search_model_versions("name = 'fair-ba'")}
-    assert float(versions["2"].tags["test_accuracy"]) > float(versions["1"].tags["test_accuracy"])  # the old rule would promote v2
+    assert float(versions["2"].tags["test_accuracy"]) > float(
+        versions["1"].tags["test_accuracy"]
+    )  # the old rule would promote v2
     assert versions["2"].tags["promotion.decision"] == "not promoted" and "champion unchanged" in line
 
     # by hand: the same comparison, compare only, prints and moves nothing
-    result = run_cli(["promote", "--name", "fair-ba", "--version", "2", "--compare-only", "--promote-if", "always"], tracking_env)
+    result = run_cli(
+        ["promote", "--name", "fair-ba", "--version", "2", "--compare-only", "--promote-if", "always"], tracking_env
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "promoted to champion" in result.stdout and _champion("fair-ba") == "1"
     # nothing to compare: the champion itself, a version that does not exist (one line, exit 2)
-    for args, message in ((["--name", "fair-ba", "--version", "1"], "version 1 is the champion of 'fair-ba'"),
-                          (["--name", "fair-ba", "--version", "9"], "model 'fair-ba' has no version '9'")):  # fmt: skip
+    for args, message in (
+        (["--name", "fair-ba", "--version", "1"], "version 1 is the champion of 'fair-ba'"),
+        (["--name", "fair-ba", "--version", "9"], "model 'fair-ba' has no version '9'"),
+    ):
         result = run_cli(["promote", *args], tracking_env)
         assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -144,7 +180,8 @@ def test_significant_refuses_an_advantage_a_small_test_set_cannot_show(tracking_
     assert float(tags["promotion.delta_accuracy"]) > 0
 
 
-@pytest.mark.extended  # two trainings and a broken champion; test_significant_refuses_an_advantage_a_small_test_set_cannot_show crosses promotion in make test
+@pytest.mark.extended  # two trainings and a broken champion;
+# test_significant_refuses_an_advantage_a_small_test_set_cannot_show crosses promotion in make test
 def test_a_champion_that_cannot_be_evaluated_is_reported_and_replaced(tracking_env, tiny_model, files):
     import mlflow
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
@@ -154,7 +191,9 @@ def test_a_champion_that_cannot_be_evaluated_is_reported_and_replaced(tracking_e
     model_id = version.model_id or version.source.split("/")[-1]  # some stores leave model_id empty
     get_artifact_repository(mlflow.get_logged_model(model_id).artifact_location).delete_artifacts()
     _, line = _train(tracking_env, tiny_model, files["easy"], "broken")
-    assert "champion v1 could not be evaluated" in line and "it cannot serve either" in line and _champion("broken") == "2"
+    assert (
+        "champion v1 could not be evaluated" in line and "it cannot serve either" in line and _champion("broken") == "2"
+    )
 
 
 def _table(run_id: str) -> pd.DataFrame:
@@ -187,7 +226,9 @@ def test_decide_applies_the_rule_to_paired_predictions(rule, discordant, promote
     labels = np.array([i % 2 for i in range(n)])
     candidate, champion = labels.copy(), labels.copy()
     champion[:only_candidate] = 1 - labels[:only_candidate]
-    candidate[only_candidate : only_candidate + only_champion] = 1 - labels[only_candidate : only_candidate + only_champion]
+    candidate[only_candidate : only_candidate + only_champion] = (
+        1 - labels[only_candidate : only_candidate + only_champion]
+    )
     decision = decide("m", "2", "1", rule, 0.05, _tables(labels, candidate, champion))
     assert decision.promoted is promoted and reason in decision.reason
     assert decision.stats["delta"] == pytest.approx((only_candidate - only_champion) / n)

@@ -17,21 +17,48 @@ ACCURACY_FLOOR = 0.75
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not REAL_DATA.is_file(), reason=f"real IMDB reviews not found at {REAL_DATA} (the shared data folder is absent)"),
+    pytest.mark.skipif(
+        not REAL_DATA.is_file(), reason=f"real IMDB reviews not found at {REAL_DATA} (the shared data folder is absent)"
+    ),
 ]
 
 
-@pytest.mark.extended  # the cpu recipe on real reviews (minutes); the recipe's code paths run in make test on the tiny model
+@pytest.mark.extended  # the cpu recipe on real reviews (minutes); the recipe's code paths run in make test on the tiny
+# model
 def test_cpu_recipe_on_real_reviews_clears_the_floor(tracking_env):
     result = run_cli(
-        ["train", "--preset", "cpu", "--data", str(REAL_DATA), "--train-size", "400", "--val-size", "200", "--test-size", "1000",
-         "--split-seed", "0", "--max-length", "128", "--epochs", "2", "--run-name", "real-data-floor"],
-        tracking_env, timeout=1500,
-    )  # fmt: skip
+        [
+            "train",
+            "--preset",
+            "cpu",
+            "--data",
+            str(REAL_DATA),
+            "--train-size",
+            "400",
+            "--val-size",
+            "200",
+            "--test-size",
+            "1000",
+            "--split-seed",
+            "0",
+            "--max-length",
+            "128",
+            "--epochs",
+            "2",
+            "--run-name",
+            "real-data-floor",
+        ],
+        tracking_env,
+        timeout=1500,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run = mlflow.search_runs(experiment_names=[tracking_env["MLFLOW_EXPERIMENT_NAME"]], output_format="list")[0]
     metrics = run.data.metrics
     assert run.data.params["model.name"] == "offline-minilm" and run.data.params["data.source"] == str(REAL_DATA)
-    assert metrics["data/train_reviews"] == 400 and metrics["data/test_reviews"] == 1000 and metrics["test/examples"] == 1000
+    assert (
+        metrics["data/train_reviews"] == 400
+        and metrics["data/test_reviews"] == 1000
+        and metrics["test/examples"] == 1000
+    )
     assert metrics["test/accuracy"] >= ACCURACY_FLOOR, metrics["test/accuracy"]
     assert metrics["test/accuracy_ci_low"] < metrics["test/accuracy"] < metrics["test/accuracy_ci_high"]

@@ -13,8 +13,8 @@ from mlflow import MlflowClient
 from sentiment import evaluate
 from sentiment.report.sections import _points
 from sentiment.stats import Paired, seed_interval, verdict, wider_interval
-from tests.conftest import TINY_TRAIN, run_cli
 from tests.ablate.test_execution import children_of, parent_of, tiny_grid
+from tests.conftest import TINY_TRAIN, run_cli
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -24,9 +24,18 @@ def _predictions(run_id: str) -> pd.DataFrame:
 
 
 def test_ablation_report_sets_published_numbers_beside_paired_results(tracking_env, tiny_model, reviews_csv, tmp_path):
-    grid = tiny_grid("reported", reviews_csv, tiny_model, [1, 2], [
-        {"name": "freezing", "variants": [{"name": "freeze_1", "options": {"freeze_layers": 1}, "published": 0.70}]},
-    ])  # fmt: skip
+    grid = tiny_grid(
+        "reported",
+        reviews_csv,
+        tiny_model,
+        [1, 2],
+        [
+            {
+                "name": "freezing",
+                "variants": [{"name": "freeze_1", "options": {"freeze_layers": 1}, "published": 0.70}],
+            },
+        ],
+    )
     grid["published_source"] = "a paper's table 3"
     grid["published_setup"] = "a larger model, one seed, validation accuracy"
     grid["base"]["published"] = 0.80
@@ -47,20 +56,32 @@ def test_ablation_report_sets_published_numbers_beside_paired_results(tracking_e
     assert all(c.info.run_id in text for c in children)  # every number's run is named
     assert "All 4 tested children were tested on the same 40 reviews (checked: identical ids)" in text
     # the summary row is the parent's summary table, formatted
-    summary = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=parent_id, artifact_path="ablation/summary.parquet"))
+    summary = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(run_id=parent_id, artifact_path="ablation/summary.parquet")
+    )
     row = summary.set_index("variant").loc["freeze_1"]
-    interval = f"{_points(row['delta_test_accuracy'])} [{_points(row['delta_test_accuracy_low'])}, {_points(row['delta_test_accuracy_high'])}]"
+    interval = (
+        f"{_points(row['delta_test_accuracy'])} [{_points(row['delta_test_accuracy_low'])}, "
+        f"{_points(row['delta_test_accuracy_high'])}]"
+    )
     table_row = next(line for line in text.splitlines() if line.startswith("| freeze_1 |"))
     assert interval in table_row and "| 70.00% | -10.00 |" in table_row
     header = next(line for line in text.splitlines() if line.startswith("| variant | changed |"))
-    assert "| McNemar p (Holm, review-level) |" in header and "| published (a larger model, one seed, validation accuracy) |" in header
+    assert (
+        "| McNemar p (Holm, review-level) |" in header
+        and "| published (a larger model, one seed, validation accuracy) |" in header
+    )
     # the seed-level interval: Student-t over the per-seed deltas, recomputed here from the children's predictions
-    tables = {(c.data.tags["sentiment.variant"], c.data.tags["sentiment.seed"]): _predictions(c.info.run_id) for c in children}
+    tables = {
+        (c.data.tags["sentiment.variant"], c.data.tags["sentiment.seed"]): _predictions(c.info.run_id) for c in children
+    }
     deltas = [Paired.join(tables[("freeze_1", seed)], tables[("baseline", seed)]).accuracy_delta for seed in ("1", "2")]
     assert (row["seed_ci_low"], row["seed_ci_high"]) == pytest.approx(seed_interval(deltas))
     assert f"[{_points(row['seed_ci_low'])}, {_points(row['seed_ci_high'])}] over 2 seeds" in table_row
     # the verdict is the one the wider of the two intervals implies, and it names the published setup
-    wider = wider_interval((row["delta_test_accuracy_low"], row["delta_test_accuracy_high"]), (row["seed_ci_low"], row["seed_ci_high"]))
+    wider = wider_interval(
+        (row["delta_test_accuracy_low"], row["delta_test_accuracy_high"]), (row["seed_ci_low"], row["seed_ci_high"])
+    )
     assert (row["verdict_low"], row["verdict_high"], row["verdict_interval"]) == wider
     line = next(line for line in text.splitlines() if line.startswith("- `freeze_1`"))
     assert "published -10.00 points vs `baseline` (a larger model, one seed, validation accuracy); here" in line
@@ -73,7 +94,9 @@ def test_ablation_report_sets_published_numbers_beside_paired_results(tracking_e
     assert linked and all((out.parent / link).is_file() for link in linked)
     assert "```yaml\n" in text and "name: reported" in text
     # logged to the parent run too
-    artifacts = {a.path for a in MlflowClient().list_artifacts(parent_id)} | {a.path for a in MlflowClient().list_artifacts(parent_id, "report_figures")}
+    artifacts = {a.path for a in MlflowClient().list_artifacts(parent_id)} | {
+        a.path for a in MlflowClient().list_artifacts(parent_id, "report_figures")
+    }
     assert "report.md" in artifacts and any(a.startswith("report_figures/") and a.endswith(".png") for a in artifacts)
 
     html_out = tmp_path / "out" / "results.html"
@@ -84,7 +107,9 @@ def test_ablation_report_sets_published_numbers_beside_paired_results(tracking_e
     assert "report.html" in {a.path for a in MlflowClient().list_artifacts(parent_id)}
 
 
-def test_training_run_report_counts_its_confusion_matrix_from_the_predictions(tracking_env, tiny_model, reviews_csv, tmp_path):
+def test_training_run_report_counts_its_confusion_matrix_from_the_predictions(
+    tracking_env, tiny_model, reviews_csv, tmp_path
+):
     result = run_cli(["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN], tracking_env)
     assert result.returncode == 0, result.stderr[-3000:]
     run_id = re.search(r"run id:\s+(\w+)", result.stdout).group(1)
@@ -96,19 +121,35 @@ def test_training_run_report_counts_its_confusion_matrix_from_the_predictions(tr
     assert f"| test accuracy [95% bootstrap CI] | {100 * metrics['test/accuracy']:.2f}% [" in text
     table = _predictions(run_id)
     counts = evaluate.confusion(table)
-    assert f"| negative | {counts[0][0]} | {counts[0][1]} |" in text and f"| positive | {counts[1][0]} | {counts[1][1]} |" in text
+    assert (
+        f"| negative | {counts[0][0]} | {counts[0][1]} |" in text
+        and f"| positive | {counts[1][0]} | {counts[1][1]} |" in text
+    )
     assert f"| test reviews | {len(table):,} |" in text
     assert "training_curves.png" in text and "(1 of them training" not in text
-    assert "calibration_test.png" in text and f"| test expected calibration error, temperature applied | {metrics['test/ece_calibrated']:.4f} |" in text
-    assert f"| temperature the model applies (fitted on the validation split) | {metrics['calibration/temperature']:.4f} |" in text
+    assert (
+        "calibration_test.png" in text
+        and f"| test expected calibration error, temperature applied | {metrics['test/ece_calibrated']:.4f} |" in text
+    )
+    assert (
+        f"| temperature the model applies (fitted on the validation split) | {metrics['calibration/temperature']:.4f} |"
+        in text
+    )
     assert re.search(r"The run took \d+\.\d minutes, start to end \(\d+\.\d of them training, \d+\.\d testing\)", text)
 
 
-@pytest.mark.extended  # a learning-curve grid plus a run; the other report tests cross grids and extra runs in make test
+@pytest.mark.extended  # a learning-curve grid plus a run; the other report tests cross grids and extra runs in make
+# test
 def test_learning_curve_scores_an_extra_run_on_the_grids_test_reviews(tracking_env, tiny_model, reviews_csv, tmp_path):
-    grid = tiny_grid("curve", reviews_csv, tiny_model, [1], [
-        {"name": "size", "variants": [{"name": "train_60", "options": {"train_size": 60}}]},
-    ])  # fmt: skip
+    grid = tiny_grid(
+        "curve",
+        reviews_csv,
+        tiny_model,
+        [1],
+        [
+            {"name": "size", "variants": [{"name": "train_60", "options": {"train_size": 60}}]},
+        ],
+    )
     grid["base"]["options"]["train_size"] = 120
     grid["shared"].update({"test_size": 30, "split_seed": 0})
     path = tmp_path / "curve.yaml"
@@ -117,8 +158,25 @@ def test_learning_curve_scores_an_extra_run_on_the_grids_test_reviews(tracking_e
     assert result.returncode == 0, result.stderr[-3000:]
     parent_id = parent_of(tracking_env["MLFLOW_EXPERIMENT_NAME"]).info.run_id
     # the full-data run: the same recipe on every training review, tested on the whole test split
-    result = run_cli(["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--epochs", "2", "--seed", "1",
-                      "--split-seed", "0", "--run-name", "all-reviews"], tracking_env)  # fmt: skip
+    result = run_cli(
+        [
+            "train",
+            "--data",
+            str(reviews_csv),
+            "--model",
+            tiny_model,
+            *TINY_TRAIN,
+            "--epochs",
+            "2",
+            "--seed",
+            "1",
+            "--split-seed",
+            "0",
+            "--run-name",
+            "all-reviews",
+        ],
+        tracking_env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     full_id = re.search(r"run id:\s+(\w+)", result.stdout).group(1)
 
@@ -127,7 +185,11 @@ def test_learning_curve_scores_an_extra_run_on_the_grids_test_reviews(tracking_e
     assert result.returncode == 0, result.stderr[-3000:]
     text = out.read_text()
     # the extra run is scored on exactly the grid's 30 test reviews, not its whole test split
-    child = next(c for c in children_of(parent_id, tracking_env["MLFLOW_EXPERIMENT_NAME"]) if c.data.tags["sentiment.variant"] == "baseline")
+    child = next(
+        c
+        for c in children_of(parent_id, tracking_env["MLFLOW_EXPERIMENT_NAME"])
+        if c.data.tags["sentiment.variant"] == "baseline"
+    )
     ids = _predictions(child.info.run_id)["id"]
     full = _predictions(full_id).set_index("id").loc[ids]
     assert len(_predictions(full_id)) > len(ids) == 30
@@ -196,7 +258,10 @@ def test_verdicts_rest_on_the_wider_interval_and_name_the_published_setup(seed_d
     grid = replace(summary.grid, published_setup="DistilBERT, 512 tokens, one seed, validation accuracy")
     row = summary.table.set_index("variant").loc["freeze_2"]
     (line,) = _verdicts(summary.table, grid, tables)
-    assert line.startswith("`freeze_2` (freeze_layers=2): published -2.34 points vs `baseline` (DistilBERT, 512 tokens, one seed, validation accuracy); ")
+    assert line.startswith(
+        "`freeze_2` (freeze_layers=2): published -2.34 points vs `baseline` (DistilBERT, 512 tokens, one seed, "
+        "validation accuracy); "
+    )
     assert f": {word}, " in line and interval in line
     assert verdict(0.8923 - 0.9157, row["verdict_low"], row["verdict_high"]).word == word
     if len(seed_deltas) == 1:
@@ -209,10 +274,20 @@ def test_verdicts_rest_on_the_wider_interval_and_name_the_published_setup(seed_d
     assert "review-level evidence only" in _verdict_rules(grid)
 
     table = _summary_table(summary.table, grid).set_index("variant")
-    assert {"McNemar p (Holm, review-level)", "published (DistilBERT, 512 tokens, one seed, validation accuracy)"} <= set(table.columns)
+    assert {
+        "McNemar p (Holm, review-level)",
+        "published (DistilBERT, 512 tokens, one seed, validation accuracy)",
+    } <= set(table.columns)
     cell = table.loc["freeze_2", "[95% Student-t CI over seeds]"]
-    assert cell == ("n/a (1 seed)" if len(seed_deltas) == 1 else f"[{_points(row['seed_ci_low'])}, {_points(row['seed_ci_high'])}] over 3 seeds")
-    assert table.loc["freeze_2", "published Δ vs reference, points"] == "-2.34" and table.loc["baseline", "published Δ vs reference, points"] == ""
+    assert cell == (
+        "n/a (1 seed)"
+        if len(seed_deltas) == 1
+        else f"[{_points(row['seed_ci_low'])}, {_points(row['seed_ci_high'])}] over 3 seeds"
+    )
+    assert (
+        table.loc["freeze_2", "published Δ vs reference, points"] == "-2.34"
+        and table.loc["baseline", "published Δ vs reference, points"] == ""
+    )
     assert "published (setup not stated)" in _summary_table(summary.table, replace(grid, published_setup="")).columns
 
 

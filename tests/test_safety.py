@@ -18,14 +18,20 @@ SECRET = "hf_planted_secret_7f3a9c21"
 
 def test_secrets_never_reach_params_tags_or_artifacts(tracking_env, tiny_model, reviews_csv, tmp_path):
     env = {**tracking_env, "HF_TOKEN": SECRET, "MLFLOW_TRACKING_TOKEN_UNUSED": SECRET, "SOME_API_KEY": SECRET}
-    result = run_cli(["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--register-as", "secret-scan"], env, cwd=tmp_path)
+    result = run_cli(
+        ["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--register-as", "secret-scan"],
+        env,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     run = mlflow.search_runs(experiment_names=[tracking_env["MLFLOW_EXPERIMENT_NAME"]], output_format="list")[0]
     texts = [*run.data.params.values(), *run.data.tags.values()]
     version = MlflowClient().get_model_version_by_alias("secret-scan", "champion")
     texts += list(version.tags.values())
     local = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(tmp_path / "run-artifacts")))
-    model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/secret-scan@champion", dst_path=str(tmp_path / "model")))
+    model_dir = Path(
+        mlflow.artifacts.download_artifacts("models:/secret-scan@champion", dst_path=str(tmp_path / "model"))
+    )
     files = [p for root in (local, model_dir) for p in root.rglob("*") if p.is_file()]
     assert len(files) > 10
     for path in files:
@@ -47,25 +53,65 @@ def auth_server(tmp_path_factory):
         stop_server(proc)
 
 
-@pytest.mark.extended  # a second server, with basic auth, for this one test; test_secrets_never_reach_params_tags_or_artifacts keeps credentials out of runs in make test
+@pytest.mark.extended  # a second server, with basic auth, for this one test;
+# test_secrets_never_reach_params_tags_or_artifacts keeps credentials out of runs in make test
 def test_basic_auth_server_good_and_bad_credentials(auth_server, tiny_model, reviews_csv, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": auth_server, "MLFLOW_EXPERIMENT_NAME": "auth-test", "MLFLOW_TRACKING_USERNAME": "admin"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "MLFLOW_TRACKING_URI": auth_server,
+        "MLFLOW_EXPERIMENT_NAME": "auth-test",
+        "MLFLOW_TRACKING_USERNAME": "admin",
+    }
     env.pop("MLFLOW_RUN_ID", None)
     env.pop("MLFLOW_EXPERIMENT_ID", None)
-    bad = run_cli(["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN], {**env, "MLFLOW_TRACKING_PASSWORD": "wrong"}, cwd=tmp_path)
+    bad = run_cli(
+        ["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN],
+        {**env, "MLFLOW_TRACKING_PASSWORD": "wrong"},
+        cwd=tmp_path,
+    )
     assert bad.returncode == 2 and "rejected the credentials" in bad.stderr and "Traceback" not in bad.stderr
-    missing = run_cli(["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN], {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_USERNAME"}, cwd=tmp_path)
+    missing = run_cli(
+        ["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN],
+        {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_USERNAME"},
+        cwd=tmp_path,
+    )
     assert missing.returncode == 2 and "rejected the credentials" in missing.stderr
-    good = run_cli(["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--epochs", "1"], {**env, "MLFLOW_TRACKING_PASSWORD": "admin-Pa55word"}, cwd=tmp_path)
+    good = run_cli(
+        ["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--epochs", "1"],
+        {**env, "MLFLOW_TRACKING_PASSWORD": "admin-Pa55word"},
+        cwd=tmp_path,
+    )
     assert good.returncode == 0, good.stderr[-2000:]
     assert "test accuracy" in good.stdout
 
 
 def test_concurrent_registrations_both_land_and_the_better_is_champion(tracking_env, tiny_model, reviews_csv, tmp_path):
     name = "raced"
-    base = [sys.executable, "-m", "sentiment", "train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--register-as", name]
-    good = subprocess.Popen(base, env=tracking_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    poor = subprocess.Popen([*base, "--epochs", "1", "--lr", "1e-7"], env=tracking_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = [
+        sys.executable,
+        "-m",
+        "sentiment",
+        "train",
+        "--data",
+        str(reviews_csv),
+        "--model",
+        tiny_model,
+        *TINY_TRAIN,
+        "--register-as",
+        name,
+    ]
+    good = subprocess.Popen(
+        base, env=tracking_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    poor = subprocess.Popen(
+        [*base, "--epochs", "1", "--lr", "1e-7"],
+        env=tracking_env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for proc in (good, poor):
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-2000:]
@@ -87,7 +133,9 @@ def test_remote_code_stays_off_unless_asked(tmp_path):
 
     folder = tmp_path / "custom-model"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "sneaky", "auto_map": {"AutoConfig": "configuration_sneaky.SneakyConfig"}}))
+    (folder / "config.json").write_text(
+        json.dumps({"model_type": "sneaky", "auto_map": {"AutoConfig": "configuration_sneaky.SneakyConfig"}})
+    )
     (folder / "configuration_sneaky.py").write_text("raise SystemExit('remote code ran')\n")
     with pytest.raises(UserError, match="ships its own Python code; pass --trust-remote-code true"):
         build_model(ModelConfig(name=str(folder)))

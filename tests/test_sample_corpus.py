@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from pathlib import Path
 
 from sentiment.data import SAMPLE_PATH
 
@@ -25,7 +24,10 @@ def test_corpus_size_balance_and_lengths():
     assert len({r["id"] for r in rows}) == len(rows) and len({r["text"] for r in rows}) == len(rows)
     hard = Counter(r["hard_case"] for r in rows)
     assert {"negation", "contrast", "sarcasm", "mixed"} <= set(hard)
-    assert all(Counter(r["label"] for r in rows if r["hard_case"] == kind).keys() == {"positive", "negative"} for kind in ("negation", "contrast", "sarcasm", "mixed"))
+    assert all(
+        Counter(r["label"] for r in rows if r["hard_case"] == kind).keys() == {"positive", "negative"}
+        for kind in ("negation", "contrast", "sarcasm", "mixed")
+    )
 
 
 def test_datasheet_numbers_come_from_the_file():

@@ -33,7 +33,19 @@ def reviews(n: int, seed: int = 0, words: tuple[int, int] = (5, 60)) -> pd.DataF
 
 
 def score_cmd(package: Path, source: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "sentiment", "score", "--model-uri", str(package), "--input", str(source), "--output", str(out), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "sentiment",
+        "score",
+        "--model-uri",
+        str(package),
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        *extra,
+    ]
 
 
 def test_scores_equal_the_served_model_with_bad_rows_kept(trained_in_memory, tmp_path):
@@ -80,7 +92,9 @@ def test_kill_9_then_resume_scores_every_row_exactly_once(trained_in_memory, tmp
     reviews(1200, seed=1).to_csv(source, index=False)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     whole = tmp_path / "whole.parquet"
-    subprocess.run(score_cmd(package, source, whole, "--chunk-rows", "60"), env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        score_cmd(package, source, whole, "--chunk-rows", "60"), env=env, check=True, capture_output=True, timeout=600
+    )
 
     out = tmp_path / "resumed.parquet"
     parts = out.with_name(out.name + ".parts")
@@ -93,7 +107,9 @@ def test_kill_9_then_resume_scores_every_row_exactly_once(trained_in_memory, tmp
     proc.wait()
     kept = len(list(parts.glob("part-*.parquet")))
     assert 3 <= kept < 20 and not out.exists()
-    result = subprocess.run(score_cmd(package, source, out, "--chunk-rows", "60"), env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        score_cmd(package, source, out, "--chunk-rows", "60"), env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     assert f"{kept} chunks kept from an interrupted run" in result.stdout
     resumed, reference = pd.read_parquet(out), pd.read_parquet(whole)
@@ -112,6 +128,8 @@ def test_memory_stays_flat_as_the_file_grows(trained_in_memory, tmp_path):
     for copies in (2, 16):
         source = tmp_path / f"in_{copies}.parquet"
         pd.concat([long_reviews] * copies, ignore_index=True).to_parquet(source, row_group_size=500)
-        peaks[copies] = peak_rss(score_cmd(package, source, tmp_path / f"out_{copies}.parquet", "--chunk-rows", "500"))[1]
+        peaks[copies] = peak_rss(score_cmd(package, source, tmp_path / f"out_{copies}.parquet", "--chunk-rows", "500"))[
+            1
+        ]
     grown = peaks[16] - peaks[2]
     assert grown < 45, f"peak RSS {peaks[2]:.0f} MB -> {peaks[16]:.0f} MB"

@@ -15,10 +15,25 @@ pytestmark = [pytest.mark.slow, pytest.mark.scale]
 
 
 def test_served_model_under_load_and_malformed_payloads(tracking_env, tiny_model, reviews_csv, tmp_path):
-    trained = run_cli(["train", "--model", tiny_model, "--data", str(reviews_csv), *TINY_TRAIN, "--register-as", "served"], tracking_env, cwd=tmp_path)
+    trained = run_cli(
+        ["train", "--model", tiny_model, "--data", str(reviews_csv), *TINY_TRAIN, "--register-as", "served"],
+        tracking_env,
+        cwd=tmp_path,
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
     out = tmp_path / "load.json"
-    args = ["--model-uri", "models:/served@champion", "--data", str(reviews_csv), "--clients", "3", "--requests", "30", "--duration", "120"]
+    args = [
+        "--model-uri",
+        "models:/served@champion",
+        "--data",
+        str(reviews_csv),
+        "--clients",
+        "3",
+        "--requests",
+        "30",
+        "--duration",
+        "120",
+    ]
     report = serving.main([*args, "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
 

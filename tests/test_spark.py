@@ -27,22 +27,30 @@ def spark(monkeypatch):
 
     monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)  # the workers run this interpreter
     session = (
-        SparkSession.builder.master("local[2]").appName("sentiment-test")
-        .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
+        SparkSession.builder.master("local[2]")
+        .appName("sentiment-test")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.host", "127.0.0.1")
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "64")  # several batches per partition
         .getOrCreate()
-    )  # fmt: skip
+    )
     yield session
     session.stop()
 
 
 def test_spark_udf_equals_the_pyfunc(tracking_env, tiny_model, reviews_csv, spark, tmp_path):
-    trained = run_cli(["train", "--model", tiny_model, "--data", str(reviews_csv), *TINY_TRAIN, "--register-as", "sparked"], tracking_env, cwd=tmp_path)
+    trained = run_cli(
+        ["train", "--model", tiny_model, "--data", str(reviews_csv), *TINY_TRAIN, "--register-as", "sparked"],
+        tracking_env,
+        cwd=tmp_path,
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
     uri = "models:/sparked@champion"
     frame = pd.read_csv(write_reviews(tmp_path / "score.csv", n=300, seed=7)).reset_index(names="id")
 
-    udf = mlflow.pyfunc.spark_udf(spark, uri, result_type="label string, score double, probability double", env_manager="local")
+    udf = mlflow.pyfunc.spark_udf(
+        spark, uri, result_type="label string, score double, probability double", env_manager="local"
+    )
     scored = spark.createDataFrame(frame[["id", "review"]]).repartition(3).withColumn("out", udf("review"))
     got = scored.select("id", "out.*").toPandas().sort_values("id").reset_index(drop=True)
 

@@ -12,7 +12,6 @@ from sentiment import train as train_mod
 from sentiment.config import ModelConfig, build_config
 from tests.conftest import TEXTS
 
-
 # ----------------------------------------------------------------------------- compile, SDPA
 
 
@@ -28,7 +27,9 @@ def test_setup_compiles_the_model_in_place_only_when_asked(tiny_model, tokenizer
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: compiled.append(kwargs))
     encoded = tokens.encode(TEXTS, tokenizer, 32)
     for flag in (False, True):
-        config = build_config("quick", {"model.name": tiny_model, "data.max_length": 32, "train.device": "cpu", "train.compile": flag})
+        config = build_config(
+            "quick", {"model.name": tiny_model, "data.max_length": 32, "train.device": "cpu", "train.compile": flag}
+        )
         model = build_model(config.model)
         parts = train_mod.setup(model, encoded, config)
         assert parts.model is model  # in place: names in state_dict and save_pretrained unchanged

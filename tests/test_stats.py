@@ -69,7 +69,8 @@ def test_paired_join_uses_the_same_reviews():
 
 
 def _pair(n: int, variant_right: int, reference_right: int) -> Paired:
-    """n positive reviews; the variant gets the first ``variant_right`` right, the reference the first ``reference_right``."""
+    """n positive reviews; the variant gets the first ``variant_right`` right, the reference the first
+    ``reference_right``."""
     labels = np.ones(n, dtype=int)
     return Paired(labels, (np.arange(n) < variant_right).astype(int), (np.arange(n) < reference_right).astype(int))
 
@@ -81,7 +82,9 @@ def test_seed_interval_is_student_t_over_the_seed_deltas():
     low, high = seed_interval(deltas)
     expected = t.interval(0.95, 2, loc=np.mean(deltas), scale=np.std(deltas, ddof=1) / math.sqrt(3))
     assert (low, high) == pytest.approx(expected)
-    assert high - low == pytest.approx(2 * 4.3027 * np.std(deltas, ddof=1) / math.sqrt(3), rel=1e-4)  # t(0.975, 2) = 4.30
+    assert high - low == pytest.approx(
+        2 * 4.3027 * np.std(deltas, ddof=1) / math.sqrt(3), rel=1e-4
+    )  # t(0.975, 2) = 4.30
     assert all(math.isnan(x) for x in seed_interval([0.01])) and all(math.isnan(x) for x in seed_interval([]))
     assert seed_interval([0.02, 0.02, 0.02]) == pytest.approx((0.02, 0.02))
 
@@ -118,7 +121,13 @@ def test_wider_interval_falls_back_to_the_bootstrap():
         (0.0, 0.005, 0.02, CONTRADICTED, "no change was published"),
         (-0.0145, -0.006, 0.006, CONTRADICTED, "includes 0 but excludes the published change"),
         (0.003, -0.007, 0.004, NOT_CONFIRMED, "includes 0"),
-        (-0.01, -0.01, 0.0, NOT_CONFIRMED, "includes 0"),  # closed: bounds at 0 and at the published change include them
+        (
+            -0.01,
+            -0.01,
+            0.0,
+            NOT_CONFIRMED,
+            "includes 0",
+        ),  # closed: bounds at 0 and at the published change include them
         (0.0, -0.01, 0.01, NOT_CONFIRMED, "includes 0"),
     ],
 )

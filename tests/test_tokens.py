@@ -11,7 +11,6 @@ from sentiment import tokens
 from sentiment.errors import UserError
 from tests.conftest import TEXTS
 
-
 # ----------------------------------------------------------------------------- encode and truncate
 
 
@@ -165,7 +164,10 @@ def test_cache_keeps_to_its_size_cap_least_recently_used_first(tokenizer, tmp_pa
     tokens.encode_cached(TEXTS, tokenizer, 40, cache_dir=tmp_path)  # a hit: 40 is now the most recent
     assert [length for length, _ in counted] == [32, 40, 48]
     tokens.encode_cached(TEXTS, tokenizer, 56, cache_dir=tmp_path)  # a miss: prunes 48, keeps 40
-    assert {p.stem for p in tmp_path.glob("*.npz")} == {variants[40], tokens.token_cache_key(TEXTS, tokenizer, 56, "head")}
+    assert {p.stem for p in tmp_path.glob("*.npz")} == {
+        variants[40],
+        tokens.token_cache_key(TEXTS, tokenizer, 56, "head"),
+    }
 
 
 @pytest.mark.parametrize("value", ["lots", "0", "-5"])
@@ -223,4 +225,8 @@ def test_encode_reviews_keeps_the_table_beside_its_ids(tokenizer, tmp_path, monk
     frame = pd.DataFrame({"id": list("abcd"), "text": TEXTS, "label": [1, 0, 1, 1]})
     reviews = tokens.encode_reviews(frame, tokenizer, 32, "head")
     assert reviews.encoded.input_ids == tokens.encode(TEXTS, tokenizer, 32).input_ids
-    assert reviews.labels.tolist() == [1, 0, 1, 1] and reviews.pad_id == tokenizer.pad_token_id and reviews.max_length == 32
+    assert (
+        reviews.labels.tolist() == [1, 0, 1, 1]
+        and reviews.pad_id == tokenizer.pad_token_id
+        and reviews.max_length == 32
+    )

@@ -13,6 +13,22 @@ from sentiment.ablate.summary import Summary, format_summary, summarise, with_se
 from sentiment.stats import Paired, compare, holm, macro_f1, mcnemar
 
 __all__ = [
-    "BASELINE", "Child", "Execution", "Grid", "Paired", "Summary", "Variant", "check_children", "check_resumable", "compare", "format_summary",
-    "holm", "load_grid", "macro_f1", "mcnemar", "run_ablation", "summarise", "with_seed_columns",
-]  # fmt: skip
+    "BASELINE",
+    "Child",
+    "Execution",
+    "Grid",
+    "Paired",
+    "Summary",
+    "Variant",
+    "check_children",
+    "check_resumable",
+    "compare",
+    "format_summary",
+    "holm",
+    "load_grid",
+    "macro_f1",
+    "mcnemar",
+    "run_ablation",
+    "summarise",
+    "with_seed_columns",
+]

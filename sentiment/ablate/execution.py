@@ -41,7 +41,10 @@ class Execution:
         if self.backend_config and not Path(self.backend_config).is_file():
             raise UserError(f"--backend-config {self.backend_config!r} is not a file")
         if self.backend and not (PROJECT_DIR / "MLproject").is_file():
-            raise UserError(f"--backend runs the MLflow project, but {PROJECT_DIR} has no MLproject; run from a checkout of the project")
+            raise UserError(
+                f"--backend runs the MLflow project, but {PROJECT_DIR} has no MLproject; run from a checkout of the "
+                "project"
+            )
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,9 @@ class ChildOutcome:
 Report = Callable[[str], None]
 
 
-def run_ablation(grid: Grid, parent, execution: Execution = Execution(), resume: bool = False, report: Report = lambda line: None) -> Summary:
+def run_ablation(
+    grid: Grid, parent, execution: Execution = Execution(), resume: bool = False, report: Report = lambda line: None
+) -> Summary:
     """The ablate stage: every child of the grid under the open parent run, then the summary.
 
     Args:
@@ -75,7 +80,10 @@ def run_ablation(grid: Grid, parent, execution: Execution = Execution(), resume:
             tracking.fail_run(run.run_id, "did not finish; re-run when the ablation was resumed", "KILLED")
     done = finished_children(earlier)
     todo = [c for c in children if c.key not in done]
-    report(f"parent run {parent.run_id}: {len(children)} children ({len(grid.variants)} variants x {len(grid.seeds)} seeds), {len(todo)} to run")
+    report(
+        f"parent run {parent.run_id}: {len(children)} children ({len(grid.variants)} variants x {len(grid.seeds)} "
+        f"seeds), {len(todo)} to run"
+    )
     outcomes = _run_children(todo, grid, parent.run_id, execution, report)
     summary = summarise(grid, parent.run_id)
     summary.ran, summary.skipped = len(outcomes), len(children) - len(todo)
@@ -90,10 +98,22 @@ def _start_parent(grid: Grid, parent, resume: bool) -> int:
         tracking.delete_tag(parent.run_id, "sentiment.error")  # the previous attempt's
     else:
         attempt = 1
-        parent.log_params({"ablation.grid": grid.name, "ablation.preset": grid.preset, "ablation.seeds": ",".join(map(str, grid.seeds)),
-                           "ablation.variants": len(grid.variants), "ablation.children": len(grid.variants) * len(grid.seeds)})  # fmt: skip
+        parent.log_params(
+            {
+                "ablation.grid": grid.name,
+                "ablation.preset": grid.preset,
+                "ablation.seeds": ",".join(map(str, grid.seeds)),
+                "ablation.variants": len(grid.variants),
+                "ablation.children": len(grid.variants) * len(grid.seeds),
+            }
+        )
         parent.log_text(grid.text, f"grid/{grid.path.name}")
-    tags = {"sentiment.kind": "ablation", "sentiment.grid": grid.name, "sentiment.grid_file": str(grid.path), "sentiment.ablation_attempt": attempt}
+    tags = {
+        "sentiment.kind": "ablation",
+        "sentiment.grid": grid.name,
+        "sentiment.grid_file": str(grid.path),
+        "sentiment.ablation_attempt": attempt,
+    }
     if grid.data:
         tags["sentiment.ablation_data"] = grid.data
     parent.set_tags(tags)
@@ -134,16 +154,26 @@ def check_resumable(parent_run_id: str, grid: Grid) -> None:
     tracking.check_same_experiment(parent_run_id)
     run = tracking.get_run(parent_run_id)
     if run.tags.get("sentiment.kind") != "ablation":
-        raise UserError(f"run {parent_run_id} is not an ablation parent (tag sentiment.kind is {run.tags.get('sentiment.kind')!r})")
+        raise UserError(
+            f"run {parent_run_id} is not an ablation parent (tag sentiment.kind is {run.tags.get('sentiment.kind')!r})"
+        )
     if run.tags.get("sentiment.grid") != grid.name:
-        raise UserError(f"run {parent_run_id} ran grid {run.tags.get('sentiment.grid')!r}, not {grid.name!r}; pass --grid {run.tags.get('sentiment.grid_file', 'its grid file')}")
+        raise UserError(
+            f"run {parent_run_id} ran grid {run.tags.get('sentiment.grid')!r}, not {grid.name!r}; pass --grid "
+            f"{run.tags.get('sentiment.grid_file', 'its grid file')}"
+        )
     before = run.tags.get("sentiment.ablation_data", "")
     if before != grid.data:
         hint = f"pass --data {before}" if before else "drop --data"
-        raise UserError(f"run {parent_run_id} ran its children on data {before or 'of the grid file'!r}, not {grid.data or 'of the grid file'!r}; {hint} so every child sees the same reviews")
+        raise UserError(
+            f"run {parent_run_id} ran its children on data {before or 'of the grid file'!r}, not "
+            f"{grid.data or 'of the grid file'!r}; {hint} so every child sees the same reviews"
+        )
 
 
-def _run_children(todo: list[Child], grid: Grid, parent_run_id: str, execution: Execution, report: Report) -> list[ChildOutcome]:
+def _run_children(
+    todo: list[Child], grid: Grid, parent_run_id: str, execution: Execution, report: Report
+) -> list[ChildOutcome]:
     workdir = execution.workdir / parent_run_id
     total = len(todo)
     outcomes: list[ChildOutcome] = []
@@ -183,7 +213,11 @@ def _device_slots(n: int) -> list[str | None]:
     import torch
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    ids = [d.strip() for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(torch.cuda.device_count())]
+    ids = (
+        [d.strip() for d in visible.split(",") if d.strip()]
+        if visible
+        else [str(i) for i in range(torch.cuda.device_count())]
+    )
     return [ids[i % len(ids)] if ids else None for i in range(n)]
 
 
@@ -192,7 +226,9 @@ def _run_in_process(child: Child, grid: Grid, parent_run_id: str, workdir: Path)
 
     run_id = None
     try:
-        with tracking.open_run(run_name=child.run_name, tags=child.tags(grid), system_metrics=True, parent_run_id=parent_run_id) as tracker:
+        with tracking.open_run(
+            run_name=child.run_name, tags=child.tags(grid), system_metrics=True, parent_run_id=parent_run_id
+        ) as tracker:
             run_id = tracker.run_id
             try:
                 run_train(child.config, tracker, workdir / run_id)
@@ -210,7 +246,17 @@ def _run_subprocess(child: Child, grid: Grid, parent_run_id: str, workdir: Path,
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     args = [a for name, value in child.cli_options(grid.preset).items() for a in (f"--{name.replace('_', '-')}", value)]
-    cmd = [sys.executable, "-m", "sentiment", "train", *args, "--run-name", child.run_name, "--output-dir", str(workdir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sentiment",
+        "train",
+        *args,
+        "--run-name",
+        child.run_name,
+        "--output-dir",
+        str(workdir),
+    ]
     try:
         result = subprocess.run(cmd, env=env, capture_output=True, text=True)
     finally:
@@ -232,9 +278,14 @@ def _run_on_backend(child: Child, grid: Grid, parent_run_id: str, execution: Exe
     """The project's `train` entry point on an MLflow Projects backend (local, databricks, kubernetes)."""
     try:
         submitted = tracking.submit_project_run(
-            PROJECT_DIR, child.cli_options(grid.preset), execution.backend, execution.backend_config,
-            parent_run_id, child.run_name, child.tags(grid),
-        )  # fmt: skip
+            PROJECT_DIR,
+            child.cli_options(grid.preset),
+            execution.backend,
+            execution.backend_config,
+            parent_run_id,
+            child.run_name,
+            child.tags(grid),
+        )
         ok = submitted.wait()
     except Exception as exc:
         return ChildOutcome(child, None, "FAILED", tracking.one_line(exc))

@@ -152,7 +152,9 @@ class Reader:
     def value(self, node: yaml.Node) -> Any:
         return self._constructor.construct_object(node, deep=True)
 
-    def mapping(self, node: yaml.Node, what: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str, yaml.Node]:
+    def mapping(
+        self, node: yaml.Node, what: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()
+    ) -> dict[str, yaml.Node]:
         if not isinstance(node, yaml.MappingNode):
             self.problem(node, f"{what} must be a mapping (key: value)")
             return {}
@@ -162,7 +164,10 @@ class Reader:
             if key in out:
                 self.problem(key_node, f"duplicate key {key!r} in {what}")
             elif allowed and key not in allowed:
-                self.problem(key_node, f"unknown key {key!r} in {what}{suggest_name(key, allowed)} (allowed: {', '.join(allowed)})")
+                self.problem(
+                    key_node,
+                    f"unknown key {key!r} in {what}{suggest_name(key, allowed)} (allowed: {', '.join(allowed)})",
+                )
             else:
                 out[key] = value_node
         for key in required:
@@ -188,7 +193,9 @@ class Reader:
     def name(self, node: yaml.Node | None, what: str) -> str:
         name = self.text(node, what)
         if node is not None and name and not _NAME.match(name):
-            self.problem(node, f"{what} {name!r} may only use letters, digits, '_', '-' and '.' (it names runs and metrics)")
+            self.problem(
+                node, f"{what} {name!r} may only use letters, digits, '_', '-' and '.' (it names runs and metrics)"
+            )
         return name
 
     def options(self, node: yaml.Node | None, what: str) -> dict[str, tuple[Any, yaml.Node]]:
@@ -249,7 +256,9 @@ def compose(path: Path, kind: str, example: str, text: str | None = None) -> tup
     try:
         text = path.read_text() if text is None else text
     except OSError as exc:
-        raise UserError(f"{kind} {path}: cannot read it ({exc.strerror or exc}); pass a file such as {example}") from None
+        raise UserError(
+            f"{kind} {path}: cannot read it ({exc.strerror or exc}); pass a file such as {example}"
+        ) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -287,9 +296,14 @@ def load_grid(path: str | Path, data: str | None = None) -> Grid:
     shared = reader.options(top.get("shared"), "shared options")
     common = {**base_options, **shared}
     baseline = Variant(
-        BASELINE, BASELINE, reader.text(base.get("description"), "base description", "the base recipe"), {}, _values(common), BASELINE,
+        BASELINE,
+        BASELINE,
+        reader.text(base.get("description"), "base description", "the base recipe"),
+        {},
+        _values(common),
+        BASELINE,
         reader.accuracy(base.get("published"), "published accuracy of the base"),
-    )  # fmt: skip
+    )
     published_source = reader.text(top.get("published_source"), "published_source", "")
     published_setup = reader.text(top.get("published_setup"), "published_setup", "")
     variants, groups = [baseline], []
@@ -306,9 +320,23 @@ def load_grid(path: str | Path, data: str | None = None) -> Grid:
     _check_configs(reader, preset, seeds[0], variants, nodes)
     reader.fail_if_problems()
     if any(v.published is not None for v in variants) and not published_source:
-        reader.problem(root, "variants have published accuracies but the grid has no published_source saying where they come from")
+        reader.problem(
+            root, "variants have published accuracies but the grid has no published_source saying where they come from"
+        )
         reader.fail_if_problems()
-    return Grid(name, path, text, description, preset, tuple(seeds), tuple(variants), tuple(groups), data or "", published_source, published_setup)
+    return Grid(
+        name,
+        path,
+        text,
+        description,
+        preset,
+        tuple(seeds),
+        tuple(variants),
+        tuple(groups),
+        data or "",
+        published_source,
+        published_setup,
+    )
 
 
 def _seeds(reader: Reader, node: yaml.Node) -> list[int]:
@@ -324,7 +352,9 @@ def _seeds(reader: Reader, node: yaml.Node) -> list[int]:
     return seeds or [0]
 
 
-def _group(reader: Reader, node: yaml.Node, common: dict, variants: list[Variant], nodes: dict) -> tuple[str, str, str] | None:
+def _group(
+    reader: Reader, node: yaml.Node, common: dict, variants: list[Variant], nodes: dict
+) -> tuple[str, str, str] | None:
     """Parse one group; its variants are appended to ``variants``, their nodes kept in ``nodes``."""
     fields_ = reader.mapping(node, "a group", _GROUP_KEYS, required=("name", "variants"))
     if "name" not in fields_ or "variants" not in fields_:
@@ -332,7 +362,9 @@ def _group(reader: Reader, node: yaml.Node, common: dict, variants: list[Variant
     group = reader.name(fields_["name"], "group name")
     if group == BASELINE or group in {v.group for v in variants}:
         reader.problem(fields_["name"], f"duplicate group name {group!r}")
-    reference = reader.name(fields_.get("baseline"), f"baseline of group {group!r}") if "baseline" in fields_ else BASELINE
+    reference = (
+        reader.name(fields_.get("baseline"), f"baseline of group {group!r}") if "baseline" in fields_ else BASELINE
+    )
     shared = reader.options(fields_.get("options"), f"options of group {group!r}")
     for variant_node in reader.sequence(fields_["variants"], f"variants of group {group!r}"):
         spec = reader.mapping(variant_node, f"a variant of group {group!r}", _VARIANT_KEYS, required=("name",))
@@ -340,14 +372,18 @@ def _group(reader: Reader, node: yaml.Node, common: dict, variants: list[Variant
             continue
         name = reader.name(spec["name"], "variant name")
         if name in nodes:
-            reader.problem(spec["name"], f"duplicate variant name {name!r} (first at line {nodes[name][''].start_mark.line + 1})")
+            reader.problem(
+                spec["name"], f"duplicate variant name {name!r} (first at line {nodes[name][''].start_mark.line + 1})"
+            )
             continue
         mine = reader.options(spec.get("options"), f"variant {name!r}")
         own = {**mine, **{k: v for k, v in shared.items() if k not in mine}}  # its own first: what "changed" shows
         nodes[name] = {"": spec["name"], **{k: n for k, (_, n) in own.items()}}
         description = reader.text(spec.get("description"), f"description of {name!r}", "")
         published = reader.accuracy(spec.get("published"), f"published accuracy of {name!r}")
-        variants.append(Variant(name, group, description, _values(own), _values({**common, **own}), reference, published))
+        variants.append(
+            Variant(name, group, description, _values(own), _values({**common, **own}), reference, published)
+        )
     return group, reader.text(fields_.get("description"), f"description of group {group!r}", ""), reference
 
 
@@ -376,6 +412,10 @@ def _check_configs(reader: Reader, preset: str, seed: int, variants: list[Varian
             message = strip_prefix(str(exc))
             own, common = nodes[variant.name], nodes[BASELINE]
             culprit = next((n for n in variant.options if known[n] in message), None)
-            node = own[culprit] if culprit else next((common[n] for n in variant.merged if n in common and known[n] in message), own[""])
+            node = (
+                own[culprit]
+                if culprit
+                else next((common[n] for n in variant.merged if n in common and known[n] in message), own[""])
+            )
             where = f"variant {variant.name!r}" if variant.name != BASELINE else "the base recipe"
             reader.problem(node, f"{where}: {message}")

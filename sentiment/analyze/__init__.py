@@ -9,6 +9,26 @@
     sentiment analyze --model-uri models:/imdb-sentiment@champion --data imdb
 """
 
-from sentiment.analyze.stage import PARTS, AnalyzeOutcome, AnalyzePlan, analysis_config, parse_parts, plan_analyze, read_texts, report_lines, run_analyze
+from sentiment.analyze.stage import (
+    PARTS,
+    AnalyzeOutcome,
+    AnalyzePlan,
+    analysis_config,
+    parse_parts,
+    plan_analyze,
+    read_texts,
+    report_lines,
+    run_analyze,
+)
 
-__all__ = ["PARTS", "AnalyzeOutcome", "AnalyzePlan", "analysis_config", "parse_parts", "plan_analyze", "read_texts", "report_lines", "run_analyze"]
+__all__ = [
+    "PARTS",
+    "AnalyzeOutcome",
+    "AnalyzePlan",
+    "analysis_config",
+    "parse_parts",
+    "plan_analyze",
+    "read_texts",
+    "report_lines",
+    "run_analyze",
+]

@@ -115,7 +115,9 @@ def extract_attention(model, tokenizer, text: str, max_length: int, truncation: 
     out = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), output_attentions=True)
     depth = len(model_mod.encoder_layers(model))
     if not out.attentions or len(out.attentions) != depth:
-        raise UserError(f"model {type(model).__name__} returned no attention weights; it needs attn_implementation='eager'")
+        raise UserError(
+            f"model {type(model).__name__} returned no attention weights; it needs attn_implementation='eager'"
+        )
     attentions = torch.stack([a[0].float() for a in out.attentions]).cpu().numpy()  # (L, H, T, T)
     logits = out.logits[0].double()  # P(positive) as served: the model's temperature applied
     probability = float(torch.sigmoid((logits[1] - logits[0]) / model_mod.temperature_of(model)))
@@ -165,7 +167,15 @@ def attention_examples(table: pd.DataFrame | None, texts: Sequence[str], per_gro
     examples = []
     if table is not None:
         for row in select_examples(table, per_group).itertuples():
-            examples.append({"group": row.group, "id": str(row.id), "text": row.text, "label": int(row.label), "table_probability": float(row.probability)})
+            examples.append(
+                {
+                    "group": row.group,
+                    "id": str(row.id),
+                    "text": row.text,
+                    "label": int(row.label),
+                    "table_probability": float(row.probability),
+                }
+            )
     for i, text in enumerate(texts, start=1):
         examples.append({"group": "user", "id": f"user-{i}", "text": text, "label": None, "table_probability": None})
     return examples
@@ -187,22 +197,43 @@ def log_attention(model, tokenizer, examples: list[dict], config: Config, tracke
 def _log_attention_page(amap: AttentionMap, ex: dict, name: str, tracker) -> dict:
     predicted = data_mod.LABELS[int(amap.probability >= 0.5)]
     truth = "unknown" if ex["label"] is None else data_mod.LABELS[ex["label"]]
-    what = f"your text {ex['id'].split('-')[-1]}" if ex["label"] is None else f"{ex['group'].replace('_', ' ')}: review {ex['id']}"
+    what = (
+        f"your text {ex['id'].split('-')[-1]}"
+        if ex["label"] is None
+        else f"{ex['group'].replace('_', ' ')}: review {ex['id']}"
+    )
     title = f"{what} (true {truth}, predicted {predicted}, P(positive) = {amap.probability:.3f})"
     cols = display_columns(amap)
-    note = "" if len(cols) == len(amap.tokens) else f"{len(cols)} of {len(amap.tokens)} tokens: the most attended, in reading order"
-    figure = plots.token_attention([amap.tokens[c] for c in cols], amap.last_layer[cols], amap.per_layer[:, cols], amap.rollout[:, cols], title, note)
+    note = (
+        ""
+        if len(cols) == len(amap.tokens)
+        else f"{len(cols)} of {len(amap.tokens)} tokens: the most attended, in reading order"
+    )
+    figure = plots.token_attention(
+        [amap.tokens[c] for c in cols],
+        amap.last_layer[cols],
+        amap.per_layer[:, cols],
+        amap.rollout[:, cols],
+        title,
+        note,
+    )
     tracker.log_figure(figure, f"{name}.png")
     facts = {
         "review": ex["id"],
         "true label": truth,
         "predicted": predicted,
-        "P(positive)": f"{amap.probability:.4f}" + ("" if ex["table_probability"] is None else f" (predictions table: {ex['table_probability']:.4f})"),
+        "P(positive)": f"{amap.probability:.4f}"
+        + ("" if ex["table_probability"] is None else f" (predictions table: {ex['table_probability']:.4f})"),
         "tokens seen": f"{len(amap.tokens):,} of {amap.full_length:,}" + (" (truncated)" if amap.truncated else ""),
         "layers x heads": f"{amap.attentions.shape[0]} x {amap.attentions.shape[1]}",
     }
     tracker.log_text(attention_html(amap, title, facts), f"{name}.html")
-    weights = {"tokens": amap.tokens, "last_layer": amap.last_layer.tolist(), "rollout": amap.rollout[-1].tolist(), "per_layer": amap.per_layer.tolist()}
+    weights = {
+        "tokens": amap.tokens,
+        "last_layer": amap.last_layer.tolist(),
+        "rollout": amap.rollout[-1].tolist(),
+        "per_layer": amap.per_layer.tolist(),
+    }
     tracker.log_dict(weights, f"{name}.json")
     content = [j for j, p in enumerate(amap.positions) if p >= 0]
     top = sorted(content, key=lambda j: -amap.last_layer[j])[:5]

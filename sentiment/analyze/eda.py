@@ -40,7 +40,9 @@ class Exploration:
     def summary_rows(self) -> list[dict]:
         """One row per split plus ``all``: the numbers behind every `eda/` metric and figure."""
         parts = dict(self.splits)
-        parts["all"] = SplitLengths(*(np.concatenate([getattr(s, f) for s in self.splits.values()]) for f in ("labels", "words", "tokens")))
+        parts["all"] = SplitLengths(
+            *(np.concatenate([getattr(s, f) for s in self.splits.values()]) for f in ("labels", "words", "tokens"))
+        )
         rows = []
         for name, s in parts.items():
             rows.append(
@@ -63,7 +65,9 @@ class Exploration:
         return rows
 
     def metrics(self) -> dict[str, float]:
-        out = {f"eda/{row['split']}/{k}": float(v) for row in self.summary_rows() for k, v in row.items() if k != "split"}
+        out = {
+            f"eda/{row['split']}/{k}": float(v) for row in self.summary_rows() for k, v in row.items() if k != "split"
+        }
         out.update(
             {
                 "eda/vocabulary_size": float(self.vocabulary_size),
@@ -120,7 +124,16 @@ def log_exploration(eda: Exploration, tracker) -> None:
     rows = eda.summary_rows()
     tracker.log_metrics(eda.metrics(), step=0)
     tracker.log_table(pd.DataFrame(rows), "eda/summary")
-    tracker.log_dict({"max_length": eda.max_length, "vocabulary_size": eda.vocabulary_size, "unk_share": eda.unk_share, "splits": rows, "tokenizer": eda.tokenizer}, "eda/exploration.json")
+    tracker.log_dict(
+        {
+            "max_length": eda.max_length,
+            "vocabulary_size": eda.vocabulary_size,
+            "unk_share": eda.unk_share,
+            "splits": rows,
+            "tokenizer": eda.tokenizer,
+        },
+        "eda/exploration.json",
+    )
     counts = {r["split"]: (r["negative"], r["positive"]) for r in rows if r["split"] != "all"}
     words = {name: s.words for name, s in eda.splits.items()}
     tokens = {name: s.tokens for name, s in eda.splits.items()}

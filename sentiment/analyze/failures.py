@@ -35,12 +35,20 @@ def _rate(errors: int, reviews: int) -> float | None:
 
 
 def _group_row(factor: str, group: str, errors: np.ndarray) -> dict:
-    return {"factor": factor, "group": group, "reviews": int(len(errors)), "errors": int(errors.sum()), "error_rate": _rate(int(errors.sum()), len(errors))}
+    return {
+        "factor": factor,
+        "group": group,
+        "reviews": int(len(errors)),
+        "errors": int(errors.sum()),
+        "error_rate": _rate(int(errors.sum()), len(errors)),
+    }
 
 
 def length_buckets(n_tokens: np.ndarray, errors: np.ndarray, buckets: int = 4) -> list[dict]:
     """Error rate per equal-count bucket of review length (tokens before truncation)."""
-    codes, edges = pd.qcut(n_tokens, q=min(buckets, len(np.unique(n_tokens))), labels=False, retbins=True, duplicates="drop")
+    codes, edges = pd.qcut(
+        n_tokens, q=min(buckets, len(np.unique(n_tokens))), labels=False, retbins=True, duplicates="drop"
+    )
     rows = []
     for b in range(len(edges) - 1):
         mask = codes == b
@@ -66,7 +74,11 @@ def failure_stats(table: pd.DataFrame) -> dict:
     negation, contrast = texts.str.contains(NEGATION).to_numpy(), texts.str.contains(CONTRAST).to_numpy()
     truncated = table["truncated"].to_numpy().astype(bool)
     cues = []
-    for factor, mask, yes, no in (("negation", negation, "with negation", "without negation"), ("contrast", contrast, "with contrast marker", "without contrast marker"), ("truncation", truncated, "truncated", "not truncated")):
+    for factor, mask, yes, no in (
+        ("negation", negation, "with negation", "without negation"),
+        ("contrast", contrast, "with contrast marker", "without contrast marker"),
+        ("truncation", truncated, "truncated", "not truncated"),
+    ):
         cues += [_group_row(factor, yes, errors[mask]), _group_row(factor, no, errors[~mask])]
     return {
         "reviews": int(len(table)),
@@ -89,7 +101,9 @@ def failure_stats(table: pd.DataFrame) -> dict:
 
 def most_confident_errors(table: pd.DataFrame, k: int = TOP_ERRORS) -> pd.DataFrame:
     """The ``k`` errors the model was surest of, with an excerpt and the cues they carry."""
-    wrong = table[table["label"] != table["prediction"]].sort_values("confidence", ascending=False, kind="stable").head(k)
+    wrong = (
+        table[table["label"] != table["prediction"]].sort_values("confidence", ascending=False, kind="stable").head(k)
+    )
     return pd.DataFrame(
         {
             "id": wrong["id"].astype(str),
@@ -111,27 +125,44 @@ def failure_summary(stats: dict, split: str, top: pd.DataFrame) -> str:
     lines = [
         f"# Failure analysis ({split} split)",
         "",
-        f"- {s['errors']:,} errors in {s['reviews']:,} reviews (error rate {pct(s['error_rate'])}, accuracy {pct(s['accuracy'])}): "
-        f"{s['false_positives']:,} false positives (negative reviews predicted positive) and {s['false_negatives']:,} false negatives; "
+        f"- {s['errors']:,} errors in {s['reviews']:,} reviews (error rate {pct(s['error_rate'])}, accuracy "
+        f"{pct(s['accuracy'])}): "
+        f"{s['false_positives']:,} false positives (negative reviews predicted positive) and {s['false_negatives']:,} "
+        "false negatives; "
         "the same counts as the confusion matrix, from the same predictions table.",
-        f"- Calibration: ECE {s['ece']:.4f}; mean confidence {pct(s['correct_mean_confidence'])} when right, {pct(s['errors_mean_confidence'])} when wrong.",
+        f"- Calibration: ECE {s['ece']:.4f}; mean confidence {pct(s['correct_mean_confidence'])} when right, "
+        f"{pct(s['errors_mean_confidence'])} when wrong.",
         "- Error rate by length (equal-count buckets): "
         + "; ".join(f"{r['group']}: {pct(r['error_rate'])} of {r['reviews']:,}" for r in s["by_length"])
         + ".",
     ]
     for factor in ("negation", "contrast", "truncation"):
         yes, no = (r for r in s["by_cue"] if r["factor"] == factor)
-        lines.append(f"- {factor.capitalize()}: {yes['group']} {pct(yes['error_rate'])} errors ({yes['errors']:,} of {yes['reviews']:,}); {no['group']} {pct(no['error_rate'])} ({no['errors']:,} of {no['reviews']:,}).")
+        lines.append(
+            f"- {factor.capitalize()}: {yes['group']} {pct(yes['error_rate'])} errors ({yes['errors']:,} of "
+            f"{yes['reviews']:,}); {no['group']} {pct(no['error_rate'])} ({no['errors']:,} of {no['reviews']:,})."
+        )
     if len(top):
         first = top.iloc[0]
-        lines.append(f"- Most confident error: {first['id']} (true {first['label']}, predicted {first['prediction']} with confidence {first['confidence']:.3f}): \"{excerpt(first['excerpt'], 160)}\"")
-    lines += ["", "Words counted as negation: not, no, never, nothing, nobody, none, neither, nor, nowhere, cannot, without, hardly, barely, n't. "
-              "Contrast markers: but, however, although, though, yet, despite, nevertheless, nonetheless, whereas, instead, on the other hand."]  # fmt: skip
+        lines.append(
+            f"- Most confident error: {first['id']} (true {first['label']}, predicted {first['prediction']} with "
+            f'confidence {first["confidence"]:.3f}): "{excerpt(first["excerpt"], 160)}"'
+        )
+    lines += [
+        "",
+        "Words counted as negation: not, no, never, nothing, nobody, none, neither, nor, nowhere, cannot, without, "
+        "hardly, barely, n't. "
+        "Contrast markers: but, however, although, though, yet, despite, nevertheless, nonetheless, whereas, instead, "
+        "on the other hand.",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def failure_metrics(stats: dict) -> dict[str, float]:
-    out = {f"failures/{k}": float(stats[k]) for k in ("reviews", "errors", "false_positives", "false_negatives", "error_rate", "ece")}
+    out = {
+        f"failures/{k}": float(stats[k])
+        for k in ("reviews", "errors", "false_positives", "false_negatives", "error_rate", "ece")
+    }
     for row in stats["by_cue"]:
         if row["error_rate"] is not None:
             out[f"failures/error_rate_{row['group'].replace(' ', '_')}"] = row["error_rate"]
@@ -143,14 +174,27 @@ def log_failures(table: pd.DataFrame, split: str, tracker) -> dict:
     top = most_confident_errors(table)
     tracker.log_metrics(failure_metrics(stats), step=0)
     tracker.log_dict({"split": split, **stats}, "failures/stats.json")
-    tracker.log_table(pd.DataFrame(stats["by_length"] + stats["by_cue"]).drop(columns=["low", "high"], errors="ignore"), "failures/error_rates")
+    tracker.log_table(
+        pd.DataFrame(stats["by_length"] + stats["by_cue"]).drop(columns=["low", "high"], errors="ignore"),
+        "failures/error_rates",
+    )
     if len(top):
         tracker.log_table(top, "failures/most_confident_errors")
     counts = np.asarray(stats["confusion_matrix"])
-    tracker.log_figure(plots.confusion_matrix(counts, title=f"Confusion matrix ({split}, n={stats['reviews']:,})"), "failures/confusion_matrix.png")
-    tracker.log_figure(plots.error_rates(stats["by_length"], stats["by_cue"], stats["error_rate"], split), "failures/error_rates.png")
+    tracker.log_figure(
+        plots.confusion_matrix(counts, title=f"Confusion matrix ({split}, n={stats['reviews']:,})"),
+        "failures/confusion_matrix.png",
+    )
+    tracker.log_figure(
+        plots.error_rates(stats["by_length"], stats["by_cue"], stats["error_rate"], split), "failures/error_rates.png"
+    )
     correct = (table["label"] == table["prediction"]).to_numpy()
-    tracker.log_figure(plots.confidence_calibration(table["confidence"].to_numpy(), correct, stats["reliability"], stats["ece"], split), "failures/confidence.png")
+    tracker.log_figure(
+        plots.confidence_calibration(
+            table["confidence"].to_numpy(), correct, stats["reliability"], stats["ece"], split
+        ),
+        "failures/confidence.png",
+    )
     tracker.log_text(failure_summary(stats, split, top), "failures/summary.md")
     return stats
 
@@ -158,6 +202,9 @@ def log_failures(table: pd.DataFrame, split: str, tracker) -> dict:
 def check_table(table: pd.DataFrame) -> None:
     missing = [c for c in PREDICTION_COLUMNS if c not in table.columns]
     if missing:
-        raise UserError(f"the predictions table lacks columns {', '.join(missing)}; use a table logged by sentiment evaluate or train")
+        raise UserError(
+            f"the predictions table lacks columns {', '.join(missing)}; use a table logged by sentiment evaluate or "
+            "train"
+        )
     if table.empty:
         raise UserError("the predictions table has no rows")

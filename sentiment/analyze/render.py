@@ -18,7 +18,10 @@ def attention_html(amap, title: str, facts: dict[str, str]) -> str:
     """A self-contained page: the review twice, word pieces shaded by last-layer attention and by
     rollout; what truncation removed is greyed out; hover a piece for its weight."""
     sections = []
-    for name, weights in (("Last layer: attention from the classification token (mean over heads)", amap.last_layer), ("Attention rollout through all layers", amap.rollout[-1])):
+    for name, weights in (
+        ("Last layer: attention from the classification token (mean over heads)", amap.last_layer),
+        ("Attention rollout through all layers", amap.rollout[-1]),
+    ):
         sections.append(f"<h2>{html.escape(name)}</h2><p class='review'>{_highlighted(amap, weights)}</p>")
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts.items())
     return (
@@ -33,8 +36,10 @@ def attention_html(amap, title: str, facts: dict[str, str]) -> str:
 
 _PAGE_STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;line-height:1.9;color:#222}"
-    "table{border-collapse:collapse;margin-bottom:1rem}th,td{text-align:left;padding:.1rem .8rem;border-bottom:1px solid #ddd}"
-    ".review span.t{border-radius:3px;padding:.1rem 0}.special{font-size:.75em;color:#555;border:1px solid #aaa;border-radius:3px;padding:0 .2rem;margin:0 .2rem}"
+    "table{border-collapse:collapse;margin-bottom:1rem}th,td{text-align:left;padding:.1rem .8rem;border-bottom:1px "
+    "solid #ddd}"
+    ".review span.t{border-radius:3px;padding:.1rem 0}.special{font-size:.75em;color:#555;border:1px solid "
+    "#aaa;border-radius:3px;padding:0 .2rem;margin:0 .2rem}"
     ".cut{color:#999}.note{color:#555;font-size:.9em}"
 )
 
@@ -46,7 +51,10 @@ def _highlighted(amap, weights: np.ndarray) -> str:
 
     def shade(j: int, inner: str, css: str) -> str:
         tip = html.escape(f"#{j} {amap.tokens[j]}: {weights[j]:.4f}", quote=True)
-        return f"<span class='{css}' title='{tip}' style='background:rgba(230,85,13,{min(weights[j] / scale, 1.0):.3f})'>{inner}</span>"
+        return (
+            f"<span class='{css}' title='{tip}' "
+            f"style='background:rgba(230,85,13,{min(weights[j] / scale, 1.0):.3f})'>{inner}</span>"
+        )
 
     first = content[0] if content else len(amap.tokens)
     last = content[-1] if content else len(amap.tokens) - 1
@@ -60,7 +68,9 @@ def _highlighted(amap, weights: np.ndarray) -> str:
         out.append(shade(j, html.escape(amap.text[start:end]), "t"))
         prev_end = end
     tail = html.escape(amap.text[prev_end:])
-    out.append(f"<span class='cut' title='not seen by the model'>{tail}</span>" if amap.truncated and tail.strip() else tail)
+    out.append(
+        f"<span class='cut' title='not seen by the model'>{tail}</span>" if amap.truncated and tail.strip() else tail
+    )
     out += [shade(j, html.escape(amap.tokens[j]), "special") for j in range(last + 1, len(amap.tokens))]
     return "".join(out)
 

@@ -44,16 +44,23 @@ def read_texts(path: str) -> list[str]:
     """Reviews for attention maps from a UTF-8 text file, one per line (blank lines skipped)."""
     file = Path(path).expanduser()
     if not file.is_file():
-        raise UserError(f"--texts file {path!r} does not exist or is not a file; pass a text file with one review per line")
+        raise UserError(
+            f"--texts file {path!r} does not exist or is not a file; pass a text file with one review per line"
+        )
     try:
         lines = file.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read --texts file {path!r} ({' '.join(str(exc).split())[:200]}); use UTF-8 text, one review per line") from None
+        raise UserError(
+            f"cannot read --texts file {path!r} ({' '.join(str(exc).split())[:200]}); use UTF-8 text, one review per "
+            "line"
+        ) from None
     texts = [t for t in (data_mod.clean_text(line) for line in lines) if t]
     if not texts:
         raise UserError(f"--texts file {path!r} has no reviews; write one review per line")
     if len(texts) > MAX_USER_TEXTS:
-        raise UserError(f"--texts file {path!r} has {len(texts)} reviews; attention maps are for at most {MAX_USER_TEXTS}")
+        raise UserError(
+            f"--texts file {path!r} has {len(texts)} reviews; attention maps are for at most {MAX_USER_TEXTS}"
+        )
     return texts
 
 
@@ -67,7 +74,9 @@ class AnalyzeOutcome:
     attention: pd.DataFrame | None
 
 
-def analysis_config(base: Config | None, data_source: str | None, overrides: dict | None, tokenizer_name: str) -> Config:
+def analysis_config(
+    base: Config | None, data_source: str | None, overrides: dict | None, tokenizer_name: str
+) -> Config:
     """The model's logged config (or the defaults without a model), with the given overrides."""
     if base is None:
         base = replace(Config(), model=replace(ModelConfig(), name=tokenizer_name))
@@ -136,7 +145,17 @@ def plan_analyze(
         reused = tracking.load_run_table(predictions_run, f"predictions/{split}.parquet", hint=hint)
         check_table(reused)
     return AnalyzePlan(
-        tuple(parts), split, model_uri, loaded, config, splits, tuple(texts), predictions_run, tokenizer_name, examples_per_group, reused
+        tuple(parts),
+        split,
+        model_uri,
+        loaded,
+        config,
+        splits,
+        tuple(texts),
+        predictions_run,
+        tokenizer_name,
+        examples_per_group,
+        reused,
     )
 
 
@@ -145,9 +164,14 @@ def run_analyze(plan: AnalyzePlan, tracker: tracking.Tracker) -> AnalyzeOutcome:
     p, loaded, config, parts, split = plan, plan.loaded, plan.config, plan.parts, plan.split
     if loaded and loaded.model_id:
         tracker.link_model(loaded.model_id)
-    tags = {"sentiment.kind": "analyze", "sentiment.parts": ",".join(parts), "sentiment.split": split, "sentiment.model_uri": p.model_uri,
-            "sentiment.model_run_id": tracking.model_run_id(p.model_uri, loaded.model_id) if loaded else None,
-            "sentiment.predictions_run_id": p.predictions_run}  # fmt: skip
+    tags = {
+        "sentiment.kind": "analyze",
+        "sentiment.parts": ",".join(parts),
+        "sentiment.split": split,
+        "sentiment.model_uri": p.model_uri,
+        "sentiment.model_run_id": tracking.model_run_id(p.model_uri, loaded.model_id) if loaded else None,
+        "sentiment.predictions_run_id": p.predictions_run,
+    }
     tracker.set_tags({k: v for k, v in tags.items() if v})
     tracker.log_config(config)
     exploration = failures = attention = table = None
@@ -205,12 +229,19 @@ def report_lines(outcome: AnalyzeOutcome) -> list[str]:
     lines = [f"run id:      {outcome.run_id}", f"parts:       {', '.join(outcome.parts)}"]
     if outcome.exploration is not None:
         every = outcome.exploration.summary_rows()[-1]
-        lines.append(f"eda:         {every['examples']:,} reviews, {outcome.exploration.vocabulary_size:,} distinct words, "
-                     f"median {every['tokens_median']:.0f} tokens, {pct(every['truncated_share'])} above max_length {outcome.exploration.max_length} -> eda/")  # fmt: skip
+        lines.append(
+            f"eda:         {every['examples']:,} reviews, {outcome.exploration.vocabulary_size:,} distinct words, "
+            f"median {every['tokens_median']:.0f} tokens, {pct(every['truncated_share'])} above max_length "
+            f"{outcome.exploration.max_length} -> eda/"
+        )
     if outcome.failures is not None:
         f = outcome.failures
-        lines.append(f"failures:    {f['errors']:,} errors in {f['reviews']:,} {outcome.split} reviews ({pct(f['error_rate'])}): "
-                     f"{f['false_positives']:,} false positives, {f['false_negatives']:,} false negatives, ECE {f['ece']:.4f} -> failures/summary.md")  # fmt: skip
+        lines.append(
+            f"failures:    {f['errors']:,} errors in {f['reviews']:,} {outcome.split} reviews "
+            f"({pct(f['error_rate'])}): "
+            f"{f['false_positives']:,} false positives, {f['false_negatives']:,} false negatives, ECE {f['ece']:.4f} "
+            "-> failures/summary.md"
+        )
     if outcome.attention is not None:
         lines.append(f"attention:   {len(outcome.attention)} reviews -> attention/*.html, attention/*.png")
     return lines

@@ -22,10 +22,23 @@ from sentiment.stats import wilson_interval
 
 FORMATS = ("md", "html")
 
-__all__ = ["FORMATS", "Code", "Document", "Image", "Section", "build", "render_html", "render_markdown", "run_report", "wilson_interval"]
+__all__ = [
+    "FORMATS",
+    "Code",
+    "Document",
+    "Image",
+    "Section",
+    "build",
+    "render_html",
+    "render_markdown",
+    "run_report",
+    "wilson_interval",
+]
 
 
-def run_report(run_ids: list[str], with_runs: list[str], fmt: str, output: Path, title: str = "", log: bool = True) -> Path:
+def run_report(
+    run_ids: list[str], with_runs: list[str], fmt: str, output: Path, title: str = "", log: bool = True
+) -> Path:
     """The report stage: build, write ``output`` (Markdown figures in ``<stem>_figures/`` beside
     it), and log the document to the first run as ``report.md`` / ``report.html``."""
     from sentiment import tracking
@@ -46,9 +59,14 @@ def run_report(run_ids: list[str], with_runs: list[str], fmt: str, output: Path,
             if log:  # the same document inside the run, its figures in report_figures/ beside it
                 logged = work / "logged"
                 logged.mkdir()
-                (logged / "report.md").write_text(render_markdown(document, logged / "report_figures", "report_figures"))
-                tracking.log_files_to_run(run_ids[0], [("", logged / "report.md")]
-                                          + [("report_figures", f) for f in sorted((logged / "report_figures").glob("*.png"))])  # fmt: skip
+                (logged / "report.md").write_text(
+                    render_markdown(document, logged / "report_figures", "report_figures")
+                )
+                tracking.log_files_to_run(
+                    run_ids[0],
+                    [("", logged / "report.md")]
+                    + [("report_figures", f) for f in sorted((logged / "report_figures").glob("*.png"))],
+                )
         else:
             text = render_html(document)
             output.write_text(text)

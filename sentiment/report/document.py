@@ -86,7 +86,8 @@ def render_html(document: Document) -> str:
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(document.title)}</title>",
         "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45}"
-        "table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;padding:4px "
+        "8px;text-align:left}"
         "th{background:#f3f3f3}img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}code{background:#f3f3f3}</style>",
         "</head><body>",
         f"<h1>{html.escape(document.title)}</h1>",
@@ -97,12 +98,17 @@ def render_html(document: Document) -> str:
         for block in section.blocks:
             if isinstance(block, pd.DataFrame):
                 head = "".join(f"<th>{_inline_html(str(c))}</th>" for c in block.columns)
-                body = "".join("<tr>" + "".join(f"<td>{_inline_html(str(v))}</td>" for v in row) + "</tr>" for row in block.itertuples(index=False))
+                body = "".join(
+                    "<tr>" + "".join(f"<td>{_inline_html(str(v))}</td>" for v in row) + "</tr>"
+                    for row in block.itertuples(index=False)
+                )
                 out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
             elif isinstance(block, Image):
                 data = base64.b64encode(block.path.read_bytes()).decode()
-                out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(block.caption)}'>"
-                           f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")  # fmt: skip
+                out.append(
+                    f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(block.caption)}'>"
+                    f"<figcaption>{html.escape(block.caption)}</figcaption></figure>"
+                )
             elif isinstance(block, Code):
                 out.append(f"<pre><code>{html.escape(block.text)}</code></pre>")
             elif str(block).startswith("- "):

@@ -30,9 +30,17 @@ from sentiment.report.sections import build, data_name
 
 MANIFEST = Path("experiments") / "results.yaml"
 COMMAND = "make results"
-SOURCE = f"Rendered by `{COMMAND}` (`sentiment evidence render`) from the evidence store `experiments/evidence/`, which holds"
-BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) start[^>]*-->\n)(?P<body>.*?)(<!-- results:(?P=name) end -->)", re.S)
-BENCHMARK_ARTIFACT, BENCHMARK_TAG = "benchmark.json", "sentiment.benchmark"  # a benchmark command's run (benchmarks/record.py)
+SOURCE = (
+    f"Rendered by `{COMMAND}` (`sentiment evidence render`) from the evidence store `experiments/evidence/`, "
+    "which holds"
+)
+BLOCK = re.compile(
+    r"(<!-- results:(?P<name>[\w-]+) start[^>]*-->\n)(?P<body>.*?)(<!-- results:(?P=name) end -->)", re.S
+)
+BENCHMARK_ARTIFACT, BENCHMARK_TAG = (
+    "benchmark.json",
+    "sentiment.benchmark",
+)  # a benchmark command's run (benchmarks/record.py)
 RUN_ID = re.compile(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])")
 
 
@@ -60,7 +68,9 @@ def render(root: Path = Path("."), manifest: Path = MANIFEST) -> list[Rendered]:
             if doc.get("renderer"):  # a document the repository renders itself (benchmarks/RESULTS.md)
                 out.append(Rendered(path, _rendered_by(root, doc)))
                 continue
-            document = build(doc["runs"], doc.get("with_runs", []), work / path.stem, doc.get("title", ""), source=SOURCE)
+            document = build(
+                doc["runs"], doc.get("with_runs", []), work / path.stem, doc.get("title", ""), source=SOURCE
+            )
             if doc.get("pending"):  # grids whose runs are not in the store yet: their commands, no numbers
                 document.sections.append(Section("Not in the store yet", [_pending_list(doc["pending"])]))
             figures = work / "figures" / path.stem
@@ -69,7 +79,9 @@ def render(root: Path = Path("."), manifest: Path = MANIFEST) -> list[Rendered]:
             out.append(Rendered(path, text, pngs, path.parent / f"{path.stem}_figures"))
     for name, blocks in spec.get("readme", {}).items():
         current = (root / name).read_text()
-        out.append(Rendered(Path(name), _fill_blocks(current, {key: _block(key, value) for key, value in blocks.items()})))
+        out.append(
+            Rendered(Path(name), _fill_blocks(current, {key: _block(key, value) for key, value in blocks.items()}))
+        )
     return out
 
 
@@ -105,8 +117,11 @@ def store_of(root: Path, spec: dict | None = None) -> Path:
 
 
 def _pending_list(pending: list[dict]) -> str:
-    return "\n".join(f"- `{item['grid']}`: {item['what']} Run it with `{item['command']}`, then `sentiment evidence add PARENT_RUN_ID`."
-                     for item in pending)  # fmt: skip
+    return "\n".join(
+        f"- `{item['grid']}`: {item['what']} Run it with `{item['command']}`, then `sentiment evidence add "
+        "PARENT_RUN_ID`."
+        for item in pending
+    )
 
 
 def _load_manifest(path: Path) -> dict:
@@ -121,7 +136,10 @@ def _load_manifest(path: Path) -> dict:
 def _fill_blocks(text: str, blocks: dict[str, str]) -> str:
     missing = set(blocks) - {m.group("name") for m in BLOCK.finditer(text)}
     if missing:
-        raise UserError(f"README has no generated block {', '.join(sorted(missing))}; add <!-- results:NAME start --> ... <!-- results:NAME end -->")
+        raise UserError(
+            f"README has no generated block {', '.join(sorted(missing))}; add <!-- results:NAME start --> ... <!-- "
+            "results:NAME end -->"
+        )
     return BLOCK.sub(lambda m: m.group(1) + blocks.get(m.group("name"), m.group("body")) + m.group(4), text)
 
 
@@ -181,12 +199,30 @@ def _headline_row(row: dict) -> dict:
     base = _side(row["baseline"])
     out = {"budget": row["budget"], "training reviews": _train_reviews(base)}
     if not row.get("runs"):  # our model for this budget is not in the store yet: say how to make it
-        out.update({"our model": f"not in the store yet: `{row['command']}`", "test accuracy [95% CI]": "", "minutes per run": ""})
+        out.update(
+            {
+                "our model": f"not in the store yet: `{row['command']}`",
+                "test accuracy [95% CI]": "",
+                "minutes per run": "",
+            }
+        )
     else:
         ours = _side(row["runs"])
-        out.update({"training reviews": _train_reviews(ours), "our model": f"{ours['name']} ({_seeds(ours)})",
-                    "test accuracy [95% CI]": _accuracy_cell(ours), "minutes per run": _minutes(ours)})  # fmt: skip
-    out.update({"baseline": base["name"], "baseline accuracy [95% CI]": _accuracy_cell(base), "baseline minutes": _minutes(base)})
+        out.update(
+            {
+                "training reviews": _train_reviews(ours),
+                "our model": f"{ours['name']} ({_seeds(ours)})",
+                "test accuracy [95% CI]": _accuracy_cell(ours),
+                "minutes per run": _minutes(ours),
+            }
+        )
+    out.update(
+        {
+            "baseline": base["name"],
+            "baseline accuracy [95% CI]": _accuracy_cell(base),
+            "baseline minutes": _minutes(base),
+        }
+    )
     if row.get("runs"):
         out.update(_paired_delta(ours, base))
     else:
@@ -213,7 +249,10 @@ def _side(run_ids: list[str]) -> dict:
     from sentiment import tracking
 
     runs = [tracking.get_run(run_id) for run_id in run_ids]
-    tables = [tracking.load_run_table(r.run_id, "predictions/test.parquet", columns=["id", "label", "prediction"]) for r in runs]
+    tables = [
+        tracking.load_run_table(r.run_id, "predictions/test.parquet", columns=["id", "label", "prediction"])
+        for r in runs
+    ]
     first = runs[0]
     name = f"{first.params.get('model.name', '?')} on {data_name(first.params.get('data.source', '?'))}"
     return {"runs": runs, "tables": tables, "name": name}

@@ -18,7 +18,18 @@ from sentiment.stats import SEEDS, verdict, wilson_interval
 
 CURVE_OPTION = "train_size"
 # A classical baseline's settings worth a reader's eye (the rest are scikit-learn defaults, in its params).
-BASELINE_SETTINGS = ("ngram_range", "sublinear_tf", "min_df", "max_df", "C", "solver", "max_iter", "name", "max_length", "pooling")  # a grid whose variants change only this draws a learning curve
+BASELINE_SETTINGS = (
+    "ngram_range",
+    "sublinear_tf",
+    "min_df",
+    "max_df",
+    "C",
+    "solver",
+    "max_iter",
+    "name",
+    "max_length",
+    "pooling",
+)  # a grid whose variants change only this draws a learning curve
 
 
 # ----------------------------------------------------------------------------- building
@@ -53,15 +64,25 @@ def build(run_ids: list[str], with_runs: list[str], workdir: Path, title: str = 
             sections += run_sections(run, workdir)
         else:
             raise UserError(
-                f"run {run.run_id} is neither an ablation or tune parent nor a train/evaluate run (tag sentiment.kind is {kind!r}); "
-                "pass the parent run of `sentiment ablate` or `sentiment tune`, or a run of `sentiment train` / `evaluate`"
+                f"run {run.run_id} is neither an ablation or tune parent nor a train/evaluate run (tag sentiment.kind "
+                f"is {kind!r}); "
+                "pass the parent run of `sentiment ablate` or `sentiment tune`, or a run of `sentiment train` / "
+                "`evaluate`"
             )
     if extra and not curves:
-        raise UserError(f"--with-run adds points to a learning curve, and none of the runs is a grid that varies only {CURVE_OPTION}")
+        raise UserError(
+            "--with-run adds points to a learning curve, and none of the runs is a grid that varies only "
+            f"{CURVE_OPTION}"
+        )
     names = ", ".join(f"`{r.run_id}`" for r in runs)
     source = source or "Rendered by `sentiment report` from the tracking server's records of"
-    intro = Section("", [f"{source} run(s) {names}; every number below is read from those runs (their metrics, summary tables and "
-                         "predictions tables), none is typed in."])  # fmt: skip
+    intro = Section(
+        "",
+        [
+            f"{source} run(s) {names}; every number below is read from those runs (their metrics, summary tables and "
+            "predictions tables), none is typed in."
+        ],
+    )
     return Document(title or "Results", [intro, *sections])
 
 
@@ -87,31 +108,43 @@ def ablation_sections(parent, extra: list, workdir: Path) -> tuple[list[Section]
     children = tracking.load_run_table(parent.run_id, "ablation/children.parquet")
     grid, grid_text = _grid_of(parent, workdir)
     runs = {run_id: tracking.get_run(run_id) for run_id in children["run_id"]}
-    tables = {run_id: tracking.load_run_table(run_id, "predictions/test.parquet", columns=["id", "label", "prediction"])
-              for run_id, run in runs.items() if "test/accuracy" in run.metrics}  # fmt: skip
+    tables = {
+        run_id: tracking.load_run_table(run_id, "predictions/test.parquet", columns=["id", "label", "prediction"])
+        for run_id, run in runs.items()
+        if "test/accuracy" in run.metrics
+    }
     # a parent summarised before the seed-level interval existed gets it from the same tables
-    summary = ablate.with_seed_columns(tracking.load_run_table(parent.run_id, "ablation/summary.parquet"), children, tables)
+    summary = ablate.with_seed_columns(
+        tracking.load_run_table(parent.run_id, "ablation/summary.parquet"), children, tables
+    )
     name = parent.tags.get("sentiment.grid", "?")
     section = Section(f"Ablation `{name}`")
     planned = parent.params.get("ablation.children", "?")
     section.blocks.append(
         f"{grid.description + '. ' if grid and grid.description else ''}Parent run `{parent.run_id}` "
-        f"(experiment `{tracking.experiment_name(parent.experiment_id)}`): {len(children)} of {planned} children finished, "
+        f"(experiment `{tracking.experiment_name(parent.experiment_id)}`): {len(children)} of {planned} children "
+        "finished, "
         f"seeds {parent.params.get('ablation.seeds', '?')}. {_test_set_sentence(tables)}"
     )
     baseline = children[children["variant"] == "baseline"]
     if len(baseline):
         section.blocks.append(_recipe_table(runs[baseline["run_id"].iloc[0]], "baseline recipe"))
-    val_reviews = {row["variant"]: tracking.dataset_rows(row["run_id"]).get("validation") for row in children.to_dict("records")}
+    val_reviews = {
+        row["variant"]: tracking.dataset_rows(row["run_id"]).get("validation") for row in children.to_dict("records")
+    }
     section.blocks.append(_summary_table(summary, grid, val_reviews))
     verdicts = _verdicts(summary, grid, tables)
     if verdicts:
         section.blocks.append(_verdict_rules(grid))
         section.blocks.append("\n".join(f"- {line}" for line in verdicts))
     if tables:
-        figure = tracking.download_artifact(parent.run_id, "figures/ablation_test_accuracy.png", workdir / parent.run_id)
+        figure = tracking.download_artifact(
+            parent.run_id, "figures/ablation_test_accuracy.png", workdir / parent.run_id
+        )
         if figure is not None:
-            section.blocks.append(Image(figure, f"{name}_test_accuracy.png", f"Test accuracy per variant (parent run {parent.run_id})"))
+            section.blocks.append(
+                Image(figure, f"{name}_test_accuracy.png", f"Test accuracy per variant (parent run {parent.run_id})")
+            )
     elif grid is not None:  # a validation-only grid (e.g. a search): its figure is validation accuracy
         path = workdir / f"{name}_val_accuracy.png"
         _validation_figure(summary, grid).savefig(path, dpi=110)
@@ -137,10 +170,21 @@ def _validation_figure(summary: pd.DataFrame, grid):
             mean, std = _num(table.loc[variant, "val_accuracy_mean"]), _num(table.loc[variant, "val_accuracy_std"])
             spread = std if math.isfinite(std) else 0.0
             note = f"{100 * mean:.1f}%" if math.isfinite(mean) else ""
-            bars.append({"label": variant, "value": mean, "low": spread, "high": spread, "reference": variant == reference, "note": note})
+            bars.append(
+                {
+                    "label": variant,
+                    "value": mean,
+                    "low": spread,
+                    "high": spread,
+                    "reference": variant == reference,
+                    "note": note,
+                }
+            )
         panels.append({"title": f"{group}: {description}" if description else group, "bars": bars})
     title = f"Grid {grid.name}: best validation accuracy per variant (no test split touched)"
-    return plots.ablation_bars(panels, ylabel="validation accuracy", title=title, baseline=_num(table.loc["baseline", "val_accuracy_mean"]))
+    return plots.ablation_bars(
+        panels, ylabel="validation accuracy", title=title, baseline=_num(table.loc["baseline", "val_accuracy_mean"])
+    )
 
 
 def _test_set_sentence(tables: dict) -> str:
@@ -149,8 +193,14 @@ def _test_set_sentence(tables: dict) -> str:
     id_sets = {tuple(t["id"]) for t in tables.values()}
     size = len(next(iter(tables.values())))
     if len(id_sets) == 1:
-        return f"All {len(tables)} tested children were tested on the same {size:,} reviews (checked: identical ids), so every comparison is paired."
-    return f"The children were tested on {len(id_sets)} different sets of reviews; comparisons pair runs of the same seed only."
+        return (
+            f"All {len(tables)} tested children were tested on the same {size:,} reviews (checked: identical ids), "
+            "so every comparison is paired."
+        )
+    return (
+        f"The children were tested on {len(id_sets)} different sets of reviews; comparisons pair runs of the same "
+        "seed only."
+    )
 
 
 def _review_counts(run) -> str:
@@ -177,7 +227,7 @@ def _recipe_table(run, what: str = "recipe") -> pd.DataFrame:
         ("model", p.get("model.name", "?")),
         ("data", data_name(p.get("data.source", "?"))),
         ("reviews train / validation / test", _review_counts(run)),
-    ]  # fmt: skip
+    ]
     steps: dict[str, list[str]] = {}
     for key, value in sorted(p.items()):  # baseline.<step>.<setting>: a classical baseline's pipeline
         step, _, setting = key.removeprefix("baseline.").partition(".")
@@ -188,10 +238,21 @@ def _recipe_table(run, what: str = "recipe") -> pd.DataFrame:
         return pd.DataFrame(rows, columns=[f"{what} (run `{run.run_id}`)", "value"])
     rows += [
         ("max length, truncation", f"{p.get('data.max_length', '?')} tokens, {p.get('data.truncation', '?')}"),
-        ("epochs, batch, lr, layer decay", f"{p.get('train.epochs', '?')}, {p.get('train.batch_size', '?')}, {p.get('train.lr', '?')}, {p.get('train.layer_decay', '?')}"),
-        ("precision, device", f"{run.tags.get('sentiment.precision', '?')} on {run.tags.get('sentiment.device', '?')}"
-                              + (f" (native bf16: {run.tags['sentiment.cpu_native_bf16']})" if "sentiment.cpu_native_bf16" in run.tags else "")),
-    ]  # fmt: skip
+        (
+            "epochs, batch, lr, layer decay",
+            f"{p.get('train.epochs', '?')}, {p.get('train.batch_size', '?')}, {p.get('train.lr', '?')}, "
+            f"{p.get('train.layer_decay', '?')}",
+        ),
+        (
+            "precision, device",
+            f"{run.tags.get('sentiment.precision', '?')} on {run.tags.get('sentiment.device', '?')}"
+            + (
+                f" (native bf16: {run.tags['sentiment.cpu_native_bf16']})"
+                if "sentiment.cpu_native_bf16" in run.tags
+                else ""
+            ),
+        ),
+    ]
     return pd.DataFrame(rows, columns=[f"{what} (run `{run.run_id}`)", "value"])
 
 
@@ -222,26 +283,37 @@ def _summary_table(summary: pd.DataFrame, grid, val_reviews: dict | None = None)
     rows = []
     for row in summary.to_dict("records"):
         reference = row["reference"] or ""
-        delta = "reference" if not reference else (
-            "n/a" if not math.isfinite(_num(row["delta_test_accuracy"])) else
-            f"{_points(row['delta_test_accuracy'])} [{_points(row['delta_test_accuracy_low'])}, {_points(row['delta_test_accuracy_high'])}]"
-            + ("" if reference == "baseline" else f" vs {reference}")
-        )  # fmt: skip
+        delta = (
+            "reference"
+            if not reference
+            else (
+                "n/a"
+                if not math.isfinite(_num(row["delta_test_accuracy"]))
+                else f"{_points(row['delta_test_accuracy'])} [{_points(row['delta_test_accuracy_low'])}, "
+                f"{_points(row['delta_test_accuracy_high'])}]" + ("" if reference == "baseline" else f" vs {reference}")
+            )
+        )
         out = {
-            "variant": row["variant"], "changed": row["changed"], "seeds": f"{row['seeds']}/{row['seeds_planned']}",
+            "variant": row["variant"],
+            "changed": row["changed"],
+            "seeds": f"{row['seeds']}/{row['seeds_planned']}",
             "val accuracy": _val_cell(row, (val_reviews or {}).get(row["variant"])),
-        }  # fmt: skip
+        }
         if tested:
             out["test accuracy"] = _pm(row["test_accuracy_mean"], row["test_accuracy_std"])
             out[BOOTSTRAP_HEADER] = delta
             out[SEEDS_HEADER] = _seeds_cell(row) if reference else ""
             p = _num(row["p_value_holm"])
             out[P_HEADER] = "" if not math.isfinite(p) else f"{p:.2g}"
-        out["train min"] = f"{row['train_seconds_mean'] / 60:.1f}" if math.isfinite(_num(row["train_seconds_mean"])) else "n/a"
+        out["train min"] = (
+            f"{row['train_seconds_mean'] / 60:.1f}" if math.isfinite(_num(row["train_seconds_mean"])) else "n/a"
+        )
         if any(v is not None for v in published.values()):
             mine, theirs = published.get(row["variant"]), published.get(reference)
             out[_published_header(grid)] = _pct(mine) if mine is not None else ""
-            out["published Δ vs reference, points"] = _points(mine - theirs) if mine is not None and theirs is not None else ""
+            out["published Δ vs reference, points"] = (
+                _points(mine - theirs) if mine is not None and theirs is not None else ""
+            )
         rows.append(out)
     return pd.DataFrame(rows)
 
@@ -256,14 +328,22 @@ def _seeds_cell(row: dict) -> str:
 def _verdict_rules(grid) -> str:
     """The paragraph before the verdicts: where the published numbers come from, how they were
     measured, and the rules the verdict words follow (stats.verdict)."""
-    setup = f"measured as {grid.published_setup}" if grid.published_setup else "measured in a setup the grid does not state"
+    setup = (
+        f"measured as {grid.published_setup}" if grid.published_setup else "measured in a setup the grid does not state"
+    )
     return (
-        f"Published numbers: {grid.published_source}, {setup}; they are set beside ours, not taken as measured the same way. "
-        "Each verdict judges the published change (variant minus its reference, as published) by the wider of our two 95% "
-        "intervals of the same change: the two-level bootstrap over seeds and test reviews, and the Student-t interval over the "
-        "per-seed paired deltas (none with one seed: the bootstrap alone). Confirmed: the interval excludes 0 in the published "
-        "direction; not confirmed: it includes 0 and the published change; contradicted: it excludes 0 in the opposite direction, "
-        "or includes 0 but excludes the published change. McNemar's p (Holm-adjusted) is review-level evidence only (these "
+        f"Published numbers: {grid.published_source}, {setup}; they are set beside ours, not taken as measured the "
+        "same way. "
+        "Each verdict judges the published change (variant minus its reference, as published) by the wider of our two "
+        "95% "
+        "intervals of the same change: the two-level bootstrap over seeds and test reviews, and the Student-t interval "
+        "over the "
+        "per-seed paired deltas (none with one seed: the bootstrap alone). Confirmed: the interval excludes 0 in the "
+        "published "
+        "direction; not confirmed: it includes 0 and the published change; contradicted: it excludes 0 in the opposite "
+        "direction, "
+        "or includes 0 but excludes the published change. McNemar's p (Holm-adjusted) is review-level evidence only "
+        "(these "
         "trained models differ on these reviews, not that another seed would): no verdict uses it."
     )
 
@@ -287,7 +367,10 @@ def _verdicts(summary: pd.DataFrame, grid, tables: dict) -> list[str]:
             lines.append(f"{head}; not measured here (no finished pair).")
             continue
         judged = verdict(claimed, low, high)
-        lines.append(f"{head}; here {_points(row['delta_test_accuracy'])} points, {_interval_words(row)}: {judged.word}, {judged.reason}.")
+        lines.append(
+            f"{head}; here {_points(row['delta_test_accuracy'])} points, {_interval_words(row)}: {judged.word}, "
+            f"{judged.reason}."
+        )
     return lines
 
 
@@ -299,8 +382,14 @@ def _interval_words(row: dict) -> str:
     if row.get("verdict_interval") == SEEDS:
         return f"95% Student-t interval over {n} seeds {seeds} (wider than the bootstrap's {boot})"
     if math.isfinite(_num(row.get("seed_ci_low"))):
-        return f"95% bootstrap interval over seeds and reviews {boot} (wider than the Student-t interval over {n} seeds, {seeds})"
-    return f"95% bootstrap interval over the test reviews {boot} ({n} seed: no seed-level interval, the verdict rests on the bootstrap alone)"
+        return (
+            f"95% bootstrap interval over seeds and reviews {boot} (wider than the Student-t interval over {n} "
+            f"seeds, {seeds})"
+        )
+    return (
+        f"95% bootstrap interval over the test reviews {boot} ({n} seed: no seed-level interval, the verdict rests "
+        "on the bootstrap alone)"
+    )
 
 
 def _is_learning_curve(grid) -> bool:
@@ -327,13 +416,22 @@ def _learning_curve(grid, children: pd.DataFrame, runs: dict, tables: dict, extr
     figure = plots.learning_curve(points, title)
     path = workdir / f"{grid.name}_learning_curve.png"
     figure.savefig(path, dpi=110)
-    frame = pd.DataFrame([{
-        "run": f"{p['label']} (`{p['run_id']}`)", "training reviews": f"{p['reviews']:,}", "run minutes": f"{p['minutes']:.1f}",
-        "test accuracy [95% CI]": f"{_pct(p['accuracy'])} [{_pct(p['low'])}, {_pct(p['high'])}]",
-    } for p in points])  # fmt: skip
+    frame = pd.DataFrame(
+        [
+            {
+                "run": f"{p['label']} (`{p['run_id']}`)",
+                "training reviews": f"{p['reviews']:,}",
+                "run minutes": f"{p['minutes']:.1f}",
+                "test accuracy [95% CI]": f"{_pct(p['accuracy'])} [{_pct(p['low'])}, {_pct(p['high'])}]",
+            }
+            for p in points
+        ]
+    )
     return [
-        f"Learning curve: every point is scored on the same {len(ids):,} test reviews (the grid's sample; a run tested on the whole "
-        "test split is scored on those reviews of its predictions table). Minutes are each run's wall-clock time, start to end "
+        f"Learning curve: every point is scored on the same {len(ids):,} test reviews (the grid's sample; a run tested "
+        "on the whole "
+        "test split is scored on those reviews of its predictions table). Minutes are each run's wall-clock time, "
+        "start to end "
         "(loading, tokenizing, training, validating, testing, logging).",
         frame,
         Image(path, path.name, title),
@@ -343,8 +441,11 @@ def _learning_curve(grid, children: pd.DataFrame, runs: dict, tables: dict, extr
 def _curve_point(label: str, run, table: pd.DataFrame, ids: pd.Series) -> dict:
     shared = table.set_index("id").reindex(ids)
     if shared["label"].isna().any():
-        raise UserError(f"run {run.run_id} was not tested on the learning curve's test reviews ({int(shared['label'].isna().sum())} missing); "
-                        "add runs tested on the same data source")  # fmt: skip
+        raise UserError(
+            f"run {run.run_id} was not tested on the learning curve's test reviews "
+            f"({int(shared['label'].isna().sum())} missing); "
+            "add runs tested on the same data source"
+        )
     correct = (shared["label"].to_numpy() == shared["prediction"].to_numpy()).astype(float)
     m = run.metrics
     if len(table) == len(ids) and "test/accuracy_ci_low" in m:  # its own test reviews: the interval it logged
@@ -352,8 +453,15 @@ def _curve_point(label: str, run, table: pd.DataFrame, ids: pd.Series) -> dict:
     else:  # a run tested on more reviews, scored on the curve's: an interval over these reviews
         low, high = evaluate.bootstrap_accuracy_ci(correct, seed=0)
     reviews = run.metrics.get("data/train_reviews", _num(run.params.get("data.train_size")))
-    return {"label": label, "run_id": run.run_id, "reviews": int(reviews), "minutes": run.minutes or float("nan"),
-            "accuracy": float(correct.mean()), "low": low, "high": high}  # fmt: skip
+    return {
+        "label": label,
+        "run_id": run.run_id,
+        "reviews": int(reviews),
+        "minutes": run.minutes or float("nan"),
+        "accuracy": float(correct.mean()),
+        "low": low,
+        "high": high,
+    }
 
 
 def _children_table(children: pd.DataFrame, runs: dict) -> pd.DataFrame:
@@ -361,21 +469,32 @@ def _children_table(children: pd.DataFrame, runs: dict) -> pd.DataFrame:
     for row in children.to_dict("records"):
         run = runs[row["run_id"]]
         test = _num(row["test_accuracy"])
-        rows.append({
-            "variant": row["variant"], "seed": row["seed"], "run id": f"`{row['run_id']}`",
-            "val accuracy": _pct(_num(row["val_accuracy"])),
-            "test accuracy [95% CI]": "n/a" if not math.isfinite(test) else f"{_pct(test)} [{_pct(row['test_accuracy_low'])}, {_pct(row['test_accuracy_high'])}]",
-            "run minutes": f"{run.minutes:.1f}" if run.minutes else "n/a",
-        })  # fmt: skip
+        rows.append(
+            {
+                "variant": row["variant"],
+                "seed": row["seed"],
+                "run id": f"`{row['run_id']}`",
+                "val accuracy": _pct(_num(row["val_accuracy"])),
+                "test accuracy [95% CI]": "n/a"
+                if not math.isfinite(test)
+                else f"{_pct(test)} [{_pct(row['test_accuracy_low'])}, {_pct(row['test_accuracy_high'])}]",
+                "run minutes": f"{run.minutes:.1f}" if run.minutes else "n/a",
+            }
+        )
     return pd.DataFrame(rows)
 
 
 # The score rows of a train or evaluate run's table: metric key (after "<split>/") and label.
 _SCORE_ROWS = (
-    ("f1_macro", "macro F1"), ("roc_auc", "ROC AUC"), ("average_precision", "average precision"),
-    ("ece", "expected calibration error"), ("ece_calibrated", "expected calibration error, temperature applied"),
-    ("brier", "Brier score"), ("brier_calibrated", "Brier score, temperature applied"), ("loss", "cross-entropy loss"),
-)  # fmt: skip
+    ("f1_macro", "macro F1"),
+    ("roc_auc", "ROC AUC"),
+    ("average_precision", "average precision"),
+    ("ece", "expected calibration error"),
+    ("ece_calibrated", "expected calibration error, temperature applied"),
+    ("brier", "Brier score"),
+    ("brier_calibrated", "Brier score, temperature applied"),
+    ("loss", "cross-entropy loss"),
+)
 
 
 def run_sections(run, workdir: Path) -> list[Section]:
@@ -391,15 +510,28 @@ def run_sections(run, workdir: Path) -> list[Section]:
     if train_seconds:
         timing += f" ({train_seconds / 60:.1f} of them training"
         timing += f", {m['test/seconds'] / 60:.1f} testing)" if "test/seconds" in m else ")"
-    section.blocks.append(f"Run `{run.run_id}` (experiment `{tracking.experiment_name(run.experiment_id)}`), model `{p.get('model.name', '?')}` "
-                          f"on `{data_name(p.get('data.source', '?'))}`. {timing}.")  # fmt: skip
+    section.blocks.append(
+        f"Run `{run.run_id}` (experiment `{tracking.experiment_name(run.experiment_id)}`), model "
+        f"`{p.get('model.name', '?')}` "
+        f"on `{data_name(p.get('data.source', '?'))}`. {timing}."
+    )
     if kind == "train":
         section.blocks.append(_recipe_table(run))
-    table = tracking.load_run_table(run.run_id, f"predictions/{split}.parquet", columns=["id", "label", "prediction"]) if f"{split}/accuracy" in m else None
+    table = (
+        tracking.load_run_table(run.run_id, f"predictions/{split}.parquet", columns=["id", "label", "prediction"])
+        if f"{split}/accuracy" in m
+        else None
+    )
     rows = []
     if table is not None:
         rows.append((f"{split} reviews", f"{len(table):,}"))
-        rows.append((f"{split} accuracy [95% bootstrap CI]", f"{_pct(m[f'{split}/accuracy'])} [{_pct(m.get(f'{split}/accuracy_ci_low'))}, {_pct(m.get(f'{split}/accuracy_ci_high'))}]"))
+        rows.append(
+            (
+                f"{split} accuracy [95% bootstrap CI]",
+                f"{_pct(m[f'{split}/accuracy'])} [{_pct(m.get(f'{split}/accuracy_ci_low'))}, "
+                f"{_pct(m.get(f'{split}/accuracy_ci_high'))}]",
+            )
+        )
         for key, label in _SCORE_ROWS:
             if f"{split}/{key}" in m:
                 rows.append((f"{split} {label}", f"{m[f'{split}/{key}']:.4f}"))
@@ -407,17 +539,32 @@ def run_sections(run, workdir: Path) -> list[Section]:
         if key in m:
             rows.append((label, _pct(m[key]) if "accuracy" in key else f"{int(m[key])}"))
     if "calibration/temperature" in m:
-        rows.append(("temperature the model applies (fitted on the validation split)", f"{m['calibration/temperature']:.4f}"))
+        rows.append(
+            ("temperature the model applies (fitted on the validation split)", f"{m['calibration/temperature']:.4f}")
+        )
     if rows:
         section.blocks.append(pd.DataFrame(rows, columns=["metric", "value"]))
     if table is not None:
         counts = evaluate.confusion(table)
-        section.blocks.append(f"Confusion matrix, counted from the run's `predictions/{split}.parquet` (rows: true class, columns: predicted):")
-        section.blocks.append(pd.DataFrame([["negative", *counts[0]], ["positive", *counts[1]]], columns=["true \\ predicted", "negative", "positive"]))
-    figures = ((f"figures/{split}_confusion_matrix.png", "Confusion matrix"), (f"figures/calibration_{split}.png", "Calibration before and after temperature scaling"),
-               ("figures/training_curves.png", "Training curves"))  # fmt: skip
+        section.blocks.append(
+            f"Confusion matrix, counted from the run's `predictions/{split}.parquet` (rows: true class, columns: "
+            "predicted):"
+        )
+        section.blocks.append(
+            pd.DataFrame(
+                [["negative", *counts[0]], ["positive", *counts[1]]],
+                columns=["true \\ predicted", "negative", "positive"],
+            )
+        )
+    figures = (
+        (f"figures/{split}_confusion_matrix.png", "Confusion matrix"),
+        (f"figures/calibration_{split}.png", "Calibration before and after temperature scaling"),
+        ("figures/training_curves.png", "Training curves"),
+    )
     for artifact, caption in figures:
         path = tracking.download_artifact(run.run_id, artifact, workdir / run.run_id)
         if path is not None:
-            section.blocks.append(Image(path, f"{run.run_id[:8]}_{Path(artifact).name}", f"{caption} (run {run.run_id})"))
+            section.blocks.append(
+                Image(path, f"{run.run_id[:8]}_{Path(artifact).name}", f"{caption} (run {run.run_id})")
+            )
     return [section]

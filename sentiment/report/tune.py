@@ -32,12 +32,17 @@ def tune_sections(parent, workdir: Path) -> list[Section]:
     section = Section(f"Search `{tags.get('sentiment.tune.space', '?')}`")
     counts = {state: int((trials["state"] == state).sum()) for state in ("complete", "pruned", "failed")}
     section.blocks.append(
-        f"Parent run `{parent.run_id}` (experiment `{tracking.experiment_name(parent.experiment_id)}`): {len(trials)} trials of "
-        f"{tags.get('sentiment.tune.trials', '?')} ({counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed), "
-        f"sampler {p.get('tune.sampler', '?')}, pruner {p.get('tune.pruner', '?')}, objective `{objective}` on validation reviews only. "
-        f"The trials spent {m.get('tune/cpu_minutes', float('nan')):.1f} CPU minutes ({m.get('tune/trial_minutes', float('nan')):.1f} wall-clock); "
+        f"Parent run `{parent.run_id}` (experiment `{tracking.experiment_name(parent.experiment_id)}`): {len(trials)} "
+        "trials of "
+        f"{tags.get('sentiment.tune.trials', '?')} ({counts['complete']} complete, {counts['pruned']} pruned, "
+        f"{counts['failed']} failed), "
+        f"sampler {p.get('tune.sampler', '?')}, pruner {p.get('tune.pruner', '?')}, objective `{objective}` on "
+        "validation reviews only. "
+        f"The trials spent {m.get('tune/cpu_minutes', float('nan')):.1f} CPU minutes "
+        f"({m.get('tune/trial_minutes', float('nan')):.1f} wall-clock); "
         f"pruning saved about {m.get('tune/cpu_minutes_saved_by_pruning', float('nan')):.1f} CPU minutes "
-        f"({m.get('tune/minutes_saved_by_pruning', float('nan')):.1f} wall-clock) against running every pruned trial to its end."
+        f"({m.get('tune/minutes_saved_by_pruning', float('nan')):.1f} wall-clock) against running every pruned trial "
+        "to its end."
     )
     rows = trials.set_index("trial")
     sides = [("best", int(m["tune/best_trial"]), "tune/best_value", "test")] if "tune/best_trial" in m else []
@@ -47,20 +52,31 @@ def tune_sections(parent, workdir: Path) -> list[Section]:
         table = []
         for name, number, value, split in sides:
             row = rows.loc[number] if number in rows.index else {}
-            validation = _interval(m, value, f"{value}_ci_low", f"{value}_ci_high") if "accuracy" in objective else f"{m.get(value, float('nan')):.4f}"
-            table.append({
-                "trial": f"{name} (trial {number}, run `{row.get('run_id', '?')}`)",
-                **{option: _show(row.get(option)) for option in searched},
-                f"{objective} [95% CI]": validation,
-                "test accuracy [95% CI]": _interval(m, f"{split}/accuracy", f"{split}/accuracy_ci_low", f"{split}/accuracy_ci_high"),
-            })  # fmt: skip
+            validation = (
+                _interval(m, value, f"{value}_ci_low", f"{value}_ci_high")
+                if "accuracy" in objective
+                else f"{m.get(value, float('nan')):.4f}"
+            )
+            table.append(
+                {
+                    "trial": f"{name} (trial {number}, run `{row.get('run_id', '?')}`)",
+                    **{option: _show(row.get(option)) for option in searched},
+                    f"{objective} [95% CI]": validation,
+                    "test accuracy [95% CI]": _interval(
+                        m, f"{split}/accuracy", f"{split}/accuracy_ci_low", f"{split}/accuracy_ci_high"
+                    ),
+                }
+            )
         section.blocks.append(pd.DataFrame(table))
         reviews = f" over {int(m['tune/val_reviews']):,} validation reviews" if "tune/val_reviews" in m else ""
         section.blocks.append(
-            f"Validation intervals: Wilson{reviews}; test intervals: bootstrap over {int(m.get('test/examples', 0)):,} test reviews. "
+            f"Validation intervals: Wilson{reviews}; test intervals: bootstrap over {int(m.get('test/examples', 0)):,} "
+            "test reviews. "
             f"Verdict: {tags.get('sentiment.tune.baseline', 'no baseline trial (the space enqueues none)')}."
         )
-    trained = trials["epochs_trained" if "epochs_trained" in trials else "epochs"]  # (tables of older versions: "epochs")
+    trained = trials[
+        "epochs_trained" if "epochs_trained" in trials else "epochs"
+    ]  # (tables of older versions: "epochs")
     shown = trials[["trial", "state", "value", *[c for c in searched if c in trials], "cpu_s", "run_id"]].copy()
     shown["value"] = shown["value"].map(lambda v: f"{v:.4f}" if math.isfinite(_num(v)) else "n/a")
     shown["epochs trained"] = [f"{int(a)}/{int(b)}" for a, b in zip(trained, trials["epochs_planned"], strict=True)]
@@ -69,13 +85,21 @@ def tune_sections(parent, workdir: Path) -> list[Section]:
         if option in shown:
             shown[option] = shown[option].map(_show)
     shown["run_id"] = shown.pop("run_id").map(lambda r: f"`{r}`")
-    section.blocks.append(f"Every trial (`tune/trials` of the parent; value = `{objective}`, the last reported one for a pruned trial):")
+    section.blocks.append(
+        f"Every trial (`tune/trials` of the parent; value = `{objective}`, the last reported one for a pruned trial):"
+    )
     section.blocks.append(shown.rename(columns={"value": objective}))
-    for name, caption in (("optimization_history", "Optimisation history"), ("intermediate_values", "Validation after each epoch (pruning)"),
-                          ("param_importances", "Parameter importances (fANOVA)"), ("parallel_coordinate", "Parallel coordinates")):  # fmt: skip
+    for name, caption in (
+        ("optimization_history", "Optimisation history"),
+        ("intermediate_values", "Validation after each epoch (pruning)"),
+        ("param_importances", "Parameter importances (fANOVA)"),
+        ("parallel_coordinate", "Parallel coordinates"),
+    ):
         path = tracking.download_artifact(parent.run_id, f"figures/tune/{name}.png", workdir / parent.run_id)
         if path is not None:
-            section.blocks.append(Image(path, f"{parent.run_id[:8]}_{name}.png", f"{caption} (parent run {parent.run_id})"))
+            section.blocks.append(
+                Image(path, f"{parent.run_id[:8]}_{name}.png", f"{caption} (parent run {parent.run_id})")
+            )
     section.blocks.append(Code(tracking.load_run_text(parent.run_id, "tune/space.yaml").rstrip(), "yaml"))
     return [section]
 

@@ -25,12 +25,11 @@ from sentiment.tracking.connection import (
     tracking_uri,
     where_to_look,
 )
-from sentiment.tracking.evidence import Published
+from sentiment.tracking.evidence import Published, use_store
 from sentiment.tracking.evidence import open_ui_database as open_evidence_ui_database
 from sentiment.tracking.evidence import publish as publish_evidence
 from sentiment.tracking.evidence import run_ids as evidence_run_ids
 from sentiment.tracking.evidence import run_sizes as evidence_run_sizes
-from sentiment.tracking.evidence import use_store
 from sentiment.tracking.memory import InMemoryTracker
 from sentiment.tracking.outbox import Outbox, sync_journal
 from sentiment.tracking.queries import (
@@ -78,17 +77,78 @@ from sentiment.tracking.runs import (
     side_run,
     submit_project_run,
 )
-from sentiment.tracking.serving import BASELINE_FILE, MODEL_ARTIFACT, SKLEARN_PIPELINE, SentimentPyfunc, evaluation_metrics
+from sentiment.tracking.serving import (
+    BASELINE_FILE,
+    MODEL_ARTIFACT,
+    SKLEARN_PIPELINE,
+    SentimentPyfunc,
+    evaluation_metrics,
+)
 from sentiment.tracking.tracker import LoggedModelRef, NullTracker, Tracker
 
 __all__ = [
-    "BASELINE_FILE", "DEFAULT_EXPERIMENT", "DEFAULT_TRACKING_URI", "MODEL_ARTIFACT", "SKLEARN_PIPELINE", "InMemoryTracker", "LoggedModelRef", "MlflowTracker",
-    "NullTracker", "Outbox", "Registration", "RunRecord", "SentimentPyfunc", "Tracker", "check_same_experiment",
-    "check_server", "child_runs", "connect", "create_child_run", "dataset_rows", "delete_tag", "download_artifact", "download_checkpoints",
-    "end_run_if_open", "evaluation_metrics", "experiment_name", "fail_run", "fetch_model", "get_run", "is_model_uri", "last_logged_steps",
-    "load_pyfunc", "load_run_table", "load_run_text", "log_files_to_run", "metric_values", "model_run_id", "one_line", "open_run",
-    "reachable", "read_run_config", "register_version", "resolve_model_source", "run_tags", "submit_project_run",
-    "sync_journal", "tracking_uri", "VersionInfo", "champion_version", "set_champion", "set_version_description",
-    "set_version_tags", "settle_pause", "version_info", "log_to_run", "side_run", "dataset_facts",
-    "Published", "evidence_run_ids", "evidence_run_sizes", "open_evidence_ui_database", "publish_evidence", "use_store",
-]  # fmt: skip
+    "BASELINE_FILE",
+    "DEFAULT_EXPERIMENT",
+    "DEFAULT_TRACKING_URI",
+    "MODEL_ARTIFACT",
+    "SKLEARN_PIPELINE",
+    "InMemoryTracker",
+    "LoggedModelRef",
+    "MlflowTracker",
+    "NullTracker",
+    "Outbox",
+    "Registration",
+    "RunRecord",
+    "SentimentPyfunc",
+    "Tracker",
+    "check_same_experiment",
+    "check_server",
+    "child_runs",
+    "connect",
+    "create_child_run",
+    "dataset_rows",
+    "delete_tag",
+    "download_artifact",
+    "download_checkpoints",
+    "end_run_if_open",
+    "evaluation_metrics",
+    "experiment_name",
+    "fail_run",
+    "fetch_model",
+    "get_run",
+    "is_model_uri",
+    "last_logged_steps",
+    "load_pyfunc",
+    "load_run_table",
+    "load_run_text",
+    "log_files_to_run",
+    "metric_values",
+    "model_run_id",
+    "one_line",
+    "open_run",
+    "reachable",
+    "read_run_config",
+    "register_version",
+    "resolve_model_source",
+    "run_tags",
+    "submit_project_run",
+    "sync_journal",
+    "tracking_uri",
+    "VersionInfo",
+    "champion_version",
+    "set_champion",
+    "set_version_description",
+    "set_version_tags",
+    "settle_pause",
+    "version_info",
+    "log_to_run",
+    "side_run",
+    "dataset_facts",
+    "Published",
+    "evidence_run_ids",
+    "evidence_run_sizes",
+    "open_evidence_ui_database",
+    "publish_evidence",
+    "use_store",
+    "where_to_look",
+]

@@ -1,6 +1,6 @@
 """Where tracking goes and whether it is there: the tracking URI, health and credential checks.
 
-    MLFLOW_TRACKING_URI=http://127.0.0.1:5000 python -c "from sentiment.tracking import connect; print(connect())"
+MLFLOW_TRACKING_URI=http://127.0.0.1:5000 python -c "from sentiment.tracking import connect; print(connect())"
 """
 
 from __future__ import annotations

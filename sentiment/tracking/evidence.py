@@ -93,7 +93,9 @@ def _file_store(root: Path):
 def use_store(root: Path = STORE) -> str:
     """Point MLflow at the evidence store to read it (no experiment is set, nothing is written)."""
     if not (root / "0" / "meta.yaml").exists():
-        raise UserError(f"{root} is not an evidence store (no 0/meta.yaml); run from the repository root or pass --store")
+        raise UserError(
+            f"{root} is not an evidence store (no 0/meta.yaml); run from the repository root or pass --store"
+        )
     _restore_empty_folders(root)
     _allow_file_store()
     uri = str(root.resolve())
@@ -131,11 +133,15 @@ def with_children(client, run_ids: list[str]) -> list:
         try:
             run = client.get_run(run_id)
         except mlflow.exceptions.MlflowException:
-            raise UserError(f"run {run_id!r} does not exist on {tracking_uri()}; check the id and MLFLOW_TRACKING_URI") from None
+            raise UserError(
+                f"run {run_id!r} does not exist on {tracking_uri()}; check the id and MLFLOW_TRACKING_URI"
+            ) from None
         children = client.search_runs(
-            [run.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{run_id}'",
-            order_by=["attributes.start_time ASC"], max_results=10000,
-        )  # fmt: skip
+            [run.info.experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{run_id}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=10000,
+        )
         for item in (run, *children):
             if item.info.run_id not in seen:
                 seen.add(item.info.run_id)
@@ -173,8 +179,13 @@ def _artifacts_in_store(root: Path, experiment_id: str) -> None:
     """Point an experiment's artifact location at the store (``mlflow-artifacts:/<id>``), whoever made it."""
     meta = root / experiment_id / "meta.yaml"
     lines = meta.read_text().splitlines()
-    meta.write_text("\n".join(f"artifact_location: {ARTIFACT_SCHEME}{experiment_id}" if line.startswith("artifact_location:") else line
-                              for line in lines) + "\n")  # fmt: skip
+    meta.write_text(
+        "\n".join(
+            f"artifact_location: {ARTIFACT_SCHEME}{experiment_id}" if line.startswith("artifact_location:") else line
+            for line in lines
+        )
+        + "\n"
+    )
 
 
 def _experiment_id(client, store, source_id: str) -> str:
@@ -209,10 +220,16 @@ def _copy_run(client, store, root: Path, run) -> Published:
     for folder in RUN_FOLDERS:
         (run_dir / folder).mkdir(parents=True, exist_ok=True)
     copied = RunInfo(
-        run_id=info.run_id, run_name=info.run_name, experiment_id=experiment_id,
-        artifact_uri=f"{ARTIFACT_SCHEME}{experiment_id}/{info.run_id}/artifacts", user_id=info.user_id,
-        status="RUNNING", start_time=info.start_time, end_time=None, lifecycle_stage="active",
-    )  # fmt: skip
+        run_id=info.run_id,
+        run_name=info.run_name,
+        experiment_id=experiment_id,
+        artifact_uri=f"{ARTIFACT_SCHEME}{experiment_id}/{info.run_id}/artifacts",
+        user_id=info.user_id,
+        status="RUNNING",
+        start_time=info.start_time,
+        end_time=None,
+        lifecycle_stage="active",
+    )
     meta = _make_persisted_run_info_dict(copied)
     meta["deleted_time"] = None
     write_yaml(str(run_dir), "meta.yaml", meta)
@@ -231,10 +248,12 @@ def _copy_data(client, store, run) -> None:
     metrics = []
     for key in sorted(run.data.metrics):
         history = client.get_metric_history(run_id, key)
-        metrics += [Metric(m.key, m.value, m.timestamp, m.step) for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
+        metrics += [
+            Metric(m.key, m.value, m.timestamp, m.step) for m in sorted(history, key=lambda m: (m.step, m.timestamp))
+        ]
     store.log_batch(run_id, metrics=[], params=params, tags=tags)
     for start in range(0, len(metrics), BATCH):  # MLflow takes at most 1,000 metrics a batch
-        store.log_batch(run_id, metrics=metrics[start:start + BATCH], params=[], tags=[])
+        store.log_batch(run_id, metrics=metrics[start : start + BATCH], params=[], tags=[])
     if run.inputs and run.inputs.dataset_inputs:
         store.log_inputs(run_id, datasets=list(run.inputs.dataset_inputs))
 
@@ -257,7 +276,9 @@ def _copy_artifacts(client, run, dst: Path, top_level: bool) -> tuple[int, int]:
     wanted = [a for a in _artifact_paths(client, run.info.run_id) if kept(a.path, top_level)]
     with tempfile.TemporaryDirectory(prefix="sentiment-evidence-") as tmp:
         for item in wanted:
-            local = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=item.path, dst_path=tmp))
+            local = Path(
+                mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=item.path, dst_path=tmp)
+            )
             target = dst / item.path
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.suffix == ".parquet":
@@ -266,8 +287,11 @@ def _copy_artifacts(client, run, dst: Path, top_level: bool) -> tuple[int, int]:
                 shutil.copyfile(local, target)
             if target.stat().st_size > MAX_ARTIFACT_BYTES:
                 target.unlink()
-                raise UserError(f"{item.path} of run {run.info.run_id} is over {MAX_ARTIFACT_BYTES / 1e6:.0f} MB even without text; "
-                                "it is not a summary a report reads: leave it out of the store")  # fmt: skip
+                raise UserError(
+                    f"{item.path} of run {run.info.run_id} is over {MAX_ARTIFACT_BYTES / 1e6:.0f} MB even without "
+                    "text; "
+                    "it is not a summary a report reads: leave it out of the store"
+                )
             files, size = files + 1, size + target.stat().st_size
     return files, size
 

@@ -28,7 +28,11 @@ def _apply(client, run_id: str, op: dict) -> None:
 
     kind = op["op"]
     if kind == "metrics":
-        client.log_batch(run_id, metrics=[Metric(k, v, ts, step, model_id=mid) for k, v, ts, step, mid in op["points"]], synchronous=True)
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, ts, step, model_id=mid) for k, v, ts, step, mid in op["points"]],
+            synchronous=True,
+        )
     elif kind == "tags":
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in op["tags"].items()], synchronous=True)
     elif kind == "params":

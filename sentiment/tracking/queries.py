@@ -44,10 +44,16 @@ class RunRecord:
 
 def _record(run) -> RunRecord:
     return RunRecord(
-        run_id=run.info.run_id, name=run.info.run_name or "", status=run.info.status,
-        tags=dict(run.data.tags), metrics=dict(run.data.metrics), experiment_id=run.info.experiment_id,
-        params=dict(run.data.params), start_ms=run.info.start_time, end_ms=run.info.end_time,
-    )  # fmt: skip
+        run_id=run.info.run_id,
+        name=run.info.run_name or "",
+        status=run.info.status,
+        tags=dict(run.data.tags),
+        metrics=dict(run.data.metrics),
+        experiment_id=run.info.experiment_id,
+        params=dict(run.data.params),
+        start_ms=run.info.start_time,
+        end_ms=run.info.end_time,
+    )
 
 
 def get_run(run_id: str) -> RunRecord:
@@ -71,9 +77,11 @@ def child_runs(parent_run_id: str) -> list[RunRecord]:
     """Every run tagged as a child of ``parent_run_id`` (oldest first)."""
     parent = get_run(parent_run_id)
     runs = mlflow.MlflowClient().search_runs(
-        [parent.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
-        order_by=["attributes.start_time ASC"], max_results=10000,
-    )  # fmt: skip
+        [parent.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10000,
+    )
     return [_record(run) for run in runs]
 
 
@@ -82,7 +90,10 @@ def run_tags(run_id: str) -> dict[str, str]:
     try:
         return dict(mlflow.get_run(run_id).data.tags)
     except Exception as exc:
-        raise UserError(f"run {run_id!r} does not exist or cannot be read ({one_line(exc)[:150]}); pass the id of an evaluate or train run") from None
+        raise UserError(
+            f"run {run_id!r} does not exist or cannot be read ({one_line(exc)[:150]}); pass the id of an evaluate or "
+            "train run"
+        ) from None
 
 
 def dataset_rows(run_id: str) -> dict[str, int]:
@@ -119,10 +130,15 @@ def read_run_config(run_id: str, required: bool = False) -> config_mod.Config | 
     """The config a run logged (``config.yaml``); None when it has none, unless ``required``."""
     try:
         local = local_artifact(run_id, "config.yaml")  # a run of the evidence store: read from disk
-        return config_mod.from_yaml(local.read_text() if local else mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml"))
+        return config_mod.from_yaml(
+            local.read_text() if local else mlflow.artifacts.load_text(f"runs:/{run_id}/config.yaml")
+        )
     except Exception as exc:
         if required:
-            raise UserError(f"run {run_id} has no readable config.yaml ({one_line(exc)[:150]}); it was not started by sentiment train") from None
+            raise UserError(
+                f"run {run_id} has no readable config.yaml ({one_line(exc)[:150]}); it was not started by sentiment "
+                "train"
+            ) from None
         return None
 
 
@@ -181,6 +197,8 @@ def download_checkpoints(run_id: str, folder: Path) -> None:
     """Copy the run's uploaded ``checkpoints/`` (training state, best model) into ``folder``, if any."""
     folder.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(Exception):
-        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoints", dst_path=str(folder.parent / "_download"))
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="checkpoints", dst_path=str(folder.parent / "_download")
+        )
         shutil.copytree(folder.parent / "_download" / "checkpoints", folder, dirs_exist_ok=True)
         shutil.rmtree(folder.parent / "_download", ignore_errors=True)

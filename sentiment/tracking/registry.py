@@ -69,7 +69,9 @@ def version_info(name: str, version: str) -> VersionInfo:
     try:
         found = mlflow.MlflowClient().get_model_version(name, str(version))
     except mlflow.exceptions.MlflowException:
-        raise UserError(f"model {name!r} has no version {version!r}; see the versions in the MLflow UI's Models page") from None
+        raise UserError(
+            f"model {name!r} has no version {version!r}; see the versions in the MLflow UI's Models page"
+        ) from None
     # The run that registered it (tag run_id) holds its test predictions: the training run
     # itself, or for a `sentiment tune` winner the tune parent; the model's own run otherwise.
     return VersionInfo(name, str(found.version), found.tags.get("run_id") or found.run_id, dict(found.tags))
@@ -152,7 +154,10 @@ def _download_package(uri: str, tmp: Path) -> Path:
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
     except Exception as exc:
-        raise UserError(f"model {uri!r} does not exist or cannot be downloaded ({one_line(exc)[:200]}); check the URI with the MLflow UI") from None
+        raise UserError(
+            f"model {uri!r} does not exist or cannot be downloaded ({one_line(exc)[:200]}); check the URI with the "
+            "MLflow UI"
+        ) from None
     folder = local / "artifacts" / MODEL_ARTIFACT
     if not folder.is_dir():
         raise UserError(f"model {uri!r} is not a sentiment model (no artifacts/{MODEL_ARTIFACT} folder)")

@@ -52,7 +52,9 @@ def open_run(
     if resume_run_id:
         outer = os.environ.get("MLFLOW_RUN_ID")
         if outer and outer != resume_run_id:
-            raise UserError(f"resuming run {resume_run_id} under `mlflow run`: pass --run-id {resume_run_id} to mlflow run too")
+            raise UserError(
+                f"resuming run {resume_run_id} under `mlflow run`: pass --run-id {resume_run_id} to mlflow run too"
+            )
         try:
             mlflow.get_run(resume_run_id)
         except mlflow.exceptions.MlflowException:
@@ -109,7 +111,9 @@ class MlflowTracker:
     metrics_every_s = 1.0  # batch metric points: at most about one request a second
     model_log_attempts = 3  # a model whose logging a lost server interrupted is logged again
 
-    def __init__(self, run_id: str, journal_dir: Path | None = None, logged_up_to: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, run_id: str, journal_dir: Path | None = None, logged_up_to: dict[str, int] | None = None
+    ) -> None:
         self.run_id = run_id
         self._tmp = Path(tempfile.mkdtemp(prefix="sentiment-"))
         # A reopened run: per key, the last step already on the server (see open_run).
@@ -185,7 +189,9 @@ class MlflowTracker:
 
     def log_dict(self, data: dict, path: str) -> None:
         local = self._local(path)
-        local.write_text(yaml.safe_dump(data, sort_keys=False) if path.endswith((".yaml", ".yml")) else json.dumps(data, indent=2))
+        local.write_text(
+            yaml.safe_dump(data, sort_keys=False) if path.endswith((".yaml", ".yml")) else json.dumps(data, indent=2)
+        )
         self._upload(local, path)
 
     def log_text(self, text: str, path: str) -> None:
@@ -211,7 +217,12 @@ class MlflowTracker:
             if only not in (None, split):
                 continue
             frame = getattr(splits, split)[["id", "text", "label"]]
-            dataset = mlflow.data.from_pandas(frame, source=_dataset_source(splits.source), targets="label", name=f"{Path(splits.source).name}-{split}")
+            dataset = mlflow.data.from_pandas(
+                frame,
+                source=_dataset_source(splits.source),
+                targets="label",
+                name=f"{Path(splits.source).name}-{split}",
+            )
             _log_input(dataset, context)
 
     # -- models ------------------------------------------------------------------------
@@ -230,7 +241,10 @@ class MlflowTracker:
             except Exception:
                 if attempt == self.model_log_attempts - 1 or reachable():
                     raise
-                click_echo(f"warning: tracking server {tracking_uri()} went away while logging model {name!r}; logging it again when it answers")
+                click_echo(
+                    f"warning: tracking server {tracking_uri()} went away while logging model {name!r}; logging it "
+                    "again when it answers"
+                )
 
     def _fail_pending_models(self, name: str) -> None:
         """Mark this run's models called ``name`` that a lost server left PENDING as FAILED."""
@@ -239,7 +253,9 @@ class MlflowTracker:
         with contextlib.suppress(mlflow.exceptions.MlflowException):
             experiment_id = mlflow.get_run(self.run_id).info.experiment_id
             found = mlflow.search_logged_models(
-                experiment_ids=[experiment_id], filter_string=f"source_run_id = '{self.run_id}' AND name = '{name}'", output_format="list"
+                experiment_ids=[experiment_id],
+                filter_string=f"source_run_id = '{self.run_id}' AND name = '{name}'",
+                output_format="list",
             )
             for model in found:
                 if model.status == LoggedModelStatus.PENDING:
@@ -258,14 +274,18 @@ class MlflowTracker:
         self.wait_online()
         run = mlflow.get_run(self.run_id)
         found = mlflow.search_logged_models(
-            experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{self.run_id}'", output_format="list"
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{self.run_id}'",
+            output_format="list",
         )
-        models = {int(m.name[len(CHECKPOINT_PREFIX):]): m for m in found if m.name.startswith(CHECKPOINT_PREFIX)}
+        models = {int(m.name[len(CHECKPOINT_PREFIX) :]): m for m in found if m.name.startswith(CHECKPOINT_PREFIX)}
         pruned = epochs_to_prune(keep, {epoch: score for epoch, score in scores.items() if epoch in models})
         client = mlflow.MlflowClient()
         for epoch in pruned:
             model = models[epoch]
-            reason = f"weights deleted: not among the {keep} best epochs by validation accuracy (--keep-checkpoints {keep})"
+            reason = (
+                f"weights deleted: not among the {keep} best epochs by validation accuracy (--keep-checkpoints {keep})"
+            )
             client.set_logged_model_tags(model.model_id, {"sentiment.retention": reason})
             get_artifact_repository(model.artifact_location).delete_artifacts()
         return pruned
@@ -309,8 +329,12 @@ def dataset_facts(splits) -> list[dict]:
     out = []
     for split in ("train", "val", "test"):
         frame = getattr(splits, split)[["id", "text", "label"]]
-        dataset = mlflow.data.from_pandas(frame, source=_dataset_source(splits.source), targets="label", name=f"{Path(splits.source).name}-{split}")
-        out.append({"split": split, "rows": len(frame), "digest": dataset.digest, "source": _dataset_source(splits.source)})
+        dataset = mlflow.data.from_pandas(
+            frame, source=_dataset_source(splits.source), targets="label", name=f"{Path(splits.source).name}-{split}"
+        )
+        out.append(
+            {"split": split, "rows": len(frame), "digest": dataset.digest, "source": _dataset_source(splits.source)}
+        )
     return out
 
 
@@ -375,7 +399,9 @@ def create_child_run(parent_run_id: str, run_name: str, tags: dict[str, str]) ->
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     parent = get_run(parent_run_id)
-    run = mlflow.MlflowClient().create_run(parent.experiment_id, tags={**tags, MLFLOW_PARENT_RUN_ID: parent_run_id}, run_name=run_name)
+    run = mlflow.MlflowClient().create_run(
+        parent.experiment_id, tags={**tags, MLFLOW_PARENT_RUN_ID: parent_run_id}, run_name=run_name
+    )
     return run.info.run_id
 
 
@@ -395,9 +421,14 @@ _SUBMIT_LOCK = threading.Lock()
 
 
 def submit_project_run(
-    project_dir: Path, parameters: dict[str, str], backend: str, backend_config: str | None,
-    parent_run_id: str, run_name: str, tags: dict[str, str],
-):  # fmt: skip
+    project_dir: Path,
+    parameters: dict[str, str],
+    backend: str,
+    backend_config: str | None,
+    parent_run_id: str,
+    run_name: str,
+    tags: dict[str, str],
+):
     """Run the project's ``train`` entry point on an MLflow Projects backend, as a child run.
 
     Returns the SubmittedRun (``run_id``, ``wait()``); the caller waits. ``local`` runs in this
@@ -414,10 +445,16 @@ def submit_project_run(
         name = os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
         try:
             submitted = mlflow.projects.run(
-                str(project_dir), entry_point="train", parameters=parameters, backend=backend,
-                backend_config=backend_config or None, experiment_id=parent.experiment_id, run_name=run_name,
-                env_manager="local" if backend == "local" else None, synchronous=False,
-            )  # fmt: skip
+                str(project_dir),
+                entry_point="train",
+                parameters=parameters,
+                backend=backend,
+                backend_config=backend_config or None,
+                experiment_id=parent.experiment_id,
+                run_name=run_name,
+                env_manager="local" if backend == "local" else None,
+                synchronous=False,
+            )
         finally:
             if name is not None:
                 os.environ["MLFLOW_EXPERIMENT_NAME"] = name

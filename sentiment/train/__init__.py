@@ -9,13 +9,29 @@
     sentiment train --preset quick
 """
 
-from sentiment.train.checkpoint import Checkpointer, StopOnSignal, load_resume_state, save_model
 from sentiment.train.baseline import run_baseline
+from sentiment.train.checkpoint import Checkpointer, StopOnSignal, load_resume_state, save_model
 from sentiment.train.loop import EpochResult, History, Hooks, fit, setup
 from sentiment.train.publish import TrainOutcome
 from sentiment.train.stage import Prepared, TrainInputs, check_inputs, package_model, prepare, publish, run_train
 
 __all__ = [
-    "Checkpointer", "EpochResult", "History", "Hooks", "Prepared", "StopOnSignal", "TrainInputs", "TrainOutcome", "check_inputs", "fit",
-    "load_resume_state", "package_model", "prepare", "publish", "run_baseline", "run_train", "save_model", "setup",
-]  # fmt: skip
+    "Checkpointer",
+    "EpochResult",
+    "History",
+    "Hooks",
+    "Prepared",
+    "StopOnSignal",
+    "TrainInputs",
+    "TrainOutcome",
+    "check_inputs",
+    "fit",
+    "load_resume_state",
+    "package_model",
+    "prepare",
+    "publish",
+    "run_baseline",
+    "run_train",
+    "save_model",
+    "setup",
+]

@@ -38,9 +38,15 @@ from sentiment.train.publish import Calibrated, Trained, TrainOutcome, package_b
 
 
 def run_baseline(
-    config: Config, tracker: tracking.Tracker, workdir: Path, registry: promote_mod.RegisterRequest | None, resume: bool = False,
-    dist: Dist | None = None, inputs: TrainInputs | None = None, after_epoch=None,
-) -> TrainOutcome:  # fmt: skip
+    config: Config,
+    tracker: tracking.Tracker,
+    workdir: Path,
+    registry: promote_mod.RegisterRequest | None,
+    resume: bool = False,
+    dist: Dist | None = None,
+    inputs: TrainInputs | None = None,
+    after_epoch=None,
+) -> TrainOutcome:
     """Fit, calibrate, test and publish a baseline in the tracker's run (see the module docstring).
 
     Args:
@@ -65,7 +71,9 @@ def run_baseline(
     result, val = fit(pipeline, splits.train, splits.val, config)
     console.say(console.epoch_line(result, 1, True))
     counts = baselines.parameters(pipeline)
-    tracker.log_metrics({"model/parameters": counts["total"], "model/trainable_parameters": counts["trainable"]}, step=0)
+    tracker.log_metrics(
+        {"model/parameters": counts["total"], "model/trainable_parameters": counts["trainable"]}, step=0
+    )
     tracker.log_metrics({**epoch_metrics(result, runtime.device), "train/fit_seconds": result.seconds}, step=1)
     if after_epoch is not None:
         after_epoch(result)
@@ -105,14 +113,23 @@ def fit(pipeline, train, val, config: Config) -> tuple[EpochResult, pd.DataFrame
     features, lengths = baselines.featurize(pipeline, texts, fit=True)
     pipeline[-1].fit(features, labels)
     seconds = time.perf_counter() - began
-    train_table = evaluate.margin_table(train, pipeline[-1].decision_function(features), lengths.n_tokens, lengths.truncated)
+    train_table = evaluate.margin_table(
+        train, pipeline[-1].decision_function(features), lengths.n_tokens, lengths.truncated
+    )
     val_table = evaluate.baseline_table(baselines.Baseline(pipeline, config.model.name, 1.0, config), val)
     train_scores, val_scores = evaluate.validation_metrics(train_table), evaluate.validation_metrics(val_table)
     result = EpochResult(
-        epoch=1, train_loss=train_scores["loss"], train_accuracy=train_scores["accuracy"], val_loss=val_scores["loss"],
-        val_accuracy=val_scores["accuracy"], seconds=seconds, samples_per_s=len(texts) / seconds,
-        tokens_per_s=float(np.sum(lengths.n_tokens)) / seconds, step=1, val_f1_macro=val_scores["f1_macro"],
-    )  # fmt: skip
+        epoch=1,
+        train_loss=train_scores["loss"],
+        train_accuracy=train_scores["accuracy"],
+        val_loss=val_scores["loss"],
+        val_accuracy=val_scores["accuracy"],
+        seconds=seconds,
+        samples_per_s=len(texts) / seconds,
+        tokens_per_s=float(np.sum(lengths.n_tokens)) / seconds,
+        step=1,
+        val_f1_macro=val_scores["f1_macro"],
+    )
     return result, val_table
 
 

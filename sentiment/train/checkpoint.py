@@ -68,7 +68,9 @@ def load_resume_state(run_id: str, workdir: Path, uploaded: bool = True) -> dict
     if not path.is_file():
         tracking.download_checkpoints(run_id, workdir)
     if not path.is_file():
-        raise UserError(f"run {run_id} has no training checkpoint to resume from (no {STATE_FILE} locally or in its artifacts)")
+        raise UserError(
+            f"run {run_id} has no training checkpoint to resume from (no {STATE_FILE} locally or in its artifacts)"
+        )
     state = Checkpointer.load(path)
     if not (workdir / "best").is_dir() and state["progress"]["epoch"] > 1:
         raise UserError(f"run {run_id} has a state but no best model checkpoint; it cannot be resumed")

@@ -44,7 +44,14 @@ class EpochProgress:
 
     def __init__(self, batches: Sequence, epoch: int, epochs: int, total: int, show: bool = True) -> None:
         self.batches, self.epoch, self.epochs, self.total = batches, epoch, epochs, total
-        self.bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", disable=not (show and on_terminal()), leave=False, unit="batch", file=sys.stderr)
+        self.bar = tqdm(
+            batches,
+            desc=f"epoch {epoch}/{epochs}",
+            disable=not (show and on_terminal()),
+            leave=False,
+            unit="batch",
+            file=sys.stderr,
+        )
         self.every = max(1, math.ceil(total / LINES_PER_EPOCH)) if show and not on_terminal() else 0
         self.first = total - len(batches)  # batches done before this process (a resume)
         self.started = time.perf_counter()

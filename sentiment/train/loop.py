@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from sentiment import data as data_mod
-from sentiment import evaluate
+from sentiment import evaluate, tokens
 from sentiment import model as model_mod
-from sentiment import tokens
 from sentiment.config import Config
 from sentiment.device import Runtime, pick_runtime
 from sentiment.errors import Interrupted, TrainingError
@@ -160,8 +159,12 @@ def setup(model: torch.nn.Module, train: tokens.Encoded, config: Config, runtime
     scaler = torch.amp.GradScaler("cuda", enabled=runtime.precision.name == "fp16")
     wrapped = model
     if runtime.dist.enabled:
-        wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return Parts(wrapped, optimizer, scheduler, scaler, sampler, runtime, t.micro_batch_size, model_mod.lr_table(groups), model)
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    return Parts(
+        wrapped, optimizer, scheduler, scaler, sampler, runtime, t.micro_batch_size, model_mod.lr_table(groups), model
+    )
 
 
 def fit(
@@ -318,7 +321,9 @@ def _log_window(parts: Parts, acc: dict, progress: Progress, tracker, history: H
     return mean_loss
 
 
-def _checkpoint_now(parts: Parts, acc: dict, progress: Progress, history: History, checkpoints, started: float) -> float:
+def _checkpoint_now(
+    parts: Parts, acc: dict, progress: Progress, history: History, checkpoints, started: float
+) -> float:
     """Save the state mid-epoch (it holds the partial sums); returns the new timing start."""
     _sync_progress(progress, acc, started)
     _check_finite(progress.loss_sum, bool(acc["nonfinite"]), progress)
@@ -341,7 +346,8 @@ def _check_finite(loss: float, nonfinite_grad: bool, progress: Progress) -> None
         return
     what = f"training loss became {loss}" if not math.isfinite(loss) else "gradients became non-finite"
     raise TrainingError(
-        f"{what} by step {progress.step} (epoch {progress.epoch}); the last good checkpoint is kept; lower the learning rate",
+        f"{what} by step {progress.step} (epoch {progress.epoch}); the last good checkpoint is kept; lower the "
+        "learning rate",
         tags={"sentiment.failed_step": str(progress.step), "sentiment.failure": "non-finite"},
     )
 
@@ -364,7 +370,9 @@ def _optimizer_step(parts: Parts, batch: dict, max_grad_norm: float, tracker, sc
             torch.cuda.empty_cache()
             size = batch["labels"].shape[0] if not parts.micro_batch_size else parts.micro_batch_size
             if size <= 1:
-                raise TrainingError("CUDA out of memory even with micro-batch 1; lower --max-length or use a smaller model") from None
+                raise TrainingError(
+                    "CUDA out of memory even with micro-batch 1; lower --max-length or use a smaller model"
+                ) from None
             parts.micro_batch_size = size // 2
             tracker.set_tags({"sentiment.micro_batch_size": parts.micro_batch_size})
     parts.scaler.unscale_(parts.optimizer)
@@ -385,7 +393,9 @@ def _forward_backward(parts: Parts, batch: dict, scale: float):
         chunk = {k: v[start : start + size] for k, v in batch.items()}
         width = int(chunk["attention_mask"].sum(1).max()) if size < n else chunk["input_ids"].shape[1]
         with parts.runtime.precision.autocast(parts.device):
-            logits = parts.model(input_ids=chunk["input_ids"][:, :width], attention_mask=chunk["attention_mask"][:, :width]).logits
+            logits = parts.model(
+                input_ids=chunk["input_ids"][:, :width], attention_mask=chunk["attention_mask"][:, :width]
+            ).logits
         # summed per chunk: micro-batches and ranks add up to the mean over the global batch
         loss = F.cross_entropy(logits.float(), chunk["labels"], reduction="sum")
         parts.scaler.scale(loss * scale).backward()

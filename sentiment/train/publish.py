@@ -57,9 +57,13 @@ def package_bytes(folder: Path) -> int:
 
 
 def publish_logged(
-    trained: Trained, history: History, calibrated: Calibrated, tracker: tracking.Tracker, logged: tracking.LoggedModelRef,
+    trained: Trained,
+    history: History,
+    calibrated: Calibrated,
+    tracker: tracking.Tracker,
+    logged: tracking.LoggedModelRef,
     registry: promote_mod.RegisterRequest | None,
-) -> TrainOutcome:  # fmt: skip
+) -> TrainOutcome:
     """The logged best model's records: validation scores and calibration linked to it, the test
     table and its metrics (``test/seconds``, ``test/reviews_per_s``), registration and promotion
     when asked, the model card."""
@@ -72,7 +76,9 @@ def publish_logged(
     log_calibration(calibrated, tracker, step, logged.model_id)
     test_metrics: dict[str, float] = {}
     if calibrated.test is not None:
-        test_metrics = evaluate.log_evaluation(calibrated.test, "test", tracker, model_id=logged.model_id, seed=config.seed)
+        test_metrics = evaluate.log_evaluation(
+            calibrated.test, "test", tracker, model_id=logged.model_id, seed=config.seed
+        )
         cost = {"test/seconds": calibrated.test_seconds}
         if calibrated.test_seconds > 0:
             cost["test/reviews_per_s"] = len(calibrated.test) / calibrated.test_seconds
@@ -99,12 +105,16 @@ def publish_card(trained: Trained, history: History, tracker, logged, table, met
     ``model_card.md``, and as the registered version's description."""
     last = history.epochs[-1] if history.epochs else None
     facts = card.CardFacts(
-        config=trained.config, run_id=tracker.run_id, datasets=tracking.dataset_facts(trained.splits),
+        config=trained.config,
+        run_id=tracker.run_id,
+        datasets=tracking.dataset_facts(trained.splits),
         metrics={**metrics, **({"train/samples_per_s": last.samples_per_s} if last else {})},
-        hardware=trained.hardware, minutes=(time.time() - trained.started) / 60, test_table=table,
+        hardware=trained.hardware,
+        minutes=(time.time() - trained.started) / 60,
+        test_table=table,
         registered=(registered.name, registered.version) if registered else None,
         promotion=registered.decision.line() if registered and registered.decision else "",
-    )  # fmt: skip
+    )
     path = card.write(facts)
     tracker.log_text(path.read_text(), card.CARD_FILE)
     tracker.log_model_file(logged.model_id, path)

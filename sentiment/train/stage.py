@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from sentiment import data as data_mod
 from sentiment import calibration, evaluate, heads, plots, tokens, tracking
-from sentiment import promote as promote_mod
+from sentiment import data as data_mod
 from sentiment import model as model_mod
+from sentiment import promote as promote_mod
 from sentiment.config import BASELINES, Config, to_yaml
 from sentiment.device import Runtime, pick_runtime
 from sentiment.distributed import Dist
@@ -95,7 +95,12 @@ def run_train(
 
 
 def prepare(
-    config: Config, tracker: tracking.Tracker, workdir: Path, resume: bool, dist: Dist, inputs: TrainInputs | None = None
+    config: Config,
+    tracker: tracking.Tracker,
+    workdir: Path,
+    resume: bool,
+    dist: Dist,
+    inputs: TrainInputs | None = None,
 ) -> Prepared:
     """Everything before the first step, in the order that keeps runs reproducible: the seed
     first, then data, tokenizer and model (whose fresh head draws from the seeded RNG)."""
@@ -108,7 +113,9 @@ def prepare(
     tokenizer = model_mod.load_tokenizer(model_source, config.model.trust_remote_code)
     net = model_mod.build_model(replace(config.model, name=model_source), config.data.max_length)
     runtime = pick_runtime(config.train, dist)
-    heads.mask_heads(net, splits.train["text"].tolist(), splits.train["label"].to_numpy(), tokenizer, config, runtime.device)
+    heads.mask_heads(
+        net, splits.train["text"].tolist(), splits.train["label"].to_numpy(), tokenizer, config, runtime.device
+    )
     state = load_resume_state(tracker.run_id, workdir, config.upload_state) if resume else None
     _log_start(config, tracker, net, splits, runtime, state)
     d = config.data
@@ -148,14 +155,20 @@ def _epoch_checkpoint(prepared: Prepared, tracker: tracking.Tracker, workdir: Pa
     def log_epoch(result: EpochResult, net) -> str:
         epoch = result.epoch
         save_model(net, workdir / f"epoch_{epoch}")
-        folder = package_model(workdir / f"epoch_{epoch}", prepared.tokenizer, prepared.config, workdir / f"package_epoch_{epoch}")
+        folder = package_model(
+            workdir / f"epoch_{epoch}", prepared.tokenizer, prepared.config, workdir / f"package_epoch_{epoch}"
+        )
         return tracker.log_model(folder, name=f"checkpoint-epoch-{epoch}", step=epoch).model_id
 
     return log_epoch
 
 
 def publish(
-    prepared: Prepared, history: History, calibrated: Calibrated, tracker: tracking.Tracker, workdir: Path,
+    prepared: Prepared,
+    history: History,
+    calibrated: Calibrated,
+    tracker: tracking.Tracker,
+    workdir: Path,
     registry: promote_mod.RegisterRequest | None,
 ) -> TrainOutcome:
     """After training: curves, the best model with its temperature as a LoggedModel (its size,
@@ -164,7 +177,9 @@ def publish(
     config = prepared.config
     tracker.log_figure(plots.training_curves(history), "figures/training_curves.png")
     tracker.log_table(pd.DataFrame(history.lr_groups), "tables/layerwise_lr")
-    package = package_model(history.best_dir, prepared.tokenizer, config, workdir / "package_best", calibrated.temperature)
+    package = package_model(
+        history.best_dir, prepared.tokenizer, config, workdir / "package_best", calibrated.temperature
+    )
     logged = tracker.log_model(package, name="model", step=history.best_epoch)
     tracker.log_metrics({"model/size_bytes": package_bytes(package)}, step=history.best_epoch, model_id=logged.model_id)
     trained = Trained(config, prepared.splits, prepared.runtime.tags(), prepared.started)
@@ -211,7 +226,9 @@ def calibrate_and_test(prepared: Prepared, history: History) -> Calibrated:
     if not config.run_test:
         return Calibrated(temperature, val, None, 0.0)
     started = time.perf_counter()
-    test = tokens.encode_reviews(prepared.splits.test, prepared.tokenizer, config.data.max_length, config.data.truncation)
+    test = tokens.encode_reviews(
+        prepared.splits.test, prepared.tokenizer, config.data.max_length, config.data.truncation
+    )
     table = evaluate.predict_table(best, test, runtime, batch_size, temperature=temperature)
     return Calibrated(temperature, val, table, time.perf_counter() - started)
 

@@ -16,4 +16,15 @@ from sentiment.tune.space import Dimension, Space, load_space
 from sentiment.tune.study import configure_logging
 from sentiment.tune.summary import TuneResult, report_lines
 
-__all__ = ["Dimension", "Space", "TunePlan", "TuneResult", "configure_logging", "join_study", "load_space", "plan_tune", "report_lines", "run_tune"]
+__all__ = [
+    "Dimension",
+    "Space",
+    "TunePlan",
+    "TuneResult",
+    "configure_logging",
+    "join_study",
+    "load_space",
+    "plan_tune",
+    "report_lines",
+    "run_tune",
+]

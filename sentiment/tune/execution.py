@@ -21,9 +21,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from sentiment import hub, tracking
 from sentiment import data as data_mod
 from sentiment import device as device_mod
+from sentiment import hub, tracking
 from sentiment import model as model_mod
 from sentiment.config import to_yaml
 from sentiment.errors import Interrupted, UserError
@@ -55,10 +55,17 @@ class TunePlan:
 
 
 def plan_tune(
-    space_file: str | None, trials: int | None = None, direction: str | None = None, max_parallel: int = 1,
-    resume: str | None = None, join: str | None = None, storage: str | None = None, data: str | None = None,
-    register: RegisterRequest | None = None, output_dir: Path = Path(".sentiment/tune"),
-) -> TunePlan:  # fmt: skip
+    space_file: str | None,
+    trials: int | None = None,
+    direction: str | None = None,
+    max_parallel: int = 1,
+    resume: str | None = None,
+    join: str | None = None,
+    storage: str | None = None,
+    data: str | None = None,
+    register: RegisterRequest | None = None,
+    output_dir: Path = Path(".sentiment/tune"),
+) -> TunePlan:
     """The space read and validated (line-numbered errors), the tracking server, the preflight
     checks of the trials' model and data, and the study's storage: all before a run exists.
 
@@ -70,7 +77,10 @@ def plan_tune(
     if trials is not None and trials < 1:
         raise UserError(f"--trials must be >= 1, got {trials}")
     if resume and join:
-        raise UserError("--resume continues a search whose processes are gone, --join adds a worker to a running one: pass one of them")
+        raise UserError(
+            "--resume continues a search whose processes are gone, --join adds a worker to a running one: pass one of "
+            "them"
+        )
     if not (resume or join):
         if not space_file:
             raise UserError("--space is required: a search space file such as experiments/search/cpu.yaml")
@@ -85,29 +95,57 @@ def plan_tune(
         if len(space.enqueue) > total:
             raise UserError(f"the space enqueues {len(space.enqueue)} trials but --trials is {total}")
         return TunePlan(space, total, opened, url, "new", None, 1, max_parallel, output_dir, register)
-    return _plan_existing(resume or join, "resume" if resume else "join", space_file, trials, storage, data, max_parallel, register, output_dir)
+    return _plan_existing(
+        resume or join,
+        "resume" if resume else "join",
+        space_file,
+        trials,
+        storage,
+        data,
+        max_parallel,
+        register,
+        output_dir,
+    )
 
 
 def _plan_existing(
-    parent_id: str, mode: str, space_file: str | None, trials: int | None, storage: str | None, data: str | None,
-    max_parallel: int, register: RegisterRequest | None, output_dir: Path,
-) -> TunePlan:  # fmt: skip
+    parent_id: str,
+    mode: str,
+    space_file: str | None,
+    trials: int | None,
+    storage: str | None,
+    data: str | None,
+    max_parallel: int,
+    register: RegisterRequest | None,
+    output_dir: Path,
+) -> TunePlan:
     """--resume / --join: the parent's own space, data, budget and storage, checked."""
     tracking.connect()
     tracking.check_same_experiment(parent_id)
     run = tracking.get_run(parent_id)
     if run.tags.get("sentiment.kind") != "tune":
-        raise UserError(f"run {parent_id} is not a tune parent (tag sentiment.kind is {run.tags.get('sentiment.kind')!r})")
+        raise UserError(
+            f"run {parent_id} is not a tune parent (tag sentiment.kind is {run.tags.get('sentiment.kind')!r})"
+        )
     before = run.tags.get("sentiment.tune.data", "")
     if data is not None and data != before:
-        raise UserError(f"run {parent_id} searched on data {before or 'of its space file'!r}; {'pass --data ' + before if before else 'drop --data'}")
+        raise UserError(
+            f"run {parent_id} searched on data {before or 'of its space file'!r}; "
+            f"{'pass --data ' + before if before else 'drop --data'}"
+        )
     text = tracking.load_run_text(parent_id, SPACE_ARTIFACT, hint="it was not started by sentiment tune")
     space = load_space(run.tags.get("sentiment.tune.space_file", "space.yaml"), before or None, text=text)
     if space_file and Path(space_file).read_text() != text:
-        raise UserError(f"{space_file} is not the space run {parent_id} searched (its copy is the run's {SPACE_ARTIFACT}); drop --space to use it")
+        raise UserError(
+            f"{space_file} is not the space run {parent_id} searched (its copy is the run's {SPACE_ARTIFACT}); drop "
+            "--space to use it"
+        )
     url = storage or run.tags.get("sentiment.tune.storage", "")
     if not storage and (not url or url != study_mod.redact(url)):  # the tag hides a password: the URL must come again
-        raise UserError(f"run {parent_id}'s study storage needs its password: pass --storage URL (or set {study_mod.STORAGE_VARIABLE})")
+        raise UserError(
+            f"run {parent_id}'s study storage needs its password: pass --storage URL (or set "
+            f"{study_mod.STORAGE_VARIABLE})"
+        )
     check_trial_inputs(space)
     opened = study_mod.open_storage(url)
     study_mod.load_study(opened, study_mod.study_name(parent_id), space, 0)  # the study is there
@@ -123,12 +161,18 @@ def check_trial_inputs(space: Space) -> None:
     if hub.is_hub_id(base.model.name):
         hub.resolve_model(base.model.name)
     inputs = check_inputs(base)
-    shapes = {(base.model.name, base.model.trust_remote_code): model_mod.source_config(inputs.model_source, base.model.trust_remote_code)}
+    shapes = {
+        (base.model.name, base.model.trust_remote_code): model_mod.source_config(
+            inputs.model_source, base.model.trust_remote_code
+        )
+    }
     loaded = {base.data}
     for config in space.corner_configs():
         key = (config.model.name, config.model.trust_remote_code)
         if key not in shapes:
-            shapes[key] = model_mod.source_config(tracking.resolve_model_source(config.model.name), config.model.trust_remote_code)
+            shapes[key] = model_mod.source_config(
+                tracking.resolve_model_source(config.model.name), config.model.trust_remote_code
+            )
         model_mod.check_shape(config.model, shapes[key], config.data.max_length)
         device_mod.pick_runtime(config.train)
         if config.data not in loaded:
@@ -171,7 +215,9 @@ def join_study(plan: TunePlan, should_stop=lambda: 0, report: Report = lambda li
     more) until its budget is reached; each is a child of the parent. Returns the number of
     trials this process ran."""
     worker = _worker_index()
-    study = study_mod.load_study(plan.storage, study_mod.study_name(plan.parent_run_id), plan.space, sampler_offset(plan.attempt, worker))
+    study = study_mod.load_study(
+        plan.storage, study_mod.study_name(plan.parent_run_id), plan.space, sampler_offset(plan.attempt, worker)
+    )
     workers = _spawn_workers(plan, plan.parent_run_id, first=worker * 100 + 1)
     try:
         ran = _work(study, plan, plan.parent_run_id, should_stop, report, worker)
@@ -187,24 +233,45 @@ def _start(plan: TunePlan, parent, report: Report) -> optuna.Study:
     space = plan.space
     tags = {"sentiment.tune.attempt": plan.attempt, "sentiment.tune.trials": plan.trials}
     if plan.mode == "resume":
-        study = study_mod.load_study(plan.storage, study_mod.study_name(parent.run_id), space, sampler_offset(plan.attempt, 0))
+        study = study_mod.load_study(
+            plan.storage, study_mod.study_name(parent.run_id), space, sampler_offset(plan.attempt, 0)
+        )
         again = study_mod.recover(study, parent.run_id)
         tracking.delete_tag(parent.run_id, "sentiment.error")  # the previous attempt's
         parent.set_tags(tags)
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
-        rerun = f"; re-running the parameters of trial(s) {', '.join(map(str, again))}, left running by a killed process" if again else ""
+        rerun = (
+            f"; re-running the parameters of trial(s) {', '.join(map(str, again))}, left running by a killed process"
+            if again
+            else ""
+        )
         report(f"resumed study {study.study_name}: {done} trials ended before, kept{rerun}")
         return study
     study = study_mod.create_study(plan.storage, parent.run_id, space, sampler_offset(1, 0))
-    parent.set_tags({
-        **tags, "sentiment.kind": "tune", "sentiment.tune.study": study.study_name, "sentiment.tune.storage": study_mod.redact(plan.storage_url),
-        "sentiment.tune.space": space.name, "sentiment.tune.space_file": str(space.path), "sentiment.tune.data": space.data,
-    })  # fmt: skip
-    parent.log_params({
-        "tune.space": space.name, "tune.objective": space.objective, "tune.direction": space.direction, "tune.trials": plan.trials,
-        "tune.searched": ",".join(space.searched), "tune.sampler": space.sampler[0], "tune.pruner": space.pruner[0],
-        "tune.sampler_seed": space.sampler[1].get("seed", 0), "tune.max_parallel": plan.max_parallel,
-    })  # fmt: skip
+    parent.set_tags(
+        {
+            **tags,
+            "sentiment.kind": "tune",
+            "sentiment.tune.study": study.study_name,
+            "sentiment.tune.storage": study_mod.redact(plan.storage_url),
+            "sentiment.tune.space": space.name,
+            "sentiment.tune.space_file": str(space.path),
+            "sentiment.tune.data": space.data,
+        }
+    )
+    parent.log_params(
+        {
+            "tune.space": space.name,
+            "tune.objective": space.objective,
+            "tune.direction": space.direction,
+            "tune.trials": plan.trials,
+            "tune.searched": ",".join(space.searched),
+            "tune.sampler": space.sampler[0],
+            "tune.pruner": space.pruner[0],
+            "tune.sampler_seed": space.sampler[1].get("seed", 0),
+            "tune.max_parallel": plan.max_parallel,
+        }
+    )
     parent.log_text(space.text, SPACE_ARTIFACT)
     parent.log_text(to_yaml(space.base_config()), "tune/base_config.yaml")
     return study

@@ -33,10 +33,27 @@ from sentiment.config import PRESETS, Config, build_config, options
 from sentiment.errors import UserError
 
 EXAMPLE = "experiments/search/cpu.yaml"
-_SPACE_KEYS = ("name", "description", "base", "search", "objective", "direction", "trials", "seed", "sampler", "pruner", "enqueue")
+_SPACE_KEYS = (
+    "name",
+    "description",
+    "base",
+    "search",
+    "objective",
+    "direction",
+    "trials",
+    "seed",
+    "sampler",
+    "pruner",
+    "enqueue",
+)
 _BASE_KEYS = ("preset", "options", "description")
 KINDS = ("uniform", "log_uniform", "int", "log_int", "choice")
-_KINDS_BY_TYPE = {float: ("uniform", "log_uniform", "choice"), int: ("int", "log_int", "choice"), bool: ("choice",), str: ("choice",)}
+_KINDS_BY_TYPE = {
+    float: ("uniform", "log_uniform", "choice"),
+    int: ("int", "log_int", "choice"),
+    bool: ("choice",),
+    str: ("choice",),
+}
 # objective -> (the EpochResult field a trial reports to the pruner after every epoch, default direction)
 OBJECTIVES = {
     "val/best_accuracy": ("val_accuracy", "maximize"),
@@ -161,14 +178,22 @@ def load_space(path: str | Path, data: str | None = None, text: str | None = Non
     dimensions, nodes = _dimensions(reader, top["search"], fixed)
     objective, direction = _objective(reader, top)
     space = Space(
-        name=reader.name(top["name"], "space name"), path=path, text=text,
-        description=reader.text(top.get("description"), "description", ""), preset=preset,
-        base={**TRIAL_DEFAULTS, **{k: v for k, (v, _) in fixed.items()}}, dimensions=tuple(dimensions),
-        objective=objective, direction=direction, trials=_count(reader, top.get("trials"), "trials", 1, DEFAULT_TRIALS),
-        seed=_count(reader, top.get("seed"), "seed", 0, None), sampler=_named(reader, top.get("sampler"), "sampler", SAMPLERS, "tpe"),
-        pruner=_named(reader, top.get("pruner"), "pruner", PRUNERS, "median"), data=data or "",
+        name=reader.name(top["name"], "space name"),
+        path=path,
+        text=text,
+        description=reader.text(top.get("description"), "description", ""),
+        preset=preset,
+        base={**TRIAL_DEFAULTS, **{k: v for k, (v, _) in fixed.items()}},
+        dimensions=tuple(dimensions),
+        objective=objective,
+        direction=direction,
+        trials=_count(reader, top.get("trials"), "trials", 1, DEFAULT_TRIALS),
+        seed=_count(reader, top.get("seed"), "seed", 0, None),
+        sampler=_named(reader, top.get("sampler"), "sampler", SAMPLERS, "tpe"),
+        pruner=_named(reader, top.get("pruner"), "pruner", PRUNERS, "median"),
+        data=data or "",
         lines={name: node.start_mark.line + 1 for name, node in nodes.items()},
-    )  # fmt: skip
+    )
     for name, reason in _SET_BY_THE_SEARCH.items():
         if name in fixed:
             reader.problem(fixed[name][1], f"{name} is set by the search: {reason}")
@@ -187,7 +212,9 @@ def _dimensions(reader: Reader, node: yaml.Node, fixed: dict) -> tuple[list[Dime
     nodes: dict[str, yaml.Node] = {}
     mapping = reader.mapping(node, "search", ())
     if isinstance(node, yaml.MappingNode) and not mapping:
-        reader.problem(node, "search needs at least one option with a distribution, e.g. lr: {log_uniform: [1.0e-5, 3.0e-4]}")
+        reader.problem(
+            node, "search needs at least one option with a distribution, e.g. lr: {log_uniform: [1.0e-5, 3.0e-4]}"
+        )
     for name, value_node in mapping.items():
         if name not in known:
             reader.problem(value_node, f"unknown option {name!r} in search{suggest_name(name, tuple(known))}")
@@ -196,7 +223,10 @@ def _dimensions(reader: Reader, node: yaml.Node, fixed: dict) -> tuple[list[Dime
             reader.problem(value_node, f"{name} is set by the search: {_SET_BY_THE_SEARCH[name]}")
             continue
         if name in fixed:
-            reader.problem(value_node, f"{name} is both fixed in base options (line {fixed[name][1].start_mark.line + 1}) and searched")
+            reader.problem(
+                value_node,
+                f"{name} is both fixed in base options (line {fixed[name][1].start_mark.line + 1}) and searched",
+            )
             continue
         dimension = _distribution(reader, value_node, name, table[name].kind)
         if dimension is not None:
@@ -216,7 +246,10 @@ def _distribution(reader: Reader, node: yaml.Node, option: str, kind: type) -> D
         return None
     how = named[0]
     if how not in allowed:
-        reader.problem(spec[how], f"{option} is {'an integer' if kind is int else kind.__name__} option: use {', '.join(allowed)}, not {how}")
+        reader.problem(
+            spec[how],
+            f"{option} is {'an integer' if kind is int else kind.__name__} option: use {', '.join(allowed)}, not {how}",
+        )
         return None
     if how == "choice":
         return _choice(reader, spec, option, kind)
@@ -228,7 +261,10 @@ def _distribution(reader: Reader, node: yaml.Node, option: str, kind: type) -> D
     low, high = (_number(v, kind) for v in bounds)
     step = _number(reader.value(spec["step"]), kind) if "step" in spec else None
     if low is None or high is None or ("step" in spec and (step is None or step <= 0)):
-        reader.problem(spec[how], f"{option}: {how} needs {'integer' if kind is int else 'numeric'} bounds (and a step > 0), got {bounds!r}")
+        reader.problem(
+            spec[how],
+            f"{option}: {how} needs {'integer' if kind is int else 'numeric'} bounds (and a step > 0), got {bounds!r}",
+        )
     elif low >= high:
         reader.problem(spec[how], f"{option}: low {low:g} must be below high {high:g}")
     elif how.startswith("log") and low <= 0:
@@ -247,7 +283,11 @@ def _choice(reader: Reader, spec: dict[str, yaml.Node], option: str, kind: type)
     for item in reader.sequence(spec["choice"], f"the choices of {option!r}"):
         value = _typed(reader.value(item), kind)
         if value is None:
-            reader.problem(item, f"{option}: choice {reader.value(item)!r} is not {'an integer' if kind is int else 'a ' + kind.__name__}")
+            reader.problem(
+                item,
+                f"{option}: choice {reader.value(item)!r} is not "
+                f"{'an integer' if kind is int else 'a ' + kind.__name__}",
+            )
         elif value in values:
             reader.problem(item, f"{option}: duplicate choice {value!r}")
         else:
@@ -301,7 +341,9 @@ def _count(reader: Reader, node: yaml.Node | None, what: str, minimum: int, defa
     return value
 
 
-def _named(reader: Reader, node: yaml.Node | None, what: str, known: dict[str, tuple], default: str) -> tuple[str, dict]:
+def _named(
+    reader: Reader, node: yaml.Node | None, what: str, known: dict[str, tuple], default: str
+) -> tuple[str, dict]:
     """``{name: median, n_warmup_steps: 1}`` -> ("median", {"n_warmup_steps": 1}); a bare name too."""
     if node is None:
         return default, {}
@@ -311,7 +353,10 @@ def _named(reader: Reader, node: yaml.Node | None, what: str, known: dict[str, t
         fields_ = reader.mapping(node, what, (), required=("name",))  # settings are checked against the name below
     name = reader.text(fields_.get("name"), f"{what} name", default)
     if "name" in fields_ and name not in known:
-        reader.problem(fields_["name"], f"unknown {what} {name!r}{suggest_name(name, tuple(known))}: choose one of {', '.join(known)}")
+        reader.problem(
+            fields_["name"],
+            f"unknown {what} {name!r}{suggest_name(name, tuple(known))}: choose one of {', '.join(known)}",
+        )
         return default, {}
     settings = {}
     for key, value_node in fields_.items():
@@ -352,7 +397,10 @@ def _check_configs(reader: Reader, space: Space, fixed: dict, nodes: dict[str, y
             try:
                 space.config({dimension.option: value})
             except UserError as exc:
-                reader.problem(nodes[dimension.option], f"{dimension.option} = {value!r} gives an invalid config: {strip_prefix(str(exc))}")
+                reader.problem(
+                    nodes[dimension.option],
+                    f"{dimension.option} = {value!r} gives an invalid config: {strip_prefix(str(exc))}",
+                )
                 break
 
 
@@ -368,11 +416,17 @@ def _with_enqueued(reader: Reader, space: Space, node: yaml.Node | None) -> Spac
         values = {}
         for name, value_node in reader.mapping(item, "an enqueued trial", ()).items():
             if name not in by_name:
-                reader.problem(value_node, f"enqueued {name!r} is not a searched option (searched: {', '.join(by_name)})")
+                reader.problem(
+                    value_node, f"enqueued {name!r} is not a searched option (searched: {', '.join(by_name)})"
+                )
                 continue
             value = _typed(reader.value(value_node), table[name].kind)
             if value is None or not by_name[name].contains(value):
-                reader.problem(value_node, f"enqueued {name} = {reader.value(value_node)!r} is outside its distribution ({by_name[name].describe()})")
+                reader.problem(
+                    value_node,
+                    f"enqueued {name} = {reader.value(value_node)!r} is outside its distribution "
+                    f"({by_name[name].describe()})",
+                )
                 continue
             values[name] = value
         trials.append(values)

@@ -68,10 +68,17 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
             return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=GRACE_HEARTBEATS * heartbeat, heartbeat_stale_trial_callback=_on_stale
-            )  # fmt: skip
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=heartbeat,
+                grace_period=GRACE_HEARTBEATS * heartbeat,
+                heartbeat_stale_trial_callback=_on_stale,
+            )
     except ModuleNotFoundError as exc:
-        raise UserError(f"--storage {redact(url)}: its database driver is not installed ({exc.name}); e.g. pip install 'psycopg[binary]' for postgresql://") from None
+        raise UserError(
+            f"--storage {redact(url)}: its database driver is not installed ({exc.name}); e.g. pip install "
+            "'psycopg[binary]' for postgresql://"
+        ) from None
     except Exception as exc:
         raise UserError(f"--storage {redact(url)}: cannot open it ({tracking.one_line(exc)[:200]})") from None
 
@@ -115,9 +122,12 @@ def build_pruner(space) -> optuna.pruners.BasePruner:
 def create_study(storage, parent_run_id: str, space, offset: int = 0) -> optuna.Study:
     """A new study for a new parent run, its enqueued trials first."""
     study = optuna.create_study(
-        study_name=study_name(parent_run_id), storage=storage, direction=space.direction,
-        sampler=build_sampler(space, offset), pruner=build_pruner(space),
-    )  # fmt: skip
+        study_name=study_name(parent_run_id),
+        storage=storage,
+        direction=space.direction,
+        sampler=build_sampler(space, offset),
+        pruner=build_pruner(space),
+    )
     study.set_user_attr("mlflow_parent_run_id", parent_run_id)
     study.set_user_attr("objective", space.objective)
     for values in space.enqueue:
@@ -132,7 +142,9 @@ def load_study(storage, name: str, space, offset: int) -> optuna.Study:
         UserError: the storage holds no such study (another --storage?).
     """
     try:
-        return optuna.load_study(study_name=name, storage=storage, sampler=build_sampler(space, offset), pruner=build_pruner(space))
+        return optuna.load_study(
+            study_name=name, storage=storage, sampler=build_sampler(space, offset), pruner=build_pruner(space)
+        )
     except KeyError:
         raise UserError(f"the storage has no study {name!r}; pass the --storage the search was started with") from None
 

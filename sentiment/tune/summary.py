@@ -18,8 +18,8 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from sentiment import evaluate, tracking
 from sentiment import device as device_mod
+from sentiment import evaluate, tracking
 from sentiment import promote as promote_mod
 from sentiment.errors import TrainingError
 from sentiment.stats import Paired, compare, wilson_interval
@@ -27,9 +27,12 @@ from sentiment.tune import study as study_mod
 from sentiment.tune.trial import Report, show
 
 STATES = {
-    TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
-    TrialState.RUNNING: "running", TrialState.WAITING: "waiting",
-}  # fmt: skip
+    TrialState.COMPLETE: "complete",
+    TrialState.PRUNED: "pruned",
+    TrialState.FAIL: "failed",
+    TrialState.RUNNING: "running",
+    TrialState.WAITING: "waiting",
+}
 FIGURES = ("optimization_history", "intermediate_values", "parallel_coordinate", "param_importances")
 
 
@@ -65,20 +68,30 @@ def finish(study: optuna.Study, plan, parent, ran: int, report: Report = lambda 
         _close(figure)
     if not counts["complete"]:
         raise TrainingError(
-            f"no trial of {len(trials)} completed ({counts['pruned']} pruned, {counts['failed']} failed); see the trials' "
-            f"sentiment.error tags, widen the space or relax the pruner, then add trials with --resume {parent.run_id} --trials N"
+            f"no trial of {len(trials)} completed ({counts['pruned']} pruned, {counts['failed']} failed); see the "
+            "trials' "
+            f"sentiment.error tags, widen the space or relax the pruner, then add trials with --resume {parent.run_id} "
+            "--trials N"
         )
     best = study.best_trial
     best_run = best.user_attrs.get(study_mod.RUN_ATTR, "")
     _log_new_params(parent, {"best.trial": best.number, **{f"best.{k}": v for k, v in best.params.items()}})
     parent.log_metrics({"tune/best_value": best.value, "tune/best_trial": best.number}, step=plan.attempt)
-    parent.set_tags({"sentiment.tune.best_trial": best.number, "sentiment.tune.best_run": best_run, "sentiment.tune.objective": plan.space.objective})
+    parent.set_tags(
+        {
+            "sentiment.tune.best_trial": best.number,
+            "sentiment.tune.best_run": best_run,
+            "sentiment.tune.objective": plan.space.objective,
+        }
+    )
     metrics, table, logged = test_best(best, parent)
     baseline, note = versus_baseline(trials, plan, best, table, parent)
     registered = None
     if plan.register is not None:
         registered = promote_mod.register(plan.register, parent, logged, table, metrics)
-    return TuneResult(parent.run_id, counts, ran, minutes, best, best_run, plan.space.objective, metrics, baseline, note, registered)
+    return TuneResult(
+        parent.run_id, counts, ran, minutes, best, best_run, plan.space.objective, metrics, baseline, note, registered
+    )
 
 
 def trials_table(trials: list[FrozenTrial], searched: list[str]) -> pd.DataFrame:
@@ -88,14 +101,21 @@ def trials_table(trials: list[FrozenTrial], searched: list[str]) -> pd.DataFrame
     rows = []
     for t in trials:
         attrs = t.user_attrs
-        rows.append({
-            "trial": t.number, "state": STATES.get(t.state, t.state.name.lower()),
-            "value": t.value if t.state == TrialState.COMPLETE else _last_reported(t),
-            **{name: t.params.get(name) for name in searched},
-            "run_id": attrs.get(study_mod.RUN_ATTR, ""), "epochs_trained": attrs.get("epochs", 0), "epochs_planned": attrs.get("epochs_planned", 0),
-            "wall_s": attrs.get("wall_s", float("nan")), "cpu_s": attrs.get("cpu_s", float("nan")),
-            "retry_of": attrs.get(study_mod.RETRY_OF, -1), "started": str(t.datetime_start or ""),
-        })  # fmt: skip
+        rows.append(
+            {
+                "trial": t.number,
+                "state": STATES.get(t.state, t.state.name.lower()),
+                "value": t.value if t.state == TrialState.COMPLETE else _last_reported(t),
+                **{name: t.params.get(name) for name in searched},
+                "run_id": attrs.get(study_mod.RUN_ATTR, ""),
+                "epochs_trained": attrs.get("epochs", 0),
+                "epochs_planned": attrs.get("epochs_planned", 0),
+                "wall_s": attrs.get("wall_s", float("nan")),
+                "cpu_s": attrs.get("cpu_s", float("nan")),
+                "retry_of": attrs.get(study_mod.RETRY_OF, -1),
+                "started": str(t.datetime_start or ""),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -113,13 +133,17 @@ def minutes_of(trials: list[FrozenTrial]) -> dict[str, float]:
         wall, cpu = t.user_attrs.get("wall_s", 0.0), t.user_attrs.get("cpu_s", 0.0)
         spent_wall, spent_cpu = spent_wall + wall, spent_cpu + cpu
         if t.state == TrialState.PRUNED:
-            skipped = max(0, t.user_attrs.get("epochs_planned", 0) - t.user_attrs.get("epochs", 0)) * t.user_attrs.get("epoch_s", 0.0)
+            skipped = max(0, t.user_attrs.get("epochs_planned", 0) - t.user_attrs.get("epochs", 0)) * t.user_attrs.get(
+                "epoch_s", 0.0
+            )
             saved_wall += skipped
             saved_cpu += skipped * (cpu / wall if wall else 1.0)
     return {
-        "tune/trial_minutes": spent_wall / 60, "tune/cpu_minutes": spent_cpu / 60,
-        "tune/minutes_saved_by_pruning": saved_wall / 60, "tune/cpu_minutes_saved_by_pruning": saved_cpu / 60,
-    }  # fmt: skip
+        "tune/trial_minutes": spent_wall / 60,
+        "tune/cpu_minutes": spent_cpu / 60,
+        "tune/minutes_saved_by_pruning": saved_wall / 60,
+        "tune/cpu_minutes_saved_by_pruning": saved_cpu / 60,
+    }
 
 
 def study_figures(study: optuna.Study) -> dict:
@@ -184,12 +208,16 @@ def baseline_trial(trials: list[FrozenTrial], enqueued: tuple[dict, ...]) -> Fro
         return math.isclose(value, target, rel_tol=1e-9) if isinstance(target, float) else value == target
 
     for t in sorted(trials, key=lambda t: t.number):
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and all(k in t.params and same(t.params[k], v) for k, v in wanted.items()):
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and all(
+            k in t.params and same(t.params[k], v) for k, v in wanted.items()
+        ):
             return t
     return None
 
 
-def versus_baseline(trials: list[FrozenTrial], plan, best: FrozenTrial, best_table: pd.DataFrame, parent) -> tuple[dict[str, float], str]:
+def versus_baseline(
+    trials: list[FrozenTrial], plan, best: FrozenTrial, best_table: pd.DataFrame, parent
+) -> tuple[dict[str, float], str]:
     """The best trial against the baseline trial (see `baseline_trial`), on the parent: both
     objective values, with 95% Wilson intervals over the validation reviews when the objective is
     an accuracy (``tune/best_value_ci_*``, ``tune/baseline_value*``); then, when the baseline
@@ -209,7 +237,9 @@ def versus_baseline(trials: list[FrozenTrial], plan, best: FrozenTrial, best_tab
     if reviews and "accuracy" in plan.space.objective:
         for name, v in (("best", best.value), ("baseline", value)):
             if math.isfinite(v):
-                metrics[f"tune/{name}_value_ci_low"], metrics[f"tune/{name}_value_ci_high"] = wilson_interval(v, reviews)
+                metrics[f"tune/{name}_value_ci_low"], metrics[f"tune/{name}_value_ci_high"] = wilson_interval(
+                    v, reviews
+                )
         metrics["tune/val_reviews"] = float(reviews)
     if baseline.number == best.number:
         note = f"the baseline (trial {baseline.number}) is the best trial: the search did not beat it on validation"
@@ -218,13 +248,18 @@ def versus_baseline(trials: list[FrozenTrial], plan, best: FrozenTrial, best_tab
     else:
         table = _tested_baseline(baseline, parent)
         paired = compare([Paired.join(best_table, table)])
-        metrics.update({
-            "test/delta_vs_baseline": paired["delta_test_accuracy"], "test/delta_vs_baseline_low": paired["delta_test_accuracy_low"],
-            "test/delta_vs_baseline_high": paired["delta_test_accuracy_high"], "test/delta_vs_baseline_p_value": paired["p_value"],
-            "test/paired_reviews_vs_baseline": float(paired["paired_reviews"]),
-        })  # fmt: skip
+        metrics.update(
+            {
+                "test/delta_vs_baseline": paired["delta_test_accuracy"],
+                "test/delta_vs_baseline_low": paired["delta_test_accuracy_low"],
+                "test/delta_vs_baseline_high": paired["delta_test_accuracy_high"],
+                "test/delta_vs_baseline_p_value": paired["p_value"],
+                "test/paired_reviews_vs_baseline": float(paired["paired_reviews"]),
+            }
+        )
         note = (
-            f"best trial {best.number} vs baseline trial {baseline.number} on the same {paired['paired_reviews']:,} test reviews: "
+            f"best trial {best.number} vs baseline trial {baseline.number} on the same {paired['paired_reviews']:,} "
+            "test reviews: "
             f"{100 * paired['delta_test_accuracy']:+.2f} points [{100 * paired['delta_test_accuracy_low']:+.2f}, "
             f"{100 * paired['delta_test_accuracy_high']:+.2f}], McNemar p {paired['p_value']:.2g}"
         )
@@ -261,33 +296,53 @@ def test_best(best: FrozenTrial, parent) -> tuple[dict[str, float], pd.DataFrame
     if tags.get("sentiment.tune.tested_model") == model_uri:
         table = tracking.load_run_table(parent.run_id, "predictions/test.parquet")
         metrics = tracking.get_run(parent.run_id).metrics
-        return {k: v for k, v in metrics.items() if k.startswith("test/")}, table, tracking.LoggedModelRef(tags["sentiment.tune.tested_model_id"], model_uri)
+        return (
+            {k: v for k, v in metrics.items() if k.startswith("test/")},
+            table,
+            tracking.LoggedModelRef(tags["sentiment.tune.tested_model_id"], model_uri),
+        )
     plan, table = _predict_test(model_uri)
     model_id = plan.loaded.model_id or ""
     if model_id:
         parent.link_model(model_id)
     parent.log_splits(plan.splits, only="test")
     metrics = evaluate.log_evaluation(table, "test", parent, model_id=model_id or None, seed=plan.config.seed)
-    parent.set_tags({"sentiment.tune.tested_trial": best.number, "sentiment.tune.tested_model": model_uri, "sentiment.tune.tested_model_id": model_id})
+    parent.set_tags(
+        {
+            "sentiment.tune.tested_trial": best.number,
+            "sentiment.tune.tested_model": model_uri,
+            "sentiment.tune.tested_model_id": model_id,
+        }
+    )
     return metrics, table, tracking.LoggedModelRef(model_id, model_uri)
 
 
 def report_lines(result: TuneResult, trials: int) -> list[str]:
     """What `sentiment tune` prints at the end."""
     c, m = result.counts, result.minutes
-    lines = [f"trials:          {sum(c.values())} of {trials} ({c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed); {result.ran} run by this process"]
+    lines = [
+        f"trials:          {sum(c.values())} of {trials} ({c['complete']} complete, {c['pruned']} pruned, "
+        f"{c['failed']} failed); {result.ran} run by this process"
+    ]
     if result.best is not None:
         params = " ".join(f"{k}={show(v)}" for k, v in result.best.params.items())
-        lines.append(f"best trial:      {result.best.number} (run {result.best_run_id}): {result.objective} {result.best.value:.4f}; {params}")
+        lines.append(
+            f"best trial:      {result.best.number} (run {result.best_run_id}): {result.objective} "
+            f"{result.best.value:.4f}; {params}"
+        )
     t = result.test_metrics
     if "test/accuracy" in t:
         lines.append(
-            f"test accuracy:   {t['test/accuracy']:.4f} (95% CI {t['test/accuracy_ci_low']:.4f}-{t['test/accuracy_ci_high']:.4f}) "
+            f"test accuracy:   {t['test/accuracy']:.4f} (95% CI "
+            f"{t['test/accuracy_ci_low']:.4f}-{t['test/accuracy_ci_high']:.4f}) "
             f"on {int(t.get('test/examples', 0)):,} reviews: the best trial's model, tested once"
         )
     if result.baseline_note:
         lines.append(f"baseline:        {result.baseline_note}")
-    lines.append(f"CPU minutes:     {m['tune/cpu_minutes']:.1f} spent in trials; pruning saved about {m['tune/cpu_minutes_saved_by_pruning']:.1f}")
+    lines.append(
+        f"CPU minutes:     {m['tune/cpu_minutes']:.1f} spent in trials; pruning saved about "
+        f"{m['tune/cpu_minutes_saved_by_pruning']:.1f}"
+    )
     if result.registered is not None:
         reg = result.registered
         lines.append(f"registered:      {reg.uri} (aliases: {'candidate, champion' if reg.champion else 'candidate'})")

@@ -85,15 +85,20 @@ def run_trial(trial: optuna.Trial, values: dict, ctx: TrialContext) -> float:
     reporter = Reporter(trial, space.reported, config.train.epochs)
     started = (time.perf_counter(), time.process_time())
     tags = {
-        "sentiment.trial": str(trial.number), "sentiment.trial_state": "running", "sentiment.tune_study": trial.study.study_name,
+        "sentiment.trial": str(trial.number),
+        "sentiment.trial_state": "running",
+        "sentiment.tune_study": trial.study.study_name,
         "sentiment.tune_worker": str(ctx.worker),
-    }  # fmt: skip
+    }
     run_id, state, outcome = None, "failed", None
     try:
         with tracking.open_run(
-            run_name=f"{space.name}-trial-{trial.number}", tags=tags, system_metrics=True, parent_run_id=ctx.parent_run_id,
+            run_name=f"{space.name}-trial-{trial.number}",
+            tags=tags,
+            system_metrics=True,
+            parent_run_id=ctx.parent_run_id,
             resume_command=f"sentiment tune --resume {ctx.parent_run_id}",
-        ) as tracker:  # fmt: skip
+        ) as tracker:
             run_id = tracker.run_id
             trial.set_user_attr(RUN_ATTR, run_id)
             outcome, state = _train(config, tracker, ctx, reporter)
@@ -107,7 +112,10 @@ def run_trial(trial: optuna.Trial, values: dict, ctx: TrialContext) -> float:
     _record(trial, reporter, started, config.train.epochs)
     if state == "pruned":
         last = reporter.results[-1]
-        how = f"pruned after epoch {last.epoch} of {config.train.epochs} ({space.objective.replace('best_', '')} {getattr(last, space.reported):.4f})"
+        how = (
+            f"pruned after epoch {last.epoch} of {config.train.epochs} ({space.objective.replace('best_', '')} "
+            f"{getattr(last, space.reported):.4f})"
+        )
         ctx.report(trial_line(trial.number, run_id, state, values, how))
         raise optuna.TrialPruned(how)
     trial.set_user_attr(MODEL_ATTR, outcome.model_uri)
@@ -151,9 +159,12 @@ def objective_value(objective: str, history: History) -> float:
     best = next(e for e in history.epochs if e.epoch == history.best_epoch)
     last = history.epochs[-1]
     values = {
-        "val/best_accuracy": history.best_val_accuracy, "val/best_f1_macro": best.val_f1_macro,
-        "val/accuracy": last.val_accuracy, "val/f1_macro": last.val_f1_macro, "val/loss": last.val_loss,
-    }  # fmt: skip
+        "val/best_accuracy": history.best_val_accuracy,
+        "val/best_f1_macro": best.val_f1_macro,
+        "val/accuracy": last.val_accuracy,
+        "val/f1_macro": last.val_f1_macro,
+        "val/loss": last.val_loss,
+    }
     value = float(values[objective])
     return value if math.isfinite(value) else float("nan")
 

@@ -15,7 +15,13 @@ SHIPPED = sorted(p for p in (REPO / "experiments").glob("*.yaml") if p.name != "
 
 
 def test_every_grid_the_issue_names_is_shipped():
-    assert {p.name for p in SHIPPED} >= {"seed_report.yaml", "architecture.yaml", "encoders.yaml", "truncation.yaml", "quick.yaml"}
+    assert {p.name for p in SHIPPED} >= {
+        "seed_report.yaml",
+        "architecture.yaml",
+        "encoders.yaml",
+        "truncation.yaml",
+        "quick.yaml",
+    }
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -45,7 +51,9 @@ def test_published_numbers_state_their_setup(name):
     grid = load_grid(REPO / "experiments" / name)
     published = {v.name: v.published for v in grid.variants if v.published is not None}
     assert published["baseline"] == 0.9157 and published["freeze_2"] == 0.8923 and len(published) == 7
-    assert grid.published_source and all(word in grid.published_setup for word in ("DistilBERT", "512 tokens", "one seed", "validation"))
+    assert grid.published_source and all(
+        word in grid.published_setup for word in ("DistilBERT", "512 tokens", "one seed", "validation")
+    )
 
 
 def test_architecture_grid_labels_from_scratch_and_covers_the_skipped_ablations():
@@ -82,16 +90,28 @@ def _write(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize(
     ("old", "new", "fragments"),
     [
-        ("{freeze_layers: 1}", "{freez_layers: 1}", ["line 9", "unknown option 'freez_layers'", "did you mean 'freeze_layers'"]),
+        (
+            "{freeze_layers: 1}",
+            "{freez_layers: 1}",
+            ["line 9", "unknown option 'freez_layers'", "did you mean 'freeze_layers'"],
+        ),
         ("{freeze_layers: 1}", "{epochs: three}", ["line 9", "bad value for 'epochs'", "must be an integer"]),
         ("{freeze_layers: 1}", "{freeze_layers: -1}", ["line 9", "variant 'a'", "model.freeze_layers must be >= 0"]),
         ("{freeze_layers: 1}", "{num_heads: 2}", ["line 9", "only apply with model.from_scratch true"]),
-        ("{freeze_layers: 1}", "{freeze_layers: 1}\n      - name: a\n        options: {epochs: 1}", ["line 10", "duplicate variant name 'a' (first at line 8)"]),
+        (
+            "{freeze_layers: 1}",
+            "{freeze_layers: 1}\n      - name: a\n        options: {epochs: 1}",
+            ["line 10", "duplicate variant name 'a' (first at line 8)"],
+        ),
         ("preset: quick", "preset: fast", ["line 3", "unknown preset 'fast'"]),
         ("seeds: [1]", "seeds: [1, 1]", ["line 4", "duplicate seed 1"]),
         ("seeds: [1]", "seeds: [1]\nseed: 3", ["line 5", "unknown key 'seed'", "did you mean 'seeds'"]),
         ("seeds: [1]", "seeds: [1]\npublished_setup: ''", ["line 5", "published_setup must be a non-empty string"]),
-        ("    variants:", "    baseline: nope\n    variants:", ["line 7", "baseline 'nope' of group 'g' is not a variant"]),
+        (
+            "    variants:",
+            "    baseline: nope\n    variants:",
+            ["line 7", "baseline 'nope' of group 'g' is not a variant"],
+        ),
         ("{freeze_layers: 1}", "{seed: 3}", ["line 9", "seed is set by the grid's seeds list"]),
         ("- name: a", "- name: a b", ["line 8", "may only use letters"]),
         ("    variants:", "    variants: [", ["not valid YAML"]),
@@ -122,7 +142,9 @@ def test_missing_and_empty_grid_files(tmp_path):
 
 
 def test_group_options_and_references(tmp_path):
-    text = GOOD + """\
+    text = (
+        GOOD
+        + """\
   - name: scratch
     baseline: s4
     options: {from_scratch: true, num_layers: 2, hidden_size: 64}
@@ -130,9 +152,12 @@ def test_group_options_and_references(tmp_path):
       - {name: s4, options: {num_heads: 4}}
       - {name: s2, options: {num_heads: 2}}
 """
+    )
     grid = load_grid(_write(tmp_path, text))
     by_name = {v.name: v for v in grid.variants}
-    assert by_name["s2"].reference == "s4" and by_name["s4"].reference == BASELINE and by_name["a"].reference == BASELINE
+    assert (
+        by_name["s2"].reference == "s4" and by_name["s4"].reference == BASELINE and by_name["a"].reference == BASELINE
+    )
     assert by_name["s2"].changed == "num_heads=2, from_scratch=true, num_layers=2, hidden_size=64"
     assert by_name["s2"].merged["hidden_size"] == 64
     assert grid.groups[1] == ("scratch", "", "s4")

@@ -19,8 +19,22 @@ REVIEWS = 2000
 
 def _grid(seeds: tuple[int, ...]) -> Grid:
     baseline = Variant("baseline", "baseline", "the base recipe", {}, {}, "baseline", published=0.9157)
-    freeze = Variant("freeze_2", "freezing", "", {"freeze_layers": 2}, {"freeze_layers": 2}, "baseline", published=0.8923)
-    return Grid("t", Path("t.yaml"), "", "", "seed", seeds, (baseline, freeze), (("freezing", "", "baseline"),), "", "a paper", "one seed")
+    freeze = Variant(
+        "freeze_2", "freezing", "", {"freeze_layers": 2}, {"freeze_layers": 2}, "baseline", published=0.8923
+    )
+    return Grid(
+        "t",
+        Path("t.yaml"),
+        "",
+        "",
+        "seed",
+        seeds,
+        (baseline, freeze),
+        (("freezing", "", "baseline"),),
+        "",
+        "a paper",
+        "one seed",
+    )
 
 
 def _table(right: int) -> pd.DataFrame:
@@ -35,11 +49,22 @@ def _summary(seed_deltas: dict[int, int]) -> tuple[Summary, dict]:
     for seed, extra in seed_deltas.items():
         for name, right in (("baseline", 1600), ("freeze_2", 1600 + extra)):
             tables[(name, seed)] = _table(right)
-            children.append({
-                "variant": name, "group": name if name == "baseline" else "freezing", "seed": seed, "run_id": f"{name}-{seed}",
-                "val_accuracy": 0.8, "val_f1_macro": 0.8, "test_accuracy": right / REVIEWS, "test_accuracy_low": right / REVIEWS - 0.01,
-                "test_accuracy_high": right / REVIEWS + 0.01, "test_f1_macro": 0.5, "trainable_parameters": 10.0, "train_seconds": 60.0,
-            })  # fmt: skip
+            children.append(
+                {
+                    "variant": name,
+                    "group": name if name == "baseline" else "freezing",
+                    "seed": seed,
+                    "run_id": f"{name}-{seed}",
+                    "val_accuracy": 0.8,
+                    "val_f1_macro": 0.8,
+                    "test_accuracy": right / REVIEWS,
+                    "test_accuracy_low": right / REVIEWS - 0.01,
+                    "test_accuracy_high": right / REVIEWS + 0.01,
+                    "test_f1_macro": 0.5,
+                    "trainable_parameters": 10.0,
+                    "train_seconds": 60.0,
+                }
+            )
     per_child = pd.DataFrame(children)
     table = pd.DataFrame([_variant_row(grid, variant, per_child, tables) for variant in grid.variants])
     table["p_value_holm"] = holm(table["p_value"].tolist())
@@ -52,7 +77,9 @@ def test_three_seeds_log_the_student_t_interval_and_rest_verdicts_on_the_wider()
     low, high = seed_interval([-0.01, 0.005, 0.02])
     assert (row["seed_ci_low"], row["seed_ci_high"]) == pytest.approx((low, high))
     assert row["paired_seeds"] == 3
-    assert high - low > row["delta_test_accuracy_high"] - row["delta_test_accuracy_low"]  # 3 seeds: the bootstrap is the narrower
+    assert (
+        high - low > row["delta_test_accuracy_high"] - row["delta_test_accuracy_low"]
+    )  # 3 seeds: the bootstrap is the narrower
     assert row["verdict_interval"] == SEEDS and (row["verdict_low"], row["verdict_high"]) == pytest.approx((low, high))
     baseline = summary.table.set_index("variant").loc["baseline"]
     assert math.isnan(baseline["seed_ci_low"]) and baseline["verdict_interval"] == ""
@@ -63,7 +90,10 @@ def test_one_seed_has_no_seed_interval_and_rests_on_the_bootstrap():
     row = summary.table.set_index("variant").loc["freeze_2"]
     assert math.isnan(row["seed_ci_low"]) and math.isnan(row["seed_ci_high"]) and row["paired_seeds"] == 1
     assert row["verdict_interval"] == BOOTSTRAP
-    assert (row["verdict_low"], row["verdict_high"]) == (row["delta_test_accuracy_low"], row["delta_test_accuracy_high"])
+    assert (row["verdict_low"], row["verdict_high"]) == (
+        row["delta_test_accuracy_low"],
+        row["delta_test_accuracy_high"],
+    )
 
 
 def test_an_older_summary_gets_the_same_seed_columns_from_the_predictions_tables():

@@ -20,8 +20,12 @@ from sentiment.config import ModelConfig
 def test_examples_are_chosen_from_the_table(table):
     chosen = attention.select_examples(table, per_group=1)
     assert dict(zip(chosen["group"], chosen["id"])) == {
-        "correct_positive": "r9", "correct_negative": "r8", "false_positive": "r2", "false_negative": "r4", "least_confident": "r7",
-    }  # fmt: skip
+        "correct_positive": "r9",
+        "correct_negative": "r8",
+        "false_positive": "r2",
+        "false_negative": "r4",
+        "least_confident": "r7",
+    }
     assert chosen["id"].is_unique
 
 
@@ -32,11 +36,32 @@ def _roberta_folder(folder) -> str:
 
     texts = data_mod.load_source("sample")["text"].tolist()
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts, vocab_size=600, min_frequency=2, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-    bpe.post_processor = processors.RobertaProcessing(("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>")))
-    tokenizer = RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")  # fmt: skip
+    bpe.train_from_iterator(
+        texts, vocab_size=600, min_frequency=2, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    )
+    bpe.post_processor = processors.RobertaProcessing(
+        ("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>"))
+    )
+    tokenizer = RobertaTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+    )
     tokenizer.save_pretrained(folder)
-    config = RobertaConfig(vocab_size=600, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, max_position_embeddings=130, pad_token_id=1)
+    config = RobertaConfig(
+        vocab_size=600,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=130,
+        pad_token_id=1,
+    )
     RobertaModel(config).save_pretrained(folder)
     return str(folder)
 
@@ -46,7 +71,11 @@ def _distilbert_folder(folder) -> str:
     from transformers import DistilBertConfig, DistilBertModel
 
     tokenizer = model_mod.load_tokenizer("offline-minilm")
-    DistilBertModel(DistilBertConfig(vocab_size=len(tokenizer), n_layers=2, dim=32, n_heads=4, hidden_dim=64, max_position_embeddings=128)).save_pretrained(folder)
+    DistilBertModel(
+        DistilBertConfig(
+            vocab_size=len(tokenizer), n_layers=2, dim=32, n_heads=4, hidden_dim=64, max_position_embeddings=128
+        )
+    ).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
 
@@ -77,11 +106,17 @@ def test_attention_rows_are_distributions_and_rollout_has_the_right_shape(encode
     length = len(amap.tokens)
     assert length == 48 and amap.truncated
     assert amap.attentions.shape == (layers, heads, length, length)
-    np.testing.assert_allclose(amap.attentions.sum(-1), 1.0, atol=1e-5)  # every layer, head and query: sums to 1 over tokens
+    np.testing.assert_allclose(
+        amap.attentions.sum(-1), 1.0, atol=1e-5
+    )  # every layer, head and query: sums to 1 over tokens
     rollout = attention.attention_rollout(amap.attentions)
     assert rollout.shape == (layers, length, length)
     np.testing.assert_allclose(rollout.sum(-1), 1.0, atol=1e-5)
-    assert amap.last_layer.shape == (length,) and amap.per_layer.shape == (layers, length) and amap.rollout.shape == (layers, length)
+    assert (
+        amap.last_layer.shape == (length,)
+        and amap.per_layer.shape == (layers, length)
+        and amap.rollout.shape == (layers, length)
+    )
     # the tokens are the ones training and evaluation feed the model, and so is the prediction
     encoded = tokens.encode([LONG], tokenizer, 48, truncation)
     spans = tokens.encode_with_spans(LONG, tokenizer, 48, truncation)

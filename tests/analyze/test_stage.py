@@ -64,22 +64,61 @@ def evaluated(mlflow_server, tiny_model, reviews_csv, tmp_path_factory):
     """A tiny model trained and registered once, then evaluated on a noisy copy of its data."""
     folder = tmp_path_factory.mktemp("analyze")
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
-    env.update({"MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_EXPERIMENT_NAME": f"analyze-{uuid.uuid4().hex[:8]}", "PYTHONPATH": str(REPO)})
+    env.update(
+        {
+            "MLFLOW_TRACKING_URI": mlflow_server,
+            "MLFLOW_EXPERIMENT_NAME": f"analyze-{uuid.uuid4().hex[:8]}",
+            "PYTHONPATH": str(REPO),
+        }
+    )
     name = f"analyze-{uuid.uuid4().hex[:6]}"
-    result = run_cli(["train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--run-test", "false", "--register-as", name], env, cwd=folder)
+    result = run_cli(
+        [
+            "train",
+            "--data",
+            str(reviews_csv),
+            "--model",
+            tiny_model,
+            *TINY_TRAIN,
+            "--run-test",
+            "false",
+            "--register-as",
+            name,
+        ],
+        env,
+        cwd=folder,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     noisy = folder / "noisy.csv"
     _flip_some_labels(reviews_csv, noisy)
-    result = run_cli(["evaluate", "--model-uri", f"models:/{name}@champion", "--data", str(noisy), "--split", "all"], env, cwd=folder)
+    result = run_cli(
+        ["evaluate", "--model-uri", f"models:/{name}@champion", "--data", str(noisy), "--split", "all"], env, cwd=folder
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     mlflow.set_tracking_uri(mlflow_server)
-    return {"env": env, "cwd": folder, "model_uri": f"models:/{name}@champion", "data": str(noisy), "run_id": _run_id(result.stdout)}
+    return {
+        "env": env,
+        "cwd": folder,
+        "model_uri": f"models:/{name}@champion",
+        "data": str(noisy),
+        "run_id": _run_id(result.stdout),
+    }
 
 
 def test_analyze_reuses_the_evaluate_predictions(evaluated, tmp_path):
     texts = tmp_path / "texts.txt"
     texts.write_text("wonderful brilliant film, loved it\nnot boring at all, but the plot was dull\n")
-    args = ["analyze", "--model-uri", evaluated["model_uri"], "--data", evaluated["data"], "--predictions-run", evaluated["run_id"], "--texts", str(texts)]
+    args = [
+        "analyze",
+        "--model-uri",
+        evaluated["model_uri"],
+        "--data",
+        evaluated["data"],
+        "--predictions-run",
+        evaluated["run_id"],
+        "--texts",
+        str(texts),
+    ]
     result = run_cli(args, evaluated["env"], cwd=evaluated["cwd"])
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient()
@@ -91,13 +130,36 @@ def test_analyze_reuses_the_evaluate_predictions(evaluated, tmp_path):
     train_run = client.get_run(tags["sentiment.model_run_id"])  # linked to the run that logged the model
     assert train_run.data.tags["sentiment.kind"] == "train"
 
-    artifacts = {a.path for folder in ("eda", "failures", "attention") for a in client.list_artifacts(run.info.run_id, folder)}
-    assert {"eda/class_balance.png", "eda/length_histograms.png", "eda/length_boxplot.png", "eda/summary.json", "eda/exploration.json"} <= artifacts
-    assert {"failures/confusion_matrix.png", "failures/error_rates.png", "failures/confidence.png", "failures/summary.md",
-            "failures/most_confident_errors.json", "failures/error_rates.json", "failures/stats.json"} <= artifacts  # fmt: skip
+    artifacts = {
+        a.path for folder in ("eda", "failures", "attention") for a in client.list_artifacts(run.info.run_id, folder)
+    }
+    assert {
+        "eda/class_balance.png",
+        "eda/length_histograms.png",
+        "eda/length_boxplot.png",
+        "eda/summary.json",
+        "eda/exploration.json",
+    } <= artifacts
+    assert {
+        "failures/confusion_matrix.png",
+        "failures/error_rates.png",
+        "failures/confidence.png",
+        "failures/summary.md",
+        "failures/most_confident_errors.json",
+        "failures/error_rates.json",
+        "failures/stats.json",
+    } <= artifacts
     pages = sorted(p for p in artifacts if p.endswith(".html"))
     groups = [re.sub(r"attention/\d+_(.*)\.html", r"\1", p) for p in pages]
-    assert groups == ["correct_positive", "correct_negative", "false_positive", "false_negative", "least_confident", "user", "user"]
+    assert groups == [
+        "correct_positive",
+        "correct_negative",
+        "false_positive",
+        "false_negative",
+        "least_confident",
+        "user",
+        "user",
+    ]
     assert all(p.replace(".html", ".png") in artifacts for p in pages)
 
     # failures agree with the evaluate run's confusion matrix, by construction
@@ -105,9 +167,15 @@ def test_analyze_reuses_the_evaluate_predictions(evaluated, tmp_path):
     evaluation = json.loads(mlflow.artifacts.load_text(f"runs:/{evaluated['run_id']}/metrics/all.json"))
     (tn, fp), (fn, tp) = evaluation["confusion_matrix"]
     assert fp > 0 and fn > 0
-    assert (metrics["failures/false_positives"], metrics["failures/false_negatives"], metrics["failures/errors"]) == (fp, fn, fp + fn)
+    assert (metrics["failures/false_positives"], metrics["failures/false_negatives"], metrics["failures/errors"]) == (
+        fp,
+        fn,
+        fp + fn,
+    )
     # the table's confidence is the served model's (temperature applied)
-    assert metrics["failures/ece"] == pytest.approx(client.get_run(evaluated["run_id"]).data.metrics["all/ece_calibrated"])
+    assert metrics["failures/ece"] == pytest.approx(
+        client.get_run(evaluated["run_id"]).data.metrics["all/ece_calibrated"]
+    )
     summary = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/failures/summary.md")
     assert f"{fp + fn} errors in {tn + fp + fn + tp} reviews" in summary and f"{fp} false positives" in summary
     top = _parquet(run.info.run_id, "failures/most_confident_errors.parquet")
@@ -115,7 +183,12 @@ def test_analyze_reuses_the_evaluate_predictions(evaluated, tmp_path):
 
     # exploration metrics
     assert metrics["eda/all/examples"] == 240 and metrics["eda/max_length"] == 64
-    assert {"eda/train/tokens_mean", "eda/test/truncated_share", "eda/vocabulary_size", "eda/tokenizer_vocab_size"} <= set(metrics)
+    assert {
+        "eda/train/tokens_mean",
+        "eda/test/truncated_share",
+        "eda/vocabulary_size",
+        "eda/tokenizer_vocab_size",
+    } <= set(metrics)
 
     # attention weights of the user's texts, as logged
     weights = json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/attention/06_user.json"))
@@ -128,7 +201,9 @@ def test_analyze_reuses_the_evaluate_predictions(evaluated, tmp_path):
 def test_analyze_predicts_again_with_the_same_counts(evaluated, tracking_env):
     from sentiment import tracking
 
-    plan = analyze.plan_analyze(model_uri=evaluated["model_uri"], data_source=evaluated["data"], parts=("failures",), split="all")
+    plan = analyze.plan_analyze(
+        model_uri=evaluated["model_uri"], data_source=evaluated["data"], parts=("failures",), split="all"
+    )
     with tracking.open_run() as tracker:
         outcome = analyze.run_analyze(plan, tracker)
     evaluation = json.loads(mlflow.artifacts.load_text(f"runs:/{evaluated['run_id']}/metrics/all.json"))
@@ -138,9 +213,22 @@ def test_analyze_predicts_again_with_the_same_counts(evaluated, tracking_env):
 
 def test_exploration_without_a_model_through_mlflow_run(tracking_env):
     cmd = [
-        sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "analyze", "--env-manager", "local",
-        "--experiment-name", tracking_env["MLFLOW_EXPERIMENT_NAME"], "-P", "data=sample", "-P", "only=eda",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "mlflow",
+        "run",
+        str(REPO),
+        "-e",
+        "analyze",
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        tracking_env["MLFLOW_EXPERIMENT_NAME"],
+        "-P",
+        "data=sample",
+        "-P",
+        "only=eda",
+    ]
     result = subprocess.run(cmd, env=tracking_env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = mlflow.search_runs(experiment_names=[tracking_env["MLFLOW_EXPERIMENT_NAME"]], output_format="list")
@@ -174,7 +262,9 @@ def test_analyze_without_a_model_asks_for_one(tracking_env, capsys):
         main(["analyze", "--data", "sample"])
     assert exit_info.value.code == 2
     assert "need --model-uri" in capsys.readouterr().err
-    assert mlflow.search_runs(experiment_names=[tracking_env["MLFLOW_EXPERIMENT_NAME"]], output_format="list") == []  # found before the run
+    assert (
+        mlflow.search_runs(experiment_names=[tracking_env["MLFLOW_EXPERIMENT_NAME"]], output_format="list") == []
+    )  # found before the run
 
 
 def test_analyze_stage_against_the_in_memory_tracker(trained_in_memory, reviews_csv):
@@ -184,7 +274,9 @@ def test_analyze_stage_against_the_in_memory_tracker(trained_in_memory, reviews_
     from sentiment.tracking import InMemoryTracker
 
     tracker = InMemoryTracker("analyze-run")
-    plan = analyze.plan_analyze(model_uri=str(trained_in_memory["package"]), data_source=str(reviews_csv), texts=["a wonderful film, loved it"])
+    plan = analyze.plan_analyze(
+        model_uri=str(trained_in_memory["package"]), data_source=str(reviews_csv), texts=["a wonderful film, loved it"]
+    )
     outcome = analyze.run_analyze(plan, tracker)
     table = tracker.artifacts["predictions/test.parquet"]
     assert outcome.failures["confusion_matrix"] == evaluate.confusion(table).tolist()

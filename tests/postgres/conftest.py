@@ -87,8 +87,13 @@ class Postgres:
         program, *rest = args
         result = subprocess.run(
             [str(self.bin / program), "-h", str(self.root), "-p", str(self.port), *rest],
-            env=self.env(), cwd=self.root, capture_output=True, text=True, timeout=60, **as_user(self.owner),
-        )  # fmt: skip
+            env=self.env(),
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            **as_user(self.owner),
+        )
         if result.returncode != 0:
             raise RuntimeError(f"{program} failed: {result.stderr.strip()}")
         return result.stdout
@@ -116,20 +121,57 @@ def start_postgres(bin_dir: Path, owner: tuple[int, int]) -> Postgres:
     pwfile.write_text(pg.password)
     os.chown(pwfile, *owner)
     init = subprocess.run(
-        [str(bin_dir / "initdb"), "-D", str(root / "data"), "-U", "postgres", "-E", "UTF8", "--no-locale",
-         "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile", str(pwfile)],
-        env=pg.env(), cwd=root, capture_output=True, text=True, timeout=180, **drop,
-    )  # fmt: skip
+        [
+            str(bin_dir / "initdb"),
+            "-D",
+            str(root / "data"),
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--pwfile",
+            str(pwfile),
+        ],
+        env=pg.env(),
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        **drop,
+    )
     if init.returncode != 0:
         unavailable(f"initdb failed: {init.stderr.strip()[-500:]}")
     log = open(root / "postgres.log", "ab")
     # fsync and WAL safety off: a throw-away test cluster, and 2 CPU cores.
     pg.proc = subprocess.Popen(
-        [str(bin_dir / "postgres"), "-D", str(root / "data"), "-p", str(pg.port), "-c", "listen_addresses=127.0.0.1",
-         "-c", f"unix_socket_directories={root}", "-c", "fsync=off", "-c", "synchronous_commit=off",
-         "-c", "full_page_writes=off", "-c", "max_connections=200"],
-        env=pg.env(), cwd=root, stdout=log, stderr=subprocess.STDOUT, **drop,
-    )  # fmt: skip
+        [
+            str(bin_dir / "postgres"),
+            "-D",
+            str(root / "data"),
+            "-p",
+            str(pg.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={root}",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=200",
+        ],
+        env=pg.env(),
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        **drop,
+    )
     deadline = time.time() + 60
     while True:
         if pg.proc.poll() is not None:
@@ -166,7 +208,9 @@ def postgres() -> Postgres:
         unavailable("the psycopg driver is not installed (pip install -e '.[test]')")
     bin_dir = postgres_bin()
     if bin_dir is None:
-        unavailable("no PostgreSQL server binaries (initdb) in PATH or /usr/lib/postgresql/*/bin; apt-get install postgresql")
+        unavailable(
+            "no PostgreSQL server binaries (initdb) in PATH or /usr/lib/postgresql/*/bin; apt-get install postgresql"
+        )
     pg = start_postgres(bin_dir, cluster_owner())
     try:
         yield pg

@@ -40,7 +40,9 @@ def test_sibling_runs_log_the_same_dataset_at_once(pg_tracking_env, pg_server, p
             try:
                 with mlflow.start_run(experiment_id=experiment_id) as run:
                     run_ids.append(run.info.run_id)
-                    dataset = mlflow.data.from_pandas(data, source="reviews.csv", targets="label", name="reviews.csv-train")
+                    dataset = mlflow.data.from_pandas(
+                        data, source="reviews.csv", targets="label", name="reviews.csv-train"
+                    )
                     barrier.wait()
                     _log_input(dataset, "training")
             except BaseException as error:  # noqa: BLE001 - reported below
@@ -54,7 +56,9 @@ def test_sibling_runs_log_the_same_dataset_at_once(pg_tracking_env, pg_server, p
     assert not errors, errors[0]
     assert len(run_ids) == 24
     assert all(len(client.get_run(r).inputs.dataset_inputs) == 1 for r in run_ids)
-    rows = postgres.sql(f"SELECT count(*), count(DISTINCT digest) FROM datasets WHERE experiment_id = {int(experiment_id)}", "mlflow")
+    rows = postgres.sql(
+        f"SELECT count(*), count(DISTINCT digest) FROM datasets WHERE experiment_id = {int(experiment_id)}", "mlflow"
+    )
     assert rows.strip() == "3|3"
 
 
@@ -74,10 +78,30 @@ def test_concurrent_registrations_of_one_name(pg_tracking_env, postgres, tiny_mo
     from sentiment.tracking.registry import register_version
 
     name = "raced"
-    base = [sys.executable, "-m", "sentiment", "train", "--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN,
-            "--split-seed", "0", "--register-as", name, "--promote-if", "better"]  # fmt: skip
+    base = [
+        sys.executable,
+        "-m",
+        "sentiment",
+        "train",
+        "--data",
+        str(reviews_csv),
+        "--model",
+        tiny_model,
+        *TINY_TRAIN,
+        "--split-seed",
+        "0",
+        "--register-as",
+        name,
+        "--promote-if",
+        "better",
+    ]
     variants = [["--epochs", "3"], ["--epochs", "1", "--lr", "1e-7"]]  # one trained, one not
-    procs = [subprocess.Popen([*base, *v], env=pg_tracking_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for v in variants]
+    procs = [
+        subprocess.Popen(
+            [*base, *v], env=pg_tracking_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for v in variants
+    ]
     outputs = [proc.communicate(timeout=600) for proc in procs]
     for proc, (_, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-3000:]
@@ -127,7 +151,9 @@ def test_concurrent_registrations_of_one_name(pg_tracking_env, postgres, tiny_mo
 
 def _alias_rows(postgres, name: str) -> dict[str, int]:
     """The store's own alias rows of a registered model (one per alias, or the alias is ambiguous)."""
-    rows = postgres.sql(f"SELECT alias, count(*) FROM registered_model_aliases WHERE name = '{name}' GROUP BY alias", "mlflow")
+    rows = postgres.sql(
+        f"SELECT alias, count(*) FROM registered_model_aliases WHERE name = '{name}' GROUP BY alias", "mlflow"
+    )
     return {alias: int(count) for alias, count in (line.split("|") for line in rows.split())}
 
 
@@ -149,7 +175,9 @@ def test_ablation_children_in_parallel(pg_tracking_env, tiny_model, reviews_csv,
     experiment = pg_tracking_env["MLFLOW_EXPERIMENT_NAME"]
     parent = parent_of(experiment)
     assert parent.info.status == "FINISHED"
-    assert parent.data.metrics["ablation/children_finished"] == 2 and parent.data.metrics["ablation/children_failed"] == 0
+    assert (
+        parent.data.metrics["ablation/children_finished"] == 2 and parent.data.metrics["ablation/children_failed"] == 0
+    )
     children = children_of(parent.info.run_id, experiment)
     assert sorted(c.data.tags["sentiment.variant"] for c in children) == ["baseline", "keep_layers_1"]
     client = MlflowClient()

@@ -22,7 +22,9 @@ from tests.test_fault_tolerance import KEYS, TRAIN, histories, start_training, w
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
-def test_server_restart_mid_run_keeps_every_step_once(pg_tracking_env, pg_server, postgres, tiny_model, reviews_csv, tmp_path):
+def test_server_restart_mid_run_keeps_every_step_once(
+    pg_tracking_env, pg_server, postgres, tiny_model, reviews_csv, tmp_path
+):
     """A second tracking server on the session's database and artifact store (as a team runs
     several behind a load balancer): stopped right after the first logged step, started again
     4 s later. The run ends FINISHED, with every step once, as the session's server reads it."""
@@ -33,7 +35,14 @@ def test_server_restart_mid_run_keeps_every_step_once(pg_tracking_env, pg_server
     experiment = pg_tracking_env["MLFLOW_EXPERIMENT_NAME"]
     env = {**pg_tracking_env, "MLFLOW_TRACKING_URI": uri, "SENTIMENT_SERVER_WAIT_S": "300"}
     args = ["--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--log-every-steps", "1"]
-    train = subprocess.Popen([sys.executable, "-m", "sentiment", "train", *args], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    train = subprocess.Popen(
+        [sys.executable, "-m", "sentiment", "train", *args],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     client = MlflowClient(uri)
     try:
         deadline = time.time() + 180
@@ -72,7 +81,9 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(pg_tracking_env, tiny_m
     args = ["--data", str(reviews_csv), "--model", tiny_model, *TRAIN, "--epochs", "2"]
     reference = run_cli(["train", *args], pg_tracking_env, cwd=tmp_path)
     assert reference.returncode == 0, reference.stderr[-2000:]
-    reference_id = mlflow.search_runs(experiment_names=[pg_tracking_env["MLFLOW_EXPERIMENT_NAME"]], output_format="list")[0].info.run_id
+    reference_id = mlflow.search_runs(
+        experiment_names=[pg_tracking_env["MLFLOW_EXPERIMENT_NAME"]], output_format="list"
+    )[0].info.run_id
 
     crash_dir = tmp_path / "crash"
     crash_dir.mkdir()

@@ -29,15 +29,27 @@ def wait_for(condition, timeout_s: float, what: str, procs=()):
         if value:
             return value
         for proc in procs:
-            assert proc.poll() is None, f"a tune process exited ({proc.returncode}) before {what}: {proc.stdout.read()[-3000:]}"
+            assert proc.poll() is None, (
+                f"a tune process exited ({proc.returncode}) before {what}: {proc.stdout.read()[-3000:]}"
+            )
         time.sleep(0.5)
     raise AssertionError(f"no {what} within {timeout_s:.0f} s")
 
 
-def test_two_machines_share_a_postgresql_study_and_a_killed_worker_is_rerun(pg_tracking_env, postgres, tiny_model, tmp_path):
+def test_two_machines_share_a_postgresql_study_and_a_killed_worker_is_rerun(
+    pg_tracking_env, postgres, tiny_model, tmp_path
+):
     storage = postgres.create_database("optuna_shared")
     reviews = write_reviews(tmp_path / "reviews.csv", n=800, seed=5)  # trials long enough for a second machine to join
-    space = write_space(tmp_path, tiny_model, reviews, {"lr": {"log_uniform": [1e-3, 1e-2]}}, trials=TRIALS, pruner={"name": "none"}, fixed={"epochs": 3})
+    space = write_space(
+        tmp_path,
+        tiny_model,
+        reviews,
+        {"lr": {"log_uniform": [1e-3, 1e-2]}},
+        trials=TRIALS,
+        pruner={"name": "none"},
+        fixed={"epochs": 3},
+    )
     env = {**pg_tracking_env, "SENTIMENT_TUNE_HEARTBEAT_S": "2"}  # a silent worker is dead after 12 s
     experiment = pg_tracking_env["MLFLOW_EXPERIMENT_NAME"]
     machines = {name: tmp_path / name for name in ("machine-a", "machine-b")}  # no local files in common
@@ -45,8 +57,14 @@ def test_two_machines_share_a_postgresql_study_and_a_killed_worker_is_rerun(pg_t
         folder.mkdir()
 
     def start(args, folder, extra_env=None):
-        return subprocess.Popen([sys.executable, "-m", "sentiment", "tune", *args], cwd=folder, env={**env, **(extra_env or {})},
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "sentiment", "tune", *args],
+            cwd=folder,
+            env={**env, **(extra_env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     a = start(["--space", str(space), "--storage", storage], machines["machine-a"])
     try:
@@ -55,8 +73,11 @@ def test_two_machines_share_a_postgresql_study_and_a_killed_worker_is_rerun(pg_t
         b = start(["--join", parent.info.run_id], machines["machine-b"], {"SENTIMENT_TUNE_STORAGE": storage})
 
         def b_trial_running():
-            return [c for c in children_of(experiment, parent.info.run_id)
-                    if c.data.tags.get("sentiment.tune_worker", "0") != "0" and c.info.status == "RUNNING"]  # fmt: skip
+            return [
+                c
+                for c in children_of(experiment, parent.info.run_id)
+                if c.data.tags.get("sentiment.tune_worker", "0") != "0" and c.info.status == "RUNNING"
+            ]
 
         killed = wait_for(b_trial_running, 180, "trial running on machine B", [a, b])[0]
         os.kill(b.pid, signal.SIGKILL)

@@ -29,7 +29,9 @@ def test_sibling_runs_log_the_same_dataset_at_once(tracking_env):
             try:
                 with mlflow.start_run(experiment_id=experiment_id) as run:
                     run_ids.append(run.info.run_id)
-                    dataset = mlflow.data.from_pandas(data, source="reviews.csv", targets="label", name="reviews.csv-train")
+                    dataset = mlflow.data.from_pandas(
+                        data, source="reviews.csv", targets="label", name="reviews.csv-train"
+                    )
                     barrier.wait()
                     _log_input(dataset, "training")
             except BaseException as error:  # noqa: BLE001 - reported below

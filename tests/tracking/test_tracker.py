@@ -18,10 +18,24 @@ PROTOCOL_METHODS = sorted(
 
 def test_the_protocol_is_small():
     assert PROTOCOL_METHODS == [
-        "close", "delete_artifacts", "flush", "link_model", "log_artifact", "log_config", "log_dict", "log_figure",
-        "log_metrics", "log_model", "log_model_file", "log_params", "log_splits", "log_table", "log_text",
-        "prune_checkpoints", "set_tags",
-    ]  # fmt: skip
+        "close",
+        "delete_artifacts",
+        "flush",
+        "link_model",
+        "log_artifact",
+        "log_config",
+        "log_dict",
+        "log_figure",
+        "log_metrics",
+        "log_model",
+        "log_model_file",
+        "log_params",
+        "log_splits",
+        "log_table",
+        "log_text",
+        "prune_checkpoints",
+        "set_tags",
+    ]
 
 
 @pytest.mark.parametrize("cls", [MlflowTracker, NullTracker, InMemoryTracker], ids=lambda c: c.__name__)

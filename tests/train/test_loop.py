@@ -22,7 +22,9 @@ def inputs(tiny_model, reviews_csv):
     tokenizer = model_mod.load_tokenizer(tiny_model)
     splits = data_mod.load_splits(config.data, config.seed)
     d = config.data
-    return config, *(tokens.encode_reviews(frame, tokenizer, d.max_length, d.truncation) for frame in (splits.train, splits.val))
+    return config, *(
+        tokens.encode_reviews(frame, tokenizer, d.max_length, d.truncation) for frame in (splits.train, splits.val)
+    )
 
 
 def _model(config):

@@ -14,10 +14,27 @@ def test_a_run_records_config_metrics_datasets_tags_and_the_model(trained_in_mem
     tracker, outcome = trained_in_memory["tracker"], trained_in_memory["outcome"]
     config = tiny_config(tiny_model, reviews_csv)
     assert tracker.params == {k: str(v) for k, v in to_flat_dict(config).items()}
-    assert {"train/loss", "train/lr", "train/accuracy", "train/epoch_loss", "val/loss", "val/accuracy", "val/f1_macro",
-            "train/samples_per_s", "train/tokens_per_s", "train/epoch_seconds", "val/best_accuracy", "val/best_f1_macro",
-            "train/best_epoch", "test/accuracy", "test/f1_macro", "test/ece", "test/seconds", "model/parameters",
-            "data/train_reviews"} <= set(tracker.metrics)  # fmt: skip
+    assert {
+        "train/loss",
+        "train/lr",
+        "train/accuracy",
+        "train/epoch_loss",
+        "val/loss",
+        "val/accuracy",
+        "val/f1_macro",
+        "train/samples_per_s",
+        "train/tokens_per_s",
+        "train/epoch_seconds",
+        "val/best_accuracy",
+        "val/best_f1_macro",
+        "train/best_epoch",
+        "test/accuracy",
+        "test/f1_macro",
+        "test/ece",
+        "test/seconds",
+        "model/parameters",
+        "data/train_reviews",
+    } <= set(tracker.metrics)
     assert [step for step, _, _ in tracker.metrics["val/accuracy"]] == [1, 2, 3, 4]
     steps = [step for step, _, _ in tracker.metrics["train/loss"]]
     assert steps == sorted(set(steps)) and steps[0] == 5
@@ -27,13 +44,23 @@ def test_a_run_records_config_metrics_datasets_tags_and_the_model(trained_in_mem
     (name, step, folder) = tracker.models[0]
     assert (name, step) == ("model", outcome.history.best_epoch) and (folder / "sentiment_config.yaml").is_file()
     best_points = tracker.metrics["val/best_accuracy"]
-    assert best_points == [(outcome.history.best_epoch, outcome.history.best_val_accuracy, "m-1")]  # ranks the LoggedModel
+    assert best_points == [
+        (outcome.history.best_epoch, outcome.history.best_val_accuracy, "m-1")
+    ]  # ranks the LoggedModel
     assert [split for split, _, _ in tracker.datasets] == ["train", "val", "test"]
     assert tracker.tags["sentiment.kind"] == "train" and tracker.tags["sentiment.device"] == "cpu"
-    assert {"figures/training_curves.png", "tables/layerwise_lr.parquet", "predictions/test.parquet", "metrics/test.json",
-            "figures/test_confusion_matrix.png", "model_card.md"} <= set(tracker.artifacts)
+    assert {
+        "figures/training_curves.png",
+        "tables/layerwise_lr.parquet",
+        "predictions/test.parquet",
+        "metrics/test.json",
+        "figures/test_confusion_matrix.png",
+        "model_card.md",
+    } <= set(tracker.artifacts)
     # the resumable state was uploaded while training and deleted once the run succeeded (keep_state false)
-    assert tracker.deleted_artifacts == ["checkpoints"] and not any(k.startswith("checkpoints/") for k in tracker.artifacts)
+    assert tracker.deleted_artifacts == ["checkpoints"] and not any(
+        k.startswith("checkpoints/") for k in tracker.artifacts
+    )
     assert (trained_in_memory["workdir"] / STATE_FILE).is_file()  # the local copy stays
 
 
@@ -59,7 +86,11 @@ def test_keep_state_and_keep_checkpoints(tiny_model, reviews_csv, tmp_path):
     from sentiment.train import run_train
 
     tracker = InMemoryTracker("retention")
-    config = tiny_config(tiny_model, reviews_csv, **{"keep_state": True, "log_checkpoints": "all", "keep_checkpoints": 2, "run_test": False})
+    config = tiny_config(
+        tiny_model,
+        reviews_csv,
+        **{"keep_state": True, "log_checkpoints": "all", "keep_checkpoints": 2, "run_test": False},
+    )
     outcome = run_train(config, tracker, tmp_path)
     assert not tracker.deleted_artifacts and "checkpoints/state.pt" in tracker.artifacts
     scores = {e.epoch: e.val_accuracy for e in outcome.history.epochs}

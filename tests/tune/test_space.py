@@ -66,7 +66,9 @@ def test_a_good_space_loads_with_numbers_and_its_settings(tmp_path):
 
 
 def test_every_mistake_is_reported_at_once_with_its_line(tmp_path):
-    message = problems(tmp_path, """\
+    message = problems(
+        tmp_path,
+        """\
         name: bad
         base:
           preset: quick
@@ -77,7 +79,8 @@ def test_every_mistake_is_reported_at_once_with_its_line(tmp_path):
           lr: {log_uniform: [0, 1e-3]}
           batch_size: {uniform: [8, 32]}
         pruner: {name: medain}
-        """)
+        """,
+    )
     assert message.startswith("space ")
     assert "line 5: unknown option 'lrr' in search (did you mean 'lr'?)" in message
     assert "line 6: layer_decay: low 0.9 must be below high 0.7" in message
@@ -90,14 +93,29 @@ def test_every_mistake_is_reported_at_once_with_its_line(tmp_path):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("search: {dropout: {uniform: [0.5, 1.0]}}", "line 4: dropout = 1.0 gives an invalid config: model.dropout must be in [0, 1)"),
+        (
+            "search: {dropout: {uniform: [0.5, 1.0]}}",
+            "line 4: dropout = 1.0 gives an invalid config: model.dropout must be in [0, 1)",
+        ),
         ("search: {lr: {choice: [1e-4, 1e-4]}}", "line 4: lr: duplicate choice 0.0001"),
         ("search: {lr: {uniform: [1e-4]}}", "line 4: lr: uniform takes [low, high]"),
         ("search: {run_test: {choice: [true]}}", "run_test is set by the search"),
-        ("search: {lr: {uniform: [1e-5, 1e-4]}}\nobjective: test/accuracy", "line 5: objective 'test/accuracy': trials never see the test split"),
-        ("search: {lr: {uniform: [1e-5, 1e-4]}}\npruner: {name: median, patience: 2}", "pruner median has no setting 'patience'"),
-        ("search: {lr: {uniform: [1e-5, 1e-4]}}\npruner: {name: threshold}", "bad pruner settings: Either lower or upper must be specified"),
-        ("search: {lr: {uniform: [1e-5, 1e-4]}}\nenqueue: [{lr: 1.0}]", "line 5: enqueued lr = 1.0 is outside its distribution"),
+        (
+            "search: {lr: {uniform: [1e-5, 1e-4]}}\nobjective: test/accuracy",
+            "line 5: objective 'test/accuracy': trials never see the test split",
+        ),
+        (
+            "search: {lr: {uniform: [1e-5, 1e-4]}}\npruner: {name: median, patience: 2}",
+            "pruner median has no setting 'patience'",
+        ),
+        (
+            "search: {lr: {uniform: [1e-5, 1e-4]}}\npruner: {name: threshold}",
+            "bad pruner settings: Either lower or upper must be specified",
+        ),
+        (
+            "search: {lr: {uniform: [1e-5, 1e-4]}}\nenqueue: [{lr: 1.0}]",
+            "line 5: enqueued lr = 1.0 is outside its distribution",
+        ),
         ("search: {lr: {uniform: [1e-5, 1e-4]}}\ntrials: 0", "line 5: trials must be an integer >= 1"),
         ("search: {}", "line 4: search needs at least one option"),
     ],
@@ -107,7 +125,9 @@ def test_single_mistakes(tmp_path, text, expected):
 
 
 def test_an_option_cannot_be_both_fixed_and_searched(tmp_path):
-    message = problems(tmp_path, "name: s\nbase:\n  preset: quick\n  options: {lr: 1.0e-4}\nsearch: {lr: {uniform: [1e-5, 1e-4]}}\n")
+    message = problems(
+        tmp_path, "name: s\nbase:\n  preset: quick\n  options: {lr: 1.0e-4}\nsearch: {lr: {uniform: [1e-5, 1e-4]}}\n"
+    )
     assert "line 5: lr is both fixed in base options (line 4) and searched" in message
 
 

@@ -24,15 +24,32 @@ from tests.conftest import run_cli
 # depend on learning: pruning is made deterministic by searching `epochs` with a threshold no
 # trial reaches (a 2-epoch trial is pruned after epoch 1; a 1-epoch trial is at its last epoch,
 # which is never pruned, so it completes).
-BASE = {"epochs": 1, "batch_size": 8, "max_length": 64, "val_fraction": 0.2, "test_fraction": 0.2, "layer_decay": 1.0, "log_every_steps": 5, "device": "cpu"}
+BASE = {
+    "epochs": 1,
+    "batch_size": 8,
+    "max_length": 64,
+    "val_fraction": 0.2,
+    "test_fraction": 0.2,
+    "layer_decay": 1.0,
+    "log_every_steps": 5,
+    "device": "cpu",
+}
 
 
-def write_space(tmp_path, tiny_model, reviews_csv, search: dict, trials: int, pruner: dict, enqueue=None, fixed: dict | None = None):
+def write_space(
+    tmp_path, tiny_model, reviews_csv, search: dict, trials: int, pruner: dict, enqueue=None, fixed: dict | None = None
+):
     options = {"data": str(reviews_csv), "model": tiny_model, **BASE, **(fixed or {})}
     for name in search:
         options.pop(name, None)
-    space = {"name": "tiny", "base": {"preset": "seed", "options": options}, "search": search, "trials": trials, "pruner": pruner,
-             "sampler": {"name": "tpe", "seed": 1}}  # fmt: skip
+    space = {
+        "name": "tiny",
+        "base": {"preset": "seed", "options": options},
+        "search": search,
+        "trials": trials,
+        "pruner": pruner,
+        "sampler": {"name": "tpe", "seed": 1},
+    }
     if enqueue:
         space["enqueue"] = enqueue
     path = tmp_path / "space.yaml"
@@ -56,7 +73,10 @@ def children_of(experiment: str, parent_id: str):
 
 def test_a_bad_space_fails_before_any_run_in_one_line(tracking_env, tmp_path):
     space = tmp_path / "bad.yaml"
-    space.write_text("name: bad\nbase: {preset: quick}\nsearch:\n  lr: {uniform: [3.0e-4, 1.0e-5]}\n  dropuot: {choice: [0.1]}\npruner: {name: hyperband}\n")
+    space.write_text(
+        "name: bad\nbase: {preset: quick}\nsearch:\n  lr: {uniform: [3.0e-4, 1.0e-5]}\n  dropuot: {choice: "
+        "[0.1]}\npruner: {name: hyperband}\n"
+    )
     result = run_cli(["tune", "--space", str(space)], tracking_env, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -74,10 +94,19 @@ def test_a_bad_space_fails_before_any_run_in_one_line(tracking_env, tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_search_parent_children_pruning_best_tested_once_and_registered(tracking_env, tiny_model, reviews_csv, tmp_path):
+def test_tiny_search_parent_children_pruning_best_tested_once_and_registered(
+    tracking_env, tiny_model, reviews_csv, tmp_path
+):
     search = {"lr": {"log_uniform": [1e-3, 1e-2]}, "epochs": {"choice": [1, 2]}}
-    space = write_space(tmp_path, tiny_model, reviews_csv, search, trials=3, pruner={"name": "threshold", "lower": 1.01},
-                        enqueue=[{"epochs": 1}, {"epochs": 2}])  # fmt: skip
+    space = write_space(
+        tmp_path,
+        tiny_model,
+        reviews_csv,
+        search,
+        trials=3,
+        pruner={"name": "threshold", "lower": 1.01},
+        enqueue=[{"epochs": 1}, {"epochs": 2}],
+    )
     result = run_cli(["tune", "--space", str(space), "--register-as", "tuned-tiny"], tracking_env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     experiment = tracking_env["MLFLOW_EXPERIMENT_NAME"]
@@ -94,7 +123,9 @@ def test_tiny_search_parent_children_pruning_best_tested_once_and_registered(tra
         float(params["train.lr"])  # searched values are logged as numbers
         if params["train.epochs"] == "2":
             assert tags["sentiment.trial_state"] == "pruned" and tags["sentiment.pruned_epoch"] == "1"
-            assert {"val/accuracy", "train/loss", "train/epoch_seconds"} <= set(metrics) and "val/best_accuracy" not in metrics
+            assert {"val/accuracy", "train/loss", "train/epoch_seconds"} <= set(
+                metrics
+            ) and "val/best_accuracy" not in metrics
             assert [m.step for m in MlflowClient().get_metric_history(child.info.run_id, "val/accuracy")] == [1]
         else:
             assert tags["sentiment.trial_state"] == "complete" and "val/best_accuracy" in metrics
@@ -107,16 +138,25 @@ def test_tiny_search_parent_children_pruning_best_tested_once_and_registered(tra
     best = next(c for c in children if c.info.run_id == tags["sentiment.tune.best_run"])
     assert best.data.tags["sentiment.trial_state"] == "complete"
     assert metrics["tune/best_value"] == pytest.approx(best.data.metrics["val/best_accuracy"])
-    assert params["best.epochs"] == "1" and float(params["best.lr"]) == pytest.approx(float(best.data.params["train.lr"]))
+    assert params["best.epochs"] == "1" and float(params["best.lr"]) == pytest.approx(
+        float(best.data.params["train.lr"])
+    )
     assert 0 <= metrics["test/accuracy"] <= 1 and metrics["test/examples"] == 48
     assert metrics["tune/trials_complete"] + metrics["tune/trials_pruned"] == 3 and metrics["tune/trials_failed"] == 0
     assert metrics["tune/cpu_minutes"] > 0 and metrics["tune/cpu_minutes_saved_by_pruning"] > 0
     table = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=pid, artifact_path="tune/trials.parquet"))
     assert sorted(table["trial"]) == [0, 1, 2] and set(table["run_id"]) == {c.info.run_id for c in children}
     by_run = {c.info.run_id: c for c in children}  # the searched epochs beside the epochs each trial trained
-    assert all(str(row.epochs) == by_run[row.run_id].data.params["train.epochs"] and row.epochs_trained == 1 for row in table.itertuples())
+    assert all(
+        str(row.epochs) == by_run[row.run_id].data.params["train.epochs"] and row.epochs_trained == 1
+        for row in table.itertuples()
+    )
     figures = {a.path for a in MlflowClient().list_artifacts(pid, "figures/tune")}
-    assert {"figures/tune/optimization_history.png", "figures/tune/parallel_coordinate.png", "figures/tune/intermediate_values.png"} <= figures
+    assert {
+        "figures/tune/optimization_history.png",
+        "figures/tune/parallel_coordinate.png",
+        "figures/tune/intermediate_values.png",
+    } <= figures
     assert "predictions/test.parquet" in {a.path for a in MlflowClient().list_artifacts(pid, "predictions")}
     version = MlflowClient().get_model_version_by_alias("tuned-tiny", "champion")
     assert version.tags["run_id"] == pid and version.run_id == best.info.run_id
@@ -136,11 +176,19 @@ def _wait_for(condition, timeout_s: float, what: str):
 
 @pytest.mark.extended  # a search killed and resumed; the tiny search test crosses tune in make test
 @pytest.mark.slow
-def test_resume_after_kill_9_reruns_nothing_finished_and_ends_with_the_trials_asked(tracking_env, tiny_model, reviews_csv, tmp_path):
-    space = write_space(tmp_path, tiny_model, reviews_csv, {"lr": {"log_uniform": [1e-3, 1e-2]}}, trials=3, pruner={"name": "none"})
+def test_resume_after_kill_9_reruns_nothing_finished_and_ends_with_the_trials_asked(
+    tracking_env, tiny_model, reviews_csv, tmp_path
+):
+    space = write_space(
+        tmp_path, tiny_model, reviews_csv, {"lr": {"log_uniform": [1e-3, 1e-2]}}, trials=3, pruner={"name": "none"}
+    )
     experiment = tracking_env["MLFLOW_EXPERIMENT_NAME"]
-    process = subprocess.Popen([sys.executable, "-m", "sentiment", "tune", "--space", str(space)], env=tracking_env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sentiment", "tune", "--space", str(space)],
+        env=tracking_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
     def second_trial_running():
         runs = runs_of(experiment, "tags.`sentiment.trial` != ''") if mlflow.get_experiment_by_name(experiment) else []
@@ -171,17 +219,22 @@ def test_resume_after_kill_9_reruns_nothing_finished_and_ends_with_the_trials_as
     retry = int(table.loc[table["retry_of"] == 1, "trial"].item())
     # the same parameters again (from the study: a run killed this early may not have logged its params yet)
     assert table.loc[table["trial"] == retry, "lr"].item() == table.loc[table["trial"] == 1, "lr"].item()
-    assert float(by_trial[str(retry)].data.params["train.lr"]) == pytest.approx(table.loc[table["trial"] == 1, "lr"].item())
+    assert float(by_trial[str(retry)].data.params["train.lr"]) == pytest.approx(
+        table.loc[table["trial"] == 1, "lr"].item()
+    )
     complete = [c for c in children if c.data.tags["sentiment.trial_state"] == "complete"]
     assert len(complete) == 3 and all(c.info.status == "FINISHED" for c in complete)
     parent = MlflowClient().get_run(pid)
     assert parent.info.status == "FINISHED" and parent.data.tags["sentiment.tune.attempt"] == "2"
     assert parent.data.metrics["tune/trials_complete"] == 3 and parent.data.metrics["tune/trials_failed"] == 1
 
+
 @pytest.mark.extended
 @pytest.mark.slow
 def test_two_processes_share_one_study_under_one_parent(tracking_env, tiny_model, reviews_csv, tmp_path):
-    space = write_space(tmp_path, tiny_model, reviews_csv, {"lr": {"log_uniform": [1e-3, 1e-2]}}, trials=4, pruner={"name": "none"})
+    space = write_space(
+        tmp_path, tiny_model, reviews_csv, {"lr": {"log_uniform": [1e-3, 1e-2]}}, trials=4, pruner={"name": "none"}
+    )
     result = run_cli(["tune", "--space", str(space), "--max-parallel", "2"], tracking_env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     experiment = tracking_env["MLFLOW_EXPERIMENT_NAME"]
@@ -198,19 +251,33 @@ def test_two_processes_share_one_study_under_one_parent(tracking_env, tiny_model
 
 @pytest.mark.extended  # a search whose baseline is re-tested; the tiny search test crosses tune in make test
 @pytest.mark.slow
-def test_the_best_trial_is_compared_with_the_baseline_on_the_same_test_reviews(tracking_env, tiny_model, reviews_csv, tmp_path):
+def test_the_best_trial_is_compared_with_the_baseline_on_the_same_test_reviews(
+    tracking_env, tiny_model, reviews_csv, tmp_path
+):
     # the first enqueued trial is the baseline: 1 epoch (the tiny model has not learned yet);
     # the second trains 4 epochs at the recipe that learns the file, so it is the best trial
-    space = write_space(tmp_path, tiny_model, reviews_csv, {"epochs": {"choice": [1, 4]}}, trials=2, pruner={"name": "none"},
-                        enqueue=[{"epochs": 1}, {"epochs": 4}], fixed={"lr": 3e-3})  # fmt: skip
+    space = write_space(
+        tmp_path,
+        tiny_model,
+        reviews_csv,
+        {"epochs": {"choice": [1, 4]}},
+        trials=2,
+        pruner={"name": "none"},
+        enqueue=[{"epochs": 1}, {"epochs": 4}],
+        fixed={"lr": 3e-3},
+    )
     result = run_cli(["tune", "--space", str(space)], tracking_env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     parent = parent_of(tracking_env["MLFLOW_EXPERIMENT_NAME"])
     pid, metrics, tags = parent.info.run_id, parent.data.metrics, parent.data.tags
-    children = {int(c.data.tags["sentiment.trial"]): c for c in children_of(tracking_env["MLFLOW_EXPERIMENT_NAME"], pid)}
+    children = {
+        int(c.data.tags["sentiment.trial"]): c for c in children_of(tracking_env["MLFLOW_EXPERIMENT_NAME"], pid)
+    }
     assert tags["sentiment.tune.best_trial"] == "1" and tags["sentiment.tune.baseline_trial"] == "0"
     assert metrics["tune/baseline_value"] == pytest.approx(children[0].data.metrics["val/best_accuracy"])
-    assert metrics["tune/val_reviews"] == 38  # the Wilson intervals: over the validation reviews (0.2 of the 192 not tested)
+    assert (
+        metrics["tune/val_reviews"] == 38
+    )  # the Wilson intervals: over the validation reviews (0.2 of the 192 not tested)
     for name in ("best", "baseline"):
         interval = (metrics[f"tune/{name}_value_ci_low"], metrics[f"tune/{name}_value_ci_high"])
         assert interval == pytest.approx(wilson_interval(metrics[f"tune/{name}_value"], 38))
@@ -218,7 +285,9 @@ def test_the_best_trial_is_compared_with_the_baseline_on_the_same_test_reviews(t
     # the baseline's model, tested once on the best's test reviews, paired
     client = MlflowClient()
     best = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=pid, artifact_path="predictions/test.parquet"))
-    base = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=pid, artifact_path="predictions/test_baseline.parquet"))
+    base = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(run_id=pid, artifact_path="predictions/test_baseline.parquet")
+    )
     assert sorted(best["id"]) == sorted(base["id"]) and metrics["test/paired_reviews_vs_baseline"] == len(best) == 48
     assert metrics["test_baseline/accuracy"] == pytest.approx((base["label"] == base["prediction"]).mean())
     delta = (best["label"] == best["prediction"]).mean() - (base["label"] == base["prediction"]).mean()
@@ -241,10 +310,18 @@ def test_the_best_trial_is_compared_with_the_baseline_on_the_same_test_reviews(t
     assert rendered.returncode == 0, rendered.stderr[-3000:]
     text = out.read_text()
     assert "## Search `tiny`" in text and "2 trials of 2 (2 complete, 0 pruned, 0 failed)" in text
-    best_row = next(line for line in text.splitlines() if line.startswith(f"| best (trial 1, run `{children[1].info.run_id}`)"))
-    assert f"{100 * metrics['test/accuracy']:.2f}%" in best_row and f"{100 * metrics['tune/best_value']:.2f}%" in best_row
-    base_row = next(line for line in text.splitlines() if line.startswith(f"| baseline (trial 0, run `{children[0].info.run_id}`)"))
+    best_row = next(
+        line for line in text.splitlines() if line.startswith(f"| best (trial 1, run `{children[1].info.run_id}`)")
+    )
+    assert (
+        f"{100 * metrics['test/accuracy']:.2f}%" in best_row and f"{100 * metrics['tune/best_value']:.2f}%" in best_row
+    )
+    base_row = next(
+        line for line in text.splitlines() if line.startswith(f"| baseline (trial 0, run `{children[0].info.run_id}`)")
+    )
     assert f"{100 * metrics['test_baseline/accuracy']:.2f}%" in base_row
     assert f"Verdict: {tags['sentiment.tune.baseline']}." in text
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert any("optimization_history" in link for link in linked) and all((out.parent / link).is_file() for link in linked)
+    assert any("optimization_history" in link for link in linked) and all(
+        (out.parent / link).is_file() for link in linked
+    )
