@@ -114,6 +114,7 @@ def project_reference(lengths_512: np.ndarray, mfu: float, peak: float) -> dict[
     return {"flops": flops, "seconds": flops / (mfu * peak * 1e12), "non_embedding_params": params}
 
 
+# long function: one measured training run in order: set up, train two epochs, read the second epoch's numbers
 def run_once(args: argparse.Namespace, compile_model: bool, workdir: Path, frames) -> dict:
     """Two epochs of `fit` with MLflow tracking; the second epoch's throughput."""
     import torch

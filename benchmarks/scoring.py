@@ -84,6 +84,7 @@ def pipeline_rate(folder: str, texts: list[str], max_length: int, batch_size: in
     return len(texts) / (time.perf_counter() - started)
 
 
+# long function: its argparse options, then the benchmark's steps in order (throughput, memory passes, record)
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(

@@ -75,6 +75,7 @@ def timed_table(
     return table, time.perf_counter() - started
 
 
+# long function: the export's steps in order (check, quantize, time both, register, promote), sharing their numbers
 def run_export(
     name: str, version: str, kind: str, rule: str, alpha: float, workdir: Path, batch_size: int = 32
 ) -> ExportOutcome:

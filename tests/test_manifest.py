@@ -14,7 +14,8 @@ import mlflow
 import yaml
 
 from sentiment.cli import cli
-from sentiment.config import NOT_OPTIONS, DataConfig, field_docs, flat_fields, options
+from sentiment.config import DataConfig, flat_fields
+from sentiment.options import NOT_OPTIONS, field_docs, options
 
 REPO = Path(__file__).resolve().parents[1]
 

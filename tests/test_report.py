@@ -11,7 +11,7 @@ import yaml
 from mlflow import MlflowClient
 
 from sentiment import evaluate
-from sentiment.report.sections import _points
+from sentiment.report.numbers import _points
 from sentiment.stats import Paired, seed_interval, verdict, wider_interval
 from tests.ablate.test_execution import children_of, parent_of, tiny_grid
 from tests.conftest import TINY_TRAIN, run_cli
@@ -250,7 +250,7 @@ def test_report_refuses_runs_it_cannot_describe(tracking_env, tiny_model, review
 def test_verdicts_rest_on_the_wider_interval_and_name_the_published_setup(seed_deltas, word, interval):
     from dataclasses import replace
 
-    from sentiment.report.sections import _summary_table, _verdict_rules, _verdicts
+    from sentiment.report.ablation import _summary_table, _verdict_rules, _verdicts
     from sentiment.stats import verdict
     from tests.ablate.test_summary import _summary
 

@@ -18,8 +18,9 @@ from typing import Any
 
 import yaml
 
-from sentiment.config import PRESETS, Config, apply_overrides, build_config, options
+from sentiment.config import PRESETS, Config, apply_overrides, build_config
 from sentiment.errors import UserError
+from sentiment.options import options
 
 BASELINE = "baseline"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -270,6 +271,7 @@ def compose(path: Path, kind: str, example: str, text: str | None = None) -> tup
     return text, root
 
 
+# long function: one pass over the grid file collecting every problem, with its line, to raise them together
 def load_grid(path: str | Path, data: str | None = None) -> Grid:
     """Read and validate a grid file; every problem names its line.
 

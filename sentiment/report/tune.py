@@ -19,6 +19,7 @@ def _interval(m: dict, key: str, low: str, high: str) -> str:
     return f"{_pct(m[key])}{bounds}"
 
 
+# long function: a tune parent's sections in reading order, each from the same trials table and metrics
 def tune_sections(parent, workdir: Path) -> list[Section]:
     """A tune parent: what was searched and spent, the best trial against the baseline (the
     space's first enqueued trial) on the same validation and test reviews, the trials, Optuna's

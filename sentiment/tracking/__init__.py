@@ -4,7 +4,8 @@ imports no stage module (train, evaluate, analyze, ablate, ...).
 - tracker.py     the `Tracker` protocol stages log through; `NullTracker` (ranks other than 0)
 - memory.py      `InMemoryTracker`, for unit tests of the stages without a server
 - connection.py  tracking URI, health and credential checks
-- runs.py        `open_run` and `MlflowTracker` (the protocol on an MLflow run); writes to other runs
+- runs.py        `open_run` and `MlflowTracker` (the protocol on an MLflow run)
+- side_runs.py   writes to other runs: side runs, failing or ending a run, child and project runs
 - outbox.py      the outage journal (`Outbox`) and `sentiment sync`
 - registry.py    registration and promotion (aliases, races), downloading logged models
 - serving.py     the served pyfunc (and a baseline's scikit-learn flavour), how it is logged, its extra
@@ -64,25 +65,23 @@ from sentiment.tracking.registry import (
     settle_pause,
     version_info,
 )
-from sentiment.tracking.runs import (
-    MlflowTracker,
-    create_child_run,
-    dataset_facts,
-    delete_tag,
-    end_run_if_open,
-    fail_run,
-    log_files_to_run,
-    log_to_run,
-    open_run,
-    side_run,
-    submit_project_run,
-)
+from sentiment.tracking.runs import MlflowTracker, dataset_facts, open_run
 from sentiment.tracking.serving import (
     BASELINE_FILE,
     MODEL_ARTIFACT,
     SKLEARN_PIPELINE,
     SentimentPyfunc,
     evaluation_metrics,
+)
+from sentiment.tracking.side_runs import (
+    create_child_run,
+    delete_tag,
+    end_run_if_open,
+    fail_run,
+    log_files_to_run,
+    log_to_run,
+    side_run,
+    submit_project_run,
 )
 from sentiment.tracking.tracker import LoggedModelRef, NullTracker, Tracker
 

@@ -29,8 +29,9 @@ from typing import Any
 import yaml
 
 from sentiment.ablate.grid import Reader, compose, known_options, option_fields, strip_prefix, suggest_name
-from sentiment.config import PRESETS, Config, build_config, options
+from sentiment.config import PRESETS, Config, build_config
 from sentiment.errors import UserError
+from sentiment.options import options
 
 EXAMPLE = "experiments/search/cpu.yaml"
 _SPACE_KEYS = (
