@@ -1,5 +1,7 @@
-"""The architecture, enforced (ARCHITECTURE.md states the same rules): who may import whom, no
-import cycles, only the tracking package imports mlflow, module and function sizes.
+"""The architecture, enforced (ARCHITECTURE.md states the same rules): who may import whom, the
+stages in ARCHITECTURE.md's order, no import cycles, only the tracking package imports mlflow, module
+and function sizes (sentiment/ and benchmarks/, counted on the code as ruff formats it), and the
+tree formatted and linted by ruff.
 
 Imports are read from the source (every `import`, at module level or inside a function), so a
 late import inside a function counts as much as one at the top.
@@ -8,14 +10,22 @@ late import inside a function counts as much as one at the top.
 from __future__ import annotations
 
 import ast
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "sentiment"
+# The module and function sizes hold here too.
+SIZED = (PACKAGE, REPO / "benchmarks")
 
 # The layers, bottom up. A module may import its own layer's modules and those below; the
 # infrastructure imports no stage; the tracking package imports only the base.
-BASE = {"sentiment.errors", "sentiment.config"}
+BASE = {"sentiment.errors", "sentiment.config", "sentiment.options"}
 INFRASTRUCTURE = {
     "sentiment.tracking",
     "sentiment.distributed",
@@ -27,30 +37,67 @@ INFRASTRUCTURE = {
     "sentiment.hub",
     "sentiment.logs",
 }
-STAGES = {
-    "sentiment.model",
-    "sentiment.heads",
-    "sentiment.calibration",
-    "sentiment.evaluate",
-    "sentiment.train",
-    "sentiment.analyze",
-    "sentiment.ablate",
-    "sentiment.report",
-    "sentiment.promote",
-    "sentiment.card",
-    "sentiment.preflight",
-    "sentiment.score",
-    "sentiment.export",
-    "sentiment.tune",
-    "sentiment.baselines",
+
+
+def _stage_order() -> list[str]:
+    """The stages row of ARCHITECTURE.md's layer table, in its order (`train/` -> sentiment.train)."""
+    row = next(line for line in (REPO / "ARCHITECTURE.md").read_text().splitlines() if line.startswith("| stages |"))
+    modules = row.split("|")[2]
+    return [f"sentiment.{name.rstrip('/')}" for name in re.findall(r"`([a-z_]+/?)`", modules)]
+
+
+# Each stage may import the stages listed before it in ARCHITECTURE.md, never one after it.
+STAGE_ORDER = _stage_order()
+STAGES = set(STAGE_ORDER)
+ENTRY = {
+    "sentiment.cli",
+    "sentiment.cli_options",
+    "sentiment.cli_train",
+    "sentiment.cli_study",
+    "sentiment.cli_registry",
+    "sentiment.cli_evidence",
+    "sentiment.__main__",
 }
-ENTRY = {"sentiment.cli", "sentiment.cli_evidence", "sentiment.__main__"}
 
 MAX_MODULE_LINES = 450
 # Modules allowed past MAX_MODULE_LINES, each with its reason.
 LONG_MODULES: dict[str, str] = {}
 MAX_FUNCTION_LINES = 60
-LONG_FUNCTION_MARK = "# long function:"  # on the line above the def, followed by the reason
+LONG_FUNCTION_MARK = "# long function:"  # on the line above the def (or its decorators), then the reason
+# A `# fmt: skip` (or `# fmt: off`) says why after it on the same line: `# fmt: skip  # a table: one row a line`.
+FMT_SKIP = re.compile(r"#\s*fmt:\s*(skip|off)\b(?P<rest>.*)$")
+
+
+def _ruff() -> str:
+    """The ruff of this environment (the `test` extra installs it)."""
+    beside = Path(sys.executable).with_name("ruff")
+    found = str(beside) if beside.exists() else shutil.which("ruff")
+    if not found:
+        pytest.fail("ruff is not installed: pip install -e '.[test]' (make install)")
+    return found
+
+
+_FORMATTED: dict[Path, list[str]] = {}
+
+
+def _formatted_lines(path: Path) -> list[str]:
+    """The file's lines as `ruff format` writes them (the tree is kept formatted; counted the same either way)."""
+    if path not in _FORMATTED:
+        text = path.read_text()
+        result = subprocess.run(
+            [_ruff(), "format", "--stdin-filename", str(path), "-"],
+            input=text,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=True,
+        )
+        _FORMATTED[path] = result.stdout.splitlines()
+    return _FORMATTED[path]
+
+
+def _sized_files() -> list[Path]:
+    return [path for root in SIZED for path in sorted(root.rglob("*.py"))]
 
 
 def _module_name(path: Path) -> str:
@@ -152,9 +199,9 @@ def test_no_import_cycles():
 
 
 def test_no_module_is_too_long_without_a_reason():
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in _sized_files():
         name = str(path.relative_to(REPO))
-        lines = len(path.read_text().splitlines())
+        lines = len(_formatted_lines(path))
         if name in LONG_MODULES:
             assert lines > MAX_MODULE_LINES, f"{name} is short again: drop it from LONG_MODULES"
             continue
@@ -163,8 +210,8 @@ def test_no_module_is_too_long_without_a_reason():
 
 
 def test_no_function_is_too_long_without_a_reason():
-    for path in sorted(PACKAGE.rglob("*.py")):
-        source = path.read_text().splitlines()
+    for path in _sized_files():
+        source = _formatted_lines(path)
         for node in ast.walk(ast.parse("\n".join(source))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 start = min([node.lineno] + [d.lineno for d in node.decorator_list])
@@ -178,6 +225,34 @@ def test_no_function_is_too_long_without_a_reason():
                         f"{where} has {length} lines (limit {limit}): split it, or say why above it "
                         f"({LONG_FUNCTION_MARK} ...)"
                     )
+
+
+def test_stages_import_only_the_stages_before_them_in_architecture_md():
+    assert STAGE_ORDER[:2] == ["sentiment.model", "sentiment.preflight"] and len(STAGE_ORDER) == len(STAGES) > 10
+    rank = {stage: i for i, stage in enumerate(STAGE_ORDER)}
+    for module, path in MODULES.items():
+        if _group(module) not in rank:
+            continue
+        later = {_group(m) for m in _imports(path) if rank.get(_group(m), -1) > rank[_group(module)]}
+        assert not later, f"{module} imports {sorted(later)}, listed after {_group(module)} in ARCHITECTURE.md"
+
+
+def test_the_tree_is_formatted_and_linted_by_ruff():
+    """`make lint`: `ruff format --check` and `ruff check` (pyproject.toml's [tool.ruff]) pass."""
+    for command in (["format", "--check"], ["check"]):
+        result = subprocess.run([_ruff(), *command, "."], capture_output=True, text=True, cwd=REPO)
+        assert result.returncode == 0, f"ruff {' '.join(command)}:\n{result.stdout[-3000:]}{result.stderr[-1000:]}"
+
+
+def test_no_fmt_skip_without_a_reason():
+    for path in [*_sized_files(), *sorted((REPO / "tests").rglob("*.py"))]:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            match = FMT_SKIP.search(line)
+            if match and path != Path(__file__).resolve():
+                reason = match["rest"].strip()
+                assert reason.startswith("#") and len(reason) > 10, (
+                    f"{path.relative_to(REPO)}:{number}: say why after it (# fmt: skip  # reason)"
+                )
 
 
 def test_the_checks_see_late_imports_and_cycles(tmp_path):
