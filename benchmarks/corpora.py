@@ -236,8 +236,7 @@ def run_corpus(spec: Spec, isolate: bool, log, load: "LoadMonitor") -> dict:
     profile = data_profile(spec)
     log(
         f"[{spec.label}] {profile['train_reviews']} train / {profile['val_reviews']} val / {profile['test_reviews']} "
-        "test reviews, "
-        f"mean {profile['mean_words']:.0f} words, {profile['over_limit_share']:.1%} over 512 tokens"
+        f"test reviews, mean {profile['mean_words']:.0f} words, {profile['over_limit_share']:.1%} over 512 tokens"
     )
     log(f"[{spec.label}] training with sentiment ...")
     ours = timed_call(isolate, load, train_sentiment, spec)
@@ -282,9 +281,8 @@ def run_real_corpus(spec: Spec, isolate: bool, log, load: "LoadMonitor") -> dict
     profile = data_profile(spec)
     log(
         f"[{spec.label}] {profile['train_reviews']} train (of {profile['train_pool_reviews']}) / "
-        f"{profile['val_reviews']} val / {profile['test_reviews']} test reviews, mean "
-        f"{profile['mean_words']:.0f} words, {profile['truncated_share']:.1%} of training reviews over "
-        f"{spec.max_length} tokens"
+        f"{profile['val_reviews']} val / {profile['test_reviews']} test reviews, mean {profile['mean_words']:.0f} "
+        f"words, {profile['truncated_share']:.1%} of training reviews over {spec.max_length} tokens"
     )
 
     def train(what: str, fn, side: Spec) -> dict:

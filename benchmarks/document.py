@@ -55,8 +55,8 @@ def render_body(payload: dict, run_id: str | None = None) -> str:
         "",
         (
             "**The machine was shared with other processes during this run**, so absolute times are noisy and the "
-            "sides, "
-            "which ran one after the other, did not see exactly the same contention; read the ratios with that in mind."
+            "sides, which ran one after the other, did not see exactly the same contention; read the ratios with that "
+            "in mind."
             if load["busy"]
             else "No other process used noticeable CPU while it ran."
         ),
@@ -76,10 +76,9 @@ def render_body(payload: dict, run_id: str | None = None) -> str:
             f"## Corpus: {label}",
             "",
             f"{profile['reviews']:.0f} reviews (train + test) with mean {profile['mean_words']:.0f} words (median "
-            f"{profile['median_words']:.0f}, "
-            f"p90 {profile['p90_words']:.0f}), mean {profile['mean_tokens']:.0f} tokens, "
-            f"{profile['over_limit_share']:.1%} over 512 tokens. "
-            f"Attention implementation: {result['sentiment']['attention']}.",
+            f"{profile['median_words']:.0f}, p90 {profile['p90_words']:.0f}), mean {profile['mean_tokens']:.0f} "
+            f"tokens, {profile['over_limit_share']:.1%} over 512 tokens. Attention implementation: "
+            f"{result['sentiment']['attention']}.",
             "",
             tables(result, ratios),
             "",
@@ -90,9 +89,8 @@ def render_body(payload: dict, run_id: str | None = None) -> str:
             why_lines(result, ratios),
             "",
             f"MLflow time by function, ours: {result['sentiment']['mlflow_top']}; Trainer: "
-            f"{result['trainer']['mlflow_top'] or 'none'}. "
-            "Our whole `sentiment train` stage (data, model, training, logging the model) took "
-            f"{result['sentiment']['stage_s']:.1f} s, "
+            f"{result['trainer']['mlflow_top'] or 'none'}. Our whole `sentiment train` stage (data, model, training, "
+            f"logging the model) took {result['sentiment']['stage_s']:.1f} s, "
             f"{result['sentiment']['stage_mlflow_s']:.1f} s of it in MLflow (mostly logging the servable model once, "
             "after training).",
             "",

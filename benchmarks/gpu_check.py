@@ -210,10 +210,9 @@ def report(
         mfu = run["achieved_tflops"] / peak if peak else float("nan")
         lines.append(
             f"| {'torch.compile' if run['compile'] else 'eager'} | {run['precision']} | {run['attention']} | "
-            f"{run['samples_per_s']:.1f} | "
-            f"{run['tokens_per_s']:,.0f} | {run['achieved_tflops']:.1f} | {mfu:.1%} | {run['first_epoch_s']:.1f} | "
-            f"{run['mlflow_share']:.2%} | "
-            f"{run['eval_reviews_per_s']:.0f} | {run['peak_gpu_mb'] or 0:,.0f} | {run['val_accuracy']:.3f} |"
+            f"{run['samples_per_s']:.1f} | {run['tokens_per_s']:,.0f} | {run['achieved_tflops']:.1f} | {mfu:.1%} | "
+            f"{run['first_epoch_s']:.1f} | {run['mlflow_share']:.2%} | {run['eval_reviews_per_s']:.0f} | "
+            f"{run['peak_gpu_mb'] or 0:,.0f} | {run['val_accuracy']:.3f} |"
         )
     best = max(runs, key=lambda r: r["achieved_tflops"])
     if peak:
@@ -222,12 +221,10 @@ def report(
         lines += [
             "",
             f"Projected reference recipe (DistilBERT, {REFERENCE['train']:,} x {REFERENCE['epochs']} epochs + "
-            "validation + "
-            f"{REFERENCE['test']:,} test, max length 512) at the best measured MFU {mfu:.1%}: "
-            f"{projection['flops'] / 1e15:.0f} PFLOP -> **{projection['seconds'] / 60:.1f} minutes** "
-            f"(the reference took {REFERENCE['t4_minutes']} minutes on a T4). DistilBERT's wider layers usually reach "
-            "a higher "
-            "MFU than MiniLM's, so this is an upper bound.",
+            f"validation + {REFERENCE['test']:,} test, max length 512) at the best measured MFU {mfu:.1%}: "
+            f"{projection['flops'] / 1e15:.0f} PFLOP -> **{projection['seconds'] / 60:.1f} minutes** (the reference "
+            f"took {REFERENCE['t4_minutes']} minutes on a T4). DistilBERT's wider layers usually reach a higher MFU "
+            "than MiniLM's, so this is an upper bound.",
         ]
     return "\n".join(lines)
 

@@ -118,10 +118,8 @@ class LoadMonitor:
         top = sorted(self.busiest.items(), key=lambda kv: -kv[1])[:4]
         return (
             f"processes outside the benchmark used {np.mean(self.other_cores):.2f} cores on average (max "
-            f"{max(self.other_cores):.2f}) "
-            f"of {os.cpu_count()}; 1-min load average mean {np.mean(self.load):.1f}, max {max(self.load):.1f} "
-            f"({len(self.load)} samples, "
-            f"every {self.interval_s:.0f} s). Busiest others: "
+            f"{max(self.other_cores):.2f}) of {os.cpu_count()}; 1-min load average mean {np.mean(self.load):.1f}, max "
+            f"{max(self.load):.1f} ({len(self.load)} samples, every {self.interval_s:.0f} s). Busiest others: "
             f"{'; '.join(f'`{cmd}` up to {pct:.0f}%' for cmd, pct in top) or 'none above 20%'}"
         )
 

@@ -213,15 +213,14 @@ def time_to_accuracy_lines(result: dict, ratios: dict) -> str:
     capped = " (capped: that is every review available)" if capped else ""
     return "\n".join(
         [
-            f"The same wall-clock budget: Trainer with its defaults (fp32) trained on {tta['trainer_reviews']} "
-            f"reviews for {tta['trainer_epochs']} epoch(s) in {tta['trainer_s']:.1f} s. Our side then trained at the "
-            f"`cpu` preset ({p}) for 1 epoch "
-            f"on {tta['ours_reviews']} reviews, a stratified seeded sample of the {budget['available_reviews']} "
-            f"available: the number that fit in that time at its measured {budget['budget_samples_per_s']:.2f} "
-            f"samples/s after one {budget['budget_validation_s']:.1f} s validation pass{capped}. Both were "
-            f"tested on the same {reviews} reviews (predicted in fp32); intervals are 95% percentile bootstrap "
-            "over them, the difference paired review by review. Wall time as in the training table (our "
-            "validation included).",
+            f"The same wall-clock budget: Trainer with its defaults (fp32) trained on {tta['trainer_reviews']} reviews "
+            f"for {tta['trainer_epochs']} epoch(s) in {tta['trainer_s']:.1f} s. Our side then trained at the `cpu` "
+            f"preset ({p}) for 1 epoch on {tta['ours_reviews']} reviews, a stratified seeded sample of the "
+            f"{budget['available_reviews']} available: the number that fit in that time at its measured "
+            f"{budget['budget_samples_per_s']:.2f} samples/s after one {budget['budget_validation_s']:.1f} s "
+            f"validation pass{capped}. Both were tested on the same {reviews} reviews (predicted in fp32); intervals "
+            "are 95% percentile bootstrap over them, the difference paired review by review. Wall time as in the "
+            "training table (our validation included).",
             "",
             "| time to accuracy | training reviews | training wall s | test accuracy [95% interval] |",
             "|---|---:|---:|---:|",
@@ -255,11 +254,10 @@ def real_section(result: dict) -> list[str]:
         "",
         real_setup(result),
         "",
-        f"{profile['reviews']:.0f} reviews (train + test) with mean {profile['mean_words']:.0f} words "
-        f"(median {profile['median_words']:.0f}, p90 {profile['p90_words']:.0f}), mean "
-        f"{profile['mean_tokens']:.0f} tokens, {profile['over_limit_share']:.1%} over 512 tokens; "
-        f"{profile['truncated_share']:.1%} of the training reviews are longer than "
-        f"{result['spec']['max_length']} tokens and are cut. Attention implementation: "
+        f"{profile['reviews']:.0f} reviews (train + test) with mean {profile['mean_words']:.0f} words (median "
+        f"{profile['median_words']:.0f}, p90 {profile['p90_words']:.0f}), mean {profile['mean_tokens']:.0f} tokens, "
+        f"{profile['over_limit_share']:.1%} over 512 tokens; {profile['truncated_share']:.1%} of the training reviews "
+        f"are longer than {result['spec']['max_length']} tokens and are cut. Attention implementation: "
         f"{result['sentiment']['attention']}.",
         "",
         real_tables(result, ratios),

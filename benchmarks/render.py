@@ -65,11 +65,9 @@ def export_section(run) -> str:
     lines = [
         "## A faster CPU model: int8 export",
         "",
-        f"Measured by `sentiment export --name {name} --version {parent} --quantize int8` on "
-        f"{_when(run.start_ms)} at commit `{tags.get('mlflow.source.git.commit', 'unknown')}`; MLflow run "
-        f"`{run.run_id}` (`{run.name}`). Both models scored the parent's {m['export/reviews']:,.0f} test reviews on "
-        "CPU, "
-        "each after a warm-up batch.",
+        f"Measured by `sentiment export --name {name} --version {parent} --quantize int8` on {_when(run.start_ms)} at "
+        f"commit `{tags.get('mlflow.source.git.commit', 'unknown')}`; MLflow run `{run.run_id}` (`{run.name}`). Both "
+        f"models scored the parent's {m['export/reviews']:,.0f} test reviews on CPU, each after a warm-up batch.",
         "",
         *rows,
         "",
@@ -79,8 +77,7 @@ def export_section(run) -> str:
         f"{'met' if speed_met else 'NOT met'} |",
         f"| accuracy, int8 - parent (paired 95% interval) | {delta:+.2f} points [{100 * m['export/delta_low']:+.2f}, "
         f"{100 * m['export/delta_high']:+.2f}], McNemar p {m['export/p_value']:.3g} | within {TARGETS['delta_points']} "
-        "| "
-        f"{'met' if accuracy_met else 'NOT met'} |",
+        f"| {'met' if accuracy_met else 'NOT met'} |",
         f"| predictions the two agree on | {100 * m['export/agreement']:.2f}% | | |",
     ]
     if "export/speedup_vs_bf16" in m:

@@ -189,8 +189,7 @@ def markdown(results: dict, run_id: str | None = None) -> str:
         f"| `transformers.pipeline('text-classification')`, batched | {t['pipeline_reviews_per_s']:.1f} | 1.00x |",
         "",
         "Memory: `sentiment score` on the real reviews repeated to each size (Parquet row groups of 10,000), model "
-        f"`{memory_model}`; "
-        "peak RSS of the whole process sampled every 20 ms.",
+        f"`{memory_model}`; peak RSS of the whole process sampled every 20 ms.",
         "",
         "| rows | file MiB | peak RSS MiB | seconds |",
         "|---:|---:|---:|---:|",

@@ -209,9 +209,8 @@ def markdown(report: dict, run_id: str | None = None) -> str:
         f"at commit `{report['commit']}`{where}.",
         "",
         f"Model `{report['model_uri']}`; {result['clients']} concurrent clients, requests of 1 to "
-        f"{result['max_batch']} real reviews "
-        f"({texts['count']:,} reviews drawn from, median {texts['median_chars']:,} characters, longest "
-        f"{texts['max_chars']:,}).",
+        f"{result['max_batch']} real reviews ({texts['count']:,} reviews drawn from, median {texts['median_chars']:,} "
+        f"characters, longest {texts['max_chars']:,}).",
         "",
         "| clients | requests | reviews | requests/s | reviews/s | p50 ms | p95 ms | p99 ms | errors |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

@@ -227,16 +227,12 @@ def why_lines(result: dict, ratios: dict, training: bool = True) -> str:
         if bound * max(growth, 1.0) < TARGETS[key]:
             lines.append(
                 f"Why {name.lower()} is below {TARGETS[key]}x (measured {measured:.2f}x): the other side computes only "
-                f"{bound:.2f}x "
-                f"the tokens we compute, and its long tokens cost about {growth:.2f}x ours (above), so batching cannot "
-                "take the "
-                f"ratio much past {bound * max(growth, 1.0):.2f}x on this length profile. Padding is all that "
-                "separates the "
-                "two here in fp32; more needs cheaper FLOPs per real token, which is what `--precision bf16` gives "
-                "(bf16 "
-                "matmuls, native on CPUs with AVX512-BF16 or AMX): the bf16 rows above show the ratios it reaches and "
-                "what it "
-                "does to accuracy, against both the fp32 defaults and `pipeline` in bf16."
+                f"{bound:.2f}x the tokens we compute, and its long tokens cost about {growth:.2f}x ours (above), so "
+                f"batching cannot take the ratio much past {bound * max(growth, 1.0):.2f}x on this length profile. "
+                "Padding is all that separates the two here in fp32; more needs cheaper FLOPs per real token, which "
+                "is what `--precision bf16` gives (bf16 matmuls, native on CPUs with AVX512-BF16 or AMX): the bf16 "
+                "rows above show the ratios it reaches and what it does to accuracy, against both the fp32 defaults "
+                "and `pipeline` in bf16."
             )
         else:
             lines.append(
@@ -248,12 +244,10 @@ def why_lines(result: dict, ratios: dict, training: bool = True) -> str:
     if ours_cores is not None and their_cores is not None and abs(ours_cores - their_cores) > 0.25:
         lines.append(
             f"Contention differed between the training phases (other processes used {ours_cores:.2f} cores during "
-            "ours, "
-            f"{their_cores:.2f} during Trainer's), so the wall-time ratio ({ratios['train_speedup']:.2f}x) is skewed "
-            "by it. The "
-            "robust figures are the padded tokens each side computes (padding bound "
-            f"{ratios['train_padding_bound']:.2f}x) and the "
-            "rate at which each computes them (padded tokens/s), which is the same for both in a quiet machine."
+            f"ours, {their_cores:.2f} during Trainer's), so the wall-time ratio ({ratios['train_speedup']:.2f}x) is "
+            "skewed by it. The robust figures are the padded tokens each side computes (padding bound "
+            f"{ratios['train_padding_bound']:.2f}x) and the rate at which each computes them (padded tokens/s), which "
+            "is the same for both in a quiet machine."
         )
     if not met["accuracy_points"] and training:
         p = ev["sentiment_accuracy"]

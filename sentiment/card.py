@@ -66,8 +66,7 @@ def render(facts: CardFacts) -> str:
     out += ["## Intended use and limits", ""]
     out += [
         f"- Binary sentiment ({' / '.join(data_mod.LABELS)}) of English movie reviews, like the IMDB reviews it was "
-        "trained on; "
-        "other domains, languages or neutral/mixed classes are out of scope.",
+        "trained on; other domains, languages or neutral/mixed classes are out of scope.",
         _reading(c, m),
         "- Returns `label`, `score` (confidence of the label) and `probability` (of positive).",
         "",
@@ -111,8 +110,7 @@ def _reading(c: Config, m: dict) -> str:
     tokenizer = "offline-minilm" if c.model.name == MINILM_LOGREG else c.model.name  # its frozen encoder
     return (
         f"- Reads at most {c.data.max_length} tokens per review (tokens of the `{tokenizer}` tokenizer, truncation "
-        f"`{c.data.truncation}`); "
-        "longer reviews are judged on that part only"
+        f"`{c.data.truncation}`); longer reviews are judged on that part only"
         + (
             f" ({_pct(m['test/truncated_share'])} of its test reviews were truncated)."
             if "test/truncated_share" in m
@@ -145,8 +143,7 @@ def _failure_lines(table: pd.DataFrame | None) -> list[str]:
     stats = failure_stats(table)
     lines = [
         f"- {stats['errors']:,} errors in {stats['reviews']:,} test reviews: {stats['false_positives']:,} false "
-        "positives, "
-        f"{stats['false_negatives']:,} false negatives."
+        f"positives, {stats['false_negatives']:,} false negatives."
     ]
     lengths = [r for r in stats["by_length"] if r["error_rate"] is not None]
     if lengths:
@@ -160,8 +157,7 @@ def _failure_lines(table: pd.DataFrame | None) -> list[str]:
         if yes["error_rate"] is not None and no["error_rate"] is not None:
             lines.append(
                 f"- {factor.capitalize()}: {_pct(yes['error_rate'])} errors {yes['group']} ({yes['reviews']:,} "
-                "reviews) "
-                f"vs {_pct(no['error_rate'])} {no['group']}."
+                f"reviews) vs {_pct(no['error_rate'])} {no['group']}."
             )
     return lines
 

@@ -45,13 +45,12 @@ class ExportOutcome:
     def line(self) -> str:
         m = self.metrics
         return (
-            f"registered {self.name} v{self.version} (int8 of v{self.parent}) from run {self.run_id}: "
-            f"accuracy {m['export/accuracy']:.4f} vs {m['export/parent_accuracy']:.4f} on {int(m['export/reviews']):,} "
-            "test reviews, "
-            f"delta {100 * m['export/delta']:+.2f} points [{100 * m['export/delta_low']:+.2f}, "
-            f"{100 * m['export/delta_high']:+.2f}], "
-            f"McNemar p {m['export/p_value']:.3g}; {m['export/speedup']:.2f}x the fp32 CPU throughput "
-            f"({m['export/reviews_per_s']:.1f} vs {m['export/parent_reviews_per_s']:.1f} reviews/s)"
+            f"registered {self.name} v{self.version} (int8 of v{self.parent}) from run {self.run_id}: accuracy "
+            f"{m['export/accuracy']:.4f} vs {m['export/parent_accuracy']:.4f} on {int(m['export/reviews']):,} test "
+            f"reviews, delta {100 * m['export/delta']:+.2f} points [{100 * m['export/delta_low']:+.2f}, "
+            f"{100 * m['export/delta_high']:+.2f}], McNemar p {m['export/p_value']:.3g}; {m['export/speedup']:.2f}x "
+            f"the fp32 CPU throughput ({m['export/reviews_per_s']:.1f} vs {m['export/parent_reviews_per_s']:.1f} "
+            "reviews/s)"
             + (
                 f"; the parent with bf16 autocast: {m['export/parent_bf16_reviews_per_s']:.1f} reviews/s"
                 if "export/parent_bf16_reviews_per_s" in m

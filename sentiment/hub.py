@@ -90,8 +90,7 @@ def resolve_model(repo_id: str) -> str:
         return folder
     raise UserError(
         f"model {repo_id!r} is not in the local Hugging Face cache and the Hub ({endpoint()}) is not reachable "
-        f"({reason}); "
-        f"without internet use {OFFLINE_MODELS}"
+        f"({reason}); without internet use {OFFLINE_MODELS}"
     )
 
 

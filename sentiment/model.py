@@ -206,8 +206,7 @@ def reshape_for_scratch(hf_config, config: ModelConfig) -> None:
     if hf_config.hidden_size % hf_config.num_attention_heads:
         raise UserError(
             f"hidden size {hf_config.hidden_size} is not a multiple of {hf_config.num_attention_heads} attention "
-            "heads; "
-            "set model.num_heads and model.hidden_size so that it is"
+            "heads; set model.num_heads and model.hidden_size so that it is"
         )
 
 

@@ -90,10 +90,9 @@ class Decision:
         candidate, champion = self.sides
         s = self.stats
         return (
-            f"{head}: v{self.candidate} {candidate.text()} vs champion v{champion.version} {champion.text()} "
-            f"on the same {self.reviews:,} reviews; delta {100 * s['delta']:+.2f} points "
-            f"[{100 * s['delta_low']:+.2f}, {100 * s['delta_high']:+.2f}], McNemar p={s['p_value']:.3g}: {verdict} "
-            f"({self.reason})"
+            f"{head}: v{self.candidate} {candidate.text()} vs champion v{champion.version} {champion.text()} on the "
+            f"same {self.reviews:,} reviews; delta {100 * s['delta']:+.2f} points [{100 * s['delta_low']:+.2f}, "
+            f"{100 * s['delta_high']:+.2f}], McNemar p={s['p_value']:.3g}: {verdict} ({self.reason})"
         )
 
     def metrics(self) -> dict[str, float]:

@@ -154,8 +154,8 @@ def test_a_baseline_is_evaluated_scored_and_predicted_like_an_encoder(tracking_e
     assert result.returncode != 0 and "scikit-learn baseline" in result.stderr
 
 
-@pytest.mark.extended  # an encoder and a baseline trained; test_tfidf_logreg_trains_serves... crosses the baseline
-# path in make test
+# an encoder and a baseline trained; test_tfidf_logreg_trains_serves... crosses the baseline path in make test
+@pytest.mark.extended
 @pytest.mark.slow  # two trainings, one of an encoder: about 1.5 minutes on 2 busy cores
 def test_a_baseline_candidate_is_compared_with_an_encoder_champion_on_the_same_reviews(
     tracking_env, tiny_model, reviews_csv

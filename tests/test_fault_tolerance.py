@@ -85,8 +85,8 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tracking_env, tiny_mode
         assert got[key] == expected[key], key  # bit-identical on CPU
 
 
-@pytest.mark.extended  # a second resume; test_kill_9_then_resume_matches_an_uninterrupted_run crosses resume in make
-# test
+# a second resume; test_kill_9_then_resume_matches_an_uninterrupted_run crosses resume in make test
+@pytest.mark.extended
 def test_resume_downloads_the_state_when_the_local_copy_is_gone(tracking_env, tiny_model, reviews_csv, tmp_path):
     proc = start_training(["--data", str(reviews_csv), "--model", tiny_model, *TRAIN], tracking_env, tmp_path)
     state = wait_for_checkpoint(tmp_path, proc)
@@ -154,8 +154,9 @@ def test_non_finite_loss_fails_the_run_with_its_step(tracking_env, tiny_model, r
     assert int(run.data.tags["sentiment.failed_step"]) >= 1 and run.data.tags["sentiment.failure"] == "non-finite"
 
 
-@pytest.mark.extended  # two trainings compared step by step; test_kill_9_then_resume_matches_an_uninterrupted_run
-# trains through the same loop in make test
+# two trainings compared step by step; test_kill_9_then_resume_matches_an_uninterrupted_run trains through the same loop
+# in make test
+@pytest.mark.extended
 def test_micro_batches_train_like_whole_batches(tracking_env, tiny_model, reviews_csv, tmp_path):
     common = [
         "--data",

@@ -13,8 +13,9 @@ from mlflow import MlflowClient
 from tests.conftest import TINY_TRAIN, free_port, start_server, wait_healthy
 
 
-@pytest.mark.extended  # a server stopped and restarted mid-run; test_journaled_files_replay_under_their_own_names
-# crosses the journal in make test
+# a server stopped and restarted mid-run; test_journaled_files_replay_under_their_own_names crosses the journal in make
+# test
+@pytest.mark.extended
 def test_server_lost_mid_run_then_back(tiny_model, reviews_csv, tmp_path, tracking_env):
     root, port = tmp_path / "server", free_port()
     uri = f"http://127.0.0.1:{port}"

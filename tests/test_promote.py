@@ -97,8 +97,9 @@ def _champion(name: str) -> str:
     return MlflowClient().get_model_version_by_alias(name, "champion").version
 
 
-@pytest.mark.extended  # several trainings; test_significant_refuses_an_advantage_a_small_test_set_cannot_show crosses
-# the promotion rule in make test
+# several trainings; test_significant_refuses_an_advantage_a_small_test_set_cannot_show crosses the promotion rule in
+# make test
+@pytest.mark.extended
 def test_a_better_model_on_a_harder_set_is_promoted_and_a_worse_one_on_an_easier_set_is_not(
     tracking_env, tiny_model, files
 ):
@@ -180,8 +181,9 @@ def test_significant_refuses_an_advantage_a_small_test_set_cannot_show(tracking_
     assert float(tags["promotion.delta_accuracy"]) > 0
 
 
-@pytest.mark.extended  # two trainings and a broken champion;
-# test_significant_refuses_an_advantage_a_small_test_set_cannot_show crosses promotion in make test
+# two trainings and a broken champion; test_significant_refuses_an_advantage_a_small_test_set_cannot_show crosses
+# promotion in make test
+@pytest.mark.extended
 def test_a_champion_that_cannot_be_evaluated_is_reported_and_replaced(tracking_env, tiny_model, files):
     import mlflow
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository

@@ -17,8 +17,8 @@ from tests.conftest import free_port, run_cli
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.extended  # the quick preset end to end on the sample corpus; test_e2e crosses train, register and serve
-# on the tiny model
+# the quick preset end to end on the sample corpus; test_e2e crosses train, register and serve on the tiny model
+@pytest.mark.extended
 def test_quick_preset_learns_registers_and_serves(tracking_env, tmp_path):
     name = "quick-sentiment"
     result = run_cli(["train", "--preset", "quick", "--register-as", name], tracking_env, timeout=1200)

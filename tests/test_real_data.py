@@ -23,8 +23,8 @@ pytestmark = [
 ]
 
 
-@pytest.mark.extended  # the cpu recipe on real reviews (minutes); the recipe's code paths run in make test on the tiny
-# model
+# the cpu recipe on real reviews (minutes); the recipe's code paths run in make test on the tiny model
+@pytest.mark.extended
 def test_cpu_recipe_on_real_reviews_clears_the_floor(tracking_env):
     result = run_cli(
         [

@@ -138,8 +138,8 @@ def test_training_run_report_counts_its_confusion_matrix_from_the_predictions(
     assert re.search(r"The run took \d+\.\d minutes, start to end \(\d+\.\d of them training, \d+\.\d testing\)", text)
 
 
-@pytest.mark.extended  # a learning-curve grid plus a run; the other report tests cross grids and extra runs in make
-# test
+# a learning-curve grid plus a run; the other report tests cross grids and extra runs in make test
+@pytest.mark.extended
 def test_learning_curve_scores_an_extra_run_on_the_grids_test_reviews(tracking_env, tiny_model, reviews_csv, tmp_path):
     grid = tiny_grid(
         "curve",

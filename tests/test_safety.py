@@ -53,8 +53,9 @@ def auth_server(tmp_path_factory):
         stop_server(proc)
 
 
-@pytest.mark.extended  # a second server, with basic auth, for this one test;
-# test_secrets_never_reach_params_tags_or_artifacts keeps credentials out of runs in make test
+# a second server, with basic auth, for this one test; test_secrets_never_reach_params_tags_or_artifacts keeps
+# credentials out of runs in make test
+@pytest.mark.extended
 def test_basic_auth_server_good_and_bad_credentials(auth_server, tiny_model, reviews_csv, tmp_path):
     env = {
         **os.environ,

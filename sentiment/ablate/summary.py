@@ -291,8 +291,7 @@ def format_summary(summary: Summary) -> str:
     """The summary as text for the terminal."""
     lines = [
         f"{'variant':<22}{'changed':<34}{'seeds':>6}  {'val acc':>15}  {'test acc':>15}  {'macro F1':>15}  "
-        f"{'delta acc [95% bootstrap]':>26}  "
-        f"{'[95% t, seeds]':>18}  {'p (Holm)':>9}"
+        f"{'delta acc [95% bootstrap]':>26}  {'[95% t, seeds]':>18}  {'p (Holm)':>9}"
     ]
     for row in summary.table.to_dict("records"):
         delta = (

@@ -126,10 +126,9 @@ def failure_summary(stats: dict, split: str, top: pd.DataFrame) -> str:
         f"# Failure analysis ({split} split)",
         "",
         f"- {s['errors']:,} errors in {s['reviews']:,} reviews (error rate {pct(s['error_rate'])}, accuracy "
-        f"{pct(s['accuracy'])}): "
-        f"{s['false_positives']:,} false positives (negative reviews predicted positive) and {s['false_negatives']:,} "
-        "false negatives; "
-        "the same counts as the confusion matrix, from the same predictions table.",
+        f"{pct(s['accuracy'])}): {s['false_positives']:,} false positives (negative reviews predicted positive) and "
+        f"{s['false_negatives']:,} false negatives; the same counts as the confusion matrix, from the same predictions "
+        "table.",
         f"- Calibration: ECE {s['ece']:.4f}; mean confidence {pct(s['correct_mean_confidence'])} when right, "
         f"{pct(s['errors_mean_confidence'])} when wrong.",
         "- Error rate by length (equal-count buckets): "
@@ -151,9 +150,8 @@ def failure_summary(stats: dict, split: str, top: pd.DataFrame) -> str:
     lines += [
         "",
         "Words counted as negation: not, no, never, nothing, nobody, none, neither, nor, nowhere, cannot, without, "
-        "hardly, barely, n't. "
-        "Contrast markers: but, however, although, though, yet, despite, nevertheless, nonetheless, whereas, instead, "
-        "on the other hand.",
+        "hardly, barely, n't. Contrast markers: but, however, although, though, yet, despite, nevertheless, "
+        "nonetheless, whereas, instead, on the other hand.",
     ]
     return "\n".join(lines) + "\n"
 

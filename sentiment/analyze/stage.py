@@ -238,9 +238,8 @@ def report_lines(outcome: AnalyzeOutcome) -> list[str]:
         f = outcome.failures
         lines.append(
             f"failures:    {f['errors']:,} errors in {f['reviews']:,} {outcome.split} reviews "
-            f"({pct(f['error_rate'])}): "
-            f"{f['false_positives']:,} false positives, {f['false_negatives']:,} false negatives, ECE {f['ece']:.4f} "
-            "-> failures/summary.md"
+            f"({pct(f['error_rate'])}): {f['false_positives']:,} false positives, {f['false_negatives']:,} false "
+            f"negatives, ECE {f['ece']:.4f} -> failures/summary.md"
         )
     if outcome.attention is not None:
         lines.append(f"attention:   {len(outcome.attention)} reviews -> attention/*.html, attention/*.png")

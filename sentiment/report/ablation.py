@@ -66,10 +66,9 @@ def ablation_sections(parent, extra: list, workdir: Path) -> tuple[list[Section]
     section = Section(f"Ablation `{name}`")
     planned = parent.params.get("ablation.children", "?")
     section.blocks.append(
-        f"{grid.description + '. ' if grid and grid.description else ''}Parent run `{parent.run_id}` "
-        f"(experiment `{tracking.experiment_name(parent.experiment_id)}`): {len(children)} of {planned} children "
-        "finished, "
-        f"seeds {parent.params.get('ablation.seeds', '?')}. {_test_set_sentence(tables)}"
+        f"{grid.description + '. ' if grid and grid.description else ''}Parent run `{parent.run_id}` (experiment "
+        f"`{tracking.experiment_name(parent.experiment_id)}`): {len(children)} of {planned} children finished, seeds "
+        f"{parent.params.get('ablation.seeds', '?')}. {_test_set_sentence(tables)}"
     )
     baseline = children[children["variant"] == "baseline"]
     if len(baseline):
@@ -278,18 +277,13 @@ def _verdict_rules(grid) -> str:
     )
     return (
         f"Published numbers: {grid.published_source}, {setup}; they are set beside ours, not taken as measured the "
-        "same way. "
-        "Each verdict judges the published change (variant minus its reference, as published) by the wider of our two "
-        "95% "
-        "intervals of the same change: the two-level bootstrap over seeds and test reviews, and the Student-t interval "
-        "over the "
-        "per-seed paired deltas (none with one seed: the bootstrap alone). Confirmed: the interval excludes 0 in the "
-        "published "
-        "direction; not confirmed: it includes 0 and the published change; contradicted: it excludes 0 in the opposite "
-        "direction, "
-        "or includes 0 but excludes the published change. McNemar's p (Holm-adjusted) is review-level evidence only "
-        "(these "
-        "trained models differ on these reviews, not that another seed would): no verdict uses it."
+        "same way. Each verdict judges the published change (variant minus its reference, as published) by the wider "
+        "of our two 95% intervals of the same change: the two-level bootstrap over seeds and test reviews, and the "
+        "Student-t interval over the per-seed paired deltas (none with one seed: the bootstrap alone). Confirmed: the "
+        "interval excludes 0 in the published direction; not confirmed: it includes 0 and the published change; "
+        "contradicted: it excludes 0 in the opposite direction, or includes 0 but excludes the published change. "
+        "McNemar's p (Holm-adjusted) is review-level evidence only (these trained models differ on these reviews, not "
+        "that another seed would): no verdict uses it."
     )
 
 
@@ -374,10 +368,8 @@ def _learning_curve(grid, children: pd.DataFrame, runs: dict, tables: dict, extr
     )
     return [
         f"Learning curve: every point is scored on the same {len(ids):,} test reviews (the grid's sample; a run tested "
-        "on the whole "
-        "test split is scored on those reviews of its predictions table). Minutes are each run's wall-clock time, "
-        "start to end "
-        "(loading, tokenizing, training, validating, testing, logging).",
+        "on the whole test split is scored on those reviews of its predictions table). Minutes are each run's "
+        "wall-clock time, start to end (loading, tokenizing, training, validating, testing, logging).",
         frame,
         Image(path, path.name, title),
     ]
@@ -388,8 +380,7 @@ def _curve_point(label: str, run, table: pd.DataFrame, ids: pd.Series) -> dict:
     if shared["label"].isna().any():
         raise UserError(
             f"run {run.run_id} was not tested on the learning curve's test reviews "
-            f"({int(shared['label'].isna().sum())} missing); "
-            "add runs tested on the same data source"
+            f"({int(shared['label'].isna().sum())} missing); add runs tested on the same data source"
         )
     correct = (shared["label"].to_numpy() == shared["prediction"].to_numpy()).astype(float)
     m = run.metrics

@@ -48,9 +48,8 @@ def build(run_ids: list[str], with_runs: list[str], workdir: Path, title: str = 
         else:
             raise UserError(
                 f"run {run.run_id} is neither an ablation or tune parent nor a train/evaluate run (tag sentiment.kind "
-                f"is {kind!r}); "
-                "pass the parent run of `sentiment ablate` or `sentiment tune`, or a run of `sentiment train` / "
-                "`evaluate`"
+                f"is {kind!r}); pass the parent run of `sentiment ablate` or `sentiment tune`, or a run of `sentiment "
+                "train` / `evaluate`"
             )
     if extra and not curves:
         raise UserError(
@@ -97,8 +96,7 @@ def run_sections(run, workdir: Path) -> list[Section]:
         timing += f", {m['test/seconds'] / 60:.1f} testing)" if "test/seconds" in m else ")"
     section.blocks.append(
         f"Run `{run.run_id}` (experiment `{tracking.experiment_name(run.experiment_id)}`), model "
-        f"`{p.get('model.name', '?')}` "
-        f"on `{data_name(p.get('data.source', '?'))}`. {timing}."
+        f"`{p.get('model.name', '?')}` on `{data_name(p.get('data.source', '?'))}`. {timing}."
     )
     if kind == "train":
         section.blocks.append(_recipe_table(run))

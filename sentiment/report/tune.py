@@ -34,14 +34,11 @@ def tune_sections(parent, workdir: Path) -> list[Section]:
     counts = {state: int((trials["state"] == state).sum()) for state in ("complete", "pruned", "failed")}
     section.blocks.append(
         f"Parent run `{parent.run_id}` (experiment `{tracking.experiment_name(parent.experiment_id)}`): {len(trials)} "
-        "trials of "
-        f"{tags.get('sentiment.tune.trials', '?')} ({counts['complete']} complete, {counts['pruned']} pruned, "
-        f"{counts['failed']} failed), "
-        f"sampler {p.get('tune.sampler', '?')}, pruner {p.get('tune.pruner', '?')}, objective `{objective}` on "
-        "validation reviews only. "
-        f"The trials spent {m.get('tune/cpu_minutes', float('nan')):.1f} CPU minutes "
-        f"({m.get('tune/trial_minutes', float('nan')):.1f} wall-clock); "
-        f"pruning saved about {m.get('tune/cpu_minutes_saved_by_pruning', float('nan')):.1f} CPU minutes "
+        f"trials of {tags.get('sentiment.tune.trials', '?')} ({counts['complete']} complete, {counts['pruned']} "
+        f"pruned, {counts['failed']} failed), sampler {p.get('tune.sampler', '?')}, pruner "
+        f"{p.get('tune.pruner', '?')}, objective `{objective}` on validation reviews only. The trials spent "
+        f"{m.get('tune/cpu_minutes', float('nan')):.1f} CPU minutes ({m.get('tune/trial_minutes', float('nan')):.1f} "
+        f"wall-clock); pruning saved about {m.get('tune/cpu_minutes_saved_by_pruning', float('nan')):.1f} CPU minutes "
         f"({m.get('tune/minutes_saved_by_pruning', float('nan')):.1f} wall-clock) against running every pruned trial "
         "to its end."
     )
@@ -72,8 +69,8 @@ def tune_sections(parent, workdir: Path) -> list[Section]:
         reviews = f" over {int(m['tune/val_reviews']):,} validation reviews" if "tune/val_reviews" in m else ""
         section.blocks.append(
             f"Validation intervals: Wilson{reviews}; test intervals: bootstrap over {int(m.get('test/examples', 0)):,} "
-            "test reviews. "
-            f"Verdict: {tags.get('sentiment.tune.baseline', 'no baseline trial (the space enqueues none)')}."
+            "test reviews. Verdict: "
+            f"{tags.get('sentiment.tune.baseline', 'no baseline trial (the space enqueues none)')}."
         )
     trained = trials[
         "epochs_trained" if "epochs_trained" in trials else "epochs"

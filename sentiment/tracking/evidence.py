@@ -289,8 +289,7 @@ def _copy_artifacts(client, run, dst: Path, top_level: bool) -> tuple[int, int]:
                 target.unlink()
                 raise UserError(
                     f"{item.path} of run {run.info.run_id} is over {MAX_ARTIFACT_BYTES / 1e6:.0f} MB even without "
-                    "text; "
-                    "it is not a summary a report reads: leave it out of the store"
+                    "text; it is not a summary a report reads: leave it out of the store"
                 )
             files, size = files + 1, size + target.stat().st_size
     return files, size

@@ -69,9 +69,8 @@ def finish(study: optuna.Study, plan, parent, ran: int, report: Report = lambda 
     if not counts["complete"]:
         raise TrainingError(
             f"no trial of {len(trials)} completed ({counts['pruned']} pruned, {counts['failed']} failed); see the "
-            "trials' "
-            f"sentiment.error tags, widen the space or relax the pruner, then add trials with --resume {parent.run_id} "
-            "--trials N"
+            "trials' sentiment.error tags, widen the space or relax the pruner, then add trials with --resume "
+            f"{parent.run_id} --trials N"
         )
     best = study.best_trial
     best_run = best.user_attrs.get(study_mod.RUN_ATTR, "")
@@ -259,9 +258,9 @@ def versus_baseline(
         )
         note = (
             f"best trial {best.number} vs baseline trial {baseline.number} on the same {paired['paired_reviews']:,} "
-            "test reviews: "
-            f"{100 * paired['delta_test_accuracy']:+.2f} points [{100 * paired['delta_test_accuracy_low']:+.2f}, "
-            f"{100 * paired['delta_test_accuracy_high']:+.2f}], McNemar p {paired['p_value']:.2g}"
+            f"test reviews: {100 * paired['delta_test_accuracy']:+.2f} points "
+            f"[{100 * paired['delta_test_accuracy_low']:+.2f}, {100 * paired['delta_test_accuracy_high']:+.2f}], "
+            f"McNemar p {paired['p_value']:.2g}"
         )
     parent.log_metrics(metrics, step=plan.attempt)
     parent.set_tags({"sentiment.tune.baseline_trial": baseline.number, "sentiment.tune.baseline": note})

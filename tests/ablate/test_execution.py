@@ -217,8 +217,9 @@ def test_resume_refuses_another_grid_or_a_non_ablation_run(tracking_env, tiny_mo
     assert result.returncode == 2 and "--backend-config needs --backend" in result.stderr
 
 
-@pytest.mark.extended  # each child through `mlflow run`; test_e2e's test_mlflow_run_reuses_the_project_run crosses
-# MLflow Projects in make test
+# each child through `mlflow run`; test_e2e's test_mlflow_run_reuses_the_project_run crosses MLflow Projects in make
+# test
+@pytest.mark.extended
 def test_backend_local_runs_each_child_through_mlflow_projects(tracking_env, tiny_model, reviews_csv, tmp_path):
     """The --backend path with the one backend this machine has (kubernetes needs a cluster)."""
     groups = [{"name": "depth", "variants": [{"name": "keep_layers_1", "options": {"keep_layers": 1}}]}]
