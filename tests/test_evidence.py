@@ -18,11 +18,22 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from sentiment.tracking import evidence
 from sentiment.tracking.evidence import PREDICTION_COLUMNS
 from tests.ablate.test_execution import children_of, parent_of, tiny_grid
 from tests.conftest import REPO, free_port, run_cli, stop_server, wait_healthy
 
 pytestmark = pytest.mark.timeout(900)
+
+
+def _artifact_paths(run_id: str) -> set[str]:
+    def walk(path=None):
+        out = set()
+        for item in MlflowClient().list_artifacts(run_id, path):
+            out |= walk(item.path) if item.is_dir else {item.path}
+        return out
+
+    return walk()
 
 
 def _store_env(env: dict, store: Path) -> dict:
@@ -60,6 +71,7 @@ def test_published_runs_keep_ids_and_render_the_same_report(tracking_env, tiny_m
 
     # the same runs under the same ids, with what the server holds
     source = {r.info.run_id: r for r in [mlflow.get_run(parent_id), *children]}
+    server_artifacts = _artifact_paths(child.info.run_id)
     server_history = MlflowClient().get_metric_history(child.info.run_id, "train/loss")
     server_predictions = pd.read_parquet(
         mlflow.artifacts.download_artifacts(run_id=child.info.run_id, artifact_path="predictions/test.parquet")
@@ -87,6 +99,7 @@ def test_published_runs_keep_ids_and_render_the_same_report(tracking_env, tiny_m
     }
     # experiment ids are the source's (a fresh store), run folders carry the source's ids
     assert "predictions/test.parquet" in kept and "config.yaml" in kept
+    assert kept == {p for p in server_artifacts if evidence.kept(p, top_level=False)}  # all a report reads, no more
     assert not any(p.startswith("checkpoints/") or p.endswith((".safetensors", ".bin", ".pt", "MLmodel")) for p in kept)
     assert not any(p.startswith("figures/") for p in kept)  # a child's figures are not read by any report
     stored = pd.read_parquet(
