@@ -163,9 +163,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.layer_decay": 0.9,
         "train.log_every_steps": 2,
     },
-    # Real IMDB on a CPU in about an hour: the packaged MiniLM, one pass over 21,594 reviews at
+    # Real IMDB on a CPU in about an hour: the packaged MiniLM, one pass over the training split at
     # 256 head+tail tokens, bf16 where the CPU runs it natively. Max length, lr, batch and epochs
-    # come from experiments/cpu_search.yaml (validation only; README "A CPU recipe").
+    # come from experiments/cpu_search.yaml (validation only; docs/training.md, the CPU recipe).
     "cpu": {
         "data.max_length": 256,
         "data.truncation": "head_tail",
