@@ -23,7 +23,7 @@ def setup_line(args: argparse.Namespace, results: dict) -> str:
     shared = (
         f"seed {args.seed}, {args.threads} torch threads, device {args.device}, "
         f"{'each phase in a fresh process' if args.isolate else 'all phases in one process'}, tracking store: "
-        f"{'given' if args.tracking_uri else 'a fresh SQLite store'} shared by both sides."
+        f"{'the one given (--tracking-uri)' if args.tracking_uri else 'a fresh SQLite store'}, shared by both sides."
     )
     real = " The real corpus runs the `cpu` preset's settings instead (its section lists them)."
     if set(results) <= {"real"}:
@@ -106,7 +106,8 @@ METHOD = """## How it is measured
 - **Same everything**: both training sides get the model built by `sentiment.model.build_model` under the same seed
   (identical fresh classification head), the same splits (`sentiment.data.load_splits`), batch size, epochs, max length,
   learning-rate schedule (linear warmup and decay), weight decay, clipping, seed, `torch.set_num_threads`, and the same
-  tracking store. Ours uses no layer-wise learning-rate decay here (Trainer has none).
+  tracking store. On the generated corpus ours uses no layer-wise learning-rate decay (Trainer has none); on real
+  reviews ours runs the `cpu` preset's layer decay, which Trainer lacks (see the real corpus below).
 - **Trainer** keeps its defaults: random sampling, `DataCollatorWithPadding` (each batch padded to its longest review),
   fused AdamW, logging and checkpointing every 500 steps, plus `report_to=["mlflow"]`; its progress bar is off.
   Its tokenization (`datasets.map`) is not timed, and neither is ours (cached, see the evaluation rows).

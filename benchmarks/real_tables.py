@@ -3,6 +3,8 @@ and why a target was missed."""
 
 from __future__ import annotations
 
+import re
+
 from benchmarks.ratios import TARGETS
 from benchmarks.tables import (
     PADDING_NOTE,
@@ -43,7 +45,7 @@ def real_setup(result: dict) -> str:
     }
     replaced = ", ".join(f"{k} {spec[k]} (preset {value})" for k, value in preset.items() if spec[k] != value)
     return (
-        f"Source: {result['source']}. {profile['train_reviews']} training reviews, a stratified seeded "
+        f"Source: {_file_name(result['source'])}. {profile['train_reviews']} training reviews, a stratified seeded "
         f"sample of the {profile['train_pool_reviews']} its train split keeps after {profile['val_reviews']} "
         f"are held out for validation; {profile['test_reviews']} test reviews, a stratified seeded sample of "
         f'its test split. Settings of the `cpu` preset, read from `PRESETS["cpu"]` at run time: max length '
@@ -85,6 +87,11 @@ def real_tables(result: dict, ratios: dict) -> str:
     ]
     note = "Test accuracy with its 95% bootstrap interval over the test reviews; every model predicted in fp32."
     return "\n".join([training_intro(result), "", TRAIN_HEADER, *rows, "", note, "", evaluation_table(result)])
+
+
+def _file_name(source: str) -> str:
+    """A local source by its file name: a document names the data, not the folder it sat in."""
+    return re.sub(r"`(/[^`]*/)([^`/]+)`", r"`\2`", source)
 
 
 def _row(*cells: str) -> str:

@@ -265,7 +265,7 @@ def test_benchmark_real_corpus_smoke(tiny_model, tmp_path):
     _renders_from_the_store(tmp_path, f"sqlite:///{tmp_path / 'record.db'}", text, "run")
     for expected in (
         "## Corpus: real",
-        f"Source: `{data}`",
+        f"Source: `{data.name}`",
         "`cpu` preset",
         "`Trainer` + mlflow, its defaults (fp32)",
         "headline: training samples/s",

@@ -1,0 +1,1 @@
+python -m benchmarks.run --data real --tracking-uri sqlite:////work/store/bench/mlflow.db --workdir /work/store/bench/work
