@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from sentiment.config import PROMOTION_RULES
 from sentiment.options import options as option_table
 
 
@@ -45,6 +46,25 @@ def config_options(names):
         return func
 
     return decorate
+
+
+def promotion_rule_options(func):
+    """--promote-if and --promote-alpha, as promote, export and tune take them (train's come from
+    the option table)."""
+    func = click.option(
+        "--promote-alpha",
+        type=click.FloatRange(0, 1, min_open=True, max_open=True),
+        default=0.05,
+        show_default=True,
+        help="significance level of --promote-if significant",
+    )(func)
+    return click.option(
+        "--promote-if",
+        type=click.Choice(PROMOTION_RULES),
+        default="significant",
+        show_default=True,
+        help="the rule, as for train --register-as",
+    )(func)
 
 
 def overrides_from(values: dict) -> dict:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from sentiment.cli_options import choice
-from sentiment.config import PROMOTION_RULES
+from sentiment.cli_options import choice, promotion_rule_options
 
 
 @click.command()
@@ -19,20 +18,7 @@ from sentiment.config import PROMOTION_RULES
 @click.option(
     "--against", default="", help="compare with this version instead of the champion (compare only: no alias moves)"
 )
-@click.option(
-    "--promote-if",
-    type=click.Choice(PROMOTION_RULES),
-    default="significant",
-    show_default=True,
-    help="the rule, as for train --register-as",
-)
-@click.option(
-    "--promote-alpha",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.05,
-    show_default=True,
-    help="significance level of the rule significant",
-)
+@promotion_rule_options
 @click.option("--compare-only", is_flag=True, help="log and print the comparison, move no alias")
 def promote(name: str, version: str, against: str, promote_if: str, promote_alpha: float, compare_only: bool) -> None:
     """Compare a registered version with the champion on the same reviews; move champion by the rule."""
@@ -111,20 +97,7 @@ def score(
     show_default=True,
     help="dynamic int8 quantization of the Linear layers, for CPU",
 )
-@click.option(
-    "--promote-if",
-    type=click.Choice(PROMOTION_RULES),
-    default="significant",
-    show_default=True,
-    help="the rule, as for train --register-as",
-)
-@click.option(
-    "--promote-alpha",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.05,
-    show_default=True,
-    help="significance level of the rule significant",
-)
+@promotion_rule_options
 @click.option("--batch-size", default=32, show_default=True, type=int, help="reviews per forward pass while measuring")
 @click.option(
     "--output-dir", default=".sentiment/exports", show_default=True, help="local folder for the exported package"

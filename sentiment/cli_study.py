@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from sentiment.cli_options import Maybe, choice, config_options, overrides_from, start_line
-from sentiment.config import PROMOTION_RULES, default_run_name, short_name
+from sentiment.cli_options import Maybe, choice, config_options, overrides_from, promotion_rule_options, start_line
+from sentiment.config import default_run_name, short_name
 from sentiment.errors import TrainingError, UserError
 
 
@@ -163,20 +163,7 @@ def ablate(grid: str, max_parallel: int, resume: str, backend: str, backend_conf
     default="",
     help="register the best trial's model under this name (alias candidate; champion by --promote-if)",
 )
-@click.option(
-    "--promote-if",
-    type=click.Choice(PROMOTION_RULES),
-    default="significant",
-    show_default=True,
-    help="the rule, as for train --register-as",
-)
-@click.option(
-    "--promote-alpha",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.05,
-    show_default=True,
-    help="significance level of --promote-if significant",
-)
+@promotion_rule_options
 @click.option("--run-name", default="", help="name of the parent run")
 @click.option(
     "--output-dir",
