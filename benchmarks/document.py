@@ -50,6 +50,7 @@ def render_body(payload: dict, run_id: str | None = None) -> str:
         "",
         "## Machine",
         "",
+        # the commit is the payload's (record.commit); older runs also kept a short one among the facts
         *[f"- {key}: {value}" for key, value in payload["facts"].items() if key != "commit"],
         f"- while it ran: {load['summary']}",
         "",

@@ -1,4 +1,4 @@
-"""The machine a benchmark runs on: its facts (CPU, threads, versions, commit), the load other processes
+"""The machine a benchmark runs on: its facts (CPU, threads, versions), the load other processes
 put on it while the benchmark runs, and whether the Hub answers."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import platform
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -40,17 +39,8 @@ def machine_facts(device: str) -> dict[str, str]:
         "mlflow": mlflow.__version__,
         "accelerate": accelerate.__version__,
         "datasets": datasets.__version__,
-        "commit": _git("rev-parse", "--short", "HEAD")
-        + (" (with uncommitted changes)" if _git("status", "--porcelain", "--untracked-files=no") else ""),
     }
     return facts
-
-
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
 
 
 class LoadMonitor:
