@@ -63,6 +63,10 @@ class Baseline:
     temperature: float
     config: Config
 
+    def scores(self, texts: list[str]) -> Scores:
+        """The logit before T and the reviews' lengths in the pipeline's tokens, for cleaned texts."""
+        return score(self.pipeline, texts, self.temperature)
+
     def probabilities(self, texts: list[str]) -> np.ndarray:
         """P(positive) per text, T applied (the served model's `probability`), texts cleaned as in training."""
         return self.pipeline.predict_proba([data_mod.clean_text(t) for t in texts])[:, 1]

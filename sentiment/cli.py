@@ -15,7 +15,7 @@ import click
 from sentiment.cli_evidence import evidence
 from sentiment.cli_registry import export, promote, score
 from sentiment.cli_study import ablate, analyze, report, tune
-from sentiment.cli_train import evaluate, predict, sync, train
+from sentiment.cli_train import combine, evaluate, predict, sync, train
 from sentiment.errors import Interrupted, TrainingError, UserError
 
 
@@ -30,7 +30,21 @@ def cli(verbose: int) -> None:
     logs.configure(verbose)
 
 
-for command in (train, sync, evaluate, predict, analyze, ablate, tune, report, promote, score, export, evidence):
+for command in (
+    train,
+    combine,
+    sync,
+    evaluate,
+    predict,
+    analyze,
+    ablate,
+    tune,
+    report,
+    promote,
+    score,
+    export,
+    evidence,
+):
     cli.add_command(command)
 
 

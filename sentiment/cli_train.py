@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from sentiment.cli_options import choice, config_options, overrides_from, start_line
+from sentiment.cli_options import choice, config_options, overrides_from, promotion_rule_options, start_line
 from sentiment.config import PRESETS, PROMOTION_RULES, build_config, default_run_name, short_name
 from sentiment.errors import UserError
 from sentiment.options import options as option_table
@@ -119,6 +119,46 @@ def train(
         _report_train(outcome)
     finally:
         distributed.shutdown()
+
+
+@click.command()
+@click.argument("run_ids", nargs=-1, required=True)
+@click.option(
+    "--data", default="", help="the file the members were split from, when it moved (default: as they logged it)"
+)
+@click.option(
+    "--weight-step", default=0.05, show_default=True, type=float, help="grid step of the weights tried on validation"
+)
+@click.option("--register-as", default="", help="register the combined model under this name (alias candidate)")
+@promotion_rule_options
+@click.option("--run-name", default="", help="MLflow run name")
+@click.option("--output-dir", default=".sentiment/runs", show_default=True, help="local folder for the package")
+def combine(
+    run_ids: tuple[str, ...],
+    data: str,
+    weight_step: float,
+    register_as: str,
+    promote_if: str,
+    promote_alpha: float,
+    run_name: str,
+    output_dir: str,
+) -> None:
+    """Combine trained runs (e.g. a fine-tuned encoder and TF-IDF) into one model, weighted on validation."""
+    from sentiment import tracking
+    from sentiment.promote import RegisterRequest
+    from sentiment.train.combine import plan_combine, run_combine
+
+    tracking.connect()
+    plan = plan_combine(list(run_ids), data or None, weight_step)  # before the run exists
+    registry = RegisterRequest(register_as, promote_if, promote_alpha) if register_as else None
+    name = run_name or default_run_name("combined", *(short_name(m.family) for m in plan.members))
+    again = "sentiment combine " + " ".join(run_ids)  # (nothing to resume: combining again takes seconds)
+    with tracking.open_run(run_name=name, journal_root=Path(output_dir), resume_command=again) as tracker:
+        start_line(tracker, name)
+        workdir = Path(output_dir) / tracker.run_id
+        workdir.mkdir(parents=True, exist_ok=True)
+        outcome = run_combine(plan, tracker, workdir, registry)
+    _report_train(outcome)
 
 
 @click.command()

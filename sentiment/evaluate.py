@@ -34,42 +34,15 @@ from matplotlib.figure import Figure
 from scipy.special import expit, log_expit
 from sklearn import metrics as skm
 
-from sentiment import baselines, plots, tokens
+from sentiment import baselines, combined, plots, tokens
 from sentiment import data as data_mod
 from sentiment import device as device_mod
 from sentiment import model as model_mod
 from sentiment.config import Config, apply_overrides, from_yaml, validate
 from sentiment.device import Runtime
+from sentiment.inference import logit_margin, predict_logits, predict_probabilities, softmax  # noqa: F401 (re-exported)
 
 # ----------------------------------------------------------------------------- predicting
-
-
-@torch.no_grad()
-def predict_logits(model, encoded: tokens.Encoded, device, batch_size: int, precision, pad_id: int) -> np.ndarray:
-    """Logits (N, 2) in the input order; batches sorted by length so padding stays small."""
-    model.eval()
-    collate = data_mod.make_collate(pad_id)
-    out = np.empty((len(encoded.input_ids), 2), dtype=np.float32)
-    for batch_index in data_mod.sorted_batches(encoded.lengths, batch_size):
-        batch = collate([(encoded.input_ids[i], -1) for i in batch_index])
-        with precision.autocast(device):
-            logits = model(
-                input_ids=batch["input_ids"].to(device, non_blocking=True),
-                attention_mask=batch["attention_mask"].to(device, non_blocking=True),
-            ).logits
-        out[batch_index] = logits.float().cpu().numpy()
-    return out
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
-def logit_margin(logits: np.ndarray) -> np.ndarray:
-    """(N, 2) logits -> (N,) z_positive - z_negative in float64: sigmoid of it is softmax's P(positive)."""
-    return logits[:, 1].astype(np.float64) - logits[:, 0].astype(np.float64)
 
 
 def predict_table(
@@ -133,11 +106,12 @@ def margin_table(
     return apply_temperature(table, temperature)
 
 
-def baseline_table(baseline: baselines.Baseline, frame: pd.DataFrame, temperature: float | None = None) -> pd.DataFrame:
-    """The predictions table of a classical baseline (`baselines.Baseline`) for a split's rows
-    (its own temperature unless ``temperature``): the columns of `predict_table`, n_tokens in
-    the baseline's own tokens (TF-IDF: words, never truncated)."""
-    scores = baselines.score(baseline.pipeline, frame["text"].tolist(), baseline.temperature)
+def baseline_table(baseline, frame: pd.DataFrame, temperature: float | None = None) -> pd.DataFrame:
+    """The predictions table of a model that reads texts itself (a classical baseline,
+    `baselines.Baseline`, or a combined model, `combined.Combined`) for a split's rows (its own
+    temperature unless ``temperature``): the columns of `predict_table`, n_tokens in the model's
+    own tokens (TF-IDF: words, never truncated; a combined model: its first member's)."""
+    scores = baseline.scores(frame["text"].tolist())
     temperature = baseline.temperature if temperature is None else temperature
     return margin_table(frame, scores.logit, scores.n_tokens, scores.truncated, temperature)
 
@@ -145,12 +119,17 @@ def baseline_table(baseline: baselines.Baseline, frame: pd.DataFrame, temperatur
 def predict_split(
     loaded: model_mod.LoadedPackage, frame: pd.DataFrame, config: Config, runtime: Runtime
 ) -> pd.DataFrame:
-    """The predictions table of a split's rows by a loaded model of any family (`baselines.load_package`),
+    """The predictions table of a split's rows by a loaded model of any family (`combined.load_package`),
     with its own temperature; an encoder reads them at ``config``'s max length and truncation."""
-    if isinstance(loaded.model, baselines.Baseline):
+    if reads_texts(loaded.model):
         return baseline_table(loaded.model, frame)
     reviews = tokens.encode_reviews(frame, loaded.tokenizer, config.data.max_length, config.data.truncation)
     return predict_table(loaded.model.to(runtime.device), reviews, runtime, config.train.eval_batch_size)
+
+
+def reads_texts(model) -> bool:
+    """A classical baseline or a combined model: it tokenizes (or not) and predicts texts itself."""
+    return isinstance(model, (baselines.Baseline, combined.Combined))
 
 
 def apply_temperature(table: pd.DataFrame, temperature: float) -> pd.DataFrame:
@@ -170,25 +149,16 @@ def predict_frame(model, tokenizer, frame: pd.DataFrame, config: Config, device)
     return predict_table(model, reviews, runtime, config.train.eval_batch_size)
 
 
-def predict_probabilities(
-    model, tokenizer, texts: list[str], max_length: int, truncation: str, batch_size: int = 32
-) -> tuple[np.ndarray, tokens.Encoded]:
-    """P(positive) per text with the model's temperature applied, on its current device, plus the
-    encoding used."""
-    device = next(model.parameters()).device
-    precision = device_mod.pick_precision("auto", device)
-    encoded = tokens.encode([data_mod.clean_text(t) for t in texts], tokenizer, max_length, truncation)
-    logits = predict_logits(model, encoded, device, batch_size, precision, tokenizer.pad_token_id)
-    return expit(logit_margin(logits) / model_mod.temperature_of(model)), encoded
-
-
 def load_classifier(folder: Path) -> Callable[[list[str]], np.ndarray]:
     """What the served model predicts with (see tracking.serving): the packaged model in
     ``folder`` on CPU (``SENTIMENT_DEVICE=cuda`` for a GPU), texts -> P(positive) with the
     model's temperature applied (the `probability` column of its predictions tables), each text
-    cleaned and truncated as in training. A classical baseline's package: `baselines.load_classifier`."""
+    cleaned and truncated as in training. A classical baseline's package: `baselines.load_classifier`;
+    a combined model's: `combined.load_classifier`."""
     if baselines.is_package(folder):
         return baselines.load_classifier(folder)
+    if combined.is_package(folder):
+        return combined.load_classifier(folder)
     config = from_yaml((folder / "sentiment_config.yaml").read_text())
     device = torch.device(os.environ.get("SENTIMENT_DEVICE", "cpu"))
     model = model_mod.load_trained(folder).to(device).eval()
@@ -408,9 +378,9 @@ def plan_evaluate(model_uri: str, data_source: str | None, split: str, overrides
     with the model unless overridden; a Hub id or plain folder uses the defaults.
     """
     data_mod.check_split(split)
-    loaded = baselines.load_package(model_uri)
+    loaded = combined.load_package(model_uri)
     config = validate(apply_overrides(loaded.config, {"data.source": data_source, **(overrides or {})}))
-    if not isinstance(loaded.model, baselines.Baseline):  # (a baseline reads reviews its own way)
+    if not reads_texts(loaded.model):  # (a baseline or a combined model reads reviews its own way)
         model_mod.check_max_length(loaded.model.config, config.data.max_length, model_uri)
     device_mod.pick_runtime(config.train)  # e.g. fp16 on a CPU: before the run, too
     splits = data_mod.load_splits(config.data, config.seed)
@@ -441,7 +411,6 @@ def run_evaluate(plan: EvaluatePlan, tracker) -> dict[str, float]:
     tracker.log_splits(plan.splits, only=None if split == "all" else split)
     table = predict_plan(plan, runtime)
     # the temperature the model applies (1 for models packaged before calibration or from the Hub)
-    baseline = isinstance(loaded.model, baselines.Baseline)
-    temperature = loaded.model.temperature if baseline else model_mod.temperature_of(loaded.model)
+    temperature = loaded.model.temperature if reads_texts(loaded.model) else model_mod.temperature_of(loaded.model)
     tracker.log_metrics({"calibration/temperature": temperature}, step=0, model_id=loaded.model_id)
     return log_evaluation(table, split, tracker, model_id=loaded.model_id, seed=config.seed)

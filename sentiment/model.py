@@ -323,6 +323,8 @@ def load_package(uri: str, tracker=None) -> LoadedPackage:
     config_file = folder / "sentiment_config.yaml"
     if (folder / tracking.BASELINE_FILE).is_file():  # (baselines.load_package loads those)
         raise UserError(f"model {uri!r} is a scikit-learn baseline, not an encoder: this needs a transformer model")
+    if (folder / tracking.COMBINED_FILE).is_file():
+        raise UserError(f"model {uri!r} is a combined model, not an encoder: this needs a transformer model")
     if config_file.is_file():
         config = from_yaml(config_file.read_text())
         model = load_trained(folder)

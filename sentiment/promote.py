@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from sentiment import baselines, evaluate, tracking
+from sentiment import combined, evaluate, tracking
 from sentiment import device as device_mod
 from sentiment.config import PROMOTION_RULES
 from sentiment.errors import UserError
@@ -200,7 +200,7 @@ def evaluate_version(
         "sentiment.registered_version": version,
     }
     with tracking.side_run(experiment_id, f"promotion-eval-{name}-v{version}", tags) as tracker:
-        loaded = baselines.load_package(uri, tracker)  # any family: an encoder or a classical baseline
+        loaded = combined.load_package(uri, tracker)  # any family: an encoder, a classical baseline, a combination
         config = loaded.config
         runtime = device_mod.pick_runtime(config.train)
         tracker.set_tags(runtime.tags())

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sentiment import baselines, evaluate, tokens
+from sentiment import combined, evaluate, tokens
 from sentiment import data as data_mod
 from sentiment import device as device_mod
 from sentiment import model as model_mod
@@ -166,10 +166,10 @@ class Scorer:
     """A loaded model that turns a chunk into its scored rows."""
 
     def __init__(self, model_uri: str, precision: str = "auto", device: str = "auto", batch_size: int = 64) -> None:
-        loaded = baselines.load_package(model_uri)
+        loaded = combined.load_package(model_uri)
         self.config, self.batch_size = loaded.config, batch_size
-        # a classical baseline: its pipeline answers P(positive) itself (T in its weights)
-        self.baseline = loaded.model if isinstance(loaded.model, baselines.Baseline) else None
+        # a classical baseline (T in its pipeline's weights) or a combined model answers P(positive) itself
+        self.baseline = loaded.model if evaluate.reads_texts(loaded.model) else None
         if self.baseline is None:
             self.device = device_mod.pick_device(device)
             self.precision = device_mod.pick_precision(precision, self.device)

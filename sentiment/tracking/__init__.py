@@ -37,6 +37,7 @@ from sentiment.tracking.queries import (
     RunRecord,
     check_same_experiment,
     child_runs,
+    dataset_digests,
     dataset_rows,
     download_artifact,
     download_checkpoints,
@@ -47,6 +48,7 @@ from sentiment.tracking.queries import (
     load_run_text,
     metric_values,
     read_run_config,
+    run_model_uri,
     run_tags,
 )
 from sentiment.tracking.registry import (
@@ -68,6 +70,7 @@ from sentiment.tracking.registry import (
 from sentiment.tracking.runs import MlflowTracker, dataset_facts, open_run
 from sentiment.tracking.serving import (
     BASELINE_FILE,
+    COMBINED_FILE,
     MODEL_ARTIFACT,
     SKLEARN_PIPELINE,
     SentimentPyfunc,
@@ -87,6 +90,7 @@ from sentiment.tracking.tracker import LoggedModelRef, NullTracker, Tracker
 
 __all__ = [
     "BASELINE_FILE",
+    "COMBINED_FILE",
     "DEFAULT_EXPERIMENT",
     "DEFAULT_TRACKING_URI",
     "MODEL_ARTIFACT",
@@ -105,6 +109,7 @@ __all__ = [
     "child_runs",
     "connect",
     "create_child_run",
+    "dataset_digests",
     "dataset_rows",
     "delete_tag",
     "download_artifact",
@@ -115,6 +120,7 @@ __all__ = [
     "fail_run",
     "fetch_model",
     "get_run",
+    "run_model_uri",
     "is_model_uri",
     "last_logged_steps",
     "load_pyfunc",

@@ -106,6 +106,30 @@ def dataset_rows(run_id: str) -> dict[str, int]:
     return out
 
 
+def dataset_digests(run_id: str) -> dict[str, str]:
+    """The digest of each dataset input the run logged, by context (training, validation, testing)."""
+    out: dict[str, str] = {}
+    for item in mlflow.MlflowClient().get_run(run_id).inputs.dataset_inputs:
+        context = next((t.value for t in item.tags if t.key == "mlflow.data.context"), "")
+        out[context] = item.dataset.digest
+    return out
+
+
+def run_model_uri(run_id: str, name: str = "model") -> str | None:
+    """The URI (``models:/m-...``) of the newest ready LoggedModel called ``name`` a run logged."""
+    from mlflow.entities import LoggedModelStatus
+
+    experiment_id = mlflow.get_run(run_id).info.experiment_id
+    found = mlflow.search_logged_models(
+        experiment_ids=[experiment_id],
+        filter_string=f"source_run_id = '{run_id}' AND name = '{name}'",
+        order_by=[{"field_name": "creation_time", "ascending": False}],
+        output_format="list",
+    )
+    ready = [m for m in found if m.status == LoggedModelStatus.READY]
+    return f"models:/{ready[0].model_id}" if ready else None
+
+
 def experiment_name(experiment_id: str) -> str:
     return mlflow.MlflowClient().get_experiment(experiment_id).name
 

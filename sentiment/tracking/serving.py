@@ -30,6 +30,9 @@ MODEL_ARTIFACT = "hf_model"  # the folder inside a logged model that holds weigh
 # types); such a model is also logged with MLflow's scikit-learn flavour, on the same file.
 SKLEARN_PIPELINE = "pipeline.skops"
 BASELINE_FILE = "baseline.json"
+# A combined model's package (sentiment/combined.py): this JSON file (weights, centers, scales,
+# temperature, members) beside each member's own package in member_0/, member_1/, ...
+COMBINED_FILE = "combined.json"
 # What the served model predicts with: a stage function (folder -> texts -> P(positive)), named
 # here as text and imported when a model loads (like a console-script entry point), so this
 # package imports no stage module.

@@ -4,6 +4,7 @@
 - loop.py        `fit`: the epochs, validation through the one prediction path, the best epoch
 - publish.py     what every family publishes once its model is logged (test, calibration, registry, card)
 - baseline.py    `run_baseline`: the classical baselines' fit -> calibrate_and_test -> publish
+- combine.py     `plan_combine` / `run_combine`: trained runs combined into one model (`sentiment combine`)
 - checkpoint.py  the resumable state, atomic model saves, the stop signal
 
     sentiment train --preset quick
