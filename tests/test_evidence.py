@@ -206,3 +206,34 @@ def _clean_env() -> dict:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+
+
+def test_a_seed_group_pairs_its_rows_seed_by_seed_from_the_store(tmp_path):
+    """The seed-group section reads the committed runs: a pair's difference is the accuracy
+    difference of the two runs' predictions tables on the same reviews, and the rows name their runs."""
+    from sentiment import tracking
+    from sentiment.errors import UserError
+    from sentiment.report.seeds import seed_group_section
+
+    spec = yaml.safe_load((REPO / "experiments" / "results.yaml").read_text())
+    group = next(g for doc in spec["documents"] for g in doc.get("seed_groups", []))
+    tracking.use_store(REPO / spec["store"])
+    section = seed_group_section(group)
+    rows, pairs = section.blocks[-3], section.blocks[-1]
+    assert list(rows["model"]) == [row["name"] for row in group["rows"]]
+    first, second = group["pairs"][0]
+    runs = {row["name"]: row["runs"] for row in group["rows"]}  # listed in the same seed order
+
+    def accuracy(run_id: str) -> pd.Series:
+        table = tracking.load_run_table(run_id, "predictions/test.parquet", columns=["id", "label", "prediction"])
+        return (table["label"] == table["prediction"]).set_axis(table["id"])
+
+    deltas = []
+    for run_a, run_b in zip(runs[first], runs[second], strict=True):
+        a, b = accuracy(run_a), accuracy(run_b)
+        deltas.append(a.mean() - b.loc[a.index].mean())
+    assert pairs["Δ mean"][0] == f"{100 * sum(deltas) / len(deltas):+.2f}"
+    assert pairs["seeds paired"][0] == len(deltas)
+    duplicate = {**group, "rows": [{"name": "x", "runs": [runs[first][0], runs[first][0]]}]}
+    with pytest.raises(UserError, match="two runs of seed"):
+        seed_group_section(duplicate)

@@ -27,6 +27,7 @@ from sentiment.errors import UserError
 from sentiment.report.document import Section, render_markdown
 from sentiment.report.numbers import _pct, _points
 from sentiment.report.sections import build, data_name
+from sentiment.report.seeds import minutes_from_scratch, seed_group_section
 
 MANIFEST = Path("experiments") / "results.yaml"
 COMMAND = "make results"
@@ -71,6 +72,7 @@ def render(root: Path = Path("."), manifest: Path = MANIFEST) -> list[Rendered]:
             document = build(
                 doc["runs"], doc.get("with_runs", []), work / path.stem, doc.get("title", ""), source=SOURCE
             )
+            document.sections += [seed_group_section(group) for group in doc.get("seed_groups", [])]
             if doc.get("pending"):  # grids whose runs are not in the store yet: their commands, no numbers
                 document.sections.append(Section("Not in the store yet", [_pending_list(doc["pending"])]))
             figures = work / "figures" / path.stem
@@ -234,7 +236,11 @@ def _headline_row(row: dict) -> dict:
 def _paired_delta(ours: dict, base: dict) -> dict:
     """Ours minus the baseline on the same reviews; with several seeds, the wider of the review
     bootstrap and the Student-t interval over the seeds' deltas."""
-    pairs = [stats.Paired.join(table, base["tables"][0]) for table in ours["tables"]]
+    by_seed = dict(zip(base["seeds"], base["tables"]))  # a baseline run per seed pairs seed by seed
+    pairs = [
+        stats.Paired.join(table, by_seed.get(seed, base["tables"][0]))
+        for seed, table in zip(ours["seeds"], ours["tables"])
+    ]
     delta = stats.compare(pairs)
     low, high = delta["delta_test_accuracy_low"], delta["delta_test_accuracy_high"]
     if len(pairs) > 1:
@@ -254,8 +260,14 @@ def _side(run_ids: list[str]) -> dict:
         for r in runs
     ]
     first = runs[0]
-    name = f"{first.params.get('model.name', '?')} on {data_name(first.params.get('data.source', '?'))}"
-    return {"runs": runs, "tables": tables, "name": name}
+    model = first.params.get("model.name", "?")
+    members = [
+        first.params[f"combine.member_{i}.family"] for i in range(8) if f"combine.member_{i}.family" in first.params
+    ]
+    if members:  # a combined model: name its members
+        model = f"{' + '.join(members)}, combined"
+    name = f"{model} on {data_name(first.params.get('data.source', '?'))}"
+    return {"runs": runs, "tables": tables, "name": name, "seeds": [r.params.get("seed", "?") for r in runs]}
 
 
 def _seeds(side: dict) -> str:
@@ -279,5 +291,5 @@ def _train_reviews(side: dict) -> str:
 
 
 def _minutes(side: dict) -> str:
-    minutes = [r.minutes for r in side["runs"] if r.minutes]
+    minutes = [m for m in (minutes_from_scratch(r) for r in side["runs"]) if m]  # a combined model's members too
     return f"{np.mean(minutes):.1f}" if minutes else "?"

@@ -126,9 +126,14 @@ def local_artifact(run_id: str, path: str) -> Path | None:
 # ----------------------------------------------------------------------------- copying runs in
 
 
+MEMBERS_TAG = "sentiment.combined.members"  # a combined model's member runs (sentiment combine)
+
+
 def with_children(client, run_ids: list[str]) -> list:
-    """The runs, each followed by its children (oldest first), without repeats."""
+    """The runs, each followed by its children (oldest first) and, for a combined model, its
+    member runs (a report reads their minutes), without repeats."""
     out, seen = [], set()
+    run_ids = list(run_ids)
     for run_id in run_ids:
         try:
             run = client.get_run(run_id)
@@ -142,6 +147,7 @@ def with_children(client, run_ids: list[str]) -> list:
             order_by=["attributes.start_time ASC"],
             max_results=10000,
         )
+        run_ids += [m for m in run.data.tags.get(MEMBERS_TAG, "").split(",") if m and m not in run_ids]
         for item in (run, *children):
             if item.info.run_id not in seen:
                 seen.add(item.info.run_id)
