@@ -235,7 +235,7 @@ def probability_metrics(label: np.ndarray, probability: np.ndarray) -> dict[str,
     """Scores of P(positive) against 0/1 labels: ece (the `reliability` bins of the confidence
     max(p, 1 - p), a review predicted positive when p > 0.5), brier (mean squared error of p,
     sklearn's brier_score_loss) and, when both classes occur, roc_auc. `compute_metrics` and the
-    served model's MLflow evaluation metrics (`tracking.serving.evaluation_metrics`) both call
+    served model's MLflow evaluation (`tracking.evaluator`, `evaluators="sentiment"`) both call
     this, so their numbers agree by construction."""
     y, p = np.asarray(label).astype(int), np.asarray(probability, dtype=np.float64)
     correct = ((p > 0.5).astype(int) == y).astype(float)

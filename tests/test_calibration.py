@@ -68,24 +68,6 @@ def test_probability_metrics_are_sklearns():
     assert "roc_auc" not in evaluate.probability_metrics(np.ones(3, dtype=int), np.array([0.2, 0.6, 0.9]))
 
 
-def test_evaluation_metrics_score_the_probability_column_as_our_metrics_do():
-    from sentiment.tracking import evaluation_metrics
-
-    logit, label = synthetic(2.0, n=500)
-    p = expit(logit)
-    targets = pd.Series(np.where(label == 1, "positive", "negative"))
-    predictions = pd.Series(np.where(p > 0.5, "positive", "negative"))
-    ours = evaluate.probability_metrics(label, p)
-    metrics = {metric.name: metric for metric in evaluation_metrics()}
-    assert sorted(metrics) == ["brier", "ece", "roc_auc"]
-    assert {n: m.eval_fn(predictions, targets, pd.Series(p)) for n, m in metrics.items()} == ours
-    assert metrics["brier"].eval_fn(predictions, pd.Series(label), pd.Series(p)) == ours["brier"]  # 0/1 targets
-    # MLflow's first-row trial: one target, the whole probability column
-    first = evaluate.probability_metrics(label[:1], p[:1])
-    assert metrics["ece"].eval_fn(predictions[:1], targets[:1], pd.Series(p)) == first["ece"]
-    assert np.isnan(metrics["roc_auc"].eval_fn(predictions[:1], targets[:1], pd.Series(p)))
-
-
 # ----------------------------------------------------------------------------- the train stage, in memory
 
 
@@ -189,35 +171,47 @@ def test_registered_model_serves_calibrated_probabilities_and_mlflow_evaluate_ag
     assert (served["label"] == np.where(table["prediction"] == 1, "positive", "negative")).all()
     np.testing.assert_allclose(served["score"], table["confidence"], atol=1e-5)
 
-    # mlflow.models.evaluate on the registered version: MLflow's classifier metrics, then ours
-    data = pd.DataFrame({"text": table["text"], "label": np.where(table["label"] == 1, "positive", "negative")})
-    with mlflow.start_run(run_name="mlflow-evaluate"):
-        classifier = mlflow.models.evaluate(
-            uri,
-            data,
+    # mlflow.models.evaluate on the registered version in one call, as docs/evaluate-and-serve.md shows it,
+    # with labels written as words and as IMDB stores them (0/1)
+    (tn, fp), (fn, tp) = evaluate.confusion(table)
+    for labels in (np.where(table["label"] == 1, "positive", "negative"), table["label"].to_numpy()):
+        data = pd.DataFrame({"text": table["text"], "label": labels})
+        with mlflow.start_run(run_name="mlflow-evaluate"):
+            result = mlflow.models.evaluate(uri, data, targets="label", model_type="classifier", evaluators="sentiment")
+        c = result.metrics
+        assert c["accuracy_score"] == pytest.approx(m["test/accuracy"])
+        assert c["f1_score"] == pytest.approx(m["test/f1_positive"])  # of the positive class
+        assert c["precision_score"] == pytest.approx(m["test/precision_positive"])
+        assert c["recall_score"] == pytest.approx(m["test/recall_positive"])
+        assert (c["true_negatives"], c["false_positives"], c["false_negatives"], c["true_positives"]) == (
+            tn,
+            fp,
+            fn,
+            tp,
+        )
+        assert c["roc_auc"] == pytest.approx(m["test/roc_auc"], abs=1e-9)
+        assert c["brier_score"] == pytest.approx(m["test/brier_calibrated"], abs=1e-6)
+        assert c["expected_calibration_error"] == pytest.approx(m["test/ece_calibrated"], abs=1e-6)
+        assert {"confusion_matrix", "roc_curve_plot", "calibration_curve_plot"} <= set(result.artifacts)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_the_sentiment_evaluator_steps_aside_for_other_models(tracking_env):
+    """Installed as an MLflow plugin, it must not change another classifier's evaluation (MLflow
+    runs every registered evaluator when none is named)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    y = (x[:, 0] > 0).astype(int)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(LogisticRegression().fit(x, y), name="model")
+        frame = pd.DataFrame(x, columns=["a", "b", "c"]).assign(label=y)
+        result = mlflow.models.evaluate(
+            info.model_uri,
+            frame,
             targets="label",
             model_type="classifier",
-            model_config={"output": "label"},
-            evaluator_config={"pos_label": "positive", "log_model_explainability": False},
+            evaluator_config={"log_model_explainability": False},
         )
-        scores = mlflow.models.evaluate(
-            uri, data, targets="label", predictions="label", extra_metrics=_evaluation_metrics()
-        )
-    c = classifier.metrics
-    assert c["accuracy_score"] == pytest.approx(m["test/accuracy"])
-    assert c["f1_score"] == pytest.approx(m["test/f1_positive"])  # average="binary", pos_label="positive"
-    assert c["precision_score"] == pytest.approx(m["test/precision_positive"])
-    assert c["recall_score"] == pytest.approx(m["test/recall_positive"])
-    (tn, fp), (fn, tp) = evaluate.confusion(table)
-    assert (c["true_negatives"], c["false_positives"], c["false_negatives"], c["true_positives"]) == (tn, fp, fn, tp)
-    assert "confusion_matrix" in classifier.artifacts
-    s = scores.metrics
-    assert s["roc_auc"] == pytest.approx(m["test/roc_auc"], abs=1e-9)
-    assert s["brier"] == pytest.approx(m["test/brier_calibrated"], abs=1e-6)
-    assert s["ece"] == pytest.approx(m["test/ece_calibrated"], abs=1e-6)
-
-
-def _evaluation_metrics():
-    from sentiment.tracking import evaluation_metrics
-
-    return evaluation_metrics()
+    assert result.metrics["accuracy_score"] > 0.9 and "expected_calibration_error" not in result.metrics

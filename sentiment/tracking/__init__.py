@@ -74,7 +74,6 @@ from sentiment.tracking.serving import (
     MODEL_ARTIFACT,
     SKLEARN_PIPELINE,
     SentimentPyfunc,
-    evaluation_metrics,
 )
 from sentiment.tracking.side_runs import (
     create_child_run,
@@ -115,7 +114,6 @@ __all__ = [
     "download_artifact",
     "download_checkpoints",
     "end_run_if_open",
-    "evaluation_metrics",
     "experiment_name",
     "fail_run",
     "fetch_model",

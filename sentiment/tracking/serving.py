@@ -1,7 +1,7 @@
 """The served model: a models-from-code pyfunc that takes review texts and returns a label
 (`negative`/`positive`), its score (the confidence of that label) and the probability of
 positive, with the model's temperature applied; how it is logged; and the extra metrics that
-let `mlflow.models.evaluate` score those probabilities.
+let `mlflow.models.evaluate` score those probabilities (evaluator.py).
 
     mlflow models serve -m models:/imdb-sentiment@champion --env-manager local --port 5001
 """
@@ -38,7 +38,7 @@ COMBINED_FILE = "combined.json"
 # package imports no stage module.
 CLASSIFIER = "sentiment.evaluate:load_classifier"
 # The scores of P(positive) the run's test/ metrics come from (label, probability -> ece, brier,
-# roc_auc), named as text for the same reason: `evaluation_metrics` computes them the same way.
+# roc_auc), named as text for the same reason: the `sentiment` evaluator (evaluator.py) computes them the same way.
 PROBABILITY_SCORES = "sentiment.evaluate:probability_metrics"
 # The model_config key that picks what predict returns: "all" (label, score, probability; the
 # default, logged with the model) or "label" (the labels alone, a Series: what the classifier
@@ -237,32 +237,3 @@ def _pip_requirements(baseline: bool = False) -> list[str]:
         with contextlib.suppress(Exception):
             out.append(f"{name}=={version(name).split('+')[0]}")
     return out
-
-
-def evaluation_metrics() -> list:
-    """Extra metrics for `mlflow.models.evaluate` that score the model's ``probability`` output:
-    ``roc_auc``, ``brier`` and ``ece``, computed by the function the run's ``test/roc_auc``,
-    ``test/brier_calibrated`` and ``test/ece_calibrated`` come from (`PROBABILITY_SCORES`).
-
-    MLflow hands a metric function the output column named like its parameter only in its
-    default evaluator (``model_type=None`` with ``predictions="label"``) or when ``data`` holds
-    a ``probability`` column; its classifier evaluator passes no other output column (see
-    README, Calibration). Targets are the labels "negative"/"positive" (or 0/1).
-    """
-    from mlflow.models import make_metric
-
-    def metric(name: str, greater_is_better: bool):
-        # (three parameters: MLflow calls a two-parameter function the old way, with a frame)
-        def eval_fn(predictions, targets, probability):
-            positive = np.isin(np.asarray(targets).astype(str), ("positive", "1", "True")).astype(int)
-            probability = np.asarray(probability, dtype=np.float64)
-            if len(positive) == 1 < len(probability):
-                # MLflow's first-row trial (default_evaluator._test_first_row) slices the targets
-                # to the first row but passes the other output columns whole: the first is its row
-                probability = probability[:1]
-            scores = _import(PROBABILITY_SCORES)(positive, probability)
-            return scores.get(name, float("nan"))  # (no roc_auc for one class, as in that trial)
-
-        return make_metric(eval_fn=eval_fn, greater_is_better=greater_is_better, name=name)
-
-    return [metric("roc_auc", True), metric("brier", False), metric("ece", False)]
