@@ -100,3 +100,66 @@ def test_journaled_files_replay_under_their_own_names(tracking_env, tmp_path):
             assert sync_journal(run_dir) == 2
         assert [a.path for a in client.list_artifacts(run_id, "figures")] == ["figures/training_curves.png"]
         assert [a.path for a in client.list_artifacts(run_id, "tables")] == ["tables/a.json"]
+
+
+# two minutes of a server away (MLflow's own retries included); the journal's replay is in make test above
+@pytest.mark.extended
+def test_a_run_that_fails_while_the_server_is_away_ends_failed_after_sync(
+    tiny_model, reviews_csv, tmp_path, tracking_env
+):
+    """The server goes away mid-run and stays away when the model must be logged: the run fails
+    with one error line (no traceback), its end is journaled, and `sentiment sync` makes it FAILED
+    on the server, with the reason; nothing stays RUNNING."""
+    root, port = tmp_path / "server", free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = start_server(root, port)
+    wait_healthy(uri, server)
+    env = {**tracking_env, "MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "away", "SENTIMENT_SERVER_WAIT_S": "3"}
+    args = ["--data", str(reviews_csv), "--model", tiny_model, *TINY_TRAIN, "--epochs", "6", "--log-every-steps", "1"]
+    train = subprocess.Popen(
+        [sys.executable, "-m", "sentiment", "train", *args, "--output-dir", str(tmp_path / "runs")],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    client = MlflowClient(uri)
+    try:
+        run_id = None
+        deadline = time.time() + 180
+        while time.time() < deadline and run_id is None:
+            runs = client.search_runs([e.experiment_id for e in client.search_experiments() if e.name == "away"])
+            if runs and "train/loss" in runs[0].data.metrics:
+                run_id = runs[0].info.run_id
+            time.sleep(0.2)
+        assert run_id, "training never logged a step"
+        server.terminate()
+        server.wait(timeout=30)
+        out, err = train.communicate(timeout=600)
+    finally:
+        train.kill()
+        if server.poll() is None:
+            server.terminate()
+    assert train.returncode == 1, err[-3000:]
+    assert "Traceback" not in err and err.count("error:") == 1, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("error: ") and "sentiment sync" in err
+    server = start_server(root, port)
+    try:
+        wait_healthy(uri, server)
+        client = MlflowClient(uri)
+        assert client.get_run(run_id).info.status == "RUNNING"  # the server never heard the end
+        synced = subprocess.run(
+            [sys.executable, "-m", "sentiment", "sync", str(tmp_path / "runs" / run_id)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert synced.returncode == 0, synced.stderr[-2000:]
+        run = client.get_run(run_id)
+        assert run.info.status == "FAILED" and "unreachable" in run.data.tags["sentiment.error"]
+        assert run.info.end_time is not None
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -5,6 +5,7 @@ MLFLOW_TRACKING_URI=http://127.0.0.1:5000 python -c "from sentiment.tracking imp
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import urllib.error
@@ -112,3 +113,23 @@ def reachable(timeout_s: float = 2.0) -> bool:
         return True
     except UserError:
         return False
+
+
+@contextlib.contextmanager
+def no_retries(timeout_s: float | None = None):
+    """MLflow's HTTP retries off (and, with ``timeout_s``, a short timeout) for the requests made
+    inside: MLflow reads both settings per request. For a write that must not be repeated blindly
+    (a registration) or a request to a server known to be away."""
+    settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    if timeout_s is not None:
+        settings["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(timeout_s))
+    before = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -43,6 +43,8 @@ def _apply(client, run_id: str, op: dict) -> None:
         client.log_artifacts(run_id, op["local"], op["artifact_path"])
     elif kind == "table":
         mlflow.log_table(pd.read_parquet(op["local"]), op["artifact_file"], run_id=run_id)
+    elif kind == "end":  # the run ended while the server was away
+        client.set_terminated(run_id, op["status"], op["end_time"])
     else:
         raise ValueError(f"unknown journal operation {kind!r}")
 
@@ -82,6 +84,10 @@ class Outbox:
                 f"warning: tracking server {tracking_uri()} is unreachable; training goes on and "
                 f"journals to {self.folder} until it answers again"
             )
+
+    def journal(self, op: dict) -> None:
+        """Journal an operation without trying the server (known to be away)."""
+        self._journal(op)
 
     def _journal(self, op: dict) -> None:
         op = {**op, "seq": self.seq}

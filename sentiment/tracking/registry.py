@@ -10,13 +10,14 @@ import contextlib
 import random
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 
 from sentiment.errors import UserError
-from sentiment.tracking.connection import one_line
+from sentiment.tracking.connection import no_retries, one_line
 from sentiment.tracking.serving import MODEL_ARTIFACT
 
 MLFLOW_URI_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
@@ -45,23 +46,76 @@ class VersionInfo:
         return f"models:/{self.name}/{self.version}"
 
 
+TOKEN_TAG = "sentiment.registration_token"  # one per registration: a retried creation finds its version
+
+
 def register_version(tracker, model_uri: str, name: str, score: float) -> str:
     """Register a model as a new version of ``name`` with alias `candidate`; returns the version.
 
-    ``score`` (the candidate's own test accuracy) is kept as the version tag ``test_accuracy``
-    for reference only: promotion compares models on the same reviews (sentiment.promote).
-    Creation is retried when it loses a race with a concurrent registration of the same name.
-    ``tracker`` is the run's MlflowTracker: registration first waits for a lost server.
+    Exactly once: the version is created with a fresh token tag, and a creation whose reply was
+    lost (the server committed it, the client never heard) is looked up by that token before it
+    is tried again, so no retry registers a second version. ``score`` (the candidate's own test
+    accuracy) is kept as the version tag ``test_accuracy`` for reference only: promotion compares
+    models on the same reviews (sentiment.promote). ``tracker`` is the run's MlflowTracker:
+    registration first waits for a lost server.
     """
     tracker.wait_online()
     client = mlflow.MlflowClient()
-    version = str(_retry(lambda: mlflow.register_model(model_uri, name).version))
+    _ensure_registered_model(client, name)
+    version = create_version_once(client, name, model_uri, uuid.uuid4().hex)
     client.set_model_version_tag(name, version, "test_accuracy", f"{score:.6f}")
     client.set_model_version_tag(name, version, "run_id", tracker.run_id)
     # PostgreSQL reports two processes moving one alias at once as a unique violation: retry
     _retry(lambda: client.set_registered_model_alias(name, "candidate", version))
     tracker.set_tags({"sentiment.registered_model": name, "sentiment.registered_version": version})
     return version
+
+
+def _ensure_registered_model(client, name: str) -> None:
+    """Create the registered model unless it exists (a lost reply's retry finds it existing)."""
+    for attempt in range(5):
+        try:
+            client.get_registered_model(name)
+            return
+        except mlflow.exceptions.MlflowException:
+            pass
+        try:
+            client.create_registered_model(name)
+            return
+        except Exception:  # a concurrent creation, or a lost reply: look again
+            if attempt == 4:
+                raise
+            time.sleep(random.uniform(0.2, 1.0) * (attempt + 1))
+
+
+def create_version_once(client, name: str, model_uri: str, token: str, attempts: int = 5) -> str:
+    """Create one version of ``name`` from ``model_uri`` tagged with ``token``, whatever replies
+    are lost: before each try, a version already holding the token is the answer. MLflow's own
+    transport retries are off for the creating request (they would repeat it blindly)."""
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    for attempt in range(attempts):
+        found = _versions_with_token(client, name, token)
+        if found:
+            return found[0]
+        try:
+            with no_retries():
+                created = client.create_model_version(
+                    name, model_uri, tags={TOKEN_TAG: token}, model_id=model_id, await_creation_for=0
+                )
+            return str(created.version)
+        except Exception:
+            if attempt == attempts - 1:
+                found = _versions_with_token(client, name, token)
+                if found:
+                    return found[0]
+                raise
+            time.sleep(random.uniform(0.2, 1.0) * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _versions_with_token(client, name: str, token: str) -> list[str]:
+    found = client.search_model_versions(f"name = '{name}' and tags.`{TOKEN_TAG}` = '{token}'")
+    return sorted((str(v.version) for v in found), key=int)
 
 
 def version_info(name: str, version: str) -> VersionInfo:

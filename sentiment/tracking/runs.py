@@ -20,7 +20,7 @@ import yaml
 
 from sentiment import config as config_mod
 from sentiment.errors import Interrupted, UserError
-from sentiment.tracking.connection import connect, one_line, reachable, tracking_uri
+from sentiment.tracking.connection import connect, no_retries, one_line, reachable, tracking_uri
 from sentiment.tracking.outbox import Outbox, click_echo
 from sentiment.tracking.queries import last_logged_steps
 from sentiment.tracking.serving import PACKAGE_DIR, log_pyfunc_model
@@ -98,8 +98,20 @@ def _end(tracker: "MlflowTracker", status: str, error: str | None) -> None:
         mlflow.flush_async_logging()
     if error:
         with contextlib.suppress(Exception):
-            mlflow.set_tag("sentiment.error", error)
-    mlflow.end_run(status=status)
+            tracker.set_tags({"sentiment.error": error})  # (journaled if the server is away)
+    if status == "FINISHED" or reachable():
+        mlflow.end_run(status=status)
+        return
+    # The server is away: end the run here, journal its end, never leave it RUNNING for good.
+    with no_retries(timeout_s=5), contextlib.suppress(Exception):
+        mlflow.end_run(status=status)  # (ends it in this process; the server does not hear)
+    tracker.outbox.journal({"op": "end", "status": status, "end_time": int(time.time() * 1000)})
+    if "sentiment sync" not in (error or ""):
+        click_echo(
+            f"warning: tracking server {tracking_uri()} is unreachable: run {tracker.run_id} ended {status} here, and "
+            f"its end is journaled in {tracker.outbox.folder}: run `sentiment sync {tracker.outbox.folder.parent}` "
+            "when the server is back"
+        )
 
 
 class MlflowTracker:

@@ -103,3 +103,9 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(pg_tracking_env, tiny_m
         steps = [s for s, _ in got[key]]
         assert steps == sorted(set(steps)), f"{key} has a step twice"
         assert got[key] == expected[key], key  # bit-identical on CPU
+
+
+def test_a_lost_registration_reply_leaves_exactly_one_version_on_postgresql(pg_server, monkeypatch, tmp_path):
+    from tests.tracking.test_registration import register_through_a_lost_reply
+
+    register_through_a_lost_reply(pg_server.uri, monkeypatch, tmp_path, "lost-reply-pg")
