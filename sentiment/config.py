@@ -11,6 +11,7 @@ the `sentiment train` options, the MLproject parameters and the keys of ablation
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import secrets
 from dataclasses import dataclass, field, fields, replace
@@ -91,7 +92,10 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 3
-    """Passes over the training split."""
+    """Passes over the training split (more when `min_steps` asks for them)."""
+    min_steps: int = 0
+    """Train at least this many optimizer steps: a small training split gets as many more epochs
+    as that takes (epochs = max(epochs, ceil(min_steps / steps per epoch))); 0 keeps `epochs`."""
     batch_size: int = 16
     """Reviews per optimizer step."""
     lr: float = 2e-5
@@ -337,6 +341,7 @@ def validate(config: Config) -> Config:
     check(t.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     check(t.device in DEVICES, f"train.device must be one of {', '.join(DEVICES)}, got {t.device!r}")
     check(t.log_every_steps > 0, f"train.log_every_steps must be > 0, got {t.log_every_steps}")
+    check(t.min_steps >= 0, f"train.min_steps must be >= 0, got {t.min_steps}")
     check(t.checkpoint_every_steps >= 0, f"train.checkpoint_every_steps must be >= 0, got {t.checkpoint_every_steps}")
     check(t.micro_batch_size >= 0, f"train.micro_batch_size must be >= 0, got {t.micro_batch_size}")
     check(isinstance(t.compile, bool), f"train.compile must be true or false, got {t.compile!r}")
@@ -391,6 +396,15 @@ def short_name(source: str) -> str:
     name = Path(source.rstrip("/")).stem if "/" in source or "." in source else source
     name = re.sub(r"-(base|uncased|cased)(?=-|$)", "", name.lower().removeprefix("offline-"))
     return re.sub(r"[^a-z0-9.-]+", "-", name).strip("-")[:24] or "model"
+
+
+def scale_epochs(config: Config, train_reviews: int) -> Config:
+    """``config`` with as many epochs as `train.min_steps` needs on ``train_reviews`` reviews
+    (unchanged when it already trains that long, or without ``min_steps``)."""
+    t = config.train
+    steps_per_epoch = max(1, math.ceil(train_reviews / t.batch_size))
+    epochs = max(t.epochs, math.ceil(t.min_steps / steps_per_epoch))
+    return config if epochs == t.epochs else dataclasses.replace(config, train=dataclasses.replace(t, epochs=epochs))
 
 
 def default_run_name(*parts: str) -> str:

@@ -120,3 +120,14 @@ def test_default_run_names_say_what_ran_on_what():
         and len(name.rsplit("-", 1)[1]) == 4
         and name != default_run_name("cpu", "minilm", "imdb")
     )
+
+
+def test_min_steps_gives_a_small_training_split_more_epochs():
+    from sentiment.config import build_config, scale_epochs
+
+    config = build_config("cpu", {"train.min_steps": 600})  # batch 16, 1 epoch
+    assert scale_epochs(config, 500).train.epochs == 19  # 32 steps an epoch: 19 epochs reach 600 steps
+    assert scale_epochs(config, 21_595) is config  # 1,350 steps in its one epoch already
+    assert scale_epochs(build_config("cpu", {}), 500).train.epochs == 1  # min_steps 0: epochs as set
+    scaled = scale_epochs(config, 500)
+    assert scale_epochs(scaled, 500) is scaled  # a resumed run's logged config stays as it was

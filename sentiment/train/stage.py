@@ -26,11 +26,11 @@ from sentiment import calibration, evaluate, heads, plots, tokens, tracking
 from sentiment import data as data_mod
 from sentiment import model as model_mod
 from sentiment import promote as promote_mod
-from sentiment.config import BASELINES, Config, to_yaml
+from sentiment.config import BASELINES, Config, scale_epochs, to_yaml
 from sentiment.device import Runtime, pick_runtime
 from sentiment.distributed import Dist
 from sentiment.preflight import TrainInputs, check_inputs
-from sentiment.train import loop
+from sentiment.train import console, loop
 from sentiment.train.baseline import run_baseline
 from sentiment.train.checkpoint import Checkpointer, load_resume_state, save_model
 from sentiment.train.loop import EpochResult, History, Hooks
@@ -87,11 +87,26 @@ def run_train(
         after_epoch=after_epoch,
     )
     p = prepared
-    history = loop.fit(p.model, p.train, p.val, config, tracker, workdir, p.runtime, hooks, p.state)
+    history = loop.fit(p.model, p.train, p.val, p.config, tracker, workdir, p.runtime, hooks, p.state)
     calibrated = calibrate_and_test(prepared, history)  # every rank predicts its share
     if not dist.is_main:
         return None
     return publish(prepared, history, calibrated, tracker, workdir, registry)
+
+
+# Below this many optimizer steps a fine-tuned encoder has barely left its initialisation (the
+# cpu preset's one epoch of 500 reviews is 32 steps: its training loss stays near 0.69).
+FEW_STEPS = 300
+
+
+def _warn_if_few_steps(config: Config, train_reviews: int, dist: Dist) -> None:
+    steps = config.train.epochs * math.ceil(train_reviews / config.train.batch_size)
+    if steps < FEW_STEPS and dist.is_main:
+        console.say(
+            f"warning: {train_reviews:,} training reviews give {steps} optimizer steps, too few for fine-tuning to "
+            f"learn much: train longer (--min-steps {FEW_STEPS * 2}) or try --model tfidf-logreg, a strong baseline "
+            "on small training sets (learning curves: experiments/RESULTS.md)"
+        )
 
 
 def prepare(
@@ -110,6 +125,14 @@ def prepare(
     set_seed(config.seed)
     inputs = inputs or check_inputs(config, dist)  # every rank needs the weights and the data
     model_source, splits = inputs.model_source, inputs.splits
+    scaled = scale_epochs(config, len(splits.train))  # a small training split trains min_steps steps
+    if scaled is not config and dist.is_main:
+        console.say(
+            f"{len(splits.train):,} training reviews: {scaled.train.epochs} epochs, so that training takes at least "
+            f"train.min_steps = {config.train.min_steps} steps"
+        )
+    config = scaled
+    _warn_if_few_steps(config, len(splits.train), dist)
     tokenizer = model_mod.load_tokenizer(model_source, config.model.trust_remote_code)
     net = model_mod.build_model(replace(config.model, name=model_source), config.data.max_length)
     runtime = pick_runtime(config.train, dist)

@@ -116,3 +116,18 @@ def test_validation_metrics_come_from_the_predictions_table(trained_in_memory):
     scores = evaluate.validation_metrics(table)
     assert scores["accuracy"] == best.val_accuracy and scores["f1_macro"] == best.val_f1_macro
     assert scores["loss"] == pytest.approx(best.val_loss, rel=1e-5)
+
+
+def test_min_steps_trains_a_small_split_longer_and_logs_the_epochs_it_ran(tiny_model, reviews_csv, tmp_path, capsys):
+    from sentiment.tracking import InMemoryTracker
+    from sentiment.train import run_train
+
+    tracker = InMemoryTracker("min-steps")
+    config = tiny_config(tiny_model, reviews_csv, **{"train.epochs": 1, "train.min_steps": 50})
+    outcome = run_train(config, tracker, tmp_path)
+    # 154 training reviews in batches of 8: 20 steps an epoch, so 3 epochs reach 50 steps
+    assert [e.epoch for e in outcome.history.epochs] == [1, 2, 3]
+    assert tracker.params["train.epochs"] == "3" and tracker.params["train.min_steps"] == "50"
+    err = capsys.readouterr().err
+    assert "3 epochs, so that training takes at least train.min_steps = 50 steps" in err
+    assert "too few for fine-tuning to learn much" in err  # 60 steps
