@@ -73,6 +73,7 @@ def failure_stats(table: pd.DataFrame) -> dict:
     counts = evaluate.confusion(table)
     negation, contrast = texts.str.contains(NEGATION).to_numpy(), texts.str.contains(CONTRAST).to_numpy()
     truncated = table["truncated"].to_numpy().astype(bool)
+    words = texts.str.split().str.len().to_numpy()
     cues = []
     for factor, mask, yes, no in (
         ("negation", negation, "with negation", "without negation"),
@@ -93,6 +94,12 @@ def failure_stats(table: pd.DataFrame) -> dict:
         "ece": evaluate.expected_calibration_error(confidence, (~errors).astype(float)),
         "errors_mean_confidence": float(confidence[errors].mean()) if errors.any() else None,
         "correct_mean_confidence": float(confidence[~errors].mean()) if (~errors).any() else None,
+        # the reference report's two failure findings: words per misclassified / correct review, and
+        # the share of errors (and of correct reviews) that carry a negation word
+        "words_mean_errors": float(words[errors].mean()) if errors.any() else None,
+        "words_mean_correct": float(words[~errors].mean()) if (~errors).any() else None,
+        "negation_share_errors": float(negation[errors].mean()) if errors.any() else None,
+        "negation_share_correct": float(negation[~errors].mean()) if (~errors).any() else None,
         "by_length": length_buckets(table["n_tokens"].to_numpy(), errors),
         "by_cue": cues,
         "reliability": evaluate.reliability(confidence, (~errors).astype(float)),  # the bins of test/ece
@@ -157,10 +164,9 @@ def failure_summary(stats: dict, split: str, top: pd.DataFrame) -> str:
 
 
 def failure_metrics(stats: dict) -> dict[str, float]:
-    out = {
-        f"failures/{k}": float(stats[k])
-        for k in ("reviews", "errors", "false_positives", "false_negatives", "error_rate", "ece")
-    }
+    keys = ("reviews", "errors", "false_positives", "false_negatives", "error_rate", "ece")
+    keys += ("words_mean_errors", "words_mean_correct", "negation_share_errors", "negation_share_correct")
+    out = {f"failures/{k}": float(stats[k]) for k in keys if stats.get(k) is not None}
     for row in stats["by_cue"]:
         if row["error_rate"] is not None:
             out[f"failures/error_rate_{row['group'].replace(' ', '_')}"] = row["error_rate"]

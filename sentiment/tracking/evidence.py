@@ -45,6 +45,7 @@ KEEP = (
     "tune/*.parquet",  # a search's trials
     "tune/*.yaml",  # its space and base config
     "tables/layerwise_lr.parquet",
+    "tables/combination_weights.parquet",  # a combined model's weightings tried on validation
     "failures/stats.json",
     "failures/error_rates.parquet",
     "eda/exploration.json",

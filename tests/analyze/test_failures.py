@@ -25,6 +25,12 @@ def test_failure_counts_match_the_confusion_matrix_and_cues(table):
     assert (cues["with contrast marker"]["reviews"], cues["with contrast marker"]["errors"]) == (2, 1)
     assert (cues["truncated"]["reviews"], cues["truncated"]["errors"]) == (2, 1)
     assert cues["not truncated"]["error_rate"] == pytest.approx(2 / 8)
+    # 2 of the 3 errors carry a negation word, none of the 7 correct reviews does
+    assert stats["negation_share_errors"] == pytest.approx(2 / 3) and stats["negation_share_correct"] == 0
+    words = table["text"].str.split().str.len()
+    wrong = table["label"] != table["prediction"]
+    assert stats["words_mean_errors"] == pytest.approx(words[wrong].mean())
+    assert stats["words_mean_correct"] == pytest.approx(words[~wrong].mean())
     buckets = stats["by_length"]
     assert len(buckets) == 4 and sum(b["reviews"] for b in buckets) == 10 and sum(b["errors"] for b in buckets) == 3
     assert [b["low"] for b in buckets] == sorted(b["low"] for b in buckets)
