@@ -94,16 +94,35 @@ def failure_stats(table: pd.DataFrame) -> dict:
         "ece": evaluate.expected_calibration_error(confidence, (~errors).astype(float)),
         "errors_mean_confidence": float(confidence[errors].mean()) if errors.any() else None,
         "correct_mean_confidence": float(confidence[~errors].mean()) if (~errors).any() else None,
-        # the reference report's two failure findings: words per misclassified / correct review, and
-        # the share of errors (and of correct reviews) that carry a negation word
-        "words_mean_errors": float(words[errors].mean()) if errors.any() else None,
-        "words_mean_correct": float(words[~errors].mean()) if (~errors).any() else None,
-        "negation_share_errors": float(negation[errors].mean()) if errors.any() else None,
-        "negation_share_correct": float(negation[~errors].mean()) if (~errors).any() else None,
+        **reference_findings(words, negation, errors),
         "by_length": length_buckets(table["n_tokens"].to_numpy(), errors),
         "by_cue": cues,
         "reliability": evaluate.reliability(confidence, (~errors).astype(float)),  # the bins of test/ece
     }
+
+
+def reference_findings(words: np.ndarray, negation: np.ndarray, errors: np.ndarray, resamples: int = 2000) -> dict:
+    """The reference report's two failure findings as numbers: words per misclassified and per
+    correct review, and the share of each with a negation word; each difference (errors minus
+    correct) with a 95% percentile bootstrap interval over the reviews (errors and correct
+    resampled apart, seed 0)."""
+    if not errors.any() or errors.all():
+        return {}
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, values in (("words", words.astype(float)), ("negation_share", negation.astype(float))):
+        wrong, right = values[errors], values[~errors]
+        draws = [rng.choice(wrong, len(wrong)).mean() - rng.choice(right, len(right)).mean() for _ in range(resamples)]
+        low, high = np.quantile(draws, [0.025, 0.975])
+        prefix = "words_mean" if name == "words" else name
+        out |= {
+            f"{prefix}_errors": float(wrong.mean()),
+            f"{prefix}_correct": float(right.mean()),
+            f"{name}_difference": float(wrong.mean() - right.mean()),
+            f"{name}_difference_low": float(low),
+            f"{name}_difference_high": float(high),
+        }
+    return out
 
 
 def most_confident_errors(table: pd.DataFrame, k: int = TOP_ERRORS) -> pd.DataFrame:
@@ -165,6 +184,8 @@ def failure_summary(stats: dict, split: str, top: pd.DataFrame) -> str:
 
 def failure_metrics(stats: dict) -> dict[str, float]:
     keys = ("reviews", "errors", "false_positives", "false_negatives", "error_rate", "ece")
+    for name in ("words", "negation_share"):
+        keys += tuple(f"{name}_difference{end}" for end in ("", "_low", "_high"))
     keys += ("words_mean_errors", "words_mean_correct", "negation_share_errors", "negation_share_correct")
     out = {f"failures/{k}": float(stats[k]) for k in keys if stats.get(k) is not None}
     for row in stats["by_cue"]:

@@ -27,7 +27,7 @@ from sentiment.errors import UserError
 from sentiment.report.document import Section, render_markdown
 from sentiment.report.numbers import _pct, _points
 from sentiment.report.sections import build, data_name
-from sentiment.report.seeds import minutes_from_scratch, seed_group_section
+from sentiment.report.seeds import findings_section, minutes_from_scratch, seed_group_section
 
 MANIFEST = Path("experiments") / "results.yaml"
 COMMAND = "make results"
@@ -73,6 +73,8 @@ def render(root: Path = Path("."), manifest: Path = MANIFEST) -> list[Rendered]:
                 doc["runs"], doc.get("with_runs", []), work / path.stem, doc.get("title", ""), source=SOURCE
             )
             document.sections += [seed_group_section(group) for group in doc.get("seed_groups", [])]
+            if doc.get("findings"):
+                document.sections.append(findings_section(doc["findings"]))
             if doc.get("pending"):  # grids whose runs are not in the store yet: their commands, no numbers
                 document.sections.append(Section("Not in the store yet", [_pending_list(doc["pending"])]))
             figures = work / "figures" / path.stem

@@ -114,3 +114,87 @@ def _pair_cells(rows: dict, a: str, b: str) -> dict:
         "McNemar p, pooled (raw)": f"{found['p_value']:.2g}",
         "differs?": verdict,
     }
+
+
+# ----------------------------------------------------------------------------- the reference report's failure findings
+
+
+def findings_section(spec: dict) -> Section:
+    """A document's ``findings``: the reference report's failure findings (words per misclassified
+    and per correct review, share of errors with a negation word) against ours, per model, from
+    `sentiment analyze --only failures` runs (one per seed), each with a verdict (stats.verdict)."""
+    from sentiment import tracking
+
+    published = spec["published"]
+    section = Section(spec["title"])
+    section.blocks.append(
+        f"Published figures are from another setup ({published['setup']}); ours are from the runs named, made with "
+        f"`{spec['command']}`. With one seed the interval is the review-level bootstrap the analysis logged; with "
+        "several, the wider of that and the Student-t interval over the seeds."
+    )
+    rows = []
+    for model in spec["models"]:
+        runs = [tracking.get_run(run_id) for run_id in model["runs"]]
+        m = [r.metrics for r in runs]
+        ids = ", ".join(f"`{r.run_id}`" for r in runs)
+        words = _finding(m, "words_difference", 1.0)
+        change = float(published["words_errors"]) - float(published["words_correct"])
+        rows.append(
+            {
+                "finding": "misclassified reviews are longer (words, errors − correct)",
+                "model": model["name"],
+                "published": f"{change:+.0f} ({published['words_errors']} vs {published['words_correct']})",
+                "ours per seed": ", ".join(
+                    f"{x['failures/words_difference']:+.1f} ({x['failures/words_mean_errors']:.0f} vs "
+                    f"{x['failures/words_mean_correct']:.0f})"
+                    for x in m
+                ),
+                "ours [95%]": f"{words[0]:+.1f} [{words[1]:+.1f}, {words[2]:+.1f}]",
+                "verdict": stats.verdict(change, words[1], words[2]).word,
+                "analysis runs": ids,
+            }
+        )
+        share = float(np.mean([x["failures/negation_share_errors"] for x in m]))
+        errors = int(np.mean([x["failures/errors"] for x in m]))
+        low, high = stats.wilson_interval(share, errors)
+        level = float(published["negation_share_errors"])
+        rows.append(
+            {
+                "finding": "share of errors with a negation word",
+                "model": model["name"],
+                "published": _pct(level),
+                "ours per seed": ", ".join(_pct(x["failures/negation_share_errors"]) for x in m),
+                "ours [95%]": f"{_pct(share)} [{_pct(low)}, {_pct(high)}]",
+                "verdict": "consistent" if low <= level <= high else "contradicted: the published share lies outside",
+                "analysis runs": ids,
+            }
+        )
+        diff = _finding(m, "negation_share_difference", 100.0)
+        rows.append(
+            {
+                "finding": "negation makes errors likelier (share of errors − share of correct, points)",
+                "model": model["name"],
+                "published": "not stated (no share for correct reviews)",
+                "ours per seed": ", ".join(f"{100 * x['failures/negation_share_difference']:+.2f}" for x in m),
+                "ours [95%]": f"{diff[0]:+.2f} [{diff[1]:+.2f}, {diff[2]:+.2f}]",
+                "verdict": "no: the interval includes 0" if diff[1] <= 0 <= diff[2] else "yes",
+                "analysis runs": ids,
+            }
+        )
+    section.blocks.append(pd.DataFrame(rows))
+    return section
+
+
+def _finding(metrics: list[dict], name: str, scale: float) -> tuple[float, float, float]:
+    """Mean over seeds and the interval: the review bootstrap with one seed, else the wider of
+    the widest review bootstrap and the t interval over the seeds."""
+    values = [scale * x[f"failures/{name}"] for x in metrics]
+    lows = [scale * x[f"failures/{name}_low"] for x in metrics]
+    highs = [scale * x[f"failures/{name}_high"] for x in metrics]
+    mean = float(np.mean(values))
+    if len(values) == 1:
+        return mean, lows[0], highs[0]
+    widest = max(zip(lows, highs), key=lambda pair: pair[1] - pair[0])
+    boot = (mean - (widest[1] - widest[0]) / 2, mean + (widest[1] - widest[0]) / 2)
+    low, high, _ = stats.wider_interval(boot, stats.seed_interval(values))
+    return mean, low, high

@@ -31,6 +31,9 @@ def test_failure_counts_match_the_confusion_matrix_and_cues(table):
     wrong = table["label"] != table["prediction"]
     assert stats["words_mean_errors"] == pytest.approx(words[wrong].mean())
     assert stats["words_mean_correct"] == pytest.approx(words[~wrong].mean())
+    assert stats["words_difference"] == pytest.approx(words[wrong].mean() - words[~wrong].mean())
+    assert stats["words_difference_low"] <= stats["words_difference"] <= stats["words_difference_high"]
+    assert stats["negation_share_difference_low"] <= 2 / 3 <= stats["negation_share_difference_high"]
     buckets = stats["by_length"]
     assert len(buckets) == 4 and sum(b["reviews"] for b in buckets) == 10 and sum(b["errors"] for b in buckets) == 3
     assert [b["low"] for b in buckets] == sorted(b["low"] for b in buckets)
