@@ -237,3 +237,22 @@ def test_a_seed_group_pairs_its_rows_seed_by_seed_from_the_store(tmp_path):
     duplicate = {**group, "rows": [{"name": "x", "runs": [runs[first][0], runs[first][0]]}]}
     with pytest.raises(UserError, match="two runs of seed"):
         seed_group_section(duplicate)
+
+
+def test_the_failure_findings_set_published_figures_beside_the_analysis_runs():
+    from sentiment import tracking
+    from sentiment.report.seeds import findings_section
+
+    spec = yaml.safe_load((REPO / "experiments" / "results.yaml").read_text())
+    findings = next(doc["findings"] for doc in spec["documents"] if doc.get("findings"))
+    tracking.use_store(REPO / spec["store"])
+    table = findings_section(findings).blocks[-1]
+    assert len(table) == 3 * len(findings["models"])
+    first = findings["models"][0]
+    metrics = [tracking.get_run(run_id).metrics for run_id in first["runs"]]
+    words = table[(table["model"] == first["name"]) & table["finding"].str.startswith("misclassified")].iloc[0]
+    assert words["ours per seed"].startswith(f"{metrics[0]['failures/words_difference']:+.1f}")
+    level = table[(table["model"] == first["name"]) & table["finding"].str.startswith("share of errors")].iloc[0]
+    low, high = (float(x.rstrip("%]")) / 100 for x in level["ours [95%]"].split("[")[1].split(", "))
+    published = findings["published"]["negation_share_errors"]
+    assert level["verdict"].startswith("consistent" if low <= published <= high else "contradicted")

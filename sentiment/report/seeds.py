@@ -150,7 +150,7 @@ def findings_section(spec: dict) -> Section:
                     for x in m
                 ),
                 "ours [95%]": f"{words[0]:+.1f} [{words[1]:+.1f}, {words[2]:+.1f}]",
-                "verdict": stats.verdict(change, words[1], words[2]).word,
+                "verdict": _verdict_words(stats.verdict(change, words[1], words[2])),
                 "analysis runs": ids,
             }
         )
@@ -198,3 +198,11 @@ def _finding(metrics: list[dict], name: str, scale: float) -> tuple[float, float
     boot = (mean - (widest[1] - widest[0]) / 2, mean + (widest[1] - widest[0]) / 2)
     low, high, _ = stats.wider_interval(boot, stats.seed_interval(values))
     return mean, low, high
+
+
+def _verdict_words(verdict: stats.Verdict) -> str:
+    """The verdict, and for a confirmed direction whose size differs, which way."""
+    for size in ("smaller", "larger"):
+        if f"{size} than published" in verdict.reason:
+            return f"{verdict.word} in direction, {size} than published"
+    return verdict.word
