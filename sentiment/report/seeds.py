@@ -135,54 +135,51 @@ def findings_section(spec: dict) -> Section:
     rows = []
     for model in spec["models"]:
         runs = [tracking.get_run(run_id) for run_id in model["runs"]]
-        m = [r.metrics for r in runs]
-        ids = ", ".join(f"`{r.run_id}`" for r in runs)
-        words = _finding(m, "words_difference", 1.0)
-        change = float(published["words_errors"]) - float(published["words_correct"])
-        rows.append(
-            {
-                "finding": "misclassified reviews are longer (words, errors − correct)",
-                "model": model["name"],
-                "published": f"{change:+.0f} ({published['words_errors']} vs {published['words_correct']})",
-                "ours per seed": ", ".join(
-                    f"{x['failures/words_difference']:+.1f} ({x['failures/words_mean_errors']:.0f} vs "
-                    f"{x['failures/words_mean_correct']:.0f})"
-                    for x in m
-                ),
-                "ours [95%]": f"{words[0]:+.1f} [{words[1]:+.1f}, {words[2]:+.1f}]",
-                "verdict": _verdict_words(stats.verdict(change, words[1], words[2])),
-                "analysis runs": ids,
-            }
-        )
-        share = float(np.mean([x["failures/negation_share_errors"] for x in m]))
-        errors = int(np.mean([x["failures/errors"] for x in m]))
-        low, high = stats.wilson_interval(share, errors)
-        level = float(published["negation_share_errors"])
-        rows.append(
-            {
-                "finding": "share of errors with a negation word",
-                "model": model["name"],
-                "published": _pct(level),
-                "ours per seed": ", ".join(_pct(x["failures/negation_share_errors"]) for x in m),
-                "ours [95%]": f"{_pct(share)} [{_pct(low)}, {_pct(high)}]",
-                "verdict": "consistent" if low <= level <= high else "contradicted: the published share lies outside",
-                "analysis runs": ids,
-            }
-        )
-        diff = _finding(m, "negation_share_difference", 100.0)
-        rows.append(
-            {
-                "finding": "negation makes errors likelier (share of errors − share of correct, points)",
-                "model": model["name"],
-                "published": "not stated (no share for correct reviews)",
-                "ours per seed": ", ".join(f"{100 * x['failures/negation_share_difference']:+.2f}" for x in m),
-                "ours [95%]": f"{diff[0]:+.2f} [{diff[1]:+.2f}, {diff[2]:+.2f}]",
-                "verdict": "no: the interval includes 0" if diff[1] <= 0 <= diff[2] else "yes",
-                "analysis runs": ids,
-            }
-        )
+        cells = {"model": model["name"], "analysis runs": ", ".join(f"`{r.run_id}`" for r in runs)}
+        rows += [
+            {"finding": row.pop("finding"), "model": cells["model"], **row, "analysis runs": cells["analysis runs"]}
+            for row in _finding_rows([r.metrics for r in runs], published)
+        ]
     section.blocks.append(pd.DataFrame(rows))
     return section
+
+
+def _finding_rows(m: list[dict], published: dict) -> list[dict]:
+    """The three findings of one model: its analysis runs' metrics against the published figures."""
+    words = _finding(m, "words_difference", 1.0)
+    change = float(published["words_errors"]) - float(published["words_correct"])
+    share = float(np.mean([x["failures/negation_share_errors"] for x in m]))
+    low, high = stats.wilson_interval(share, int(np.mean([x["failures/errors"] for x in m])))
+    level = float(published["negation_share_errors"])
+    diff = _finding(m, "negation_share_difference", 100.0)
+    per_seed_words = ", ".join(
+        f"{x['failures/words_difference']:+.1f} ({x['failures/words_mean_errors']:.0f} vs "
+        f"{x['failures/words_mean_correct']:.0f})"
+        for x in m
+    )
+    return [
+        {
+            "finding": "misclassified reviews are longer (words, errors − correct)",
+            "published": f"{change:+.0f} ({published['words_errors']} vs {published['words_correct']})",
+            "ours per seed": per_seed_words,
+            "ours [95%]": f"{words[0]:+.1f} [{words[1]:+.1f}, {words[2]:+.1f}]",
+            "verdict": _verdict_words(stats.verdict(change, words[1], words[2])),
+        },
+        {
+            "finding": "share of errors with a negation word",
+            "published": _pct(level),
+            "ours per seed": ", ".join(_pct(x["failures/negation_share_errors"]) for x in m),
+            "ours [95%]": f"{_pct(share)} [{_pct(low)}, {_pct(high)}]",
+            "verdict": "consistent" if low <= level <= high else "contradicted: the published share lies outside",
+        },
+        {
+            "finding": "negation makes errors likelier (share of errors − share of correct, points)",
+            "published": "not stated (no share for correct reviews)",
+            "ours per seed": ", ".join(f"{100 * x['failures/negation_share_difference']:+.2f}" for x in m),
+            "ours [95%]": f"{diff[0]:+.2f} [{diff[1]:+.2f}, {diff[2]:+.2f}]",
+            "verdict": "no: the interval includes 0" if diff[1] <= 0 <= diff[2] else "yes",
+        },
+    ]
 
 
 def _finding(metrics: list[dict], name: str, scale: float) -> tuple[float, float, float]:

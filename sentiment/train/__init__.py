@@ -2,6 +2,7 @@
 
 - stage.py       `run_train`: prepare -> fit -> publish (what `sentiment train` runs in its run)
 - loop.py        `fit`: the epochs, validation through the one prediction path, the best epoch
+- step.py        `optimizer_step`: one step in one screen (forward, backward, clip, step, schedule)
 - publish.py     what every family publishes once its model is logged (test, calibration, registry, card)
 - baseline.py    `run_baseline`: the classical baselines' fit -> calibrate_and_test -> publish
 - combine.py     `plan_combine` / `run_combine`: trained runs combined into one model (`sentiment combine`)

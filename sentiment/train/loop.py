@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from sentiment import data as data_mod
 from sentiment import evaluate, tokens
@@ -26,6 +25,7 @@ from sentiment.device import Runtime, pick_runtime
 from sentiment.errors import Interrupted, TrainingError
 from sentiment.train import console
 from sentiment.train.checkpoint import Checkpointer, restore_rng, rng_state, save_model
+from sentiment.train.step import Sums, optimizer_step
 
 
 @dataclass(frozen=True)
@@ -263,12 +263,7 @@ def _train_epoch(
     parts.sampler.set_epoch(progress.epoch)
     batches = list(parts.sampler)[progress.batches_done :]
     collate, labels = data_mod.make_collate(train.pad_id), train.labels
-    # Accumulate on the device: reading a value per step would be a host-device sync point.
-    acc = {
-        name: torch.tensor(getattr(progress, name), device=parts.device, dtype=torch.float64)
-        for name in ("loss_sum", "correct", "window_loss")
-    }
-    acc["nonfinite"] = torch.zeros((), device=parts.device, dtype=torch.bool)
+    sums = Sums.of(progress, parts.device)
     started, seen_before = time.perf_counter(), progress.seen
     bar = console.EpochProgress(batches, progress.epoch, t.epochs, len(parts.sampler), show=parts.dist.is_main)
     rank, world = parts.dist.rank, parts.dist.world_size
@@ -280,65 +275,65 @@ def _train_epoch(
         mine = mine or indices[:1]
         batch = collate([(train.encoded.input_ids[i], int(labels[i])) for i in mine])
         batch = {k: v.to(parts.device, non_blocking=True) for k, v in batch.items()}
-        loss_sum, correct, grad_norm = _optimizer_step(parts, batch, t.max_grad_norm, tracker, scale)
+        step = optimizer_step(parts, batch, t.max_grad_norm, scale)
+        if step.shrunk_micro_batch:
+            tracker.set_tags({"sentiment.micro_batch_size": parts.micro_batch_size})
         if parts.runtime.precision.name != "fp16":  # fp16 overflows are expected; the scaler skips them
-            acc["nonfinite"] |= ~torch.isfinite(grad_norm)
+            sums.nonfinite |= ~torch.isfinite(step.grad_norm)
         progress.step += 1
         progress.batches_done += 1
         progress.window_n += 1
         if scale:
             progress.seen += len(mine)
             progress.tokens += int(batch["attention_mask"].sum())
-            acc["loss_sum"] += loss_sum
-            acc["window_loss"] += loss_sum / len(indices)
-            acc["correct"] += correct
+            sums.add(step, len(indices))
         if progress.step % t.log_every_steps == 0:
-            bar.loss_is(_log_window(parts, acc, progress, tracker, history))
+            bar.loss_is(_log_window(parts, sums, progress, tracker, history))
         bar.step_done(progress.batches_done, progress.seen - seen_before)
         checkpoint_due = t.checkpoint_every_steps and progress.step % t.checkpoint_every_steps == 0
         signum = hooks.should_stop()
         if checkpoint_due or signum:
-            started = _checkpoint_now(parts, acc, progress, history, hooks.checkpoints, started)
+            started = _checkpoint_now(parts, sums, progress, history, hooks.checkpoints, started)
             if signum:
                 raise Interrupted(signum)
     bar.close()
-    _sync_progress(progress, acc, started)
-    _check_finite(progress.loss_sum, bool(acc["nonfinite"]), progress)
+    _sync_progress(progress, sums, started)
+    _check_finite(progress.loss_sum, bool(sums.nonfinite), progress)
 
 
-def _log_window(parts: Parts, acc: dict, progress: Progress, tracker, history: History) -> float:
+def _log_window(parts: Parts, sums: Sums, progress: Progress, tracker, history: History) -> float:
     """Log the mean loss since the last point and the learning rate; returns the mean loss."""
     # note: one sync (and one all-reduce) per log interval
-    mean_loss = parts.dist.all_sum([acc["window_loss"].item()])[0] / progress.window_n
-    _check_finite(mean_loss, bool(acc["nonfinite"]), progress)
+    mean_loss = parts.dist.all_sum([sums.window_loss.item()])[0] / progress.window_n
+    _check_finite(mean_loss, bool(sums.nonfinite), progress)
     lr = max(parts.scheduler.get_last_lr())
     tracker.log_metrics({"train/loss": mean_loss, "train/lr": lr}, step=progress.step)
     history.steps.append(progress.step)
     history.step_loss.append(mean_loss)
     history.step_lr.append(lr)
-    acc["window_loss"].zero_()
+    sums.window_loss.zero_()
     progress.window_n = 0
     return mean_loss
 
 
 def _checkpoint_now(
-    parts: Parts, acc: dict, progress: Progress, history: History, checkpoints, started: float
+    parts: Parts, sums: Sums, progress: Progress, history: History, checkpoints, started: float
 ) -> float:
     """Save the state mid-epoch (it holds the partial sums); returns the new timing start."""
-    _sync_progress(progress, acc, started)
-    _check_finite(progress.loss_sum, bool(acc["nonfinite"]), progress)
+    _sync_progress(progress, sums, started)
+    _check_finite(progress.loss_sum, bool(sums.nonfinite), progress)
     if checkpoints is not None:
         checkpoints.save(capture_state(parts, progress, history), upload=True)
     return time.perf_counter()
 
 
-def _sync_progress(progress: Progress, acc: dict, started: float) -> None:
+def _sync_progress(progress: Progress, sums: Sums, started: float) -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     progress.seconds += time.perf_counter() - started
-    progress.loss_sum = float(acc["loss_sum"].item())
-    progress.correct = int(acc["correct"].item())
-    progress.window_loss = float(acc["window_loss"].item())
+    progress.loss_sum = float(sums.loss_sum.item())
+    progress.correct = int(sums.correct.item())
+    progress.window_loss = float(sums.window_loss.item())
 
 
 def _check_finite(loss: float, nonfinite_grad: bool, progress: Progress) -> None:
@@ -350,58 +345,6 @@ def _check_finite(loss: float, nonfinite_grad: bool, progress: Progress) -> None
         "learning rate",
         tags={"sentiment.failed_step": str(progress.step), "sentiment.failure": "non-finite"},
     )
-
-
-def _optimizer_step(parts: Parts, batch: dict, max_grad_norm: float, tracker, scale: float):
-    """Forward, backward (in micro-batches if needed), clip, step.
-
-    The backward loss is ``scale`` times the summed example losses (1/batch in one process, so
-    the mean). Returns detached (summed loss, correct, grad norm).
-
-    On CUDA out-of-memory the step is retried with half the micro-batch and gradient
-    accumulation, so the effective batch size (and the result) stay the same.
-    """
-    while True:
-        try:
-            loss, correct = _forward_backward(parts, batch, scale)
-            break
-        except torch.OutOfMemoryError:
-            parts.optimizer.zero_grad(set_to_none=True)
-            torch.cuda.empty_cache()
-            size = batch["labels"].shape[0] if not parts.micro_batch_size else parts.micro_batch_size
-            if size <= 1:
-                raise TrainingError(
-                    "CUDA out of memory even with micro-batch 1; lower --max-length or use a smaller model"
-                ) from None
-            parts.micro_batch_size = size // 2
-            tracker.set_tags({"sentiment.micro_batch_size": parts.micro_batch_size})
-    parts.scaler.unscale_(parts.optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), max_grad_norm)
-    parts.scaler.step(parts.optimizer)
-    parts.scaler.update()
-    parts.scheduler.step()
-    parts.optimizer.zero_grad(set_to_none=True)
-    return loss, correct, grad_norm
-
-
-def _forward_backward(parts: Parts, batch: dict, scale: float):
-    n = batch["labels"].shape[0]
-    size = parts.micro_batch_size or n
-    loss_total = torch.zeros((), device=parts.device, dtype=torch.float64)
-    correct = torch.zeros((), device=parts.device, dtype=torch.float64)
-    for start in range(0, n, size):
-        chunk = {k: v[start : start + size] for k, v in batch.items()}
-        width = int(chunk["attention_mask"].sum(1).max()) if size < n else chunk["input_ids"].shape[1]
-        with parts.runtime.precision.autocast(parts.device):
-            logits = parts.model(
-                input_ids=chunk["input_ids"][:, :width], attention_mask=chunk["attention_mask"][:, :width]
-            ).logits
-        # summed per chunk: micro-batches and ranks add up to the mean over the global batch
-        loss = F.cross_entropy(logits.float(), chunk["labels"], reduction="sum")
-        parts.scaler.scale(loss * scale).backward()
-        loss_total += loss.detach()
-        correct += (logits.argmax(-1) == chunk["labels"]).sum()
-    return loss_total, correct
 
 
 # ----------------------------------------------------------------------------- training state

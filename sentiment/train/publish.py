@@ -73,7 +73,7 @@ def publish_logged(
     if not math.isnan(best_f1):
         best["val/best_f1_macro"] = best_f1
     tracker.log_metrics(best, step=step, model_id=logged.model_id)
-    log_calibration(calibrated, tracker, step, logged.model_id)
+    calibration_scores = log_calibration(calibrated, tracker, step, logged.model_id)
     test_metrics: dict[str, float] = {}
     if calibrated.test is not None:
         test_metrics = evaluate.log_evaluation(
@@ -85,19 +85,21 @@ def publish_logged(
         tracker.log_metrics(cost, step=step)
     registered = promote_mod.register(registry, tracker, logged, calibrated.test, test_metrics) if registry else None
     metrics = {**best, **test_metrics, "calibration/temperature": calibrated.temperature}
-    metrics |= {f"val/{k}": v for k, v in evaluate.calibration_metrics(calibrated.val).items()}
+    metrics |= calibration_scores
     publish_card(trained, history, tracker, logged, calibrated.test, metrics, registered)
     return TrainOutcome(tracker.run_id, logged.model_uri, history, test_metrics, registered)
 
 
-def log_calibration(calibrated: Calibrated, tracker: tracking.Tracker, step: int, model_id: str) -> None:
+def log_calibration(calibrated: Calibrated, tracker: tracking.Tracker, step: int, model_id: str) -> dict[str, float]:
     """``calibration/temperature``, the validation table it was fitted on (``predictions/val``),
     its calibration before and after (``val/ece``, ``val/ece_calibrated``, ``val/brier``, ...)
-    and ``figures/calibration_val.png``; at the best epoch's step, linked to the model."""
+    and ``figures/calibration_val.png``; at the best epoch's step, linked to the model. Returns
+    those ``val/*`` scores."""
     scores = {f"val/{k}": v for k, v in evaluate.calibration_metrics(calibrated.val).items()}
     tracker.log_metrics({"calibration/temperature": calibrated.temperature, **scores}, step=step, model_id=model_id)
     tracker.log_table(calibrated.val, "predictions/val")
     tracker.log_figure(evaluate.calibration_figure(calibrated.val, "val"), "figures/calibration_val.png")
+    return scores
 
 
 def publish_card(trained: Trained, history: History, tracker, logged, table, metrics: dict, registered) -> None:

@@ -223,14 +223,6 @@ def _retain(config: Config, history: History, tracker) -> None:
         tracker.set_tags({"sentiment.state": "deleted after a successful run (keep_state false)"})
 
 
-def _test_table(prepared: Prepared, history: History) -> pd.DataFrame | None:
-    """The test predictions table of the best checkpoint (None without ``run_test``); under
-    torchrun each rank predicts its share and every rank gets the whole table."""
-    config = prepared.config
-    if not config.run_test:
-        return None
-
-
 def calibrate_and_test(prepared: Prepared, history: History) -> Calibrated:
     """The best epoch's model predicts the validation split; T is fitted on those logits
     (`calibration.fit_temperature`: one more pass over the validation split); the model with T
