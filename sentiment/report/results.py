@@ -121,9 +121,10 @@ def store_of(root: Path, spec: dict | None = None) -> Path:
 
 
 def _pending_list(pending: list[dict]) -> str:
+    """Each pending grid or run: what it is, the command that makes it, how it enters the store."""
     return "\n".join(
-        f"- `{item['grid']}`: {item['what']} Run it with `{item['command']}`, then `sentiment evidence add "
-        "PARENT_RUN_ID`."
+        f"- `{item.get('grid') or item['name']}`: {item['what']} Run it with `{item['command']}`, then "
+        f"{item.get('then', '`sentiment evidence add PARENT_RUN_ID`')}."
         for item in pending
     )
 
