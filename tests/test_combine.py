@@ -68,6 +68,8 @@ def test_an_encoder_and_tfidf_combine_into_one_served_registered_model(tracking_
     assert tags["sentiment.family"] == "combined" and tags["sentiment.combined.members"] == f"{encoder},{tfidf}"
     assert params["combine.member_1.family"] == "tfidf-logreg" and params["combine.member_0.run"] == encoder
     assert metrics["combine/weight_0"] + metrics["combine/weight_1"] == pytest.approx(1)
+    members_seconds = run_metric(encoder, "test/seconds") + run_metric(tfidf, "test/seconds")
+    assert metrics["test/seconds"] == pytest.approx(members_seconds)  # serving it runs both members
     for member in (0, 1):
         key = f"combine/member_{member}/test_delta_accuracy"
         assert metrics[f"{key}_low"] <= metrics[key] <= metrics[f"{key}_high"]

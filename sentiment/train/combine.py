@@ -48,6 +48,7 @@ class MemberRun:
     model_uri: str
     config: Config
     tables: dict[str, pd.DataFrame]  # val, test: the run's predictions tables
+    test_seconds: float  # what predicting its test split took (its test/seconds; 0 when not logged)
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def _member(run_id: str) -> MemberRun:
     hint = "train it with run_test true, which logs both predictions tables"
     tables = {s: tracking.load_run_table(run_id, f"predictions/{s}.parquet", hint=hint) for s in SPLITS}
     family = record.tags.get("sentiment.family") or record.tags.get("sentiment.baseline") or config.model.name
-    return MemberRun(run_id, family, uri, config, tables)
+    return MemberRun(run_id, family, uri, config, tables, float(record.metrics.get("test/seconds", 0.0)))
 
 
 def weightings(members: int, step: float) -> list[tuple[float, ...]]:
@@ -192,7 +193,8 @@ def run_combine(
     tracker.log_metrics({"model/size_bytes": package_bytes(package)}, step=1, model_id=logged.model_id)
     tracker.log_metrics(_member_deltas(tables, aligned, config.seed), step=1)
     history = History(epochs=[], best_epoch=1, best_val_accuracy=float(best["val_accuracy"]))
-    calibrated = Calibrated(temperature, tables["val"], tables["test"], 0.0)
+    # predicting the test split costs what each member's prediction of it cost (the sum is negligible)
+    calibrated = Calibrated(temperature, tables["val"], tables["test"], sum(m.test_seconds for m in members))
     trained = Trained(config, plan.splits, runtime.tags(), started)
     return publish_logged(trained, history, calibrated, tracker, logged, registry)
 
