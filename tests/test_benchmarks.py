@@ -236,6 +236,8 @@ def test_time_budget_fills_trainer_time_at_our_rate():
     assert capped["train_reviews"] == 3000 and capped["fits_reviews"] == 4000
 
 
+# the same command as test_benchmark_command_smoke on a real-corpus file; that test crosses it in make test
+@pytest.mark.extended
 def test_benchmark_real_corpus_smoke(tiny_model, tmp_path):
     out, raw, work = tmp_path / "RESULTS.md", tmp_path / "results.json", tmp_path / "work"
     data = write_real_reviews(tmp_path / "imdb_reviews.parquet")

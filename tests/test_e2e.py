@@ -177,6 +177,8 @@ def test_train_evaluate_register_serve(tracking_env, tiny_model, reviews_csv, tm
     assert client.get_model_version_by_alias(name, "champion").version == "1"
 
 
+# every epoch's LoggedModel; tests/train/test_stage.py's keep_checkpoints test crosses log_checkpoints all in make test
+@pytest.mark.extended
 def test_log_checkpoints_all_ranks_logged_models(tracking_env, tiny_model, reviews_csv):
     """Every epoch a ranked LoggedModel; --keep-checkpoints 2 leaves exactly two with weights."""
     args = ["--log-checkpoints", "all", "--keep-checkpoints", "2", "--run-test", "false"]

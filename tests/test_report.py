@@ -107,6 +107,9 @@ def test_ablation_report_sets_published_numbers_beside_paired_results(tracking_e
     assert "report.html" in {a.path for a in MlflowClient().list_artifacts(parent_id)}
 
 
+# a training run trained and reported; tests/test_evidence.py's render check renders training-run sections (confusion
+# matrix from the predictions table) in make test
+@pytest.mark.extended
 def test_training_run_report_counts_its_confusion_matrix_from_the_predictions(
     tracking_env, tiny_model, reviews_csv, tmp_path
 ):

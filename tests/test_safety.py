@@ -87,6 +87,9 @@ def test_basic_auth_server_good_and_bad_credentials(auth_server, tiny_model, rev
     assert "test accuracy" in good.stdout
 
 
+# two registrations at once; the PostgreSQL tier's test_concurrent_registrations_of_one_name races them harder, and
+# tests/tracking/test_registration.py crosses registration in make test
+@pytest.mark.extended
 def test_concurrent_registrations_both_land_and_the_better_is_champion(tracking_env, tiny_model, reviews_csv, tmp_path):
     name = "raced"
     base = [
