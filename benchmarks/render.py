@@ -17,8 +17,8 @@ def document(records: list[dict], source: str) -> str:
     """``records``: one per run, in the manifest's order: ``run_id``, ``run`` (its tags, metrics, name
     and start as `sentiment.tracking.get_run` reads them) and
     ``payload`` (its benchmark.json, None for an export run)."""
+    from benchmarks import inference, scoring, serving
     from benchmarks import run as run_mod
-    from benchmarks import scoring, serving
 
     parts = ["# Benchmark results", "", source, ""]
     for item in records:
@@ -31,6 +31,8 @@ def document(records: list[dict], source: str) -> str:
             parts.append(serving.markdown(payload, run_id))
         elif payload and payload.get("kind") == "scoring":
             parts.append(scoring.markdown(payload, run_id))
+        elif payload and payload.get("kind") == "inference":
+            parts.append(inference.markdown(payload, run_id))
         else:
             raise ValueError(f"run {run_id} is neither a benchmark run (benchmark.json) nor a `sentiment export` run")
         parts.append("")
@@ -46,6 +48,8 @@ def export_section(run) -> str:
     from the `sentiment export` run's metrics and tags."""
     m, tags = run.metrics, run.tags
     name, parent = tags.get("sentiment.registered_model", "?"), tags.get("sentiment.parent_version", "?")
+    kind = tags.get("sentiment.quantization", "int8")
+    scales = "one weight scale per output channel" if kind == "int8-per-channel" else "one weight scale per matrix"
     delta = 100 * m["export/delta"]
     speed_met = m["export/speedup"] >= TARGETS["speedup"]
     accuracy_met = delta >= TARGETS["delta_points"]
@@ -54,7 +58,7 @@ def export_section(run) -> str:
         "|---|---:|---:|",
         f"| `models:/{name}/{parent}` (fp32, the parent) | {m['export/parent_reviews_per_s']:.1f} | "
         f"{100 * m['export/parent_accuracy']:.2f}% |",
-        f"| its int8 export (`torch.ao.quantization.quantize_dynamic`) | {m['export/reviews_per_s']:.1f} | "
+        f"| its {kind} export (`torch.ao.quantization.quantize_dynamic`, {scales}) | {m['export/reviews_per_s']:.1f} | "
         f"{100 * m['export/accuracy']:.2f}% |",
     ]
     if "export/parent_bf16_reviews_per_s" in m:
@@ -63,10 +67,11 @@ def export_section(run) -> str:
             f"{100 * m['export/parent_bf16_accuracy']:.2f}% |"
         )
     lines = [
-        "## A faster CPU model: int8 export",
+        f"## A faster CPU model: {kind} export",
         "",
-        f"Measured by `sentiment export --name {name} --version {parent} --quantize int8` on {_when(run.start_ms)} at "
-        f"commit `{tags.get('mlflow.source.git.commit', 'unknown')}`; MLflow run `{run.run_id}` (`{run.name}`). Both "
+        f"Measured by `sentiment export --name {name} --version {parent} --quantize {kind}` on "
+        f"{_when(run.start_ms)} at commit `{tags.get('mlflow.source.git.commit', 'unknown')}`; MLflow run "
+        f"`{run.run_id}` (`{run.name}`). Both "
         f"models scored the parent's {m['export/reviews']:,.0f} test reviews on CPU, each after a warm-up batch.",
         "",
         *rows,

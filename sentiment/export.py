@@ -30,7 +30,7 @@ from sentiment.device import Runtime, cpu_has_native_bf16, pick_precision
 from sentiment.errors import UserError
 from sentiment.stats import Paired, compare
 
-KINDS = ("int8",)
+KINDS = model_mod.QUANTIZATIONS
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,8 @@ OFFLINE_MINILM = "offline-minilm"
 TEMPERATURE_ATTRIBUTE = "sentiment_temperature"
 # The config attribute of an exported sibling: "int8" makes `load_trained` quantize it on load.
 QUANTIZATION_ATTRIBUTE = "sentiment_quantization"
+# Its values: int8 weights with one scale per matrix, or one per output channel (less rounding error).
+QUANTIZATIONS = ("int8", "int8-per-channel")
 # Config attribute holding the dropout before the classification layer, by model type.
 _CLASSIFIER_DROPOUT = {"distilbert": "seq_classif_dropout"}
 
@@ -257,19 +259,22 @@ def load_trained(path: str | Path, attn_implementation: str | None = None) -> nn
         model = AutoModelForSequenceClassification.from_pretrained(str(path), **kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error(str(path), exc) from None
-    if getattr(model.config, QUANTIZATION_ATTRIBUTE, None) == "int8":
-        model = quantize_int8(model.eval())
+    kind = getattr(model.config, QUANTIZATION_ATTRIBUTE, None)
+    if kind in QUANTIZATIONS:
+        model = quantize_int8(model.eval(), per_channel=kind == "int8-per-channel")
     return model
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
+def quantize_int8(model: nn.Module, per_channel: bool = False) -> nn.Module:
     """Dynamic int8 quantization of the Linear layers (weights int8, activations quantized per
-    batch), for CPU inference: the same weights, a faster matmul."""
+    batch), for CPU inference: the same weights, a faster matmul. ``per_channel``: one weight
+    scale per output row instead of one per matrix (the same speed, less rounding error)."""
     import torch
 
+    spec = {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig} if per_channel else {torch.nn.Linear}
     with warnings.catch_warnings():  # torch marks its quantized tensors deprecated; they still run
         warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
 def mark_quantized(folder: Path, kind: str = "int8") -> None:

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 
@@ -387,3 +390,63 @@ def test_scoring_benchmark_smoke(trained_in_memory, tmp_path):
     text = out.read_text()
     assert text.startswith("## Scoring files") and "| 600 |" in text and "python -m benchmarks.scoring --model" in text
     assert "benchmark not recorded: set MLFLOW_TRACKING_URI" in done.stdout  # no server given: said, not silently lost
+
+
+def test_inference_benchmark_smoke(trained_in_memory, tmp_path):
+    """benchmarks.inference end to end at toy size: every path on the same reviews, ONNX Runtime fp32
+    reproducing PyTorch's predictions, int8 models smaller, the run recorded and its section rendered
+    from the stored payload."""
+    from tests.test_score import reviews
+
+    data = tmp_path / "reviews.parquet"
+    table = reviews(40).rename(columns={"review": "text"})
+    table.assign(id=[f"r{i:03d}" for i in range(len(table))], label=table.index % 2, split="test").to_parquet(data)
+    store = tmp_path / "bench.db"
+    cmd = [sys.executable, "-m", "benchmarks.inference", "--model", str(trained_in_memory["package"])]
+    cmd += ["--data", str(data), "--reviews", "40", "--latency-reviews", "5", "--json", str(tmp_path / "i.json")]
+    cmd += ["--output", str(tmp_path / "section.md"), "--record-uri", f"sqlite:///{store}"]
+    done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "i.json").read_text())
+    paths = {p["path"]: p for p in result["paths"]}
+    assert set(paths) >= {
+        "PyTorch fp32 (sentiment evaluate, score, serve)",
+        "PyTorch dynamic int8, per matrix (sentiment export today)",
+        "PyTorch dynamic int8, per channel",
+        "ONNX Runtime fp32",
+        "ONNX Runtime dynamic int8, per channel",
+    }
+    fp32 = paths["PyTorch fp32 (sentiment evaluate, score, serve)"]
+    assert paths["ONNX Runtime fp32"]["agreement"] == 1.0 and paths["ONNX Runtime fp32"]["delta_points"] == 0.0
+    assert all(p["size_mb"] < fp32["size_mb"] for p in result["paths"] if p["int8"])
+    assert all(p["reviews_per_s"] > 0 and p["batch1_p99_ms"] >= p["batch1_p50_ms"] > 0 for p in result["paths"])
+    assert result["gflop_per_review"] > 0 and result["ceiling_gflops"]["fp32"] > 0
+    assert fp32["gflops"] == pytest.approx(fp32["reviews_per_s"] * result["gflop_per_review"])
+    run_id = re.search(r"recorded as run (\w+)", done.stdout)[1]
+    stored = mlflow.MlflowClient(f"sqlite:///{store}").download_artifacts(run_id, "benchmark.json", str(tmp_path))
+    from benchmarks import inference
+
+    section = (tmp_path / "section.md").read_text()
+    assert inference.markdown(json.loads(Path(stored).read_text()), run_id) == section
+    assert section.startswith("## Inference paths") and "The rule (ONNX Runtime within half a point" in section
+
+
+def test_inference_rule_counts_only_paths_within_half_a_point():
+    """ONNX Runtime is offered only when a path within half a point of PyTorch fp32 is >= 1.3x our
+    fastest such path: a faster path that loses more than half a point does not count, on either side."""
+    from benchmarks.inference import decide
+
+    def row(path, family, speed, delta):
+        return {
+            "path": path,
+            "family": family,
+            "reviews_per_s": speed,
+            "batch1_reviews_per_s": speed,
+            "delta_points": delta,
+        }
+
+    ours = [row("torch fp32", "torch", 20, 0.0), row("torch int8", "torch", 40, -0.8)]
+    assert decide([*ours, row("ort int8", "onnxruntime", 27, -0.2)])["offer_onnx"] is True  # 1.35x fp32
+    assert decide([*ours, row("ort int8", "onnxruntime", 50, -0.6)])["theirs"] == ""  # too lossy to count
+    rule = decide([*ours[:1], row("torch int8c", "torch", 25, -0.3), row("ort int8", "onnxruntime", 30, -0.1)])
+    assert rule["ours"] == "torch int8c" and rule["ratio"] == pytest.approx(1.2) and rule["offer_onnx"] is False

@@ -71,7 +71,8 @@ def test_int8_sibling_is_registered_loads_and_carries_its_measurements(tracking_
     assert np.abs(ours["probability"] - theirs["probability"]).max() < 0.1
 
 
-def test_quantized_package_loads_quantized(trained_in_memory, tmp_path):
+@pytest.mark.parametrize("kind", ["int8", "int8-per-channel"])
+def test_quantized_package_loads_quantized(trained_in_memory, tmp_path, kind):
     import shutil
 
     import torch
@@ -80,8 +81,10 @@ def test_quantized_package_loads_quantized(trained_in_memory, tmp_path):
 
     package = tmp_path / "pkg"
     shutil.copytree(trained_in_memory["package"], package)
-    model_mod.mark_quantized(package)
+    model_mod.mark_quantized(package, kind)
     model = model_mod.load_trained(package)
-    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
+    linears = [m for m in model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    scheme = torch.per_channel_affine if kind == "int8-per-channel" else torch.per_tensor_affine
+    assert linears and all(m.weight().qscheme() == scheme for m in linears)
     plain = model_mod.load_trained(trained_in_memory["package"])
     assert not any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in plain.modules())
