@@ -1,6 +1,7 @@
 """`sentiment export`: a faster CPU sibling of a registered version, measured honestly.
 
-The version's package is copied and marked int8 (`model.mark_quantized`): whoever loads it (the
+The version's package is copied and marked int8 (`model.mark_quantized`; per output channel by
+default, or one scale per matrix): whoever loads it (the
 served pyfunc, evaluate, score) gets its Linear layers dynamically quantized to int8, with the
 same tokenizer, temperature and pyfunc interface. In one run (`export-int8-NAME-vV`), both the
 parent (fp32) and the sibling predict the parent's own test reviews (the ids of its run's
@@ -39,13 +40,14 @@ class ExportOutcome:
     parent: str
     version: str
     run_id: str
+    kind: str
     metrics: dict[str, float]
     decision: promote_mod.Decision
 
     def line(self) -> str:
         m = self.metrics
         return (
-            f"registered {self.name} v{self.version} (int8 of v{self.parent}) from run {self.run_id}: accuracy "
+            f"registered {self.name} v{self.version} ({self.kind} of v{self.parent}) from run {self.run_id}: accuracy "
             f"{m['export/accuracy']:.4f} vs {m['export/parent_accuracy']:.4f} on {int(m['export/reviews']):,} test "
             f"reviews, delta {100 * m['export/delta']:+.2f} points [{100 * m['export/delta_low']:+.2f}, "
             f"{100 * m['export/delta_high']:+.2f}], McNemar p {m['export/p_value']:.3g}; {m['export/speedup']:.2f}x "
@@ -138,7 +140,7 @@ def run_export(
             },
         )
         decision = promote_mod.promote(name, new_version, table, tracker.run_id, rule, alpha)
-    return ExportOutcome(name, version, new_version, tracker.run_id, metrics, decision)
+    return ExportOutcome(name, version, new_version, tracker.run_id, kind, metrics, decision)
 
 
 def _measure(table: pd.DataFrame, parent: pd.DataFrame, seconds: float, parent_seconds: float) -> dict[str, float]:

@@ -27,11 +27,13 @@ def test_int8_sibling_is_registered_loads_and_carries_its_measurements(tracking_
         ["export", "--name", "exported", "--version", "1", "--promote-if", "never"], tracking_env, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
-    assert "registered exported v2 (int8 of v1)" in result.stdout, result.stdout
+    assert "registered exported v2 (int8-per-channel of v1)" in result.stdout, result.stdout
 
     client = MlflowClient()
     version = client.get_model_version("exported", "2")
-    assert version.tags["sentiment.parent_version"] == "1" and version.tags["sentiment.quantization"] == "int8"
+    assert (
+        version.tags["sentiment.parent_version"] == "1" and version.tags["sentiment.quantization"] == "int8-per-channel"
+    )
     assert client.get_model_version_by_alias("exported", "champion").version == "1"  # rule never
     run = mlflow.get_run(version.run_id)
     metrics = run.data.metrics
