@@ -96,7 +96,10 @@ def torch_paths(folder: str, tmp: Path, pad_id: int) -> list[InferencePath]:
     ]
     if cpu_has_native_bf16():
         paths.append(InferencePath("PyTorch bf16 autocast", "torch", runner(fp32, "bf16"), size_of(fp32)))
-    for per_channel, label in ((False, "per matrix (sentiment export today)"), (True, "per channel")):
+    for per_channel, label in (
+        (False, "per matrix (--quantize int8)"),
+        (True, "per channel (sentiment export's default)"),
+    ):
         q = model_mod.quantize_int8(model_mod.load_trained(folder).eval(), per_channel=per_channel)
         paths.append(InferencePath(f"PyTorch dynamic int8, {label}", "torch", runner(q, "fp32"), size_of(q), int8=True))
     return paths
@@ -290,6 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
         "commit": record.commit(),
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "model": record.pinned(args.model),
+        "model_run": record.source_run(args.model),
         "reviews": len(reviews),
         "latency_reviews": min(args.latency_reviews, len(reviews)),
         "max_length": config.data.max_length,
@@ -364,7 +368,9 @@ def markdown(results: dict, run_id: str | None = None) -> str:
         "",
         f"Measured by `{results['command']}` on {results['when']} at commit `{results['commit']}`{where}.",
         "",
-        f"Model `{results['model']}`; the same {results['reviews']:,} real test reviews (a seeded stratified sample) "
+        f"Model `{results['model']}`"
+        + (f" (logged by run `{results['model_run']}`)" if results.get("model_run") else "")
+        + f"; the same {results['reviews']:,} real test reviews (a seeded stratified sample) "
         f"for every path, max length {results['max_length']} ({results['truncation']} truncation), "
         f"{results['mean_tokens']:.0f} tokens per review on average; {results['threads']} threads; torch "
         f"{results['torch']}, onnxruntime {results['onnxruntime']}. Batch 32 in length-sorted batches after a "

@@ -57,6 +57,17 @@ def pinned(model_uri: str) -> str:
     return f"models:/{match['name']}/{version}"
 
 
+def source_run(model_uri: str) -> str:
+    """The run that logged ``models:/m-ID`` (a LoggedModel), so a document can name the run; "" for
+    any other URI."""
+    match = re.fullmatch(r"models:/(?P<id>m-[0-9a-f]{32})", model_uri)
+    if not match:
+        return ""
+    import mlflow
+
+    return mlflow.get_logged_model(match["id"]).source_run_id or ""
+
+
 def plain(value):
     """``value`` as JSON gives it back (tuples as lists, numpy scalars as Python numbers), so the
     document rendered at the end of a benchmark equals the one rendered from its stored run."""

@@ -411,8 +411,8 @@ def test_inference_benchmark_smoke(trained_in_memory, tmp_path):
     paths = {p["path"]: p for p in result["paths"]}
     assert set(paths) >= {
         "PyTorch fp32 (sentiment evaluate, score, serve)",
-        "PyTorch dynamic int8, per matrix (sentiment export today)",
-        "PyTorch dynamic int8, per channel",
+        "PyTorch dynamic int8, per matrix (--quantize int8)",
+        "PyTorch dynamic int8, per channel (sentiment export's default)",
         "ONNX Runtime fp32",
         "ONNX Runtime dynamic int8, per channel",
     }

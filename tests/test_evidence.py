@@ -256,3 +256,11 @@ def test_the_failure_findings_set_published_figures_beside_the_analysis_runs():
     low, high = (float(x.rstrip("%]")) / 100 for x in level["ours [95%]"].split("[")[1].split(", "))
     published = findings["published"]["negation_share_errors"]
     assert level["verdict"].startswith("consistent" if low <= published <= high else "contradicted")
+
+
+def test_run_ids_in_documents_are_run_ids_not_logged_model_ids():
+    """A document may name a LoggedModel (`models:/m-` + 32 hex digits) without the store holding a run of that id."""
+    from sentiment.report.results import RUN_ID
+
+    run, model = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
+    assert RUN_ID.findall(f"model `models:/m-{model}` of run `{run}`") == [run]

@@ -42,7 +42,8 @@ BENCHMARK_ARTIFACT, BENCHMARK_TAG = (
     "benchmark.json",
     "sentiment.benchmark",
 )  # a benchmark command's run (benchmarks/record.py)
-RUN_ID = re.compile(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])")
+# a run id; not a LoggedModel id (`m-` + 32 hex digits: a model, whose weights the store never keeps)
+RUN_ID = re.compile(r"(?<![0-9a-f])(?<!m-)[0-9a-f]{32}(?![0-9a-f])")
 
 
 @dataclass

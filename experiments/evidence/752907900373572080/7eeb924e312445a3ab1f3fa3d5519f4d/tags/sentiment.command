@@ -1,0 +1,1 @@
+python -m benchmarks.inference --model models:/m-a8f3d0cb13e54177ba07f17aa1cde80d --data ../shared/data/imdb_reviews.parquet --reviews 5000 --latency-reviews 300 --record-uri sqlite:////work/store/bench/mlflow.db --json /work/store/bench/inference.json --output /work/store/bench/inference.md
