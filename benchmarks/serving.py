@@ -50,7 +50,9 @@ def free_port() -> int:
 class Server:
     """`mlflow models serve` in its own process group on a loopback port."""
 
-    def __init__(self, model_uri: str, port: int, log: Path, workers: int = 1, timeout_s: float = 300):
+    def __init__(
+        self, model_uri: str, port: int, log: Path, workers: int = 1, timeout_s: float = 300, threads: int = 0
+    ):
         self.port = port
         command = [
             sys.executable,
@@ -76,6 +78,8 @@ class Server:
             "PYTHONPATH": str(REPO),
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         }
+        if threads:  # torch's intra-op threads per worker (its default: one per core, in every worker)
+            env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
         self.proc = subprocess.Popen(
             command, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
@@ -217,6 +221,7 @@ def markdown(report: dict, run_id: str | None = None) -> str:
         "| {clients} | {requests} | {reviews} | {requests_per_s} | {reviews_per_s} | {p50_ms} | {p95_ms} | {p99_ms} | "
         "{errors} |".format(**result),
         "",
+        *_configs_table(report.get("configs", [])),
         "| malformed payload | status | message | next good request |",
         "|---|---:|---|---:|",
         *[
@@ -225,6 +230,43 @@ def markdown(report: dict, run_id: str | None = None) -> str:
         ],
     ]
     return "\n".join(lines) + "\n"
+
+
+TARGET = 1.5  # a configuration worth switching to: this many times the first one's reviews/s, p99 no worse
+
+
+def _configs_table(configs: list[dict]) -> list[str]:
+    """Configurations served one after another with the same clients and requests, against the first."""
+    if len(configs) < 2:
+        return []
+    first = configs[0]
+    lines = [
+        f"Configurations, one after another with the same clients, requests and seed (target: >= {TARGET}x the "
+        "first row's reviews/s with p99 no worse):",
+        "",
+        "| model | workers | threads per worker | reviews/s | ratio | p50 ms | p99 ms | errors | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in configs:
+        ratio = c["reviews_per_s"] / first["reviews_per_s"]
+        met = "" if c is first else ("met" if ratio >= TARGET and c["p99_ms"] <= first["p99_ms"] else "NOT met")
+        lines.append(
+            f"| `{c['model_uri']}` | {c['workers']} | {c['threads'] or 'torch default'} | {c['reviews_per_s']} | "
+            f"{ratio:.2f}x | {c['p50_ms']} | {c['p99_ms']} | {c['errors']} | {met} |"
+        )
+    return [*lines, ""]
+
+
+def serve_and_load(uri: str, workers: int, threads: int, texts: list[str], args, log: Path) -> tuple[dict, Server]:
+    """Start a server for one configuration, warm it up and put it under load; the server stays up."""
+    server = Server(uri, free_port(), log, workers, threads=threads)
+    try:
+        server.invoke({"inputs": texts[:2]})  # warm-up
+        result = load(server, texts, args.clients, args.requests, args.duration, args.max_batch, args.seed)
+    except BaseException:
+        server.stop()
+        raise
+    return {"model_uri": uri, "workers": workers, "threads": threads, **result}, server
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -238,6 +280,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--duration", type=float, default=300, help="or after this many seconds")
     parser.add_argument("--max-batch", type=int, default=8, help="reviews per request: 1 to this")
     parser.add_argument("--workers", type=int, default=1, help="scoring server workers")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per worker (default: torch's)")
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="URI,WORKERS,THREADS",
+        help="also serve this configuration afterwards under the same load (repeatable); compared with the first",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default="", help="also write the numbers here")
     parser.add_argument(
@@ -252,16 +302,25 @@ def main(argv: list[str] | None = None) -> dict:
     if not Path(args.data).exists():
         raise SystemExit(f"error: --data {args.data} does not exist: pass a parquet/csv of reviews")
     texts = real_texts(args.data, 2000, args.seed)
-    pinned_uri = pinned(args.model_uri)
-    server = Server(pinned_uri, free_port(), Path(args.json or "serving").with_suffix(".server.log"), args.workers)
     try:
-        server.invoke({"inputs": texts[:2]})  # warm-up
-        result = load(server, texts, args.clients, args.requests, args.duration, args.max_batch, args.seed)
+        compare = [(pinned(u), int(w), int(t)) for u, w, t in (c.split(",") for c in args.compare)]
+    except ValueError:
+        raise SystemExit("error: --compare takes URI,WORKERS,THREADS (e.g. models:/NAME/3,2,1)") from None
+    pinned_uri = pinned(args.model_uri)
+    log = Path(args.json or "serving").with_suffix(".server.log")
+    first, server = serve_and_load(pinned_uri, args.workers, args.threads, texts, args, log)
+    try:
+        result = {k: v for k, v in first.items() if k not in ("model_uri", "workers", "threads")}
         result["max_batch"] = args.max_batch
         rows = malformed(server, texts)
         alive = server.request("GET", "/ping", b"")[0] == 200
     finally:
         server.stop()
+    configs = [first]
+    for uri, workers, threads in compare:
+        other, server = serve_and_load(uri, workers, threads, texts, args, log)
+        server.stop()
+        configs.append(other)
     chars = np.asarray([len(t) for t in texts])
     command = " ".join(["python -m benchmarks.serving", *(sys.argv[1:] if argv is None else argv)])
     report = record.plain(
@@ -274,10 +333,13 @@ def main(argv: list[str] | None = None) -> dict:
             "load": result,
             "malformed": rows,
             "alive_after": alive,
+            "configs": configs,
             "texts": {"count": len(texts), "median_chars": int(np.median(chars)), "max_chars": int(chars.max())},
         }
     )
-    run_id = record.log("serving", report, record.numbers(report["load"]), args.record_uri)
+    numbers = record.numbers(report["load"])
+    numbers.update(record.numbers({f"config_{i}": c for i, c in enumerate(configs)}))
+    run_id = record.log("serving", report, numbers, args.record_uri)
     text = markdown(report, run_id)
     print(text)
     if args.json:

@@ -33,6 +33,8 @@ def test_served_model_under_load_and_malformed_payloads(tracking_env, tiny_model
         "30",
         "--duration",
         "120",
+        "--compare",
+        "models:/served/1,2,1",  # two workers of one torch thread each, under the same load
     ]
     report = serving.main([*args, "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
@@ -52,6 +54,11 @@ def test_served_model_under_load_and_malformed_payloads(tracking_env, tiny_model
     assert "input 1 is missing (null)" in answers["a null review"]["message"]
     assert "input 0 is int, not a string" in answers["non-string reviews"]["message"]
     assert report["alive_after"]
+    first, second = report["configs"]
+    assert (first["workers"], first["threads"], second["workers"], second["threads"]) == (1, 0, 2, 1)
+    assert second["requests"] == 30 and second["errors"] == 0 and first["reviews"] == load["reviews"]
+    section = serving.markdown(report)
+    assert "| `models:/served/1` | 2 | 1 |" in section and "ratio" in section
     # the benchmark's run on the server: what it measured, the version the alias pointed at
     import mlflow
 
