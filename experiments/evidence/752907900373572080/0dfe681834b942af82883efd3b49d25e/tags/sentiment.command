@@ -1,1 +1,0 @@
-python -m benchmarks.serving --model-uri models:/imdb-bench-minilm@champion --data /work/shared/data/imdb_reviews.parquet --clients 4 --requests 600 --json /work/store/bench/serving.json

@@ -1,0 +1,1 @@
+python -m benchmarks.serving --model-uri models:/imdb-bench-minilm/1 --data ../shared/data/imdb_reviews.parquet --clients 4 --requests 600 --json /work/store/bench/serving2.json --compare models:/imdb-bench-minilm/1,2,1 --compare models:/imdb-bench-minilm/3,1,0 --compare models:/imdb-bench-minilm/3,2,1
