@@ -23,7 +23,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "benchmark"  # the sides of benchmarks.run log to it too
 ARTIFACT = "benchmark.json"
-KIND_TAG = "sentiment.benchmark"
 _KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
@@ -101,6 +100,8 @@ def log(kind: str, payload: dict, metrics: dict[str, float], tracking_uri: str =
     (and says so) when neither is set: a benchmark nobody can open is not evidence."""
     import mlflow
 
+    from sentiment.tracking import keys
+
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
     if not uri:
         print("benchmark not recorded: set MLFLOW_TRACKING_URI (or --record-uri) to log it as a run for make results")
@@ -115,9 +116,9 @@ def log(kind: str, payload: dict, metrics: dict[str, float], tracking_uri: str =
     else:
         experiment_id = experiment.experiment_id
     tags = {
-        KIND_TAG: kind,
+        keys.BENCHMARK: kind,
         "mlflow.source.git.commit": payload.get("commit", ""),
-        "sentiment.command": payload.get("command", "")[:5000],
+        keys.COMMAND: payload.get("command", "")[:5000],
     }
     run = client.create_run(experiment_id, run_name=f"benchmark-{kind}", tags=tags)
     run_id = run.info.run_id

@@ -19,11 +19,12 @@ def document(records: list[dict], source: str) -> str:
     ``payload`` (its benchmark.json, None for an export run)."""
     from benchmarks import inference, scoring, serving
     from benchmarks import run as run_mod
+    from sentiment.tracking import keys
 
     parts = ["# Benchmark results", "", source, ""]
     for item in records:
         payload, run_id = item["payload"], item["run_id"]
-        if payload is None and item["run"].tags.get("sentiment.kind") == "export":
+        if payload is None and item["run"].tags.get(keys.KIND) == "export":
             parts.append(export_section(item["run"]))
         elif payload and payload.get("kind") == "run":
             parts.append(run_mod.render_body(payload, run_id))
@@ -46,9 +47,11 @@ def load_payload(path) -> dict | None:
 def export_section(run) -> str:
     """The int8 export of one registered version: its speed and paired accuracy against the parent,
     from the `sentiment export` run's metrics and tags."""
+    from sentiment.tracking import keys
+
     m, tags = run.metrics, run.tags
-    name, parent = tags.get("sentiment.registered_model", "?"), tags.get("sentiment.parent_version", "?")
-    kind = tags.get("sentiment.quantization", "int8")
+    name, parent = tags.get(keys.REGISTERED_MODEL, "?"), tags.get(keys.PARENT_VERSION, "?")
+    kind = tags.get(keys.QUANTIZATION, "int8")
     scales = "one weight scale per output channel" if kind == "int8-per-channel" else "one weight scale per matrix"
     delta = 100 * m["export/delta"]
     speed_met = m["export/speedup"] >= TARGETS["speedup"]

@@ -207,7 +207,9 @@ def train_sentiment(spec: Spec) -> dict:
 def _attention_of(run_id: str) -> str:
     import mlflow
 
-    return mlflow.get_run(run_id).data.tags.get("sentiment.attention", "?")
+    from sentiment.tracking import keys
+
+    return mlflow.get_run(run_id).data.tags.get(keys.ATTENTION, "?")
 
 
 def padded_tokens_sentiment(lengths: np.ndarray, spec: Spec) -> int:

@@ -21,6 +21,7 @@ import pandas as pd
 from sentiment import data as data_mod
 from sentiment.analyze.failures import failure_stats
 from sentiment.config import MINILM_LOGREG, TFIDF_LOGREG, Config, to_yaml
+from sentiment.tracking import keys
 
 CARD_FILE = "model_card.md"
 
@@ -89,12 +90,8 @@ def render(facts: CardFacts) -> str:
     out += ["## Hardware and time", ""]
     hw = facts.hardware
     out += [
-        f"- Device `{hw.get('sentiment.device', '?')}`, precision `{hw.get('sentiment.precision', '?')}`"
-        + (
-            f" (the CPU runs bf16 natively: {hw['sentiment.cpu_native_bf16']})"
-            if "sentiment.cpu_native_bf16" in hw
-            else ""
-        )
+        f"- Device `{hw.get(keys.DEVICE, '?')}`, precision `{hw.get(keys.PRECISION, '?')}`"
+        + (f" (the CPU runs bf16 natively: {hw[keys.CPU_NATIVE_BF16]})" if keys.CPU_NATIVE_BF16 in hw else "")
         + f"; {facts.minutes:.1f} minutes of wall time for training and testing.",
     ]
     if "train/samples_per_s" in m:

@@ -69,16 +69,18 @@ def cpu_has_native_bf16() -> bool:
 
 
 def device_tags(device: torch.device, precision: Precision) -> dict[str, str]:
+    from sentiment.tracking import keys  # late: importing the tracking package loads mlflow; importing device does not
+
     tags = {
-        "sentiment.device": device.type,
-        "sentiment.precision": precision.name,
-        "sentiment.torch_version": torch.__version__,
+        keys.DEVICE: device.type,
+        keys.PRECISION: precision.name,
+        keys.TORCH_VERSION: torch.__version__,
     }
     if device.type == "cuda":
-        tags["sentiment.gpu_name"] = torch.cuda.get_device_name(device)
-        tags["sentiment.cuda_version"] = str(torch.version.cuda)
+        tags[keys.GPU_NAME] = torch.cuda.get_device_name(device)
+        tags[keys.CUDA_VERSION] = str(torch.version.cuda)
     else:
-        tags["sentiment.cpu_native_bf16"] = str(cpu_has_native_bf16()).lower()
+        tags[keys.CPU_NATIVE_BF16] = str(cpu_has_native_bf16()).lower()
     return tags
 
 

@@ -41,6 +41,7 @@ from sentiment import model as model_mod
 from sentiment.config import Config, apply_overrides, from_yaml, validate
 from sentiment.device import Runtime
 from sentiment.inference import logit_margin, predict_logits, predict_probabilities, softmax  # noqa: F401 (re-exported)
+from sentiment.tracking import keys
 
 # ----------------------------------------------------------------------------- predicting
 
@@ -405,7 +406,7 @@ def run_evaluate(plan: EvaluatePlan, tracker) -> dict[str, float]:
     if loaded.model_id:
         tracker.link_model(loaded.model_id)
     runtime = device_mod.pick_runtime(config.train)
-    kind = {"sentiment.kind": "evaluate", "sentiment.model_uri": plan.model_uri, "sentiment.split": split}
+    kind = {keys.KIND: "evaluate", keys.MODEL_URI: plan.model_uri, keys.SPLIT: split}
     tracker.set_tags({**runtime.tags(), **kind})
     tracker.log_config(config)
     tracker.log_splits(plan.splits, only=None if split == "all" else split)

@@ -30,6 +30,7 @@ from sentiment.config import from_yaml
 from sentiment.device import Runtime, cpu_has_native_bf16, pick_precision
 from sentiment.errors import UserError
 from sentiment.stats import Paired, compare
+from sentiment.tracking import keys
 
 KINDS = model_mod.QUANTIZATIONS
 
@@ -93,11 +94,11 @@ def run_export(
             "layers"
         )
     tags = {
-        "sentiment.kind": "export",
-        "sentiment.parent_version": version,
-        "sentiment.quantization": kind,
-        "sentiment.registered_model": name,
-        "sentiment.parent_run_id": parent_run,
+        keys.KIND: "export",
+        keys.PARENT_VERSION: version,
+        keys.QUANTIZATION: kind,
+        keys.REGISTERED_MODEL: name,
+        keys.PARENT_RUN_ID: parent_run,
     }
     with tracking.open_run(run_name=f"export-{kind}-{name}-v{version}", tags=tags) as tracker:
         package = Path(workdir) / tracker.run_id / tracking.MODEL_ARTIFACT
@@ -134,8 +135,8 @@ def run_export(
             name,
             new_version,
             {
-                "sentiment.parent_version": version,
-                "sentiment.quantization": kind,
+                keys.PARENT_VERSION: version,
+                keys.QUANTIZATION: kind,
                 **{k.replace("/", "."): f"{v:.6g}" for k, v in metrics.items()},
             },
         )

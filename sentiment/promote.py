@@ -29,6 +29,7 @@ from sentiment import device as device_mod
 from sentiment.config import PROMOTION_RULES
 from sentiment.errors import UserError
 from sentiment.stats import Paired, compare
+from sentiment.tracking import keys
 
 RULES = PROMOTION_RULES
 DEFAULT_RULE = "significant"
@@ -192,12 +193,12 @@ def evaluate_version(
     linked to the version."""
     uri = f"models:/{name}/{version}"
     tags = {
-        "sentiment.kind": "evaluate",
-        "sentiment.model_uri": uri,
-        "sentiment.split": "test",
-        "sentiment.promotion_for_run": for_run,
-        "sentiment.registered_model": name,
-        "sentiment.registered_version": version,
+        keys.KIND: "evaluate",
+        keys.MODEL_URI: uri,
+        keys.SPLIT: "test",
+        keys.PROMOTION_FOR_RUN: for_run,
+        keys.REGISTERED_MODEL: name,
+        keys.REGISTERED_VERSION: version,
     }
     with tracking.side_run(experiment_id, f"promotion-eval-{name}-v{version}", tags) as tracker:
         loaded = combined.load_package(uri, tracker)  # any family: an encoder, a classical baseline, a combination

@@ -1,7 +1,7 @@
 """The architecture, enforced (ARCHITECTURE.md states the same rules): who may import whom, the
 stages in ARCHITECTURE.md's order, no import cycles, only the tracking package imports mlflow, module
-and function sizes (sentiment/ and benchmarks/, counted on the code as ruff formats it), and the
-tree formatted and linted by ruff.
+and function sizes (sentiment/ and benchmarks/, counted on the code as ruff formats it), the tag keys
+named only in sentiment/tracking/keys.py, and the tree formatted and linted by ruff.
 
 Imports are read from the source (every `import`, at module level or inside a function), so a
 late import inside a function counts as much as one at the top.
@@ -269,3 +269,67 @@ def test_the_checks_see_late_imports_and_cycles(tmp_path):
     )
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+# The tag keys (`sentiment.kind`, ...) are named once, in sentiment/tracking/keys.py; elsewhere code says `keys.KIND`.
+KEYS_MODULE = PACKAGE / "tracking" / "keys.py"
+TAG_KEY = re.compile(r"^sentiment\.[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")  # digits too: sentiment.cpu_native_bf16
+# Strings of that shape that are not tag keys, each with its reason. None today: the module paths the code
+# names as text (`sentiment.evaluate:load_classifier`, `sentiment.baselines.MeanPooledEncoder`) have another shape.
+NOT_TAG_KEYS: dict[str, str] = {}
+
+
+def _tag_key_literals(source: str) -> list[tuple[int, str]]:
+    """(line, value) of each string constant shaped like a tag key, f-strings' expressions included."""
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and TAG_KEY.match(node.value)
+        and node.value not in NOT_TAG_KEYS
+    ]
+
+
+def _keys_constants() -> dict[str, object]:
+    """keys.py's module-level constants, read from the source (importing it would load the tracking package)."""
+    out: dict[str, object] = {}
+    for node in ast.parse(KEYS_MODULE.read_text()).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            out[node.targets[0].id] = ast.literal_eval(node.value)
+    return out
+
+
+def test_tag_keys_are_named_only_in_tracking_keys():
+    found = [
+        f"{path.relative_to(REPO)}:{line}: {value!r}"
+        for path in _sized_files()
+        if path != KEYS_MODULE
+        for line, value in _tag_key_literals(path.read_text())
+    ]
+    assert not found, "use the constant of sentiment/tracking/keys.py (keys.KIND, ...):\n" + "\n".join(found)
+
+
+def test_tag_keys_are_unique_and_prefixed():
+    constants = _keys_constants()
+    assert len(constants) > 50 and "KIND" in constants  # the real module
+    for name, value in constants.items():
+        assert name.isupper() and isinstance(value, str) and TAG_KEY.match(value), (name, value)
+    values = list(constants.values())
+    assert len(set(values)) == len(values), sorted({v for v in values if values.count(v) > 1})
+    assert not set(values) & set(NOT_TAG_KEYS)
+
+
+def test_the_tag_key_check_sees_dict_keys_and_f_strings():
+    """Not vacuous: a literal in a dict, a call and an f-string's expression is found; a module path is not."""
+    source = (
+        'tags = {"sentiment.kind": "train"}\n'
+        'x = tags.get("sentiment.tune.trials")\n'
+        "y = f\"{tags.get('sentiment.cpu_native_bf16')}\"\n"
+        'z = "sentiment.evaluate:load_classifier"\n'
+    )
+    assert [value for _, value in sorted(_tag_key_literals(source))] == [
+        "sentiment.kind",
+        "sentiment.tune.trials",
+        "sentiment.cpu_native_bf16",
+    ]

@@ -20,6 +20,7 @@ from sentiment import tracking
 from sentiment.ablate.grid import Child, Grid
 from sentiment.ablate.summary import Summary, finished_children, log_summary, summarise
 from sentiment.errors import UserError
+from sentiment.tracking import keys
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]  # where MLproject lives in a checkout
 
@@ -93,9 +94,9 @@ def run_ablation(
 
 def _start_parent(grid: Grid, parent, resume: bool) -> int:
     if resume:
-        attempt = int(tracking.get_run(parent.run_id).tags.get("sentiment.ablation_attempt", "1")) + 1
+        attempt = int(tracking.get_run(parent.run_id).tags.get(keys.ABLATION_ATTEMPT, "1")) + 1
         parent.log_text(grid.text, f"grid/resumed/{grid.path.name}")
-        tracking.delete_tag(parent.run_id, "sentiment.error")  # the previous attempt's
+        tracking.delete_tag(parent.run_id, keys.ERROR)  # the previous attempt's
     else:
         attempt = 1
         parent.log_params(
@@ -109,13 +110,13 @@ def _start_parent(grid: Grid, parent, resume: bool) -> int:
         )
         parent.log_text(grid.text, f"grid/{grid.path.name}")
     tags = {
-        "sentiment.kind": "ablation",
-        "sentiment.grid": grid.name,
-        "sentiment.grid_file": str(grid.path),
-        "sentiment.ablation_attempt": attempt,
+        keys.KIND: "ablation",
+        keys.GRID: grid.name,
+        keys.GRID_FILE: str(grid.path),
+        keys.ABLATION_ATTEMPT: attempt,
     }
     if grid.data:
-        tags["sentiment.ablation_data"] = grid.data
+        tags[keys.ABLATION_DATA] = grid.data
     parent.set_tags(tags)
     return attempt
 
@@ -153,16 +154,16 @@ def check_resumable(parent_run_id: str, grid: Grid) -> None:
     tracking.connect()
     tracking.check_same_experiment(parent_run_id)
     run = tracking.get_run(parent_run_id)
-    if run.tags.get("sentiment.kind") != "ablation":
+    if run.tags.get(keys.KIND) != "ablation":
         raise UserError(
-            f"run {parent_run_id} is not an ablation parent (tag sentiment.kind is {run.tags.get('sentiment.kind')!r})"
+            f"run {parent_run_id} is not an ablation parent (tag {keys.KIND} is {run.tags.get(keys.KIND)!r})"
         )
-    if run.tags.get("sentiment.grid") != grid.name:
+    if run.tags.get(keys.GRID) != grid.name:
         raise UserError(
-            f"run {parent_run_id} ran grid {run.tags.get('sentiment.grid')!r}, not {grid.name!r}; pass --grid "
-            f"{run.tags.get('sentiment.grid_file', 'its grid file')}"
+            f"run {parent_run_id} ran grid {run.tags.get(keys.GRID)!r}, not {grid.name!r}; pass --grid "
+            f"{run.tags.get(keys.GRID_FILE, 'its grid file')}"
         )
-    before = run.tags.get("sentiment.ablation_data", "")
+    before = run.tags.get(keys.ABLATION_DATA, "")
     if before != grid.data:
         hint = f"pass --data {before}" if before else "drop --data"
         raise UserError(
@@ -291,6 +292,6 @@ def _run_on_backend(child: Child, grid: Grid, parent_run_id: str, execution: Exe
         return ChildOutcome(child, None, "FAILED", tracking.one_line(exc))
     if ok:
         return ChildOutcome(child, submitted.run_id, "FINISHED")
-    error = tracking.get_run(submitted.run_id).tags.get("sentiment.error", f"failed on backend {execution.backend}")
+    error = tracking.get_run(submitted.run_id).tags.get(keys.ERROR, f"failed on backend {execution.backend}")
     tracking.end_run_if_open(submitted.run_id, error)
     return ChildOutcome(child, submitted.run_id, "FAILED", error)

@@ -21,6 +21,7 @@ import yaml
 from sentiment.config import PRESETS, Config, apply_overrides, build_config
 from sentiment.errors import UserError
 from sentiment.options import options
+from sentiment.tracking import keys
 
 BASELINE = "baseline"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -68,10 +69,10 @@ class Child:
 
     def tags(self, grid: "Grid") -> dict[str, str]:
         return {
-            "sentiment.variant": self.variant.name,
-            "sentiment.group": self.variant.group,
-            "sentiment.seed": str(self.seed),
-            "sentiment.grid": grid.name,
+            keys.VARIANT: self.variant.name,
+            keys.GROUP: self.variant.group,
+            keys.SEED: str(self.seed),
+            keys.GRID: grid.name,
         }
 
     def cli_options(self, preset: str) -> dict[str, str]:

@@ -18,6 +18,7 @@ import pandas as pd
 from sentiment import plots, tracking
 from sentiment.ablate.grid import BASELINE, Grid, Variant
 from sentiment.stats import Paired, compare, holm, seed_interval, wider_interval
+from sentiment.tracking import keys
 
 
 @dataclass
@@ -35,7 +36,7 @@ def finished_children(runs) -> dict[tuple[str, int], Any]:
     """(variant, seed) -> the latest FINISHED child run."""
     out = {}
     for run in runs:
-        variant, seed = run.tags.get("sentiment.variant"), run.tags.get("sentiment.seed", "")
+        variant, seed = run.tags.get(keys.VARIANT), run.tags.get(keys.SEED, "")
         if run.status == "FINISHED" and variant and seed.isdigit():
             out[(variant, int(seed))] = run
     return out
@@ -51,7 +52,7 @@ def summarise(grid: Grid, parent_run_id: str) -> Summary:
         if "test/accuracy" in run.metrics
     }
     failed = []
-    last = {(r.tags.get("sentiment.variant"), r.tags.get("sentiment.seed")): r for r in runs}
+    last = {(r.tags.get(keys.VARIANT), r.tags.get(keys.SEED)): r for r in runs}
     for child in grid.children():
         if child.key not in finished:
             run = last.get((child.variant.name, str(child.seed)))
@@ -59,7 +60,7 @@ def summarise(grid: Grid, parent_run_id: str) -> Summary:
                 (
                     child.variant.name,
                     child.seed,
-                    run.tags.get("sentiment.error", run.status) if run else "never started",
+                    run.tags.get(keys.ERROR, run.status) if run else "never started",
                 )
             )
     per_child = _children_frame(grid, finished)

@@ -24,6 +24,7 @@ from sentiment.analyze.failures import check_table, log_failures
 from sentiment.analyze.render import pct
 from sentiment.config import Config, ModelConfig, apply_overrides, validate
 from sentiment.errors import UserError
+from sentiment.tracking import keys
 
 PARTS = ("eda", "attention", "failures")
 MAX_USER_TEXTS = 50  # each --texts review costs one forward pass and three artifacts
@@ -165,12 +166,12 @@ def run_analyze(plan: AnalyzePlan, tracker: tracking.Tracker) -> AnalyzeOutcome:
     if loaded and loaded.model_id:
         tracker.link_model(loaded.model_id)
     tags = {
-        "sentiment.kind": "analyze",
-        "sentiment.parts": ",".join(parts),
-        "sentiment.split": split,
-        "sentiment.model_uri": p.model_uri,
-        "sentiment.model_run_id": tracking.model_run_id(p.model_uri, loaded.model_id) if loaded else None,
-        "sentiment.predictions_run_id": p.predictions_run,
+        keys.KIND: "analyze",
+        keys.PARTS: ",".join(parts),
+        keys.SPLIT: split,
+        keys.MODEL_URI: p.model_uri,
+        keys.MODEL_RUN_ID: tracking.model_run_id(p.model_uri, loaded.model_id) if loaded else None,
+        keys.PREDICTIONS_RUN_ID: p.predictions_run,
     }
     tracker.set_tags({k: v for k, v in tags.items() if v})
     tracker.log_config(config)
@@ -202,8 +203,8 @@ def _check_inputs(
         raise UserError(f"--attention-examples must be >= 0, got {examples_per_group}")
     if predictions_run:
         source_tags = tracking.run_tags(predictions_run)
-        split = source_tags.get("sentiment.split", split)
-        model_uri = model_uri or (source_tags.get("sentiment.model_uri") if "attention" in parts else None)
+        split = source_tags.get(keys.SPLIT, split)
+        model_uri = model_uri or (source_tags.get(keys.MODEL_URI) if "attention" in parts else None)
     data_mod.check_split(split)
     needs_model = "attention" in parts or ("failures" in parts and not predictions_run)
     if needs_model and not model_uri:

@@ -14,6 +14,7 @@ from sentiment.errors import UserError
 from sentiment.report.document import Code, Image, Section
 from sentiment.report.numbers import _num, _pct, _pm, _points
 from sentiment.stats import SEEDS, verdict, wilson_interval
+from sentiment.tracking import keys
 
 CURVE_OPTION = "train_size"  # a grid whose variants change only this draws a learning curve
 # A classical baseline's settings worth a reader's eye (the rest are scikit-learn defaults, in its params).
@@ -35,7 +36,7 @@ def _grid_of(parent, workdir: Path):
     """The grid file the parent logged, loaded (None when it cannot be read any more)."""
     from sentiment import ablate, tracking
 
-    name = Path(parent.tags.get("sentiment.grid_file", "")).name
+    name = Path(parent.tags.get(keys.GRID_FILE, "")).name
     path = tracking.download_artifact(parent.run_id, f"grid/{name}", workdir / parent.run_id / "grid") if name else None
     if path is None:
         return None, ""
@@ -62,7 +63,7 @@ def ablation_sections(parent, extra: list, workdir: Path) -> tuple[list[Section]
     summary = ablate.with_seed_columns(
         tracking.load_run_table(parent.run_id, "ablation/summary.parquet"), children, tables
     )
-    name = parent.tags.get("sentiment.grid", "?")
+    name = parent.tags.get(keys.GRID, "?")
     section = Section(f"Ablation `{name}`")
     planned = parent.params.get("ablation.children", "?")
     section.blocks.append(
@@ -189,12 +190,8 @@ def _recipe_table(run, what: str = "recipe") -> pd.DataFrame:
         ),
         (
             "precision, device",
-            f"{run.tags.get('sentiment.precision', '?')} on {run.tags.get('sentiment.device', '?')}"
-            + (
-                f" (native bf16: {run.tags['sentiment.cpu_native_bf16']})"
-                if "sentiment.cpu_native_bf16" in run.tags
-                else ""
-            ),
+            f"{run.tags.get(keys.PRECISION, '?')} on {run.tags.get(keys.DEVICE, '?')}"
+            + (f" (native bf16: {run.tags[keys.CPU_NATIVE_BF16]})" if keys.CPU_NATIVE_BF16 in run.tags else ""),
         ),
     ]
     return pd.DataFrame(rows, columns=[f"{what} (run `{run.run_id}`)", "value"])

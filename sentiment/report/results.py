@@ -28,6 +28,7 @@ from sentiment.report.document import Section, render_markdown
 from sentiment.report.numbers import _pct, _points
 from sentiment.report.sections import build, data_name
 from sentiment.report.seeds import findings_section, minutes_from_scratch, seed_group_section
+from sentiment.tracking import keys
 
 MANIFEST = Path("experiments") / "results.yaml"
 COMMAND = "make results"
@@ -38,10 +39,7 @@ SOURCE = (
 BLOCK = re.compile(
     r"(<!-- results:(?P<name>[\w-]+) start[^>]*-->\n)(?P<body>.*?)(<!-- results:(?P=name) end -->)", re.S
 )
-BENCHMARK_ARTIFACT, BENCHMARK_TAG = (
-    "benchmark.json",
-    "sentiment.benchmark",
-)  # a benchmark command's run (benchmarks/record.py)
+BENCHMARK_ARTIFACT = "benchmark.json"  # a benchmark command's run (benchmarks/record.py), tagged keys.BENCHMARK
 # a run id; not a LoggedModel id (`m-` + 32 hex digits: a model, whose weights the store never keeps)
 RUN_ID = re.compile(r"(?<![0-9a-f])(?<!m-)[0-9a-f]{32}(?![0-9a-f])")
 
@@ -108,7 +106,7 @@ def _rendered_by(root: Path, doc: dict) -> str:
     for run_id in doc["runs"]:
         run = tracking.get_run(run_id)
         payload = None
-        if run.tags.get(BENCHMARK_TAG):
+        if run.tags.get(keys.BENCHMARK):
             payload = json.loads(tracking.load_run_text(run_id, BENCHMARK_ARTIFACT))
         records.append({"run_id": run_id, "run": run, "payload": payload})
     source = f"{SOURCE} the runs each section names (their commands, commits and model versions with them)."

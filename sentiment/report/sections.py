@@ -14,6 +14,7 @@ from sentiment.report.ablation import CURVE_OPTION, _recipe_table, ablation_sect
 from sentiment.report.document import Document, Image, Section
 from sentiment.report.numbers import _pct
 from sentiment.report.tune import tune_sections
+from sentiment.tracking import keys
 
 # ----------------------------------------------------------------------------- building
 
@@ -36,7 +37,7 @@ def build(run_ids: list[str], with_runs: list[str], workdir: Path, title: str = 
     sections: list[Section] = []
     curves = 0
     for run in runs:
-        kind = run.tags.get("sentiment.kind")
+        kind = run.tags.get(keys.KIND)
         if kind == "ablation":
             grid_sections, drew_curve = ablation_sections(run, extra, workdir)
             sections += grid_sections
@@ -47,7 +48,7 @@ def build(run_ids: list[str], with_runs: list[str], workdir: Path, title: str = 
             sections += run_sections(run, workdir)
         else:
             raise UserError(
-                f"run {run.run_id} is neither an ablation or tune parent nor a train/evaluate run (tag sentiment.kind "
+                f"run {run.run_id} is neither an ablation or tune parent nor a train/evaluate run (tag {keys.KIND} "
                 f"is {kind!r}); pass the parent run of `sentiment ablate` or `sentiment tune`, or a run of `sentiment "
                 "train` / `evaluate`"
             )
@@ -86,8 +87,8 @@ def run_sections(run, workdir: Path) -> list[Section]:
     from sentiment import tracking
 
     m, p = run.metrics, run.params
-    kind = run.tags.get("sentiment.kind")
-    split = run.tags.get("sentiment.split", "test")
+    kind = run.tags.get(keys.KIND)
+    split = run.tags.get(keys.SPLIT, "test")
     section = Section(f"{'Training' if kind == 'train' else 'Evaluation'} run `{run.name}`")
     train_seconds = sum(tracking.metric_values(run.run_id, "train/epoch_seconds")) if kind == "train" else 0.0
     timing = f"The run took {run.minutes:.1f} minutes, start to end" if run.minutes else "The run has not ended"

@@ -26,6 +26,7 @@ from sentiment import stats
 from sentiment.errors import UserError
 from sentiment.report.document import Section
 from sentiment.report.numbers import _pct, _points
+from sentiment.tracking import keys
 
 
 def seed_group_section(spec: dict) -> Section:
@@ -66,7 +67,7 @@ def minutes_from_scratch(run) -> float | None:
     """A run's wall-clock minutes, plus its members' for a combined model."""
     from sentiment import tracking
 
-    members = [m for m in run.tags.get("sentiment.combined.members", "").split(",") if m]
+    members = [m for m in run.tags.get(keys.COMBINED_MEMBERS, "").split(",") if m]
     parts = [run.minutes, *(tracking.get_run(m).minutes for m in members)]
     return sum(parts) if all(p is not None for p in parts) else None
 

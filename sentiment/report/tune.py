@@ -10,6 +10,7 @@ import pandas as pd
 
 from sentiment.report.document import Code, Image, Section
 from sentiment.report.numbers import _num, _pct
+from sentiment.tracking import keys
 
 
 def _interval(m: dict, key: str, low: str, high: str) -> str:
@@ -30,11 +31,11 @@ def tune_sections(parent, workdir: Path) -> list[Section]:
     trials = tracking.load_run_table(parent.run_id, "tune/trials.parquet")
     searched = [name for name in p.get("tune.searched", "").split(",") if name]
     objective = p.get("tune.objective", "val/best_accuracy")
-    section = Section(f"Search `{tags.get('sentiment.tune.space', '?')}`")
+    section = Section(f"Search `{tags.get(keys.TUNE_SPACE, '?')}`")
     counts = {state: int((trials["state"] == state).sum()) for state in ("complete", "pruned", "failed")}
     section.blocks.append(
         f"Parent run `{parent.run_id}` (experiment `{tracking.experiment_name(parent.experiment_id)}`): {len(trials)} "
-        f"trials of {tags.get('sentiment.tune.trials', '?')} ({counts['complete']} complete, {counts['pruned']} "
+        f"trials of {tags.get(keys.TUNE_TRIALS, '?')} ({counts['complete']} complete, {counts['pruned']} "
         f"pruned, {counts['failed']} failed), sampler {p.get('tune.sampler', '?')}, pruner "
         f"{p.get('tune.pruner', '?')}, objective `{objective}` on validation reviews only. The trials spent "
         f"{m.get('tune/cpu_minutes', float('nan')):.1f} CPU minutes ({m.get('tune/trial_minutes', float('nan')):.1f} "
@@ -70,7 +71,7 @@ def tune_sections(parent, workdir: Path) -> list[Section]:
         section.blocks.append(
             f"Validation intervals: Wilson{reviews}; test intervals: bootstrap over {int(m.get('test/examples', 0)):,} "
             "test reviews. Verdict: "
-            f"{tags.get('sentiment.tune.baseline', 'no baseline trial (the space enqueues none)')}."
+            f"{tags.get(keys.TUNE_BASELINE, 'no baseline trial (the space enqueues none)')}."
         )
     trained = trials[
         "epochs_trained" if "epochs_trained" in trials else "epochs"

@@ -1,6 +1,7 @@
 """Everything MLflow, behind a small interface: the only package that imports mlflow, and it
 imports no stage module (train, evaluate, analyze, ablate, ...).
 
+- keys.py        the tag keys (`sentiment.*`), one constant each: `keys.KIND`, `keys.ERROR`, ...
 - tracker.py     the `Tracker` protocol stages log through; `NullTracker` (ranks other than 0)
 - memory.py      `InMemoryTracker`, for unit tests of the stages without a server
 - connection.py  tracking URI, health and credential checks
@@ -16,6 +17,7 @@ imports no stage module (train, evaluate, analyze, ablate, ...).
     MLFLOW_TRACKING_URI=http://127.0.0.1:5000 sentiment train --preset quick
 """
 
+from sentiment.tracking import keys
 from sentiment.tracking.connection import (
     DEFAULT_EXPERIMENT,
     DEFAULT_TRACKING_URI,
@@ -117,6 +119,7 @@ __all__ = [
     "experiment_name",
     "fail_run",
     "fetch_model",
+    "keys",
     "get_run",
     "run_model_uri",
     "is_model_uri",

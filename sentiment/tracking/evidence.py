@@ -27,6 +27,7 @@ import mlflow
 import pandas as pd
 
 from sentiment.errors import UserError
+from sentiment.tracking import keys
 from sentiment.tracking.connection import one_line, tracking_uri
 
 STORE = Path("experiments") / "evidence"
@@ -127,9 +128,6 @@ def local_artifact(run_id: str, path: str) -> Path | None:
 # ----------------------------------------------------------------------------- copying runs in
 
 
-MEMBERS_TAG = "sentiment.combined.members"  # a combined model's member runs (sentiment combine)
-
-
 def with_children(client, run_ids: list[str]) -> list:
     """The runs, each followed by its children (oldest first) and, for a combined model, its
     member runs (a report reads their minutes), without repeats."""
@@ -148,7 +146,7 @@ def with_children(client, run_ids: list[str]) -> list:
             order_by=["attributes.start_time ASC"],
             max_results=10000,
         )
-        run_ids += [m for m in run.data.tags.get(MEMBERS_TAG, "").split(",") if m and m not in run_ids]
+        run_ids += [m for m in run.data.tags.get(keys.COMBINED_MEMBERS, "").split(",") if m and m not in run_ids]
         for item in (run, *children):
             if item.info.run_id not in seen:
                 seen.add(item.info.run_id)

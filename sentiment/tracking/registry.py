@@ -17,6 +17,7 @@ from pathlib import Path
 import mlflow
 
 from sentiment.errors import UserError
+from sentiment.tracking import keys
 from sentiment.tracking.connection import no_retries, one_line
 from sentiment.tracking.serving import MODEL_ARTIFACT
 
@@ -46,9 +47,6 @@ class VersionInfo:
         return f"models:/{self.name}/{self.version}"
 
 
-TOKEN_TAG = "sentiment.registration_token"  # one per registration: a retried creation finds its version
-
-
 def register_version(tracker, model_uri: str, name: str, score: float) -> str:
     """Register a model as a new version of ``name`` with alias `candidate`; returns the version.
 
@@ -67,7 +65,7 @@ def register_version(tracker, model_uri: str, name: str, score: float) -> str:
     client.set_model_version_tag(name, version, "run_id", tracker.run_id)
     # PostgreSQL reports two processes moving one alias at once as a unique violation: retry
     _retry(lambda: client.set_registered_model_alias(name, "candidate", version))
-    tracker.set_tags({"sentiment.registered_model": name, "sentiment.registered_version": version})
+    tracker.set_tags({keys.REGISTERED_MODEL: name, keys.REGISTERED_VERSION: version})
     return version
 
 
@@ -100,7 +98,7 @@ def create_version_once(client, name: str, model_uri: str, token: str, attempts:
         try:
             with no_retries():
                 created = client.create_model_version(
-                    name, model_uri, tags={TOKEN_TAG: token}, model_id=model_id, await_creation_for=0
+                    name, model_uri, tags={keys.REGISTRATION_TOKEN: token}, model_id=model_id, await_creation_for=0
                 )
             return str(created.version)
         except Exception:
@@ -114,7 +112,7 @@ def create_version_once(client, name: str, model_uri: str, token: str, attempts:
 
 
 def _versions_with_token(client, name: str, token: str) -> list[str]:
-    found = client.search_model_versions(f"name = '{name}' and tags.`{TOKEN_TAG}` = '{token}'")
+    found = client.search_model_versions(f"name = '{name}' and tags.`{keys.REGISTRATION_TOKEN}` = '{token}'")
     return sorted((str(v.version) for v in found), key=int)
 
 

@@ -20,6 +20,7 @@ import yaml
 
 from sentiment import config as config_mod
 from sentiment.errors import Interrupted, UserError
+from sentiment.tracking import keys
 from sentiment.tracking.connection import connect, no_retries, one_line, reachable, tracking_uri
 from sentiment.tracking.outbox import Outbox, click_echo
 from sentiment.tracking.queries import last_logged_steps
@@ -76,7 +77,7 @@ def open_run(
         hint = resume_command.format(run_id=tracker.run_id)
         if hasattr(exc, "resume_hint"):
             exc.resume_hint = hint
-        tracker.set_tags({"sentiment.resume": hint})
+        tracker.set_tags({keys.RESUME: hint})
         _end(tracker, "KILLED", f"interrupted by signal {signum}")
         raise
     except BaseException as exc:
@@ -98,7 +99,7 @@ def _end(tracker: "MlflowTracker", status: str, error: str | None) -> None:
         mlflow.flush_async_logging()
     if error:
         with contextlib.suppress(Exception):
-            tracker.set_tags({"sentiment.error": error})  # (journaled if the server is away)
+            tracker.set_tags({keys.ERROR: error})  # (journaled if the server is away)
     if status == "FINISHED" or reachable():
         mlflow.end_run(status=status)
         return
@@ -297,7 +298,7 @@ class MlflowTracker:
             reason = (
                 f"weights deleted: not among the {keep} best epochs by validation accuracy (--keep-checkpoints {keep})"
             )
-            client.set_logged_model_tags(model.model_id, {"sentiment.retention": reason})
+            client.set_logged_model_tags(model.model_id, {keys.RETENTION: reason})
             get_artifact_repository(model.artifact_location).delete_artifacts()
         return pruned
 

@@ -13,6 +13,7 @@ from typing import Iterator
 
 import mlflow
 
+from sentiment.tracking import keys
 from sentiment.tracking.connection import one_line
 from sentiment.tracking.queries import get_run
 from sentiment.tracking.runs import MlflowTracker
@@ -40,7 +41,7 @@ def fail_run(run_id: str, message: str, status: str = "FAILED") -> None:
     """Mark a run (e.g. the one `mlflow run` created) as ended with the reason as a tag."""
     with contextlib.suppress(Exception):
         client = mlflow.MlflowClient()
-        client.set_tag(run_id, "sentiment.error", message[:5000])
+        client.set_tag(run_id, keys.ERROR, message[:5000])
         client.set_terminated(run_id, status=status)
 
 

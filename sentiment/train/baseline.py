@@ -32,6 +32,7 @@ from sentiment.device import Runtime, pick_runtime
 from sentiment.distributed import Dist
 from sentiment.errors import UserError
 from sentiment.preflight import TrainInputs, check_inputs
+from sentiment.tracking import keys
 from sentiment.train import console
 from sentiment.train.loop import EpochResult, History, epoch_metrics
 from sentiment.train.publish import Calibrated, Trained, TrainOutcome, package_bytes, publish_logged
@@ -101,7 +102,7 @@ def _log_start(config: Config, tracker: tracking.Tracker, pipeline, splits, runt
     sizes = {f"data/{name}_reviews": float(n) for name, n in splits.sizes().items()}
     tracker.log_metrics(sizes, step=0)
     tracker.log_splits(splits)
-    tracker.set_tags({**runtime.tags(), "sentiment.kind": "train", "sentiment.baseline": config.model.name})
+    tracker.set_tags({**runtime.tags(), keys.KIND: "train", keys.BASELINE: config.model.name})
 
 
 def fit(pipeline, train, val, config: Config) -> tuple[EpochResult, pd.DataFrame]:

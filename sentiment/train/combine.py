@@ -33,6 +33,7 @@ from sentiment.config import Config, apply_overrides, validate
 from sentiment.device import pick_runtime
 from sentiment.errors import UserError
 from sentiment.stats import Paired, compare
+from sentiment.tracking import keys
 from sentiment.train.loop import History
 from sentiment.train.publish import Calibrated, Trained, TrainOutcome, package_bytes, publish_logged
 
@@ -97,7 +98,7 @@ def plan_combine(run_ids: list[str], data_source: str | None = None, step: float
 
 def _member(run_id: str) -> MemberRun:
     record = tracking.get_run(run_id)
-    if record.tags.get("sentiment.kind") != "train":
+    if record.tags.get(keys.KIND) != "train":
         raise UserError(f"run {run_id} is not a training run: name runs of sentiment train (or sentiment combine)")
     if record.status != "FINISHED":
         raise UserError(f"run {run_id} is {record.status}, not FINISHED: combine runs whose training finished")
@@ -107,7 +108,7 @@ def _member(run_id: str) -> MemberRun:
         raise UserError(f"run {run_id} logged no model: combine runs that logged one (sentiment train does)")
     hint = "train it with run_test true, which logs both predictions tables"
     tables = {s: tracking.load_run_table(run_id, f"predictions/{s}.parquet", hint=hint) for s in SPLITS}
-    family = record.tags.get("sentiment.family") or record.tags.get("sentiment.baseline") or config.model.name
+    family = record.tags.get(keys.FAMILY) or record.tags.get(keys.BASELINE) or config.model.name
     return MemberRun(run_id, family, uri, config, tables, float(record.metrics.get("test/seconds", 0.0)))
 
 
@@ -162,9 +163,9 @@ def run_combine(
     tracker.set_tags(
         {
             **runtime.tags(),
-            "sentiment.kind": "train",
-            "sentiment.family": combined.FAMILY,
-            "sentiment.combined.members": ",".join(m.run_id for m in members),
+            keys.KIND: "train",
+            keys.FAMILY: combined.FAMILY,
+            keys.COMBINED_MEMBERS: ",".join(m.run_id for m in members),
         }
     )
     began = time.perf_counter()

@@ -23,6 +23,7 @@ from sentiment import model as model_mod
 from sentiment.config import Config
 from sentiment.device import Runtime, pick_runtime
 from sentiment.errors import Interrupted, TrainingError
+from sentiment.tracking import keys
 from sentiment.train import console
 from sentiment.train.checkpoint import Checkpointer, restore_rng, rng_state, save_model
 from sentiment.train.step import Sums, optimizer_step
@@ -277,7 +278,7 @@ def _train_epoch(
         batch = {k: v.to(parts.device, non_blocking=True) for k, v in batch.items()}
         step = optimizer_step(parts, batch, t.max_grad_norm, scale)
         if step.shrunk_micro_batch:
-            tracker.set_tags({"sentiment.micro_batch_size": parts.micro_batch_size})
+            tracker.set_tags({keys.MICRO_BATCH_SIZE: parts.micro_batch_size})
         if parts.runtime.precision.name != "fp16":  # fp16 overflows are expected; the scaler skips them
             sums.nonfinite |= ~torch.isfinite(step.grad_norm)
         progress.step += 1
@@ -343,7 +344,7 @@ def _check_finite(loss: float, nonfinite_grad: bool, progress: Progress) -> None
     raise TrainingError(
         f"{what} by step {progress.step} (epoch {progress.epoch}); the last good checkpoint is kept; lower the "
         "learning rate",
-        tags={"sentiment.failed_step": str(progress.step), "sentiment.failure": "non-finite"},
+        tags={keys.FAILED_STEP: str(progress.step), keys.FAILURE: "non-finite"},
     )
 
 

@@ -30,6 +30,7 @@ from sentiment.config import BASELINES, Config, scale_epochs, to_yaml
 from sentiment.device import Runtime, pick_runtime
 from sentiment.distributed import Dist
 from sentiment.preflight import TrainInputs, check_inputs
+from sentiment.tracking import keys
 from sentiment.train import console, loop
 from sentiment.train.baseline import run_baseline
 from sentiment.train.checkpoint import Checkpointer, load_resume_state, save_model
@@ -163,13 +164,13 @@ def _log_start(
         if dist.enabled:
             per_rank = math.ceil(config.train.batch_size / dist.world_size)
             tracker.log_params({"distributed.world_size": dist.world_size, "distributed.per_rank_batch_size": per_rank})
-            tracker.set_tags({"sentiment.launcher": dist.launcher, "sentiment.world_size": dist.world_size})
+            tracker.set_tags({keys.LAUNCHER: dist.launcher, keys.WORLD_SIZE: dist.world_size})
     else:
-        tracker.set_tags({"sentiment.resumed_from_step": state["progress"]["step"]})
+        tracker.set_tags({keys.RESUMED_FROM_STEP: state["progress"]["step"]})
     # transformers picks SDPA attention for encoders that support it (BERT, DistilBERT, RoBERTa,
     # MiniLM), eager otherwise; recorded so runs on different versions compare honestly.
     attention = getattr(net.config, "_attn_implementation", None) or "eager"
-    tracker.set_tags({**runtime.tags(), "sentiment.kind": "train", "sentiment.attention": attention})
+    tracker.set_tags({**runtime.tags(), keys.KIND: "train", keys.ATTENTION: attention})
 
 
 def _epoch_checkpoint(prepared: Prepared, tracker: tracking.Tracker, workdir: Path):
@@ -217,10 +218,10 @@ def _retain(config: Config, history: History, tracker) -> None:
     ``keep_state``."""
     if config.log_checkpoints == "all" and config.keep_checkpoints > 0:
         pruned = tracker.prune_checkpoints(config.keep_checkpoints, {e.epoch: e.val_accuracy for e in history.epochs})
-        tracker.set_tags({"sentiment.pruned_checkpoints": ",".join(map(str, pruned)) or "none"})
+        tracker.set_tags({keys.PRUNED_CHECKPOINTS: ",".join(map(str, pruned)) or "none"})
     if config.upload_state and not config.keep_state:
         tracker.delete_artifacts("checkpoints")
-        tracker.set_tags({"sentiment.state": "deleted after a successful run (keep_state false)"})
+        tracker.set_tags({keys.STATE: "deleted after a successful run (keep_state false)"})
 
 
 def calibrate_and_test(prepared: Prepared, history: History) -> Calibrated:

@@ -29,6 +29,7 @@ from sentiment.config import to_yaml
 from sentiment.errors import Interrupted, UserError
 from sentiment.preflight import check_inputs
 from sentiment.promote import RegisterRequest
+from sentiment.tracking import keys
 from sentiment.tune import study as study_mod
 from sentiment.tune.space import Space, load_space
 from sentiment.tune.trial import Report, TrialContext, make_objective
@@ -123,24 +124,22 @@ def _plan_existing(
     tracking.connect()
     tracking.check_same_experiment(parent_id)
     run = tracking.get_run(parent_id)
-    if run.tags.get("sentiment.kind") != "tune":
-        raise UserError(
-            f"run {parent_id} is not a tune parent (tag sentiment.kind is {run.tags.get('sentiment.kind')!r})"
-        )
-    before = run.tags.get("sentiment.tune.data", "")
+    if run.tags.get(keys.KIND) != "tune":
+        raise UserError(f"run {parent_id} is not a tune parent (tag {keys.KIND} is {run.tags.get(keys.KIND)!r})")
+    before = run.tags.get(keys.TUNE_DATA, "")
     if data is not None and data != before:
         raise UserError(
             f"run {parent_id} searched on data {before or 'of its space file'!r}; "
             f"{'pass --data ' + before if before else 'drop --data'}"
         )
     text = tracking.load_run_text(parent_id, SPACE_ARTIFACT, hint="it was not started by sentiment tune")
-    space = load_space(run.tags.get("sentiment.tune.space_file", "space.yaml"), before or None, text=text)
+    space = load_space(run.tags.get(keys.TUNE_SPACE_FILE, "space.yaml"), before or None, text=text)
     if space_file and Path(space_file).read_text() != text:
         raise UserError(
             f"{space_file} is not the space run {parent_id} searched (its copy is the run's {SPACE_ARTIFACT}); drop "
             "--space to use it"
         )
-    url = storage or run.tags.get("sentiment.tune.storage", "")
+    url = storage or run.tags.get(keys.TUNE_STORAGE, "")
     if not storage and (not url or url != study_mod.redact(url)):  # the tag hides a password: the URL must come again
         raise UserError(
             f"run {parent_id}'s study storage needs its password: pass --storage URL (or set "
@@ -149,8 +148,8 @@ def _plan_existing(
     check_trial_inputs(space)
     opened = study_mod.open_storage(url)
     study_mod.load_study(opened, study_mod.study_name(parent_id), space, 0)  # the study is there
-    total = trials or int(run.tags.get("sentiment.tune.trials", space.trials))
-    attempt = int(run.tags.get("sentiment.tune.attempt", "1")) + (mode == "resume")
+    total = trials or int(run.tags.get(keys.TUNE_TRIALS, space.trials))
+    attempt = int(run.tags.get(keys.TUNE_ATTEMPT, "1")) + (mode == "resume")
     return TunePlan(space, total, opened, url, mode, parent_id, attempt, max_parallel, output_dir, register)
 
 
@@ -231,13 +230,13 @@ def join_study(plan: TunePlan, should_stop=lambda: 0, report: Report = lambda li
 def _start(plan: TunePlan, parent, report: Report) -> optuna.Study:
     """A new study (the parent's tags, params and space), or the parent's study resumed."""
     space = plan.space
-    tags = {"sentiment.tune.attempt": plan.attempt, "sentiment.tune.trials": plan.trials}
+    tags = {keys.TUNE_ATTEMPT: plan.attempt, keys.TUNE_TRIALS: plan.trials}
     if plan.mode == "resume":
         study = study_mod.load_study(
             plan.storage, study_mod.study_name(parent.run_id), space, sampler_offset(plan.attempt, 0)
         )
         again = study_mod.recover(study, parent.run_id)
-        tracking.delete_tag(parent.run_id, "sentiment.error")  # the previous attempt's
+        tracking.delete_tag(parent.run_id, keys.ERROR)  # the previous attempt's
         parent.set_tags(tags)
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
         rerun = (
@@ -251,12 +250,12 @@ def _start(plan: TunePlan, parent, report: Report) -> optuna.Study:
     parent.set_tags(
         {
             **tags,
-            "sentiment.kind": "tune",
-            "sentiment.tune.study": study.study_name,
-            "sentiment.tune.storage": study_mod.redact(plan.storage_url),
-            "sentiment.tune.space": space.name,
-            "sentiment.tune.space_file": str(space.path),
-            "sentiment.tune.data": space.data,
+            keys.KIND: "tune",
+            keys.TUNE_STUDY: study.study_name,
+            keys.TUNE_STORAGE: study_mod.redact(plan.storage_url),
+            keys.TUNE_SPACE: space.name,
+            keys.TUNE_SPACE_FILE: str(space.path),
+            keys.TUNE_DATA: space.data,
         }
     )
     parent.log_params(

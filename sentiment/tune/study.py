@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sentiment import tracking
 from sentiment.errors import UserError
+from sentiment.tracking import keys
 
 RUN_ATTR = "mlflow_run_id"  # user attribute of a trial: its child run
 MODEL_ATTR = "model_uri"  # user attribute of a complete trial: its logged model
@@ -174,7 +175,7 @@ def requeue(study: optuna.Study, trial: FrozenTrial, why: str) -> None:
 
 def end_trial_run(run_id: str, why: str) -> None:
     """A child run whose process died: tagged failed, ended KILLED (if it had not ended)."""
-    tracking.log_to_run(run_id, tags={"sentiment.trial_state": "failed"})
+    tracking.log_to_run(run_id, tags={keys.TRIAL_STATE: "failed"})
     if tracking.get_run(run_id).status in ("RUNNING", "SCHEDULED"):
         tracking.fail_run(run_id, why, "KILLED")
 

@@ -23,6 +23,7 @@ from sentiment import evaluate, tracking
 from sentiment import promote as promote_mod
 from sentiment.errors import TrainingError
 from sentiment.stats import Paired, compare, wilson_interval
+from sentiment.tracking import keys
 from sentiment.tune import study as study_mod
 from sentiment.tune.trial import Report, show
 
@@ -69,7 +70,7 @@ def finish(study: optuna.Study, plan, parent, ran: int, report: Report = lambda 
     if not counts["complete"]:
         raise TrainingError(
             f"no trial of {len(trials)} completed ({counts['pruned']} pruned, {counts['failed']} failed); see the "
-            "trials' sentiment.error tags, widen the space or relax the pruner, then add trials with --resume "
+            f"trials' {keys.ERROR} tags, widen the space or relax the pruner, then add trials with --resume "
             f"{parent.run_id} --trials N"
         )
     best = study.best_trial
@@ -78,9 +79,9 @@ def finish(study: optuna.Study, plan, parent, ran: int, report: Report = lambda 
     parent.log_metrics({"tune/best_value": best.value, "tune/best_trial": best.number}, step=plan.attempt)
     parent.set_tags(
         {
-            "sentiment.tune.best_trial": best.number,
-            "sentiment.tune.best_run": best_run,
-            "sentiment.tune.objective": plan.space.objective,
+            keys.TUNE_BEST_TRIAL: best.number,
+            keys.TUNE_BEST_RUN: best_run,
+            keys.TUNE_OBJECTIVE: plan.space.objective,
         }
     )
     metrics, table, logged = test_best(best, parent)
@@ -263,18 +264,18 @@ def versus_baseline(
             f"McNemar p {paired['p_value']:.2g}"
         )
     parent.log_metrics(metrics, step=plan.attempt)
-    parent.set_tags({"sentiment.tune.baseline_trial": baseline.number, "sentiment.tune.baseline": note})
+    parent.set_tags({keys.TUNE_BASELINE_TRIAL: baseline.number, keys.TUNE_BASELINE: note})
     return metrics, note
 
 
 def _tested_baseline(baseline: FrozenTrial, parent) -> pd.DataFrame:
     """The baseline trial's model on the test split (as `test_best`), logged as ``test_baseline``."""
     model_uri = baseline.user_attrs[study_mod.MODEL_ATTR]
-    if tracking.run_tags(parent.run_id).get("sentiment.tune.tested_baseline") == model_uri:
+    if tracking.run_tags(parent.run_id).get(keys.TUNE_TESTED_BASELINE) == model_uri:
         return tracking.load_run_table(parent.run_id, "predictions/test_baseline.parquet")
     plan, table = _predict_test(model_uri)
     evaluate.log_evaluation(table, "test_baseline", parent, seed=plan.config.seed)
-    parent.set_tags({"sentiment.tune.tested_baseline": model_uri})
+    parent.set_tags({keys.TUNE_TESTED_BASELINE: model_uri})
     return table
 
 
@@ -292,13 +293,13 @@ def test_best(best: FrozenTrial, parent) -> tuple[dict[str, float], pd.DataFrame
     whose best trial was tested already reads that table back instead."""
     model_uri = best.user_attrs[study_mod.MODEL_ATTR]
     tags = tracking.run_tags(parent.run_id)
-    if tags.get("sentiment.tune.tested_model") == model_uri:
+    if tags.get(keys.TUNE_TESTED_MODEL) == model_uri:
         table = tracking.load_run_table(parent.run_id, "predictions/test.parquet")
         metrics = tracking.get_run(parent.run_id).metrics
         return (
             {k: v for k, v in metrics.items() if k.startswith("test/")},
             table,
-            tracking.LoggedModelRef(tags["sentiment.tune.tested_model_id"], model_uri),
+            tracking.LoggedModelRef(tags[keys.TUNE_TESTED_MODEL_ID], model_uri),
         )
     plan, table = _predict_test(model_uri)
     model_id = plan.loaded.model_id or ""
@@ -308,9 +309,9 @@ def test_best(best: FrozenTrial, parent) -> tuple[dict[str, float], pd.DataFrame
     metrics = evaluate.log_evaluation(table, "test", parent, model_id=model_id or None, seed=plan.config.seed)
     parent.set_tags(
         {
-            "sentiment.tune.tested_trial": best.number,
-            "sentiment.tune.tested_model": model_uri,
-            "sentiment.tune.tested_model_id": model_id,
+            keys.TUNE_TESTED_TRIAL: best.number,
+            keys.TUNE_TESTED_MODEL: model_uri,
+            keys.TUNE_TESTED_MODEL_ID: model_id,
         }
     )
     return metrics, table, tracking.LoggedModelRef(model_id, model_uri)

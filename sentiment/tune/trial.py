@@ -22,6 +22,7 @@ from pathlib import Path
 import optuna
 
 from sentiment import tracking
+from sentiment.tracking import keys
 from sentiment.train import History, run_train
 from sentiment.tune.space import Space
 from sentiment.tune.study import MODEL_ATTR, RUN_ATTR
@@ -85,10 +86,10 @@ def run_trial(trial: optuna.Trial, values: dict, ctx: TrialContext) -> float:
     reporter = Reporter(trial, space.reported, config.train.epochs)
     started = (time.perf_counter(), time.process_time())
     tags = {
-        "sentiment.trial": str(trial.number),
-        "sentiment.trial_state": "running",
-        "sentiment.tune_study": trial.study.study_name,
-        "sentiment.tune_worker": str(ctx.worker),
+        keys.TRIAL: str(trial.number),
+        keys.TRIAL_STATE: "running",
+        keys.TRIAL_STUDY: trial.study.study_name,
+        keys.TRIAL_WORKER: str(ctx.worker),
     }
     run_id, state, outcome = None, "failed", None
     try:
@@ -105,7 +106,7 @@ def run_trial(trial: optuna.Trial, values: dict, ctx: TrialContext) -> float:
             tracker.set_tags(_end_tags(state, reporter))
     except BaseException as exc:  # the run has ended FAILED (or KILLED on a signal)
         if run_id:
-            tracking.log_to_run(run_id, tags={"sentiment.trial_state": "failed"})
+            tracking.log_to_run(run_id, tags={keys.TRIAL_STATE: "failed"})
         _record(trial, reporter, started, config.train.epochs)
         ctx.report(trial_line(trial.number, run_id, "failed", values, f"failed: {tracking.one_line(exc)[:300]}"))
         raise
@@ -135,9 +136,9 @@ def _train(config, tracker, ctx: TrialContext, reporter: Reporter):
 
 
 def _end_tags(state: str, reporter: Reporter) -> dict:
-    tags = {"sentiment.trial_state": state, "sentiment.trial_epochs": len(reporter.results)}
+    tags = {keys.TRIAL_STATE: state, keys.TRIAL_EPOCHS: len(reporter.results)}
     if state == "pruned":
-        tags["sentiment.pruned_epoch"] = reporter.results[-1].epoch
+        tags[keys.PRUNED_EPOCH] = reporter.results[-1].epoch
     return tags
 
 
