@@ -269,7 +269,7 @@ def serve_and_load(uri: str, workers: int, threads: int, texts: list[str], args,
     return {"model_uri": uri, "workers": workers, "threads": threads, **result}, server
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-uri", required=True, help="e.g. models:/imdb-sentiment@champion")
     parser.add_argument(
@@ -298,10 +298,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--record-uri", default="", help="tracking server the benchmark's run goes to (default: MLFLOW_TRACKING_URI)"
     )
-    args = parser.parse_args(argv)
-    if not Path(args.data).exists():
-        raise SystemExit(f"error: --data {args.data} does not exist: pass a parquet/csv of reviews")
-    texts = real_texts(args.data, 2000, args.seed)
+    return parser
+
+
+def measure(args, texts: list[str]) -> dict:
+    """The first configuration under load and against every malformed payload, then each --compare one."""
     try:
         compare = [(pinned(u), int(w), int(t)) for u, w, t in (c.split(",") for c in args.compare)]
     except ValueError:
@@ -321,6 +322,15 @@ def main(argv: list[str] | None = None) -> dict:
         other, server = serve_and_load(uri, workers, threads, texts, args, log)
         server.stop()
         configs.append(other)
+    return {"model_uri": pinned_uri, "load": result, "malformed": rows, "alive_after": alive, "configs": configs}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = _parser().parse_args(argv)
+    if not Path(args.data).exists():
+        raise SystemExit(f"error: --data {args.data} does not exist: pass a parquet/csv of reviews")
+    texts = real_texts(args.data, 2000, args.seed)
+    measured = measure(args, texts)
     chars = np.asarray([len(t) for t in texts])
     command = " ".join(["python -m benchmarks.serving", *(sys.argv[1:] if argv is None else argv)])
     report = record.plain(
@@ -329,16 +339,12 @@ def main(argv: list[str] | None = None) -> dict:
             "command": command,
             "commit": record.commit(),
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "model_uri": pinned_uri,
-            "load": result,
-            "malformed": rows,
-            "alive_after": alive,
-            "configs": configs,
+            **measured,
             "texts": {"count": len(texts), "median_chars": int(np.median(chars)), "max_chars": int(chars.max())},
         }
     )
     numbers = record.numbers(report["load"])
-    numbers.update(record.numbers({f"config_{i}": c for i, c in enumerate(configs)}))
+    numbers.update(record.numbers({f"config_{i}": c for i, c in enumerate(report["configs"])}))
     run_id = record.log("serving", report, numbers, args.record_uri)
     text = markdown(report, run_id)
     print(text)
