@@ -19,6 +19,7 @@ text or empty review; its label is then null), as the served model answers.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -138,7 +139,9 @@ def _read(path: Path, fmt: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+        # pre_buffer off: with it, pyarrow keeps every byte it read ahead until the iteration ends,
+        # so memory grows with the file (about 7 MB per 10,000 reviews) instead of staying one chunk
+        for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=chunk_rows):
             yield batch.to_pandas()
     elif fmt == "csv":
         yield from pd.read_csv(path, chunksize=chunk_rows, dtype=str, keep_default_na=False)
@@ -227,10 +230,31 @@ def score_file(job: ScoreJob, scorer: Scorer, report=None) -> ScoreOutcome:
         table.to_parquet(tmp, index=False)
         os.replace(tmp, part)  # a part exists whole or not at all
         rows += len(chunk)
+        del table, chunk
+        _trim_heap()
         if report is not None:
             report(rows, job.total, time.perf_counter() - started)
     unscored = _join(job)
     return ScoreOutcome(job.output, rows, unscored, done_before, time.perf_counter() - started)
+
+
+def _trim_heap() -> None:
+    """Hand the chunk's freed heap back to the OS. glibc keeps freed small blocks in its arenas, so
+    without this the process's resident memory creeps up chunk after chunk (about 10 MB per
+    10,000 reviews); without glibc it does nothing."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def _open_parts(job: ScoreJob) -> int:
