@@ -1,0 +1,1 @@
+python -m benchmarks.scoring --model models:/imdb-bench-minilm/1 --data ../shared/data/imdb_reviews.parquet --reviews 2000 --rows 50000,200000 --memory-model models:/imdb-bench-tiny/1 --json /work/store/bench/scoring2.json
