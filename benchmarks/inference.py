@@ -329,11 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
             "rule": results["rule"],
         }
     )
-    run_id = record.log("inference", results, metrics, args.record_uri)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    if args.output:
-        Path(args.output).write_text(markdown(results, run_id))
+    record.finish("inference", results, metrics, args, markdown)
     return results
 
 

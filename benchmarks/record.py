@@ -142,3 +142,14 @@ def log(kind: str, payload: dict, metrics: dict[str, float], tracking_uri: str =
         f"add {run_id}"
     )
     return run_id
+
+
+def finish(kind: str, payload: dict, metrics: dict[str, float], args, markdown) -> str | None:
+    """Log the benchmark's run (`log`), then write ``--json`` and ``--output`` (its section, rendered by
+    ``markdown(payload, run_id)``) where the command was given them; returns the run id."""
+    run_id = log(kind, payload, metrics, args.record_uri)
+    if args.json:
+        Path(args.json).write_text(json.dumps(payload, indent=2))
+    if args.output:
+        Path(args.output).write_text(markdown(payload, run_id))
+    return run_id

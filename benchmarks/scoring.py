@@ -157,16 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
             )
     results = record.plain(results)
     print(json.dumps(results, indent=2))
-    run_id = record.log(
-        "scoring",
-        results,
-        record.numbers({"throughput": results["throughput"], **{f"memory/{m['rows']}": m for m in results["memory"]}}),
-        args.record_uri,
-    )
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    if args.output:
-        Path(args.output).write_text(markdown(results, run_id))
+    metrics = {"throughput": results["throughput"], **{f"memory/{m['rows']}": m for m in results["memory"]}}
+    record.finish("scoring", results, record.numbers(metrics), args, markdown)
     return results
 
 
