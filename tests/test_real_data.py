@@ -56,8 +56,8 @@ def test_cpu_recipe_on_real_reviews_clears_the_floor(tracking_env):
     metrics = run.data.metrics
     assert run.data.params["model.name"] == "offline-minilm" and run.data.params["data.source"] == str(REAL_DATA)
     assert (
-        metrics["data/train_reviews"] == 400
-        and metrics["data/test_reviews"] == 1000
+        run.data.params["data.train_reviews"] == "400"
+        and run.data.params["data.test_reviews"] == "1000"
         and metrics["test/examples"] == 1000
     )
     assert metrics["test/accuracy"] >= ACCURACY_FLOOR, metrics["test/accuracy"]

@@ -18,7 +18,7 @@ import pandas as pd
 from sentiment import plots, tracking
 from sentiment.ablate.grid import BASELINE, Grid, Variant
 from sentiment.stats import Paired, compare, holm, seed_interval, wider_interval
-from sentiment.tracking import keys
+from sentiment.tracking import counts, keys
 
 
 @dataclass
@@ -89,7 +89,7 @@ def _children_frame(grid: Grid, finished: dict) -> pd.DataFrame:
                 "test_accuracy_low": m.get("test/accuracy_ci_low", np.nan),
                 "test_accuracy_high": m.get("test/accuracy_ci_high", np.nan),
                 "test_f1_macro": m.get("test/f1_macro", np.nan),
-                "trainable_parameters": m.get("model/trainable_parameters", np.nan),
+                "trainable_parameters": counts.count(run.params, m, counts.TRAINABLE_PARAMETERS) or np.nan,
                 "train_seconds": sum(tracking.metric_values(run.run_id, "train/epoch_seconds")),
             }
         )

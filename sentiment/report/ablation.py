@@ -14,6 +14,7 @@ from sentiment.errors import UserError
 from sentiment.report.document import Code, Image, Section
 from sentiment.report.numbers import _num, _pct, _pm, _points
 from sentiment.stats import SEEDS, verdict, wilson_interval
+from sentiment.tracking import counts as counts_mod
 from sentiment.tracking import keys
 
 CURVE_OPTION = "train_size"  # a grid whose variants change only this draws a learning curve
@@ -149,13 +150,12 @@ def _test_set_sentence(tables: dict) -> str:
 
 
 def _review_counts(run) -> str:
-    """Training / validation / test reviews: the run's data/* metrics, else its logged datasets."""
+    """Training / validation / test reviews: the run's counts (params), else its logged datasets."""
     from sentiment import tracking
 
-    keys = ("data/train_reviews", "data/val_reviews", "data/test_reviews")
-    if all(k in run.metrics for k in keys):
-        counts = [int(run.metrics[k]) for k in keys]
-    else:
+    names = (counts_mod.TRAIN_REVIEWS, counts_mod.VAL_REVIEWS, counts_mod.TEST_REVIEWS)
+    counts = [counts_mod.count(run.params, run.metrics, name) for name in names]
+    if None in counts:
         rows = tracking.dataset_rows(run.run_id)
         counts = [rows.get(context) for context in ("training", "validation", "testing")]
     return " / ".join("?" if n is None else f"{n:,}" for n in counts)
@@ -385,7 +385,9 @@ def _curve_point(label: str, run, table: pd.DataFrame, ids: pd.Series) -> dict:
         low, high = m["test/accuracy_ci_low"], m["test/accuracy_ci_high"]
     else:  # a run tested on more reviews, scored on the curve's: an interval over these reviews
         low, high = evaluate.bootstrap_accuracy_ci(correct, seed=0)
-    reviews = run.metrics.get("data/train_reviews", _num(run.params.get("data.train_size")))
+    reviews = counts_mod.count(run.params, run.metrics, counts_mod.TRAIN_REVIEWS) or _num(
+        run.params.get("data.train_size")
+    )
     return {
         "label": label,
         "run_id": run.run_id,

@@ -28,6 +28,7 @@ from sentiment.report.document import Section, render_markdown
 from sentiment.report.numbers import _pct, _points
 from sentiment.report.sections import build, data_name
 from sentiment.report.seeds import findings_section, minutes_from_scratch, seed_group_section
+from sentiment.tracking import counts as counts_mod
 from sentiment.tracking import keys
 
 MANIFEST = Path("experiments") / "results.yaml"
@@ -288,7 +289,7 @@ def _accuracy_cell(side: dict) -> str:
 
 
 def _train_reviews(side: dict) -> str:
-    counts = {int(r.metrics["data/train_reviews"]) for r in side["runs"] if "data/train_reviews" in r.metrics}
+    counts = {counts_mod.count(r.params, r.metrics, counts_mod.TRAIN_REVIEWS) for r in side["runs"]} - {None}
     return " / ".join(f"{n:,}" for n in sorted(counts)) or "?"
 
 

@@ -2,6 +2,7 @@
 imports no stage module (train, evaluate, analyze, ablate, ...).
 
 - keys.py        the tag keys (`sentiment.*`), one constant each: `keys.KIND`, `keys.ERROR`, ...
+- counts.py      the counts a training run logs once as params (reviews per split, model parameters)
 - tracker.py     the `Tracker` protocol stages log through; `NullTracker` (ranks other than 0)
 - memory.py      `InMemoryTracker`, for unit tests of the stages without a server
 - connection.py  tracking URI, health and credential checks

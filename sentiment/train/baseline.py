@@ -32,6 +32,7 @@ from sentiment.device import Runtime, pick_runtime
 from sentiment.distributed import Dist
 from sentiment.errors import UserError
 from sentiment.preflight import TrainInputs, check_inputs
+from sentiment.tracking import counts as counts_mod
 from sentiment.tracking import keys
 from sentiment.train import console
 from sentiment.train.loop import EpochResult, History, epoch_metrics
@@ -72,9 +73,7 @@ def run_baseline(
     result, val = fit(pipeline, splits.train, splits.val, config)
     console.say(console.epoch_line(result, 1, True))
     counts = baselines.parameters(pipeline)
-    tracker.log_metrics(
-        {"model/parameters": counts["total"], "model/trainable_parameters": counts["trainable"]}, step=0
-    )
+    tracker.log_params(counts_mod.parameter_counts(counts["total"], counts["trainable"]))
     tracker.log_metrics({**epoch_metrics(result, runtime.device), "train/fit_seconds": result.seconds}, step=1)
     if after_epoch is not None:
         after_epoch(result)
@@ -99,8 +98,7 @@ def _log_start(config: Config, tracker: tracking.Tracker, pipeline, splits, runt
     """The config, the pipeline's settings, sizes, datasets and tags, as an encoder's run has them."""
     tracker.log_config(config)
     tracker.log_params(baselines.hyperparameters(pipeline))
-    sizes = {f"data/{name}_reviews": float(n) for name, n in splits.sizes().items()}
-    tracker.log_metrics(sizes, step=0)
+    tracker.log_params(counts_mod.split_sizes(splits.sizes()))
     tracker.log_splits(splits)
     tracker.set_tags({**runtime.tags(), keys.KIND: "train", keys.BASELINE: config.model.name})
 

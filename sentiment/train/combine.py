@@ -33,6 +33,7 @@ from sentiment.config import Config, apply_overrides, validate
 from sentiment.device import pick_runtime
 from sentiment.errors import UserError
 from sentiment.stats import Paired, compare
+from sentiment.tracking import counts as counts_mod
 from sentiment.tracking import keys
 from sentiment.train.loop import History
 from sentiment.train.publish import Calibrated, Trained, TrainOutcome, package_bytes, publish_logged
@@ -157,8 +158,7 @@ def run_combine(
             "combine.weight_step": plan.step,
         }
     )
-    sizes = {f"data/{name}_reviews": float(n) for name, n in plan.splits.sizes().items()}
-    tracker.log_metrics(sizes, step=0)
+    tracker.log_params(counts_mod.split_sizes(plan.splits.sizes()))
     tracker.log_splits(plan.splits)
     tracker.set_tags(
         {

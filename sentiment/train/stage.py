@@ -30,6 +30,7 @@ from sentiment.config import BASELINES, Config, scale_epochs, to_yaml
 from sentiment.device import Runtime, pick_runtime
 from sentiment.distributed import Dist
 from sentiment.preflight import TrainInputs, check_inputs
+from sentiment.tracking import counts as counts_mod
 from sentiment.tracking import keys
 from sentiment.train import console, loop
 from sentiment.train.baseline import run_baseline
@@ -156,9 +157,8 @@ def _log_start(
     if state is None:
         counts = model_mod.count_parameters(net)
         tracker.log_config(config)
-        sizes = {f"data/{name}_reviews": float(n) for name, n in splits.sizes().items()}
-        parameters = {"model/parameters": counts["total"], "model/trainable_parameters": counts["trainable"]}
-        tracker.log_metrics({**parameters, **sizes}, step=0)
+        parameters = counts_mod.parameter_counts(counts["total"], counts["trainable"])
+        tracker.log_params({**parameters, **counts_mod.split_sizes(splits.sizes())})
         tracker.log_splits(splits)
         dist = runtime.dist
         if dist.enabled:
