@@ -179,7 +179,7 @@ def train_sentiment(spec: Spec) -> dict:
         with clock.installed(), measure.PeakRss() as rss:
             stage_start = time.perf_counter()
             with tracking.open_run(run_name=f"bench-sentiment-{name}", system_metrics=True) as tracker:
-                outcome = train_mod.run_train(config, tracker, workdir)
+                outcome = train_mod.run_train(config, tracker, train_mod.TrainRequest(workdir))
             stage_s = time.perf_counter() - stage_start
     finally:
         train_loop.fit, evaluate.predict_logits = real_fit, real_predict

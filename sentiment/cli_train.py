@@ -3,6 +3,7 @@ scored on a split or on a few texts."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -69,27 +70,27 @@ def train(
     if config is not None and ":/" not in config.model.name:  # (an MLflow model URI needs the server first)
         inputs = check_inputs(config)  # everything that can be wrong, found before the run exists
     from sentiment import distributed, tracking
-    from sentiment.train import StopOnSignal, run_train
+    from sentiment.promote import RegisterRequest
+    from sentiment.train import StopOnSignal, TrainRequest, run_train
 
     stop = StopOnSignal().install()
     dist = distributed.init()  # torchrun / accelerate launch: one process per rank
+    registry = RegisterRequest(register_as, promote_if, promote_alpha) if register_as else None
+    request = TrainRequest(Path(output_dir), resume=bool(resume), registry=registry, should_stop=stop, dist=dist)
     if resume and dist.enabled:
         raise UserError("--resume runs in one process: resume a distributed run without torchrun, or start it again")
     try:
         if not dist.is_main:  # only rank 0 talks to MLflow
             with distributed.rank_failures(dist):
-                run_train(
-                    config,
-                    tracking.NullTracker(),
-                    Path(output_dir) / f"rank-{dist.rank}",
-                    should_stop=stop,
-                    dist=dist,
-                    inputs=inputs,
+                rank_request = TrainRequest(
+                    Path(output_dir) / f"rank-{dist.rank}", should_stop=stop, dist=dist, inputs=inputs
                 )
+                run_train(config, tracking.NullTracker(), rank_request)
             return
         if config is not None:
-            tracking.connect()
-            inputs = inputs or check_inputs(config, dist)
+            if inputs is None:  # a model given as an MLflow URI is checked on the server, before the run exists
+                tracking.connect()
+                inputs = check_inputs(config, dist)
             run_name = run_name or default_run_name(
                 preset, short_name(config.model.name), short_name(config.data.source)
             )
@@ -104,18 +105,7 @@ def train(
             config = config or tracking.read_run_config(tracker.run_id, required=True)
             workdir = Path(output_dir) / tracker.run_id
             with distributed.rank_failures(dist):
-                outcome = run_train(
-                    config,
-                    tracker,
-                    workdir,
-                    register_as=register_as or None,
-                    resume=bool(resume),
-                    should_stop=stop,
-                    dist=dist,
-                    promote_if=promote_if,
-                    promote_alpha=promote_alpha,
-                    inputs=inputs,
-                )
+                outcome = run_train(config, tracker, replace(request, workdir=workdir, inputs=inputs))
         _report_train(outcome)
     finally:
         distributed.shutdown()

@@ -231,11 +231,11 @@ def trained_in_memory(tiny_model, reviews_csv, tmp_path_factory):
     """The train stage run once against the in-memory tracker (no server): its outcome, its
     tracker, and the packaged model folder it logged (what evaluate and analyze load)."""
     from sentiment.tracking import InMemoryTracker
-    from sentiment.train import run_train
+    from sentiment.train import TrainRequest, run_train
 
     tracker = InMemoryTracker("train-run")
     workdir = tmp_path_factory.mktemp("trained")
-    outcome = run_train(tiny_config(tiny_model, reviews_csv), tracker, workdir)
+    outcome = run_train(tiny_config(tiny_model, reviews_csv), tracker, TrainRequest(workdir))
     (name, step, folder) = tracker.models[0]
     return {"outcome": outcome, "tracker": tracker, "package": folder, "workdir": workdir}
 

@@ -223,7 +223,7 @@ def _device_slots(n: int) -> list[str | None]:
 
 
 def _run_in_process(child: Child, grid: Grid, parent_run_id: str, workdir: Path) -> ChildOutcome:
-    from sentiment.train import run_train
+    from sentiment.train import TrainRequest, run_train
 
     run_id = None
     try:
@@ -232,7 +232,7 @@ def _run_in_process(child: Child, grid: Grid, parent_run_id: str, workdir: Path)
         ) as tracker:
             run_id = tracker.run_id
             try:
-                run_train(child.config, tracker, workdir / run_id)
+                run_train(child.config, tracker, TrainRequest(workdir / run_id))
             finally:
                 shutil.rmtree(workdir / run_id, ignore_errors=True)  # the run holds the model
     except Exception as exc:  # one child failing must not stop the others; open_run marked it FAILED

@@ -3,7 +3,7 @@ imports no stage module (train, evaluate, analyze, ablate, ...).
 
 - keys.py        the tag keys (`sentiment.*`), one constant each: `keys.KIND`, `keys.ERROR`, ...
 - counts.py      the counts a training run logs once as params (reviews per split, model parameters)
-- tracker.py     the `Tracker` protocol stages log through; `NullTracker` (ranks other than 0)
+- tracker.py     the `Tracker` protocol (`MetricLogger` + `Publisher`); `NullTracker` (ranks other than 0)
 - memory.py      `InMemoryTracker`, for unit tests of the stages without a server
 - connection.py  tracking URI, health and credential checks
 - runs.py        `open_run` and `MlflowTracker` (the protocol on an MLflow run)
@@ -88,7 +88,7 @@ from sentiment.tracking.side_runs import (
     side_run,
     submit_project_run,
 )
-from sentiment.tracking.tracker import LoggedModelRef, NullTracker, Tracker
+from sentiment.tracking.tracker import LoggedModelRef, MetricLogger, NullTracker, Publisher, Tracker
 
 __all__ = [
     "BASELINE_FILE",
@@ -99,8 +99,10 @@ __all__ = [
     "SKLEARN_PIPELINE",
     "InMemoryTracker",
     "LoggedModelRef",
+    "MetricLogger",
     "MlflowTracker",
     "NullTracker",
+    "Publisher",
     "Outbox",
     "Registration",
     "RunRecord",

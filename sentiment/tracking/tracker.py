@@ -1,4 +1,5 @@
-"""The `Tracker` protocol every stage logs through, and `NullTracker` for ranks other than 0.
+"""The `Tracker` protocol every stage logs through (a `MetricLogger`, what the training loop needs, and a
+`Publisher` of artifacts and models), and `NullTracker` for ranks other than 0.
 
 Stages (train, evaluate, analyze, ablate) depend on this interface, never on MLflow: the CLI
 hands them an `MlflowTracker` (`tracking.open_run`), torchrun ranks other than 0 a
@@ -32,15 +33,11 @@ def epochs_to_prune(keep: int, scores: dict[int, float]) -> list[int]:
 
 
 @runtime_checkable
-class Tracker(Protocol):
-    """What a stage may record about its run. Every metric call passes ``step``; artifact paths
-    are relative to the run (``figures/training_curves.png``); tables become an MLflow table
-    (``name.json``) and a Parquet copy (``name.parquet``)."""
+class MetricLogger(Protocol):
+    """What a training loop logs through: params, metrics at a step, tags (the four calls of
+    torchtune's metric logger, plus flush and close). `train/loop.py` needs nothing more."""
 
     run_id: str
-
-    def log_config(self, config) -> None:
-        """The whole config: flattened as params (those the run lacks) and as ``config.yaml``."""
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Params, each once per run (values are logged as text)."""
@@ -50,6 +47,22 @@ class Tracker(Protocol):
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         """Tags (values are logged as text)."""
+
+    def flush(self) -> None:
+        """Send what is buffered now (metrics are batched); never waits for a lost server."""
+
+    def close(self, wait_s: float | None = None) -> None:
+        """Send everything; a tracker that lost its server waits for it (bounded by ``wait_s``)."""
+
+
+@runtime_checkable
+class Publisher(Protocol):
+    """What a stage publishes besides numbers: its config, figures, tables, texts, datasets and models.
+    Artifact paths are relative to the run (``figures/training_curves.png``); tables become an MLflow
+    table (``name.json``) and a Parquet copy (``name.parquet``)."""
+
+    def log_config(self, config) -> None:
+        """The whole config: flattened as params (those the run lacks) and as ``config.yaml``."""
 
     def log_figure(self, figure, path: str) -> None:
         """A matplotlib Figure as a PNG artifact."""
@@ -86,11 +99,11 @@ class Tracker(Protocol):
     def delete_artifacts(self, path: str) -> None:
         """Delete a folder of this run's artifacts (e.g. the resumable state in ``checkpoints``)."""
 
-    def flush(self) -> None:
-        """Send what is buffered now (metrics are batched); never waits for a lost server."""
 
-    def close(self, wait_s: float | None = None) -> None:
-        """Send everything; a tracker that lost its server waits for it (bounded by ``wait_s``)."""
+@runtime_checkable
+class Tracker(MetricLogger, Publisher, Protocol):
+    """What a stage may record about its run: a `MetricLogger` and a `Publisher` on one run. Every
+    metric call passes ``step``."""
 
 
 class NullTracker:

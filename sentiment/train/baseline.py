@@ -20,53 +20,36 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from sentiment import baselines, calibration, evaluate, tracking
-from sentiment import promote as promote_mod
 from sentiment.config import Config
 from sentiment.device import Runtime, pick_runtime
-from sentiment.distributed import Dist
 from sentiment.errors import UserError
-from sentiment.preflight import TrainInputs, check_inputs
+from sentiment.preflight import check_inputs
 from sentiment.tracking import counts as counts_mod
 from sentiment.tracking import keys
 from sentiment.train import console
 from sentiment.train.loop import EpochResult, History, epoch_metrics
 from sentiment.train.publish import Calibrated, Trained, TrainOutcome, package_bytes, publish_logged
+from sentiment.train.request import TrainRequest
 
 
-def run_baseline(
-    config: Config,
-    tracker: tracking.Tracker,
-    workdir: Path,
-    registry: promote_mod.RegisterRequest | None,
-    resume: bool = False,
-    dist: Dist | None = None,
-    inputs: TrainInputs | None = None,
-    after_epoch=None,
-) -> TrainOutcome:
+def run_baseline(config: Config, tracker: tracking.Tracker, request: TrainRequest) -> TrainOutcome:
     """Fit, calibrate, test and publish a baseline in the tracker's run (see the module docstring).
-
-    Args:
-        registry: `--register-as` with its promotion rule, or None.
-        inputs: what `check_inputs` found before the run opened (checked here when not given).
-        after_epoch: called once with the fit's `EpochResult` (as `Hooks.after_epoch`).
-    Returns:
-        The outcome, with a one-"epoch" history (the fit).
-    """
-    if dist is not None and dist.enabled:
+    ``request.after_epoch`` is called once with the fit's `EpochResult` (as `Hooks.after_epoch`).
+    Returns the outcome, with a one-"epoch" history (the fit)."""
+    if request.dist.enabled:
         raise UserError(f"the {config.model.name} baseline trains in one process; run it without torchrun")
-    if resume:
+    if request.resume:
         raise UserError(f"the {config.model.name} baseline fits in one go and has no state to resume; train it again")
     from transformers import set_seed
 
     started = time.time()
     set_seed(config.seed)
-    splits = (inputs or check_inputs(config)).splits
+    splits = (request.inputs or check_inputs(config)).splits
     runtime = _runtime(config)
     pipeline = baselines.build_pipeline(config, str(runtime.device))
     _log_start(config, tracker, pipeline, splits, runtime)
@@ -75,16 +58,16 @@ def run_baseline(
     counts = baselines.parameters(pipeline)
     tracker.log_params(counts_mod.parameter_counts(counts["total"], counts["trainable"]))
     tracker.log_metrics({**epoch_metrics(result, runtime.device), "train/fit_seconds": result.seconds}, step=1)
-    if after_epoch is not None:
-        after_epoch(result)
+    if request.after_epoch is not None:
+        request.after_epoch(result)
     history = History(epochs=[result], best_epoch=1, best_val_accuracy=result.val_accuracy)
     calibrated = calibrate_and_test(pipeline, val, splits, config)
-    package = baselines.save_package(pipeline, config, calibrated.temperature, workdir / "package_best")
+    package = baselines.save_package(pipeline, config, calibrated.temperature, request.workdir / "package_best")
     logged = tracker.log_model(package, name="model", step=1)
     size = package_bytes(package) + baselines.encoder_bytes(pipeline)
     tracker.log_metrics({"model/size_bytes": size}, step=1, model_id=logged.model_id)
     trained = Trained(config, splits, runtime.tags(), started)
-    return publish_logged(trained, history, calibrated, tracker, logged, registry)
+    return publish_logged(trained, history, calibrated, tracker, logged, request.registry)
 
 
 def _runtime(config: Config) -> Runtime:

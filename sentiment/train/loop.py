@@ -23,7 +23,7 @@ from sentiment import model as model_mod
 from sentiment.config import Config
 from sentiment.device import Runtime, pick_runtime
 from sentiment.errors import Interrupted, TrainingError
-from sentiment.tracking import keys
+from sentiment.tracking import MetricLogger, keys
 from sentiment.train import console
 from sentiment.train.checkpoint import Checkpointer, restore_rng, rng_state, save_model
 from sentiment.train.step import Sums, optimizer_step
@@ -173,7 +173,7 @@ def fit(
     train: tokens.Reviews,
     val: tokens.Reviews,
     config: Config,
-    tracker,
+    tracker: MetricLogger,
     workdir: Path,
     runtime: Runtime | None = None,
     hooks: Hooks | None = None,
@@ -184,8 +184,8 @@ def fit(
     Args:
         model: the classifier, on any device; moved to ``runtime``'s.
         train, val: the splits' tables and token ids (`tokens.encode_reviews`).
-        tracker: a `tracking.Tracker`; receives per-step and per-epoch metrics (``train/loss``,
-            ``val/accuracy``...).
+        tracker: a `tracking.MetricLogger` (any `Tracker` is one); receives per-step and per-epoch
+            metrics (``train/loss``, ``val/accuracy``...).
         workdir: local folder for the best checkpoint.
         runtime: device, precision and place in a distributed job (default: from ``config.train``).
         hooks: stop signal, checkpoints and epoch end (default: none).
@@ -256,7 +256,13 @@ def _keep_best(
 
 
 def _train_epoch(
-    parts: Parts, train: tokens.Reviews, config: Config, tracker, history: History, progress: Progress, hooks: Hooks
+    parts: Parts,
+    train: tokens.Reviews,
+    config: Config,
+    tracker: MetricLogger,
+    history: History,
+    progress: Progress,
+    hooks: Hooks,
 ) -> None:
     """Train the rest of ``progress.epoch``, updating ``progress`` in place."""
     t = config.train

@@ -37,6 +37,7 @@ from sentiment.train.baseline import run_baseline
 from sentiment.train.checkpoint import Checkpointer, load_resume_state, save_model
 from sentiment.train.loop import EpochResult, History, Hooks
 from sentiment.train.publish import Calibrated, Trained, TrainOutcome, package_bytes, publish_logged
+from sentiment.train.request import TrainRequest
 
 
 @dataclass
@@ -54,46 +55,31 @@ class Prepared:
     started: float = 0.0  # time.time() when preparation began (the model card's wall time)
 
 
-def run_train(
-    config: Config,
-    tracker: tracking.Tracker,
-    workdir: Path,
-    register_as: str | None = None,
-    resume: bool = False,
-    promote_if: str = promote_mod.DEFAULT_RULE,
-    promote_alpha: float = promote_mod.DEFAULT_ALPHA,
-    should_stop=lambda: 0,
-    dist: Dist | None = None,
-    inputs: TrainInputs | None = None,
-    after_epoch=None,
-) -> TrainOutcome | None:
+def run_train(config: Config, tracker: tracking.Tracker, request: TrainRequest) -> TrainOutcome | None:
     """The train stage: prepare, fit, publish in the tracker's run.
 
-    With ``resume`` the run's latest checkpoint (local, else downloaded from the run) is loaded
-    and training continues where it stopped. Under torchrun every rank calls this; only rank 0
-    gets a real tracker, writes checkpoints and logs models (other ranks get a NullTracker and
-    return None). ``inputs`` are what `check_inputs` found before the run opened (checked here
-    when not given). ``after_epoch`` (`Hooks.after_epoch`) sees each epoch's result once it is
-    logged; an exception it raises ends training there (a pruned `sentiment tune` trial).
+    With ``request.resume`` the run's latest checkpoint (local, else downloaded from the run) is
+    loaded and training continues where it stopped. Under torchrun every rank calls this; only
+    rank 0 gets a real tracker, writes checkpoints and logs models (other ranks get a NullTracker
+    and return None).
     """
-    dist = dist or Dist()
-    registry = promote_mod.RegisterRequest(register_as, promote_if, promote_alpha) if register_as else None
     if config.model.name in BASELINES:  # a scikit-learn pipeline: train/baseline.py
-        return run_baseline(config, tracker, workdir, registry, resume, dist, inputs, after_epoch)
-    prepared = prepare(config, tracker, workdir, resume, dist, inputs)
+        return run_baseline(config, tracker, request)
+    workdir, dist = request.workdir, request.dist
+    prepared = prepare(config, tracker, workdir, request.resume, dist, request.inputs)
     main, every_epoch = dist.is_main, config.log_checkpoints == "all"
     hooks = Hooks(
-        should_stop=should_stop,
+        should_stop=request.should_stop,
         checkpoints=Checkpointer(workdir, tracker, config.upload_state) if main else None,
         on_epoch_end=_epoch_checkpoint(prepared, tracker, workdir) if every_epoch and main else None,
-        after_epoch=after_epoch,
+        after_epoch=request.after_epoch,
     )
     p = prepared
     history = loop.fit(p.model, p.train, p.val, p.config, tracker, workdir, p.runtime, hooks, p.state)
     calibrated = calibrate_and_test(prepared, history)  # every rank predicts its share
     if not dist.is_main:
         return None
-    return publish(prepared, history, calibrated, tracker, workdir, registry)
+    return publish(prepared, history, calibrated, tracker, workdir, request.registry)
 
 
 # Below this many optimizer steps a fine-tuned encoder has barely left its initialisation (the

@@ -23,7 +23,7 @@ import optuna
 
 from sentiment import tracking
 from sentiment.tracking import keys
-from sentiment.train import History, run_train
+from sentiment.train import History, TrainRequest, run_train
 from sentiment.tune.space import Space
 from sentiment.tune.study import MODEL_ATTR, RUN_ATTR
 
@@ -128,7 +128,8 @@ def run_trial(trial: optuna.Trial, values: dict, ctx: TrialContext) -> float:
 def _train(config, tracker, ctx: TrialContext, reporter: Reporter):
     workdir = ctx.workdir / tracker.run_id
     try:
-        return run_train(config, tracker, workdir, should_stop=ctx.should_stop, after_epoch=reporter), "complete"
+        request = TrainRequest(workdir, should_stop=ctx.should_stop, after_epoch=reporter)
+        return run_train(config, tracker, request), "complete"
     except Pruned:
         return None, "pruned"
     finally:

@@ -3,20 +3,31 @@ NullTracker of other ranks does nothing but has no catch-all; the in-memory trac
 
 from __future__ import annotations
 
+import ast
 import inspect
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from sentiment.config import Config
-from sentiment.tracking import InMemoryTracker, MlflowTracker, NullTracker, Tracker
-
-PROTOCOL_METHODS = sorted(
-    name for name, member in vars(Tracker).items() if inspect.isfunction(member) and not name.startswith("_")
-)
+from sentiment.tracking import InMemoryTracker, MetricLogger, MlflowTracker, NullTracker, Publisher, Tracker
 
 
-def test_the_protocol_is_small():
+def _methods(protocol) -> list[str]:
+    return sorted(
+        name for name, member in vars(protocol).items() if inspect.isfunction(member) and not name.startswith("_")
+    )
+
+
+LOGGER_METHODS = _methods(MetricLogger)
+PROTOCOL_METHODS = sorted(LOGGER_METHODS + _methods(Publisher))
+LOOP_FILES = [Path(__file__).parents[2] / "sentiment" / "train" / name for name in ("loop.py", "step.py")]
+
+
+def test_the_protocol_is_a_metric_logger_and_a_publisher():
+    assert {MetricLogger, Publisher} <= set(Tracker.__mro__) and not _methods(Tracker)  # nothing of its own
+    assert LOGGER_METHODS == ["close", "flush", "log_metrics", "log_params", "set_tags"]
     assert PROTOCOL_METHODS == [
         "close",
         "delete_artifacts",
@@ -36,6 +47,19 @@ def test_the_protocol_is_small():
         "prune_checkpoints",
         "set_tags",
     ]
+
+
+def test_the_training_loop_needs_only_the_metric_logger():
+    called = {
+        node.func.attr
+        for path in LOOP_FILES
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "tracker"
+    }
+    assert "log_metrics" in called and called <= set(LOGGER_METHODS), called - set(LOGGER_METHODS)
 
 
 @pytest.mark.parametrize("cls", [MlflowTracker, NullTracker, InMemoryTracker], ids=lambda c: c.__name__)

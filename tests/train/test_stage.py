@@ -94,7 +94,7 @@ def test_the_model_card_is_read_from_what_the_run_logged(trained_in_memory):
 def test_keep_state_and_keep_checkpoints(tiny_model, reviews_csv, tmp_path):
     """keep_state true keeps the uploaded state; keep_checkpoints 2 of 4 prunes the two worst epochs."""
     from sentiment.tracking import InMemoryTracker
-    from sentiment.train import run_train
+    from sentiment.train import TrainRequest, run_train
 
     tracker = InMemoryTracker("retention")
     config = tiny_config(
@@ -102,7 +102,7 @@ def test_keep_state_and_keep_checkpoints(tiny_model, reviews_csv, tmp_path):
         reviews_csv,
         **{"keep_state": True, "log_checkpoints": "all", "keep_checkpoints": 2, "run_test": False},
     )
-    outcome = run_train(config, tracker, tmp_path)
+    outcome = run_train(config, tracker, TrainRequest(tmp_path))
     assert not tracker.deleted_artifacts and "checkpoints/state.pt" in tracker.artifacts
     scores = {e.epoch: e.val_accuracy for e in outcome.history.epochs}
     kept = sorted(scores, key=lambda e: (-scores[e], e))[:2]
@@ -131,11 +131,11 @@ def test_validation_metrics_come_from_the_predictions_table(trained_in_memory):
 
 def test_min_steps_trains_a_small_split_longer_and_logs_the_epochs_it_ran(tiny_model, reviews_csv, tmp_path, capsys):
     from sentiment.tracking import InMemoryTracker
-    from sentiment.train import run_train
+    from sentiment.train import TrainRequest, run_train
 
     tracker = InMemoryTracker("min-steps")
     config = tiny_config(tiny_model, reviews_csv, **{"train.epochs": 1, "train.min_steps": 50})
-    outcome = run_train(config, tracker, tmp_path)
+    outcome = run_train(config, tracker, TrainRequest(tmp_path))
     # 154 training reviews in batches of 8: 20 steps an epoch, so 3 epochs reach 50 steps
     assert [e.epoch for e in outcome.history.epochs] == [1, 2, 3]
     assert tracker.params["train.epochs"] == "3" and tracker.params["train.min_steps"] == "50"
