@@ -24,7 +24,7 @@ from sentiment.tracking import keys
 from sentiment.tracking.connection import connect, no_retries, one_line, reachable, tracking_uri
 from sentiment.tracking.outbox import Outbox, click_echo
 from sentiment.tracking.queries import last_logged_steps
-from sentiment.tracking.serving import PACKAGE_DIR, log_pyfunc_model
+from sentiment.tracking.serving import MODEL_CONFIG, PACKAGE_DIR, log_pyfunc_model
 from sentiment.tracking.tracker import CHECKPOINT_PREFIX, LoggedModelRef, epochs_to_prune
 
 
@@ -161,7 +161,7 @@ class MlflowTracker:
 
     # -- params, tags, metrics ---------------------------------------------------------
     def log_config(self, config: config_mod.Config) -> None:
-        flat = config_mod.to_flat_dict(config)
+        flat = {**config_mod.to_flat_dict(config), **MODEL_CONFIG}  # MLflow logs the model's config as params too
         existing = mlflow.get_run(self.run_id).data.params
         self.log_params({k: v for k, v in flat.items() if k not in existing})
         self.log_text(config_mod.to_yaml(config), "config.yaml")

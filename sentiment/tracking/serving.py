@@ -45,6 +45,11 @@ PROBABILITY_SCORES = "sentiment.evaluate:probability_metrics"
 # evaluator of mlflow.models.evaluate needs, as it takes the whole output as the predicted class).
 OUTPUT = "output"
 OUTPUTS = ("all", "label")
+# The model_config every model is logged with. MLflow also logs a model's model_config as params of its
+# run, so `MlflowTracker.log_config` logs them up front: every run of a grid or search has the same
+# `output` param, also one pruned before it logged a model (else the compare view's parallel
+# coordinates, which open on the params that differ, would open on it).
+MODEL_CONFIG = {OUTPUT: "all"}
 # Limits of one request to the scoring server (`mlflow models serve`), model_config keys with
 # their defaults: a request past them is answered 400 with the reason. They apply only where
 # MLflow's scoring server runs the model (it sets the variable below); Python callers and
@@ -179,7 +184,7 @@ def log_pyfunc_model(folder: Path, name: str, step: int, tmp: Path) -> LoggedMod
         code_paths=[str(PACKAGE_DIR)],
         signature=signature,
         input_example=INPUT_EXAMPLE,
-        model_config={OUTPUT: "all"},  # logged so that a load may override it (MLflow ignores unknown keys)
+        model_config=MODEL_CONFIG,  # logged so that a load may override it (MLflow ignores unknown keys)
         pip_requirements=_pip_requirements(baseline),
         step=step,
     )

@@ -131,6 +131,12 @@ def test_tiny_search_parent_children_pruning_best_tested_once_and_registered(
             assert tags["sentiment.trial_state"] == "complete" and "val/best_accuracy" in metrics
     states = {c.data.tags["sentiment.trial_state"] for c in children}
     assert states == {"complete", "pruned"}
+    # what the UI's compare view opens on: the params that differ between trials (the searched ones; a pruned
+    # trial, which logged no model, has the model_config params too) and no constant logged as a metric
+    keys = set.union(*(set(c.data.params) for c in children))
+    differing = {k for k in keys if len({c.data.params.get(k) for c in children}) > 1}
+    assert differing == {"train.lr", "train.epochs"}, differing
+    assert not any(k.startswith(("data/", "model/parameters")) for c in children for k in c.data.metrics)
 
     # the parent: best trial, its test evaluation (once, here), counts, minutes, table, figures, registration
     parent = MlflowClient().get_run(pid)
