@@ -56,14 +56,11 @@ def train(
     **options,
 ) -> None:
     """Fine-tune, validate every epoch, log the best model, test it, optionally register it."""
-    from sentiment import hub
 
     overrides = overrides_from(options)
     if resume and any(v is not None for v in overrides.values()):
         raise UserError("--resume continues a run with its logged config; drop the other training options")
     config = None if resume else build_config(preset, overrides)
-    if config is not None and hub.is_hub_id(config.model.name):
-        hub.resolve_model(config.model.name)  # no internet and not cached: say so in seconds
     from sentiment.preflight import check_inputs
 
     inputs = None

@@ -38,15 +38,6 @@ class TrainInputs:
     splits: data_mod.Splits
 
 
-def resolve_model(name: str) -> str:
-    """An MLflow model URI becomes its downloaded folder (this needs MLflow); anything else as is."""
-    if ":/" not in name:
-        return name
-    from sentiment import tracking
-
-    return tracking.resolve_model_source(name)
-
-
 def check_model(config: Config) -> str:
     """The model source resolves and the options that need its shape fit it; returns the source.
     A classical baseline (`config.BASELINES`) has no encoder to check, except minilm-logreg's
@@ -58,7 +49,11 @@ def check_model(config: Config) -> str:
                 model_mod.source_config(model_mod.OFFLINE_MINILM), config.data.max_length, model_mod.OFFLINE_MINILM
             )
         return name
-    model_source = resolve_model(name)
+    if ":/" in name:  # an MLflow model URI: its downloaded folder (needs MLflow); names resolve in model.resolve_source
+        from sentiment import tracking
+
+        name = tracking.resolve_model_source(name)
+    model_source = name
     hf_config = model_mod.source_config(model_source, config.model.trust_remote_code)
     model_mod.check_shape(config.model, hf_config, config.data.max_length)
     return model_source

@@ -23,8 +23,8 @@ from optuna.trial import TrialState
 
 from sentiment import data as data_mod
 from sentiment import device as device_mod
-from sentiment import hub, tracking
 from sentiment import model as model_mod
+from sentiment import tracking
 from sentiment.config import to_yaml
 from sentiment.errors import Interrupted, UserError
 from sentiment.preflight import check_inputs
@@ -157,9 +157,7 @@ def check_trial_inputs(space: Space) -> None:
     """`preflight.check_inputs` on the base recipe (model, shape, data, device), then the model
     shape, device and data of the base with each searched option at its extremes."""
     base = space.base_config()
-    if hub.is_hub_id(base.model.name):
-        hub.resolve_model(base.model.name)
-    inputs = check_inputs(base)
+    inputs = check_inputs(base)  # a Hub id unreachable and not cached: said in seconds (model.resolve_source)
     shapes = {
         (base.model.name, base.model.trust_remote_code): model_mod.source_config(
             inputs.model_source, base.model.trust_remote_code
