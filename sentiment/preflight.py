@@ -15,7 +15,7 @@ until a check needs them).
 
 What can only fail later (out of memory, a non-finite loss) still ends the run FAILED with
 its reason. evaluate and analyze plan the same way (evaluate.plan_evaluate,
-analyze.plan_analyze), ablate checks every child (ablate.check_children).
+analyze.plan_analyze); ablate and tune check every child and trial with `check_configs`.
 
     python -c "from sentiment.config import build_config; from sentiment.preflight import check_inputs; \
 print(check_inputs(build_config('quick', {})).splits.sizes())"
@@ -38,6 +38,16 @@ class TrainInputs:
     splits: data_mod.Splits
 
 
+def _model_source(name: str) -> str:
+    """An MLflow model URI becomes its downloaded folder (needs MLflow); a name stays as it is and
+    resolves in model.resolve_source (alias, folder, Hub id)."""
+    if ":/" not in name:
+        return name
+    from sentiment import tracking
+
+    return tracking.resolve_model_source(name)
+
+
 def check_model(config: Config) -> str:
     """The model source resolves and the options that need its shape fit it; returns the source.
     A classical baseline (`config.BASELINES`) has no encoder to check, except minilm-logreg's
@@ -49,11 +59,7 @@ def check_model(config: Config) -> str:
                 model_mod.source_config(model_mod.OFFLINE_MINILM), config.data.max_length, model_mod.OFFLINE_MINILM
             )
         return name
-    if ":/" in name:  # an MLflow model URI: its downloaded folder (needs MLflow); names resolve in model.resolve_source
-        from sentiment import tracking
-
-        name = tracking.resolve_model_source(name)
-    model_source = name
+    model_source = _model_source(name)
     hf_config = model_mod.source_config(model_source, config.model.trust_remote_code)
     model_mod.check_shape(config.model, hf_config, config.data.max_length)
     return model_source
@@ -71,3 +77,27 @@ def check_inputs(config: Config, dist=None) -> TrainInputs:
 
     pick_runtime(config.train, dist)
     return TrainInputs(model_source, splits)
+
+
+def check_configs(configs) -> None:
+    """The checks of `check_inputs` for the many configs of a grid's children or a search's trials, before
+    the parent run exists: each model resolves and fits its options (one shape read per model, no
+    weights loaded), each device and precision suits, each distinct data setting loads and splits. A
+    grid or search that would fail in a child fails here instead, with the same one-line message."""
+    from sentiment.device import pick_runtime  # (imports torch)
+
+    shapes: dict[tuple[str, bool], object] = {}
+    loaded: list = []
+    for config in configs:
+        if config.model.name in BASELINES:  # a classical baseline: no encoder shape to read
+            check_model(config)
+        else:
+            key = (config.model.name, config.model.trust_remote_code)
+            if key not in shapes:
+                source = _model_source(config.model.name)
+                shapes[key] = model_mod.source_config(source, config.model.trust_remote_code)
+            model_mod.check_shape(config.model, shapes[key], config.data.max_length)
+        pick_runtime(config.train)
+        if config.data not in loaded:
+            data_mod.load_splits(config.data, config.seed)
+            loaded.append(config.data)

@@ -122,31 +122,11 @@ def _start_parent(grid: Grid, parent, resume: bool) -> int:
 
 
 def check_children(grid: Grid) -> None:
-    """Before the parent run exists: every child's model resolves and fits its options (no
-    weights loaded), and every distinct data setting loads and splits. A grid that would fail in
-    its first child fails here instead, with the same one-line message."""
-    from sentiment import data as data_mod
-    from sentiment import device as device_mod
-    from sentiment import model as model_mod
-    from sentiment.config import BASELINES
-    from sentiment.preflight import check_model
+    """Before the parent run exists: every child checked as `sentiment train` checks its run
+    (`preflight.check_configs`)."""
+    from sentiment.preflight import check_configs
 
-    shapes: dict[tuple[str, bool], object] = {}
-    data_checked: set = set()
-    for child in grid.children():
-        config = child.config
-        key = (config.model.name, config.model.trust_remote_code)
-        if config.model.name in BASELINES:  # a classical baseline: no encoder shape to check
-            check_model(config)
-        else:
-            if key not in shapes:
-                source = tracking.resolve_model_source(config.model.name)
-                shapes[key] = model_mod.source_config(source, config.model.trust_remote_code)
-            model_mod.check_shape(config.model, shapes[key], config.data.max_length)
-        device_mod.pick_runtime(config.train)
-        if config.data not in data_checked:
-            data_mod.load_splits(config.data, config.seed)
-            data_checked.add(config.data)
+    check_configs(child.config for child in grid.children())
 
 
 def check_resumable(parent_run_id: str, grid: Grid) -> None:

@@ -21,13 +21,10 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from sentiment import data as data_mod
-from sentiment import device as device_mod
-from sentiment import model as model_mod
 from sentiment import tracking
 from sentiment.config import to_yaml
 from sentiment.errors import Interrupted, UserError
-from sentiment.preflight import check_inputs
+from sentiment.preflight import check_configs
 from sentiment.promote import RegisterRequest
 from sentiment.tracking import keys
 from sentiment.tune import study as study_mod
@@ -154,27 +151,9 @@ def _plan_existing(
 
 
 def check_trial_inputs(space: Space) -> None:
-    """`preflight.check_inputs` on the base recipe (model, shape, data, device), then the model
-    shape, device and data of the base with each searched option at its extremes."""
-    base = space.base_config()
-    inputs = check_inputs(base)  # a Hub id unreachable and not cached: said in seconds (model.resolve_source)
-    shapes = {
-        (base.model.name, base.model.trust_remote_code): model_mod.source_config(
-            inputs.model_source, base.model.trust_remote_code
-        )
-    }
-    loaded = {base.data}
-    for config in space.corner_configs():
-        key = (config.model.name, config.model.trust_remote_code)
-        if key not in shapes:
-            shapes[key] = model_mod.source_config(
-                tracking.resolve_model_source(config.model.name), config.model.trust_remote_code
-            )
-        model_mod.check_shape(config.model, shapes[key], config.data.max_length)
-        device_mod.pick_runtime(config.train)
-        if config.data not in loaded:
-            data_mod.load_splits(config.data, config.seed)
-            loaded.add(config.data)
+    """The base recipe, then the base with each searched option at its extremes, checked as
+    `sentiment train` checks its run (`preflight.check_configs`)."""
+    check_configs([space.base_config(), *space.corner_configs()])
 
 
 def sampler_offset(attempt: int, worker: int) -> int:
