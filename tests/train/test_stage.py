@@ -142,3 +142,14 @@ def test_min_steps_trains_a_small_split_longer_and_logs_the_epochs_it_ran(tiny_m
     err = capsys.readouterr().err
     assert "3 epochs, so that training takes at least train.min_steps = 50 steps" in err
     assert "too few for fine-tuning to learn much" in err  # 60 steps
+
+
+def test_the_few_steps_warning_spares_the_demo_and_warns_a_one_epoch_small_set(capsys):
+    from sentiment.config import build_config
+    from sentiment.distributed import Dist
+    from sentiment.train.stage import _warn_if_few_steps
+
+    _warn_if_few_steps(build_config("quick", {}), 250, Dist())  # make demo: 5 epochs of 16 batches
+    assert capsys.readouterr().err == ""
+    _warn_if_few_steps(build_config("cpu", {}), 500, Dist())  # one epoch of 32 batches: stays at loss 0.69
+    assert "500 training reviews give 32 optimizer steps" in capsys.readouterr().err
