@@ -56,7 +56,6 @@ def train(
     **options,
 ) -> None:
     """Fine-tune, validate every epoch, log the best model, test it, optionally register it."""
-
     overrides = overrides_from(options)
     if resume and any(v is not None for v in overrides.values()):
         raise UserError("--resume continues a run with its logged config; drop the other training options")
