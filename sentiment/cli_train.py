@@ -78,9 +78,7 @@ def train(
     try:
         if not dist.is_main:  # only rank 0 talks to MLflow
             with distributed.rank_failures(dist):
-                rank_request = TrainRequest(
-                    Path(output_dir) / f"rank-{dist.rank}", should_stop=stop, dist=dist, inputs=inputs
-                )
+                rank_request = replace(request, workdir=Path(output_dir) / f"rank-{dist.rank}", inputs=inputs)
                 run_train(config, tracking.NullTracker(), rank_request)
             return
         if config is not None:

@@ -59,10 +59,15 @@ def check_model(config: Config) -> str:
                 model_mod.source_config(model_mod.OFFLINE_MINILM), config.data.max_length, model_mod.OFFLINE_MINILM
             )
         return name
-    model_source = _model_source(name)
-    hf_config = model_mod.source_config(model_source, config.model.trust_remote_code)
+    model_source, hf_config = _read_shape(config)
     model_mod.check_shape(config.model, hf_config, config.data.max_length)
     return model_source
+
+
+def _read_shape(config: Config) -> tuple[str, object]:
+    """The model's source and its Hugging Face config (no weights loaded)."""
+    model_source = _model_source(config.model.name)
+    return model_source, model_mod.source_config(model_source, config.model.trust_remote_code)
 
 
 def check_inputs(config: Config, dist=None) -> TrainInputs:
@@ -87,17 +92,16 @@ def check_configs(configs) -> None:
     from sentiment.device import pick_runtime  # (imports torch)
 
     shapes: dict[tuple[str, bool], object] = {}
-    loaded: list = []
+    loaded: set = set()
     for config in configs:
         if config.model.name in BASELINES:  # a classical baseline: no encoder shape to read
             check_model(config)
         else:
             key = (config.model.name, config.model.trust_remote_code)
             if key not in shapes:
-                source = _model_source(config.model.name)
-                shapes[key] = model_mod.source_config(source, config.model.trust_remote_code)
+                shapes[key] = _read_shape(config)[1]
             model_mod.check_shape(config.model, shapes[key], config.data.max_length)
         pick_runtime(config.train)
         if config.data not in loaded:
             data_mod.load_splits(config.data, config.seed)
-            loaded.append(config.data)
+            loaded.add(config.data)
